@@ -1,0 +1,1 @@
+//! Criterion benchmarks of Wit; see `benches/`.

@@ -1,0 +1,61 @@
+//! Injected I/O failures for tests. Not part of the supported API.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Counters that make the N-th write or sync fail. Negative means "never".
+#[derive(Debug)]
+pub struct IoFaults {
+    writes_until_failure: AtomicI64,
+    syncs_until_failure: AtomicI64,
+}
+
+impl Default for IoFaults {
+    fn default() -> Self {
+        Self { writes_until_failure: AtomicI64::new(-1), syncs_until_failure: AtomicI64::new(-1) }
+    }
+}
+
+impl IoFaults {
+    /// The write after `n` more successful writes fails (0: the next one).
+    pub fn fail_write_after(&self, n: i64) {
+        self.writes_until_failure.store(n, Ordering::SeqCst);
+    }
+
+    /// The sync after `n` more successful syncs fails (0: the next one).
+    pub fn fail_sync_after(&self, n: i64) {
+        self.syncs_until_failure.store(n, Ordering::SeqCst);
+    }
+
+    /// Stops injecting.
+    pub fn clear(&self) {
+        self.fail_write_after(-1);
+        self.fail_sync_after(-1);
+    }
+
+    fn hit(counter: &AtomicI64) -> bool {
+        let mut cur = counter.load(Ordering::SeqCst);
+        loop {
+            if cur < 0 {
+                return false;
+            }
+            match counter.compare_exchange(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return cur == 0,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    pub(crate) fn write(&self) -> std::io::Result<()> {
+        if Self::hit(&self.writes_until_failure) {
+            return Err(std::io::Error::other("injected write failure"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sync(&self) -> std::io::Result<()> {
+        if Self::hit(&self.syncs_until_failure) {
+            return Err(std::io::Error::other("injected sync failure"));
+        }
+        Ok(())
+    }
+}

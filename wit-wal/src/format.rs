@@ -1,0 +1,467 @@
+//! The on-disk format: segment header and trailer, group headers, record frames, and the
+//! scanner that recovery, verification and the read-only inspector share.
+//!
+//! ```text
+//! segment file  = header (64 B) | group* | (unused: zeros or stale bytes) | trailer (64 B)
+//! header        = magic "WITWAL\r\n" | version u32 | flags u32 | generation u64
+//!                 | first_lsn u64 | segment_len u64 | reserved (20 B) | crc32 of bytes 0..60
+//! group         = group header (24 B) | record frame * count
+//! group header  = magic "WgRp" | count u32 | first_lsn u64 | bytes u32
+//!                 | crc32(bytes 0..20 ++ generation)
+//! record frame  = len u32 | crc32(len ++ payload ++ lsn ++ generation) | payload
+//! trailer       = magic "WITSEAL\n" | generation u64 | first_lsn u64 | next_lsn u64
+//!                 | data_end u64 | reserved (20 B) | crc32 of bytes 0..60
+//! ```
+//!
+//! All integers are little-endian. A group is what one leader writes in one `pwrite`; it
+//! never spans two segments. Every checksum covers the segment's generation, so bytes left in
+//! a recycled file by an earlier generation can never validate.
+
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"WITWAL\r\n";
+pub(crate) const TRAILER_MAGIC: [u8; 8] = *b"WITSEAL\n";
+pub(crate) const GROUP_MAGIC: [u8; 4] = *b"WgRp";
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+pub(crate) const HEADER_LEN: u64 = 64;
+pub(crate) const TRAILER_LEN: u64 = 64;
+pub(crate) const GROUP_HEADER_LEN: usize = 24;
+pub(crate) const RECORD_HEADER_LEN: usize = 8;
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The fixed header at offset 0 of every segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub(crate) generation: u64,
+    pub(crate) first_lsn: u64,
+    pub(crate) segment_len: u64,
+}
+
+/// Why a segment header could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeaderError {
+    TooShort(usize),
+    BadMagic,
+    UnknownVersion(u32),
+    Checksum { stored: u32, computed: u32 },
+}
+
+impl SegmentHeader {
+    pub(crate) fn encode(&self) -> [u8; HEADER_LEN as usize] {
+        let mut b = [0u8; HEADER_LEN as usize];
+        b[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // 12..16: flags, none defined in version 1.
+        b[16..24].copy_from_slice(&self.generation.to_le_bytes());
+        b[24..32].copy_from_slice(&self.first_lsn.to_le_bytes());
+        b[32..40].copy_from_slice(&self.segment_len.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn decode(buf: &[u8]) -> Result<Self, HeaderError> {
+        if buf.len() < HEADER_LEN as usize {
+            return Err(HeaderError::TooShort(buf.len()));
+        }
+        if buf[0..8] != SEGMENT_MAGIC {
+            return Err(HeaderError::BadMagic);
+        }
+        let version = u32_at(buf, 8);
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::UnknownVersion(version));
+        }
+        let stored = u32_at(buf, 60);
+        let computed = crc32fast::hash(&buf[0..60]);
+        if stored != computed {
+            return Err(HeaderError::Checksum { stored, computed });
+        }
+        Ok(Self {
+            generation: u64_at(buf, 16),
+            first_lsn: u64_at(buf, 24),
+            segment_len: u64_at(buf, 32),
+        })
+    }
+
+    /// First byte past the region groups may occupy.
+    pub(crate) fn data_limit(&self) -> u64 {
+        self.segment_len - TRAILER_LEN
+    }
+}
+
+/// The trailer written when a segment is sealed; it lets `open` trust the segment unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentTrailer {
+    pub(crate) generation: u64,
+    pub(crate) first_lsn: u64,
+    pub(crate) next_lsn: u64,
+    pub(crate) data_end: u64,
+}
+
+impl SegmentTrailer {
+    pub(crate) fn encode(&self) -> [u8; TRAILER_LEN as usize] {
+        let mut b = [0u8; TRAILER_LEN as usize];
+        b[0..8].copy_from_slice(&TRAILER_MAGIC);
+        b[8..16].copy_from_slice(&self.generation.to_le_bytes());
+        b[16..24].copy_from_slice(&self.first_lsn.to_le_bytes());
+        b[24..32].copy_from_slice(&self.next_lsn.to_le_bytes());
+        b[32..40].copy_from_slice(&self.data_end.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes a trailer that belongs to `header`'s generation; anything else (zeros, a
+    /// stale trailer of an earlier use of a recycled file, a torn write) is `None`.
+    pub(crate) fn decode(buf: &[u8], header: &SegmentHeader) -> Option<Self> {
+        if buf.len() < TRAILER_LEN as usize || buf[0..8] != TRAILER_MAGIC {
+            return None;
+        }
+        if u32_at(buf, 60) != crc32fast::hash(&buf[0..60]) {
+            return None;
+        }
+        let t = Self {
+            generation: u64_at(buf, 8),
+            first_lsn: u64_at(buf, 16),
+            next_lsn: u64_at(buf, 24),
+            data_end: u64_at(buf, 32),
+        };
+        let sane = t.generation == header.generation
+            && t.first_lsn == header.first_lsn
+            && t.next_lsn >= t.first_lsn
+            && t.data_end >= HEADER_LEN
+            && t.data_end <= header.data_limit();
+        sane.then_some(t)
+    }
+}
+
+/// A decoded, checksum-verified group header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GroupHeader {
+    pub(crate) count: u32,
+    pub(crate) first_lsn: u64,
+    pub(crate) bytes: u32,
+}
+
+fn group_crc(head: &[u8], generation: u64) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&head[0..20]);
+    h.update(&generation.to_le_bytes());
+    h.finalize()
+}
+
+impl GroupHeader {
+    pub(crate) fn encode(&self, generation: u64) -> [u8; GROUP_HEADER_LEN] {
+        let mut b = [0u8; GROUP_HEADER_LEN];
+        b[0..4].copy_from_slice(&GROUP_MAGIC);
+        b[4..8].copy_from_slice(&self.count.to_le_bytes());
+        b[8..16].copy_from_slice(&self.first_lsn.to_le_bytes());
+        b[16..20].copy_from_slice(&self.bytes.to_le_bytes());
+        let crc = group_crc(&b, generation);
+        b[20..24].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes the group header at the start of `buf` for `generation`.
+    pub(crate) fn decode(buf: &[u8], generation: u64) -> Result<Self, &'static str> {
+        if buf.len() < GROUP_HEADER_LEN {
+            return Err("group header runs past the end of the segment data");
+        }
+        if buf[0..4] != GROUP_MAGIC {
+            return Err("no group header magic");
+        }
+        if u32_at(buf, 20) != group_crc(buf, generation) {
+            return Err("group header checksum mismatch");
+        }
+        Ok(Self {
+            count: u32_at(buf, 4),
+            first_lsn: u64_at(buf, 8),
+            bytes: u32_at(buf, 16),
+        })
+    }
+}
+
+/// Starts a record checksum over the length and payload; the LSN and generation are added
+/// by [`finish_record_crc`] once they are known, so the expensive part can run unlocked.
+pub(crate) fn start_record_crc(payload: &[u8]) -> crc32fast::Hasher {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&(payload.len() as u32).to_le_bytes());
+    h.update(payload);
+    h
+}
+
+pub(crate) fn finish_record_crc(mut h: crc32fast::Hasher, lsn: u64, generation: u64) -> u32 {
+    h.update(&lsn.to_le_bytes());
+    h.update(&generation.to_le_bytes());
+    h.finalize()
+}
+
+/// Appends one record frame to `out`.
+pub(crate) fn encode_record(out: &mut Vec<u8>, payload: &[u8], crc: u32) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Bytes a record of `len` payload bytes takes on disk, without its group header.
+pub(crate) fn record_frame_len(len: usize) -> usize {
+    RECORD_HEADER_LEN + len
+}
+
+/// A record frame inside a group, located and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordFrame {
+    /// Offset of the payload in the segment.
+    pub(crate) payload_at: usize,
+    pub(crate) len: usize,
+    pub(crate) crc_ok: bool,
+    pub(crate) stored_crc: u32,
+    pub(crate) computed_crc: u32,
+}
+
+/// Reads the record frame at `at`, which must end by `group_end`. `Err` means the frame's
+/// length itself does not fit; a checksum mismatch is reported through `crc_ok`.
+pub(crate) fn read_record(
+    data: &[u8],
+    at: usize,
+    group_end: usize,
+    lsn: u64,
+    generation: u64,
+) -> Result<RecordFrame, &'static str> {
+    if at + RECORD_HEADER_LEN > group_end {
+        return Err("record header runs past the end of its group");
+    }
+    let len = u32_at(data, at) as usize;
+    let stored_crc = u32_at(data, at + 4);
+    let payload_at = at + RECORD_HEADER_LEN;
+    if len > group_end - payload_at {
+        return Err("record length runs past the end of its group");
+    }
+    let payload = &data[payload_at..payload_at + len];
+    let computed_crc = finish_record_crc(start_record_crc(payload), lsn, generation);
+    Ok(RecordFrame {
+        payload_at,
+        len,
+        crc_ok: computed_crc == stored_crc,
+        stored_crc,
+        computed_crc,
+    })
+}
+
+/// Why a scan of a segment's groups stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The data region is exhausted.
+    Full,
+    /// Zero bytes where the next group header would be: never written.
+    Blank,
+    /// A group header of an earlier generation: a recycled file's leftovers.
+    Stale,
+    /// Something was written here, but it is not an intact group of this generation.
+    Invalid(String),
+}
+
+/// The result of scanning the groups of one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScanEnd {
+    /// Offset just past the last intact group.
+    pub(crate) data_end: u64,
+    /// LSN after the last record of the last intact group.
+    pub(crate) next_lsn: u64,
+    pub(crate) stop: Stop,
+}
+
+/// Checks the group at `at` completely (header, every record length and checksum). Returns
+/// the header, or why the group is not intact.
+pub(crate) fn check_group(
+    data: &[u8],
+    at: usize,
+    limit: usize,
+    generation: u64,
+    expected_lsn: u64,
+) -> Result<GroupHeader, String> {
+    let g = GroupHeader::decode(&data[at..limit], generation)?;
+    if g.first_lsn != expected_lsn {
+        return Err(format!(
+            "group header names LSN {}, expected LSN {expected_lsn}",
+            g.first_lsn
+        ));
+    }
+    let body = at + GROUP_HEADER_LEN;
+    let end = body
+        .checked_add(g.bytes as usize)
+        .filter(|&e| e <= limit)
+        .ok_or("group runs past the end of the segment data")?;
+    if g.count == 0 {
+        return Err("group holds no records".into());
+    }
+    let mut pos = body;
+    for i in 0..g.count as u64 {
+        let lsn = g.first_lsn + i;
+        let rec = read_record(data, pos, end, lsn, generation).map_err(|e| format!("LSN {lsn}: {e}"))?;
+        if !rec.crc_ok {
+            return Err(format!(
+                "LSN {lsn}: record checksum mismatch (stored {:#010x}, computed {:#010x})",
+                rec.stored_crc, rec.computed_crc
+            ));
+        }
+        pos = rec.payload_at + rec.len;
+    }
+    if pos != end {
+        return Err(format!(
+            "group of {} records ends at offset {pos}, its header says {end}",
+            g.count
+        ));
+    }
+    Ok(g)
+}
+
+/// Scans the intact groups of a segment from `start` up to `limit`, calling `on_group` with
+/// each group's offset and header after it has been checked completely.
+pub(crate) fn scan_groups(
+    data: &[u8],
+    start: u64,
+    limit: u64,
+    generation: u64,
+    first_lsn: u64,
+    mut on_group: impl FnMut(usize, &GroupHeader),
+) -> ScanEnd {
+    let limit = (limit as usize).min(data.len());
+    let mut at = start as usize;
+    let mut lsn = first_lsn;
+    loop {
+        if at + GROUP_HEADER_LEN > limit {
+            let rest = &data[at.min(limit)..limit];
+            let stop = if rest.iter().all(|&b| b == 0) {
+                if rest.is_empty() { Stop::Full } else { Stop::Blank }
+            } else {
+                Stop::Invalid("partial group header at the end of the segment data".into())
+            };
+            return ScanEnd { data_end: at as u64, next_lsn: lsn, stop };
+        }
+        match check_group(data, at, limit, generation, lsn) {
+            Ok(g) => {
+                on_group(at, &g);
+                at += GROUP_HEADER_LEN + g.bytes as usize;
+                lsn += g.count as u64;
+            }
+            Err(reason) => {
+                let head = &data[at..at + GROUP_HEADER_LEN];
+                let stop = if head.iter().all(|&b| b == 0) {
+                    Stop::Blank
+                } else if head[0..4] == GROUP_MAGIC && u64_at(head, 8) < lsn {
+                    Stop::Stale
+                } else {
+                    Stop::Invalid(reason)
+                };
+                return ScanEnd { data_end: at as u64, next_lsn: lsn, stop };
+            }
+        }
+    }
+}
+
+/// Looks for an intact group header of `generation` anywhere in `data[from..limit]`. Finding
+/// one behind a bad group means the bad group was once followed by a durable write: that is
+/// corruption, not a torn tail.
+pub(crate) fn find_intact_group_header(
+    data: &[u8],
+    from: u64,
+    limit: u64,
+    generation: u64,
+) -> Option<(u64, GroupHeader)> {
+    let limit = (limit as usize).min(data.len());
+    let mut at = from as usize;
+    while at < limit {
+        let hit = memchr::memmem::find(&data[at..limit], &GROUP_MAGIC)?;
+        let pos = at + hit;
+        if let Ok(g) = GroupHeader::decode(&data[pos..limit], generation) {
+            return Some((pos as u64, g));
+        }
+        at = pos + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment_with(records: &[&[u8]], generation: u64, first_lsn: u64) -> (Vec<u8>, SegmentHeader) {
+        let header = SegmentHeader { generation, first_lsn, segment_len: 4096 };
+        let mut data = vec![0u8; 4096];
+        data[..64].copy_from_slice(&header.encode());
+        let mut body = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            let crc = finish_record_crc(start_record_crc(r), first_lsn + i as u64, generation);
+            encode_record(&mut body, r, crc);
+        }
+        let g = GroupHeader { count: records.len() as u32, first_lsn, bytes: body.len() as u32 };
+        let at = HEADER_LEN as usize;
+        data[at..at + GROUP_HEADER_LEN].copy_from_slice(&g.encode(generation));
+        data[at + GROUP_HEADER_LEN..at + GROUP_HEADER_LEN + body.len()].copy_from_slice(&body);
+        (data, header)
+    }
+
+    #[test]
+    fn header_round_trip_and_rejections() {
+        let h = SegmentHeader { generation: 7, first_lsn: 42, segment_len: 1 << 20 };
+        let mut b = h.encode();
+        assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        b[8] = 9;
+        assert_eq!(SegmentHeader::decode(&b), Err(HeaderError::UnknownVersion(9)));
+        let mut b = h.encode();
+        b[20] ^= 1;
+        assert!(matches!(SegmentHeader::decode(&b), Err(HeaderError::Checksum { .. })));
+        assert_eq!(SegmentHeader::decode(&[0u8; 64]), Err(HeaderError::BadMagic));
+        assert_eq!(SegmentHeader::decode(&[0u8; 10]), Err(HeaderError::TooShort(10)));
+    }
+
+    #[test]
+    fn trailer_of_another_generation_is_ignored() {
+        let h = SegmentHeader { generation: 3, first_lsn: 10, segment_len: 4096 };
+        let t = SegmentTrailer { generation: 3, first_lsn: 10, next_lsn: 12, data_end: 200 };
+        assert_eq!(SegmentTrailer::decode(&t.encode(), &h), Some(t));
+        let other = SegmentHeader { generation: 4, ..h };
+        assert_eq!(SegmentTrailer::decode(&t.encode(), &other), None);
+    }
+
+    #[test]
+    fn scan_finds_records_and_stops_at_blank() {
+        let (data, h) = segment_with(&[b"a", b"bc", b""], 5, 100);
+        let mut groups = Vec::new();
+        let end = scan_groups(&data, HEADER_LEN, h.data_limit(), 5, 100, |at, g| groups.push((at, *g)));
+        assert_eq!(groups.len(), 1);
+        assert_eq!(end.next_lsn, 103);
+        assert_eq!(end.stop, Stop::Blank);
+    }
+
+    #[test]
+    fn scan_of_another_generation_reads_nothing() {
+        let (data, h) = segment_with(&[b"a"], 5, 100);
+        let end = scan_groups(&data, HEADER_LEN, h.data_limit(), 6, 100, |_, _| {});
+        assert_eq!(end.next_lsn, 100);
+        assert!(matches!(end.stop, Stop::Invalid(_)));
+        assert_eq!(find_intact_group_header(&data, HEADER_LEN, h.data_limit(), 6), None);
+        assert!(find_intact_group_header(&data, HEADER_LEN, h.data_limit(), 5).is_some());
+    }
+
+    #[test]
+    fn every_single_bit_flip_in_a_group_is_detected() {
+        let (data, h) = segment_with(&[b"hello", b"world!"], 1, 1);
+        let group_len = GROUP_HEADER_LEN + 2 * RECORD_HEADER_LEN + 11;
+        for byte in HEADER_LEN as usize..HEADER_LEN as usize + group_len {
+            for bit in 0..8 {
+                let mut d = data.clone();
+                d[byte] ^= 1 << bit;
+                let end = scan_groups(&d, HEADER_LEN, h.data_limit(), 1, 1, |_, _| {});
+                assert_eq!(end.next_lsn, 1, "flip at byte {byte} bit {bit} went unnoticed");
+            }
+        }
+    }
+}

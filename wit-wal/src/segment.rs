@@ -1,0 +1,224 @@
+//! Segment files on disk: naming, listing, preallocation, header/trailer I/O, and the
+//! memory-mapped view readers share.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use memmap2::Mmap;
+
+use crate::format::{HEADER_LEN, SegmentHeader, SegmentTrailer, TRAILER_LEN};
+use crate::{Error, Result};
+
+pub(crate) const LOCK_FILE: &str = "wit-wal.lock";
+const SEGMENT_EXT: &str = ".wal";
+const SPARE_EXT: &str = ".spare";
+const TMP_EXT: &str = ".tmp";
+pub(crate) const CORRUPT_EXT: &str = ".wal.corrupt";
+
+pub(crate) fn segment_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("{generation:020}{SEGMENT_EXT}"))
+}
+
+pub(crate) fn spare_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:020}{SPARE_EXT}"))
+}
+
+/// What a WAL directory holds.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// Segments by generation, ascending.
+    pub(crate) segments: Vec<(u64, PathBuf)>,
+    pub(crate) spares: Vec<PathBuf>,
+    pub(crate) temporaries: Vec<PathBuf>,
+    pub(crate) set_aside: Vec<PathBuf>,
+}
+
+fn parse_generation(name: &str, ext: &str) -> Option<u64> {
+    let digits = name.strip_suffix(ext)?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// Lists `dir`, refusing anything that is not part of a WAL.
+pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read WAL directory", dir, e))?;
+    let mut listing = Listing::default();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read WAL directory", dir, e))?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            return Err(Error::NotAWal { path: dir.into(), reason: format!("unexpected file {path:?}") });
+        };
+        if name == LOCK_FILE {
+            continue;
+        } else if let Some(g) = parse_generation(&name, SEGMENT_EXT) {
+            listing.segments.push((g, path));
+        } else if parse_generation(&name, SPARE_EXT).is_some() {
+            listing.spares.push(path);
+        } else if name.ends_with(TMP_EXT) && parse_generation(name.trim_end_matches(TMP_EXT), SPARE_EXT).is_some() {
+            listing.temporaries.push(path);
+        } else if parse_generation(&name, CORRUPT_EXT).is_some() {
+            listing.set_aside.push(path);
+        } else {
+            return Err(Error::NotAWal { path: dir.into(), reason: format!("unexpected file `{name}`") });
+        }
+    }
+    listing.segments.sort();
+    listing.spares.sort();
+    Ok(listing)
+}
+
+/// Makes renames, creations and deletions in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", dir, e))
+}
+
+/// Creates a zero-filled file of `len` bytes under a temporary name, syncs it and renames it
+/// to `path`. Writing the zeros (rather than `fallocate`) means later `fdatasync`s of the
+/// file never have to update extent metadata.
+pub(crate) fn create_preallocated(path: &Path, len: u64) -> Result<File> {
+    let tmp = path.with_extension(format!(
+        "{}{TMP_EXT}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or_default()
+    ));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("create segment", &tmp, e))?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n]).map_err(|e| Error::io("preallocate segment", &tmp, e))?;
+        left -= n as u64;
+    }
+    file.sync_all().map_err(|e| Error::io("sync segment", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename segment", &tmp, e))?;
+    Ok(file)
+}
+
+pub(crate) fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("open segment", path, e))
+}
+
+/// Maps a whole file read-only.
+pub(crate) fn map(file: &File, path: &Path) -> Result<Arc<Mmap>> {
+    // SAFETY: segment files are private to the WAL directory, which the lock file reserves for
+    // one `Wal`. Bytes are only read below the durable end, and bytes there are never written
+    // again while a map of the file exists: a released segment is reused only once no map of
+    // it is alive (see `Segment::is_unreferenced`). Read-only inspection of a live log is
+    // documented as racy, like any reader of another process's files.
+    #[allow(unsafe_code)]
+    let map = unsafe { Mmap::map(file) }.map_err(|e| Error::io("map segment", path, e))?;
+    Ok(Arc::new(map))
+}
+
+/// Reads and checks the header of a segment file.
+pub(crate) fn read_header(file: &File, path: &Path) -> Result<SegmentHeader> {
+    use crate::format::HeaderError;
+    let mut buf = [0u8; HEADER_LEN as usize];
+    let n = read_up_to(file, &mut buf, 0).map_err(|e| Error::io("read segment header", path, e))?;
+    let header = SegmentHeader::decode(&buf[..n]).map_err(|e| match e {
+        HeaderError::TooShort(n) => Error::corruption(path, 0, None, format!("file of {n} bytes is too short for a segment header")),
+        HeaderError::BadMagic => Error::NotAWal { path: path.into(), reason: "no WAL segment header (bad magic)".into() },
+        HeaderError::UnknownVersion(found) => Error::UnsupportedVersion {
+            path: path.into(),
+            found,
+            supported: crate::format::FORMAT_VERSION,
+        },
+        HeaderError::Checksum { stored, computed } => Error::corruption(
+            path,
+            0,
+            None,
+            format!("segment header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"),
+        ),
+    })?;
+    if !(crate::config::MIN_SEGMENT_SIZE..=crate::config::MAX_SEGMENT_SIZE).contains(&header.segment_len) {
+        return Err(Error::corruption(path, 32, None, format!("implausible segment length {}", header.segment_len)));
+    }
+    Ok(header)
+}
+
+/// Reads the trailer of a segment, if it carries a valid one for its header.
+pub(crate) fn read_trailer(file: &File, path: &Path, header: &SegmentHeader) -> Result<Option<SegmentTrailer>> {
+    let mut buf = [0u8; TRAILER_LEN as usize];
+    let n = read_up_to(file, &mut buf, header.segment_len - TRAILER_LEN)
+        .map_err(|e| Error::io("read segment trailer", path, e))?;
+    Ok(SegmentTrailer::decode(&buf[..n], header))
+}
+
+fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Where a sealed segment's data ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sealed {
+    pub(crate) next_lsn: u64,
+    pub(crate) data_end: u64,
+}
+
+/// One segment as readers see it.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) path: PathBuf,
+    pub(crate) header: SegmentHeader,
+    pub(crate) map: Arc<Mmap>,
+    /// Set once the segment is sealed; the tail's extent lives in the WAL's view instead.
+    pub(crate) sealed: OnceLock<Sealed>,
+}
+
+impl Segment {
+    pub(crate) fn new(path: PathBuf, header: SegmentHeader, map: Arc<Mmap>, sealed: Option<Sealed>) -> Arc<Self> {
+        let cell = OnceLock::new();
+        if let Some(s) = sealed {
+            let _ = cell.set(s);
+        }
+        Arc::new(Self { path, header, map, sealed: cell })
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.header.generation
+    }
+
+    pub(crate) fn first_lsn(&self) -> u64 {
+        self.header.first_lsn
+    }
+
+    /// Whether nothing but the caller's `Arc` refers to this segment or its map, so its file
+    /// may be reused without changing bytes under a reader.
+    pub(crate) fn is_unreferenced(this: &Arc<Self>) -> bool {
+        Arc::strong_count(this) == 1 && Arc::strong_count(&this.map) == 1
+    }
+}
+
+/// A map shared with `Bytes` payloads, so a record outlives its reader without a copy.
+pub(crate) struct MapOwner(pub(crate) Arc<Mmap>);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of wit-wal: one binary, one module per concern.
+
+mod concurrency;
+mod crash;
+mod faults;
+mod fuzz_corpus;
+mod model;
+mod recovery;
