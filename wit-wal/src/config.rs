@@ -46,7 +46,7 @@ pub enum RecoveryMode {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) segment_size: u64,
-    pub(crate) max_record_size: usize,
+    pub(crate) max_record_size: Option<usize>,
     pub(crate) sync_mode: SyncMode,
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) max_spare_segments: usize,
@@ -57,7 +57,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             segment_size: 64 << 20,
-            max_record_size: 16 << 20,
+            max_record_size: None,
             sync_mode: SyncMode::default(),
             recovery_mode: RecoveryMode::default(),
             max_spare_segments: 2,
@@ -65,6 +65,8 @@ impl Default for Config {
         }
     }
 }
+
+const DEFAULT_MAX_RECORD: usize = 16 << 20;
 
 /// The smallest segment size accepted.
 pub const MIN_SEGMENT_SIZE: u64 = 4096;
@@ -78,9 +80,10 @@ impl Config {
         self
     }
 
-    /// Largest record accepted (default 16 MiB, and at most what fits in one segment).
+    /// Largest record accepted. By default 16 MiB, or what fits into one segment if that is
+    /// less; a maximum set here must fit into one segment.
     pub fn with_max_record_size(mut self, bytes: usize) -> Self {
-        self.max_record_size = bytes;
+        self.max_record_size = Some(bytes);
         self
     }
 
@@ -110,6 +113,7 @@ impl Config {
     /// Largest record in bytes.
     pub fn max_record_size(&self) -> usize {
         self.max_record_size
+            .unwrap_or_else(|| (DEFAULT_MAX_RECORD as u64).min(Self::record_capacity(self.segment_size)) as usize)
     }
 
     /// The sync mode.
@@ -144,11 +148,11 @@ impl Config {
             });
         }
         let capacity = Self::record_capacity(self.segment_size);
-        if self.max_record_size as u64 > capacity {
+        if let Some(max) = self.max_record_size.filter(|&m| m as u64 > capacity) {
             return Err(Error::InvalidConfig {
                 reason: format!(
-                    "max record size {} does not fit into a segment of {} bytes (at most {capacity})",
-                    self.max_record_size, self.segment_size
+                    "max record size {max} does not fit into a segment of {} bytes (at most {capacity})",
+                    self.segment_size
                 ),
             });
         }

@@ -257,14 +257,13 @@ pub(crate) fn read_record(
 /// Why a scan of a segment's groups stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stop {
-    /// The data region is exhausted.
-    Full,
-    /// Zero bytes where the next group header would be: never written.
-    Blank,
-    /// A group header of an earlier generation: a recycled file's leftovers.
-    Stale,
-    /// Something was written here, but it is not an intact group of this generation.
-    Invalid(String),
+    /// No group header of this generation where the next group would be: bytes never written
+    /// (zeros), left by an earlier use of a recycled file, or a group whose header did not
+    /// reach the disk. Nothing of this generation that is intact can be there.
+    End,
+    /// A group header of this generation, but the group does not check out: a group that was
+    /// being written when the process or machine died (or damage, if an intact group follows).
+    Torn(String),
 }
 
 /// The result of scanning the groups of one segment.
@@ -337,13 +336,7 @@ pub(crate) fn scan_groups(
     let mut lsn = first_lsn;
     loop {
         if at + GROUP_HEADER_LEN > limit {
-            let rest = &data[at.min(limit)..limit];
-            let stop = if rest.iter().all(|&b| b == 0) {
-                if rest.is_empty() { Stop::Full } else { Stop::Blank }
-            } else {
-                Stop::Invalid("partial group header at the end of the segment data".into())
-            };
-            return ScanEnd { data_end: at as u64, next_lsn: lsn, stop };
+            return ScanEnd { data_end: at as u64, next_lsn: lsn, stop: Stop::End };
         }
         match check_group(data, at, limit, generation, lsn) {
             Ok(g) => {
@@ -352,13 +345,9 @@ pub(crate) fn scan_groups(
                 lsn += g.count as u64;
             }
             Err(reason) => {
-                let head = &data[at..at + GROUP_HEADER_LEN];
-                let stop = if head.iter().all(|&b| b == 0) {
-                    Stop::Blank
-                } else if head[0..4] == GROUP_MAGIC && u64_at(head, 8) < lsn {
-                    Stop::Stale
-                } else {
-                    Stop::Invalid(reason)
+                let stop = match GroupHeader::decode(&data[at..limit], generation) {
+                    Ok(_) => Stop::Torn(reason),
+                    Err(_) => Stop::End,
                 };
                 return ScanEnd { data_end: at as u64, next_lsn: lsn, stop };
             }
@@ -438,7 +427,7 @@ mod tests {
         let end = scan_groups(&data, HEADER_LEN, h.data_limit(), 5, 100, |at, g| groups.push((at, *g)));
         assert_eq!(groups.len(), 1);
         assert_eq!(end.next_lsn, 103);
-        assert_eq!(end.stop, Stop::Blank);
+        assert_eq!(end.stop, Stop::End);
     }
 
     #[test]
@@ -446,7 +435,7 @@ mod tests {
         let (data, h) = segment_with(&[b"a"], 5, 100);
         let end = scan_groups(&data, HEADER_LEN, h.data_limit(), 6, 100, |_, _| {});
         assert_eq!(end.next_lsn, 100);
-        assert!(matches!(end.stop, Stop::Invalid(_)));
+        assert_eq!(end.stop, Stop::End);
         assert_eq!(find_intact_group_header(&data, HEADER_LEN, h.data_limit(), 6), None);
         assert!(find_intact_group_header(&data, HEADER_LEN, h.data_limit(), 5).is_some());
     }

@@ -223,13 +223,13 @@ fn scan_segment(seg: &SegmentFile, last: bool, expected: &mut Option<u64>) -> Ve
     }
     // The scan stopped early: a torn tail, or damage.
     let reason = match &end.stop {
-        Stop::Invalid(r) => r.clone(),
-        Stop::Full | Stop::Blank | Stop::Stale => "no intact group where data was expected".into(),
+        Stop::Torn(r) => r.clone(),
+        Stop::End => "no intact group where data was expected".into(),
     };
     let intact_later = find_intact_group_header(&bytes, end.data_end + 1, limit, h.generation);
     if last && seg.trailer.is_none() && intact_later.is_none() {
         // A torn group was never acknowledged: its records are not shown.
-        if let Stop::Invalid(reason) = end.stop {
+        if let Stop::Torn(reason) = end.stop {
             items.push(Item::TornTail(damage(end.data_end, end.next_lsn, reason)));
         }
         return items;

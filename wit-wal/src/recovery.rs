@@ -16,7 +16,8 @@ use crate::{Error, Lsn, Result};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovery {
-    /// A partly written last group that was cut off. Its records were never acknowledged.
+    /// A partly written last group that was cut off (recognized by its surviving group header).
+    /// Its records were never acknowledged.
     pub torn_tail: Option<Damage>,
     /// Only with [`RecoveryMode::Salvage`]: where the log was cut because of damage.
     pub cut: Option<Damage>,
@@ -132,8 +133,8 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
         RecoveryMode::Salvage => check_salvage(&entries, &mut report)?,
     };
 
-    // Apply a salvage cut: seal the damaged segment where its intact data ends, set the
-    // later ones aside.
+    // Apply a cut (a torn tail, or damage under salvage): seal the segment where its intact
+    // data ends, and set any later ones aside.
     let mut keep = entries.len();
     if let Some(cut) = &outcome.cut {
         let e = &entries[cut.index];
@@ -149,7 +150,7 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
         e.file
             .write_all_at(&trailer.encode(), e.header.segment_len - TRAILER_LEN)
             .and_then(|_| e.file.sync_all())
-            .map_err(|err| Error::io("seal damaged segment", &e.path, err))?;
+            .map_err(|err| Error::io("seal segment at its last intact group", &e.path, err))?;
         for later in &entries[cut.index + 1..] {
             let name = format!("{:020}{CORRUPT_EXT}", later.header.generation);
             let to = dir.join(name);
@@ -207,34 +208,46 @@ struct Cut {
 
 #[derive(Default)]
 struct Outcome {
+    /// Seal this segment at this point; later segments are set aside.
     cut: Option<Cut>,
     /// `(data_end, next_lsn)` of an unsealed tail that stays the tail.
     tail_end: Option<(u64, u64)>,
 }
 
-/// Scans an unsealed tail. `Ok(end)` is where appends continue (a torn tail is noted in the
-/// report); `Err` is damage followed by intact data, as `(data_end, next_lsn, reason)`.
-fn scan_tail(e: &Entry, report: &mut Recovery) -> Result<Result<(u64, u64), (u64, u64, String)>> {
+enum TailScan {
+    /// Appends continue in place at `(data_end, next_lsn)`: nothing of this generation that
+    /// is intact follows (zeros, a recycled file's old bytes, or a torn group whose header did
+    /// not reach the disk; those bytes are never read as records).
+    Clean(u64, u64),
+    /// A torn group at `(data_end, next_lsn)`: the segment is sealed there and a new one
+    /// started, so the torn bytes are never scanned again. Noted in the report.
+    Torn(u64, u64),
+    /// Damage followed by intact data, as `(data_end, next_lsn, reason)`.
+    Damaged(u64, u64, String),
+}
+
+/// Scans an unsealed tail segment.
+fn scan_tail(e: &Entry, report: &mut Recovery) -> Result<TailScan> {
     let map = segment::map(&e.file, &e.path)?;
     let h = &e.header;
     let limit = h.data_limit().min(map.len() as u64);
     report.segments_scanned += 1;
     let end = scan_groups(&map, HEADER_LEN, limit, h.generation, h.first_lsn, |_, _| {});
     let reason = match &end.stop {
-        Stop::Invalid(r) => r.clone(),
-        Stop::Blank | Stop::Stale | Stop::Full => "unwritten".into(),
+        Stop::Torn(r) => r.clone(),
+        Stop::End => "no intact group".into(),
     };
     if let Some((off, g)) = find_intact_group_header(&map, end.data_end + 1, limit, h.generation) {
-        return Ok(Err((
-            end.data_end,
-            end.next_lsn,
-            format!("{reason}; yet an intact group (LSN {}) follows at offset {off}", g.first_lsn),
-        )));
+        let reason = format!("{reason}; yet an intact group (LSN {}) follows at offset {off}", g.first_lsn);
+        return Ok(TailScan::Damaged(end.data_end, end.next_lsn, reason));
     }
-    if let Stop::Invalid(reason) = end.stop {
-        report.torn_tail = Some(Damage { path: e.path.clone(), offset: end.data_end, lsn: Lsn(end.next_lsn), reason });
-    }
-    Ok(Ok((end.data_end, end.next_lsn)))
+    Ok(match end.stop {
+        Stop::Torn(reason) => {
+            report.torn_tail = Some(Damage { path: e.path.clone(), offset: end.data_end, lsn: Lsn(end.next_lsn), reason });
+            TailScan::Torn(end.data_end, end.next_lsn)
+        }
+        Stop::End => TailScan::Clean(end.data_end, end.next_lsn),
+    })
 }
 
 fn check_strict(entries: &[Entry], report: &mut Recovery) -> Result<Outcome> {
@@ -263,8 +276,11 @@ fn check_strict(entries: &[Entry], report: &mut Recovery) -> Result<Outcome> {
                 ));
             }
             (None, true) => match scan_tail(e, report)? {
-                Ok(end) => outcome.tail_end = Some(end),
-                Err((offset, lsn, reason)) => return Err(Error::corruption(&e.path, offset, Some(lsn), reason)),
+                TailScan::Clean(data_end, next_lsn) => outcome.tail_end = Some((data_end, next_lsn)),
+                TailScan::Torn(data_end, next_lsn) => outcome.cut = Some(Cut { index: i, data_end, next_lsn }),
+                TailScan::Damaged(offset, lsn, reason) => {
+                    return Err(Error::corruption(&e.path, offset, Some(lsn), reason));
+                }
             },
         }
     }
@@ -288,8 +304,9 @@ fn check_salvage(entries: &[Entry], report: &mut Recovery) -> Result<Outcome> {
         let last = i + 1 == entries.len();
         if e.trailer.is_none() && last {
             match scan_tail(e, report)? {
-                Ok(end) => outcome.tail_end = Some(end),
-                Err((offset, lsn, reason)) => {
+                TailScan::Clean(data_end, next_lsn) => outcome.tail_end = Some((data_end, next_lsn)),
+                TailScan::Torn(data_end, next_lsn) => outcome.cut = Some(Cut { index: i, data_end, next_lsn }),
+                TailScan::Damaged(offset, lsn, reason) => {
                     report.cut = Some(damage(offset, lsn, reason));
                     outcome.cut = Some(Cut { index: i, data_end: offset, next_lsn: lsn });
                 }
@@ -304,7 +321,7 @@ fn check_salvage(entries: &[Entry], report: &mut Recovery) -> Result<Outcome> {
             Some(t) if end.data_end == t.data_end && end.next_lsn == t.next_lsn => expected = Some(t.next_lsn),
             _ => {
                 let reason = match end.stop {
-                    Stop::Invalid(r) => r,
+                    Stop::Torn(r) => r,
                     _ if e.trailer.is_none() => "segment has no valid trailer, yet a later segment exists".into(),
                     _ => "segment data ends before its trailer says".into(),
                 };

@@ -152,7 +152,8 @@ impl Wal {
     ///
     /// Sealed segments are trusted through their checksummed trailers; only the tail segment
     /// is scanned. A torn tail (a group that was being written when the process or machine
-    /// died, never acknowledged) is cut off and appends continue after the last intact group.
+    /// died, never acknowledged) is cut off: the segment is sealed after its last intact group
+    /// and appends continue in a new segment, so the torn bytes are never read again.
     /// What recovery did is reported by [`Wal::recovery`].
     ///
     /// # Errors
@@ -319,7 +320,7 @@ impl Wal {
     ///
     /// As [`Wal::submit`].
     pub fn submit_batch<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<Commit> {
-        let max = self.shared.config.max_record_size;
+        let max = self.shared.config.max_record_size();
         for r in records {
             let len = r.as_ref().len();
             if len > max {
@@ -763,9 +764,13 @@ impl Io {
             next_lsn: self.next_lsn,
             data_end: self.written_end,
         };
+        // Always real syncs, whatever the mode. First the data: a trailer must never be
+        // durable while the groups it vouches for are not. Then the trailer: a later segment
+        // must never exist beside an unsealed one.
+        let mode = if self.sync_mode == SyncMode::SyncAll { SyncMode::SyncAll } else { SyncMode::SyncData };
+        self.sync(mode)?;
         self.write_at(&trailer.encode(), h.segment_len - TRAILER_LEN)?;
-        // Always a real sync: a later segment must never exist beside an unsealed one.
-        self.sync(if self.sync_mode == SyncMode::SyncAll { SyncMode::SyncAll } else { SyncMode::SyncData })?;
+        self.sync(mode)?;
 
         let mut sp = spares.lock();
         let pre = if sp.ready.is_empty() { self.preallocating.take() } else { None };

@@ -1,1 +1,248 @@
-//! recovery tests.
+//! Recovery on open: torn tails are cut, damage is a typed error (or salvaged on request),
+//! sealed segments are trusted without a scan, truncation keeps the log contiguous.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wit_wal::{Config, Error, Inspector, IoFaults, Item, Lsn, RecoveryMode, SyncMode, Wal};
+
+const SEGMENT: u64 = 16 << 10;
+/// Segment header, group header, record header.
+const HEADER: u64 = 64;
+const GROUP: u64 = 24;
+const RECORD: u64 = 8;
+
+fn config() -> Config {
+    Config::default().with_segment_size(SEGMENT)
+}
+
+fn flip(path: &Path, offset: u64) {
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8];
+    f.read_at(&mut b, offset).unwrap();
+    f.write_all_at(&[b[0] ^ 0x10], offset).unwrap();
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn all(wal: &Wal) -> Vec<(u64, Vec<u8>)> {
+    let first = wal.stats().first_lsn.unwrap_or(wal.stats().next_lsn);
+    wal.read_from(first).unwrap().map(|r| r.map(|r| (r.lsn.0, r.payload.to_vec()))).collect::<Result<_, _>>().unwrap()
+}
+
+#[test]
+fn torn_tail_is_cut_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(IoFaults::default());
+    let wal = Wal::open(dir.path(), config().with_io_faults(Arc::clone(&faults))).unwrap();
+    for i in 0..3u8 {
+        wal.append(&[i; 50]).unwrap();
+    }
+    // The next group is written but its sync fails: never acknowledged.
+    faults.fail_sync_after(0);
+    assert!(wal.append_batch(&[[7u8; 100], [8u8; 100]]).is_err());
+    let (path, durable_end, written_end) = wal.tail_extent();
+    assert_eq!(written_end - durable_end, GROUP + 2 * (RECORD + 100));
+    wal.crash();
+    // Its second record's payload never reached the disk intact; its header did.
+    flip(&path, durable_end + GROUP + RECORD + 100 + RECORD + 10);
+
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    let torn = wal.recovery().torn_tail.clone().expect("the torn tail is reported");
+    assert_eq!((torn.path.as_path(), torn.offset, torn.lsn), (path.as_path(), durable_end, Lsn(4)));
+    assert!(torn.reason.contains("checksum mismatch"), "{}", torn.reason);
+    assert_eq!(all(&wal), (0..3u8).map(|i| (i as u64 + 1, vec![i; 50])).collect::<Vec<_>>());
+    assert_eq!(wal.append(b"next").unwrap(), Lsn(4), "appends continue after the last intact record");
+    drop(wal);
+
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    assert_eq!(wal.recovery().torn_tail, None, "the torn bytes are never scanned again");
+    assert_eq!(all(&wal).last().unwrap(), &(4, b"next".to_vec()));
+}
+
+#[test]
+fn a_bad_record_followed_by_intact_ones_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    for i in 0..3u8 {
+        wal.append(&[i; 40]).unwrap(); // one group each
+    }
+    let (path, _, _) = wal.tail_extent();
+    drop(wal);
+    let second_payload = HEADER + (GROUP + RECORD + 40) + GROUP + RECORD;
+    flip(&path, second_payload + 5);
+
+    let err = Wal::open(dir.path(), config()).unwrap_err();
+    let Error::Corruption { path: p, offset, lsn, reason } = &err else { panic!("expected Corruption, got {err}") };
+    assert_eq!((p, *offset, *lsn), (&path, HEADER + GROUP + RECORD + 40, Some(Lsn(2))));
+    assert!(reason.contains("intact group (LSN 3)"), "{reason}");
+    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+
+    // The read-only verifier names the same place.
+    let report = Inspector::open(dir.path()).unwrap().verify();
+    let problem = report.problem.expect("verify finds the damage");
+    assert_eq!((problem.path, problem.lsn), (path.clone(), Lsn(2)));
+
+    // Salvage is explicit: the log is cut before the damage, and says so.
+    let wal = Wal::open(dir.path(), config().with_recovery_mode(RecoveryMode::Salvage)).unwrap();
+    let cut = wal.recovery().cut.clone().expect("the cut is reported");
+    assert_eq!(cut.lsn, Lsn(2));
+    assert_eq!(all(&wal), vec![(1, vec![0u8; 40])]);
+    assert_eq!(wal.append(b"new").unwrap(), Lsn(2));
+    drop(wal);
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    assert_eq!(all(&wal), vec![(1, vec![0u8; 40]), (2, b"new".to_vec())]);
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_found_by_readers_and_salvage() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    for i in 0..40u8 {
+        wal.append(&[i; 1500]).unwrap();
+    }
+    assert!(wal.stats().segment_count >= 4);
+    drop(wal);
+    let segs = segments(dir.path());
+    flip(&segs[1], HEADER + GROUP + RECORD + 700);
+
+    // Sealed segments are trusted at open: only the tail is scanned.
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    assert_eq!(wal.recovery().segments_scanned, 1);
+    let results: Vec<_> = wal.read_from(Lsn::FIRST).unwrap().collect();
+    let err = results.iter().find_map(|r| r.as_ref().err()).expect("the reader finds the damage");
+    let Error::Corruption { path, .. } = err else { panic!("expected Corruption, got {err}") };
+    assert_eq!(path, &segs[1]);
+    assert!(results.last().unwrap().is_err(), "the reader stops at the damage");
+    drop(wal);
+
+    let wal = Wal::open(dir.path(), config().with_recovery_mode(RecoveryMode::Salvage)).unwrap();
+    let rec = wal.recovery();
+    assert_eq!(rec.cut.as_ref().unwrap().path, segs[1]);
+    assert_eq!(rec.set_aside.len(), segs.len() - 2, "later segments are kept aside, not deleted");
+    assert!(rec.set_aside.iter().all(|p| p.exists() && p.to_string_lossy().ends_with(".wal.corrupt")));
+    let records = all(&wal);
+    assert!(records.iter().all(|(lsn, p)| p == &vec![(lsn - 1) as u8; 1500]));
+    assert_eq!(records.len() as u64 + 1, rec.cut.as_ref().unwrap().lsn.0);
+}
+
+#[test]
+fn a_missing_middle_segment_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    for i in 0..40u8 {
+        wal.append(&[i; 1500]).unwrap();
+    }
+    drop(wal);
+    let segs = segments(dir.path());
+    std::fs::remove_file(&segs[0]).unwrap();
+    // Losing the oldest segment is what a truncation does: still a contiguous log.
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    assert!(wal.stats().first_lsn.unwrap() > Lsn(1));
+    drop(wal);
+    std::fs::remove_file(&segs[2]).unwrap();
+    let err = Wal::open(dir.path(), config()).unwrap_err();
+    assert!(matches!(&err, Error::Corruption { reason, .. } if reason.contains("previous segment ends")), "{err}");
+}
+
+#[test]
+fn truncation_releases_whole_segments_and_recycles_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    for i in 0..100u8 {
+        wal.append(&[i; 1000]).unwrap();
+    }
+    let before = wal.stats();
+    wal.truncate_before(Lsn(60)).unwrap();
+    let after = wal.stats();
+    assert!(after.segment_count < before.segment_count);
+    assert!(after.first_lsn.unwrap() <= Lsn(60) && after.first_lsn.unwrap() > Lsn(1));
+    assert!(after.spare_segments >= 1, "released segments are kept as spares");
+    // Recycled files hold old bytes; they must never read back as records.
+    for i in 100..200u8 {
+        wal.append(&[i; 1000]).unwrap();
+    }
+    let first = wal.stats().first_lsn.unwrap();
+    let records = all(&wal);
+    assert_eq!(records.len() as u64, 201 - first.0);
+    assert!(records.iter().all(|(lsn, p)| p == &vec![(lsn - 1) as u8; 1000]));
+    drop(wal);
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    assert_eq!(wal.recovery().torn_tail, None);
+    assert_eq!(all(&wal), records);
+    assert!(matches!(wal.read_from(Lsn(1)), Err(Error::LsnOutOfRange { .. })));
+}
+
+#[test]
+fn a_reader_keeps_its_segment_while_it_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    for i in 0..60u8 {
+        wal.append(&[i; 1000]).unwrap();
+    }
+    let mut reader = wal.read_from(Lsn::FIRST).unwrap();
+    let first = reader.next().unwrap().unwrap();
+    wal.truncate_before(Lsn(50)).unwrap();
+    assert!(wal.stats().first_lsn.unwrap() > Lsn(20), "several segments were released");
+    for i in 60..90u8 {
+        wal.append(&[i; 1000]).unwrap(); // may reuse released files
+    }
+    // The payload already handed out and the segment being read are unchanged.
+    assert_eq!(&first.payload[..], &[0u8; 1000][..]);
+    let second = reader.next().unwrap().unwrap();
+    assert_eq!((second.lsn, &second.payload[..]), (Lsn(2), &[1u8; 1000][..]));
+    // Reading on past the released segments is an error, not a silent skip.
+    let rest: Vec<_> = reader.collect();
+    assert!(rest.iter().any(|r| matches!(r, Err(Error::LsnOutOfRange { .. }))), "{:?}", rest.last());
+}
+
+#[test]
+fn buffer_mode_appends_become_durable_with_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), config().with_sync_mode(SyncMode::Buffer)).unwrap();
+    let lsns: Vec<_> = (0..50u8).map(|i| wal.append(&[i; 300]).unwrap()).collect();
+    wal.sync().unwrap();
+    wal.close().unwrap();
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    assert_eq!(all(&wal).len(), lsns.len());
+}
+
+#[test]
+fn inspector_reports_records_and_torn_tails_without_changing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(IoFaults::default());
+    let wal = Wal::open(dir.path(), config().with_io_faults(Arc::clone(&faults))).unwrap();
+    wal.append(b"one").unwrap();
+    wal.append(b"two").unwrap();
+    faults.fail_sync_after(0);
+    assert!(wal.append(b"three, never acknowledged").is_err());
+    let (path, durable_end, _) = wal.tail_extent();
+    wal.crash();
+    flip(&path, durable_end + GROUP + RECORD + 3);
+    let before = std::fs::read(&path).unwrap();
+
+    let inspector = Inspector::open(dir.path()).unwrap();
+    let items: Vec<_> = inspector.scan(Lsn(0)).collect();
+    let records: Vec<_> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Record(r) => Some((r.lsn, r.crc_ok, r.payload.to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records, vec![(Lsn(1), true, b"one".to_vec()), (Lsn(2), true, b"two".to_vec())]);
+    assert!(matches!(items.last(), Some(Item::TornTail(d)) if d.lsn == Lsn(3)));
+    let report = inspector.verify();
+    assert!(report.is_intact());
+    assert_eq!((report.records, report.next_lsn), (2, Lsn(3)));
+    assert_eq!(std::fs::read(&path).unwrap(), before, "inspection changes nothing");
+}
