@@ -113,11 +113,25 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
-    pub(crate) fn corruption(path: impl Into<PathBuf>, offset: u64, lsn: Option<u64>, reason: impl Into<String>) -> Self {
-        Error::Corruption { path: path.into(), offset, lsn: lsn.map(Lsn), reason: reason.into() }
+    pub(crate) fn corruption(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        lsn: Option<u64>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corruption {
+            path: path.into(),
+            offset,
+            lsn: lsn.map(Lsn),
+            reason: reason.into(),
+        }
     }
 }
 

@@ -11,7 +11,10 @@ pub struct IoFaults {
 
 impl Default for IoFaults {
     fn default() -> Self {
-        Self { writes_until_failure: AtomicI64::new(-1), syncs_until_failure: AtomicI64::new(-1) }
+        Self {
+            writes_until_failure: AtomicI64::new(-1),
+            syncs_until_failure: AtomicI64::new(-1),
+        }
     }
 }
 

@@ -336,7 +336,11 @@ pub(crate) fn scan_groups(
     let mut lsn = first_lsn;
     loop {
         if at + GROUP_HEADER_LEN > limit {
-            return ScanEnd { data_end: at as u64, next_lsn: lsn, stop: Stop::End };
+            return ScanEnd {
+                data_end: at as u64,
+                next_lsn: lsn,
+                stop: Stop::End,
+            };
         }
         match check_group(data, at, limit, generation, lsn) {
             Ok(g) => {
@@ -349,7 +353,11 @@ pub(crate) fn scan_groups(
                     Ok(_) => Stop::Torn(reason),
                     Err(_) => Stop::End,
                 };
-                return ScanEnd { data_end: at as u64, next_lsn: lsn, stop };
+                return ScanEnd {
+                    data_end: at as u64,
+                    next_lsn: lsn,
+                    stop,
+                };
             }
         }
     }
@@ -382,7 +390,11 @@ mod tests {
     use super::*;
 
     fn segment_with(records: &[&[u8]], generation: u64, first_lsn: u64) -> (Vec<u8>, SegmentHeader) {
-        let header = SegmentHeader { generation, first_lsn, segment_len: 4096 };
+        let header = SegmentHeader {
+            generation,
+            first_lsn,
+            segment_len: 4096,
+        };
         let mut data = vec![0u8; 4096];
         data[..64].copy_from_slice(&header.encode());
         let mut body = Vec::new();
@@ -390,7 +402,11 @@ mod tests {
             let crc = finish_record_crc(start_record_crc(r), first_lsn + i as u64, generation);
             encode_record(&mut body, r, crc);
         }
-        let g = GroupHeader { count: records.len() as u32, first_lsn, bytes: body.len() as u32 };
+        let g = GroupHeader {
+            count: records.len() as u32,
+            first_lsn,
+            bytes: body.len() as u32,
+        };
         let at = HEADER_LEN as usize;
         data[at..at + GROUP_HEADER_LEN].copy_from_slice(&g.encode(generation));
         data[at + GROUP_HEADER_LEN..at + GROUP_HEADER_LEN + body.len()].copy_from_slice(&body);
@@ -399,7 +415,11 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_rejections() {
-        let h = SegmentHeader { generation: 7, first_lsn: 42, segment_len: 1 << 20 };
+        let h = SegmentHeader {
+            generation: 7,
+            first_lsn: 42,
+            segment_len: 1 << 20,
+        };
         let mut b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
         b[8] = 9;
@@ -413,8 +433,17 @@ mod tests {
 
     #[test]
     fn trailer_of_another_generation_is_ignored() {
-        let h = SegmentHeader { generation: 3, first_lsn: 10, segment_len: 4096 };
-        let t = SegmentTrailer { generation: 3, first_lsn: 10, next_lsn: 12, data_end: 200 };
+        let h = SegmentHeader {
+            generation: 3,
+            first_lsn: 10,
+            segment_len: 4096,
+        };
+        let t = SegmentTrailer {
+            generation: 3,
+            first_lsn: 10,
+            next_lsn: 12,
+            data_end: 200,
+        };
         assert_eq!(SegmentTrailer::decode(&t.encode(), &h), Some(t));
         let other = SegmentHeader { generation: 4, ..h };
         assert_eq!(SegmentTrailer::decode(&t.encode(), &other), None);

@@ -16,7 +16,9 @@ const SEGMENT_SIZE: u64 = 4096;
 /// taken verbatim; odd, a real log of a few records is written and the rest of the input is
 /// applied to its files as (offset, byte) overwrites and a truncation.
 pub fn recover_from_bytes(data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let dir = tempfile_dir();
     if mode % 2 == 0 {
         let n = (mode as usize / 2) % 3 + 1;
@@ -29,7 +31,9 @@ pub fn recover_from_bytes(data: &[u8]) {
         }
     } else {
         let n_records = (mode as usize / 2) % 24 + 1;
-        let config = Config::default().with_segment_size(SEGMENT_SIZE).with_max_record_size(1000);
+        let config = Config::default()
+            .with_segment_size(SEGMENT_SIZE)
+            .with_max_record_size(1000);
         let wal = Wal::open(dir.path(), config).expect("open a fresh log");
         for i in 0..n_records {
             let payload = vec![i as u8; (i * 37) % 300];
@@ -43,10 +47,20 @@ pub fn recover_from_bytes(data: &[u8]) {
             .collect();
         files.sort();
         for op in rest.chunks(4) {
-            let [f, hi, lo, byte] = [op[0], *op.get(1).unwrap_or(&0), *op.get(2).unwrap_or(&0), *op.get(3).unwrap_or(&0)];
-            let Some(path) = files.get(f as usize % files.len().max(1)) else { break };
+            let [f, hi, lo, byte] = [
+                op[0],
+                *op.get(1).unwrap_or(&0),
+                *op.get(2).unwrap_or(&0),
+                *op.get(3).unwrap_or(&0),
+            ];
+            let Some(path) = files.get(f as usize % files.len().max(1)) else {
+                break;
+            };
             let offset = u16::from_be_bytes([hi, lo]) as u64 % SEGMENT_SIZE;
-            let file = std::fs::OpenOptions::new().write(true).open(path).expect("open fuzz segment");
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .expect("open fuzz segment");
             if f & 0x80 != 0 && byte == 0 {
                 file.set_len(offset).expect("truncate fuzz segment");
             } else {
@@ -95,7 +109,10 @@ fn check(dir: &std::path::Path) {
         }
     }
     for mode in [RecoveryMode::Strict, RecoveryMode::Salvage] {
-        let config = Config::default().with_segment_size(SEGMENT_SIZE).with_max_record_size(1000).with_recovery_mode(mode);
+        let config = Config::default()
+            .with_segment_size(SEGMENT_SIZE)
+            .with_max_record_size(1000)
+            .with_recovery_mode(mode);
         let Ok(wal) = Wal::open(dir, config) else { continue };
         let first = wal.stats().first_lsn.unwrap_or(wal.stats().next_lsn);
         let mut expected = first;

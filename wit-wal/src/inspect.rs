@@ -111,8 +111,17 @@ impl Inspector {
                 Ok(h) if len == h.segment_len => segment::read_trailer(&file, &path, h)?,
                 _ => None,
             };
-            let map = if header.is_ok() { Some(segment::map(&file, &path)?) } else { None };
-            segments.push(SegmentFile { path, header, trailer, map });
+            let map = if header.is_ok() {
+                Some(segment::map(&file, &path)?)
+            } else {
+                None
+            };
+            segments.push(SegmentFile {
+                path,
+                header,
+                trailer,
+                map,
+            });
         }
         Ok(Self { segments })
     }
@@ -172,11 +181,21 @@ impl Inspector {
 }
 
 fn scan_segment(seg: &SegmentFile, last: bool, expected: &mut Option<u64>) -> Vec<Item> {
-    let damage = |offset: u64, lsn: u64, reason: String| Damage { path: seg.path.clone(), offset, lsn: Lsn(lsn), reason };
+    let damage = |offset: u64, lsn: u64, reason: String| Damage {
+        path: seg.path.clone(),
+        offset,
+        lsn: Lsn(lsn),
+        reason,
+    };
     let (h, map) = match (&seg.header, &seg.map) {
         (Ok(h), Some(m)) => (*h, m),
         _ => {
-            let reason = seg.header.as_ref().err().cloned().unwrap_or_else(|| "segment could not be mapped".into());
+            let reason = seg
+                .header
+                .as_ref()
+                .err()
+                .cloned()
+                .unwrap_or_else(|| "segment could not be mapped".into());
             return vec![Item::Problem(damage(0, expected.unwrap_or(0), reason))];
         }
     };
@@ -184,7 +203,11 @@ fn scan_segment(seg: &SegmentFile, last: bool, expected: &mut Option<u64>) -> Ve
     if let Some(exp) = *expected
         && exp != h.first_lsn
     {
-        items.push(Item::Problem(damage(24, exp, format!("segment starts at LSN {} instead of {exp}", h.first_lsn))));
+        items.push(Item::Problem(damage(
+            24,
+            exp,
+            format!("segment starts at LSN {} instead of {exp}", h.first_lsn),
+        )));
         return items;
     }
     let bytes = Bytes::from_owner(MapOwner(Arc::clone(map)));
@@ -238,13 +261,21 @@ fn scan_segment(seg: &SegmentFile, last: bool, expected: &mut Option<u64>) -> Ve
     if let Ok(g) = GroupHeader::decode(&bytes[at..limit as usize], h.generation)
         && g.first_lsn == end.next_lsn
     {
-        let group_end = (at + GROUP_HEADER_LEN).saturating_add(g.bytes as usize).min(limit as usize);
+        let group_end = (at + GROUP_HEADER_LEN)
+            .saturating_add(g.bytes as usize)
+            .min(limit as usize);
         push_group(&mut items, at, &g, group_end);
     }
     let reason = match (intact_later, seg.trailer) {
-        (Some((off, g)), _) => format!("{reason}; yet an intact group (LSN {}) follows at offset {off}", g.first_lsn),
+        (Some((off, g)), _) => format!(
+            "{reason}; yet an intact group (LSN {}) follows at offset {off}",
+            g.first_lsn
+        ),
         (None, None) => format!("{reason}; segment has no valid trailer, yet a later segment exists"),
-        (None, Some(t)) => format!("{reason}; the trailer says data runs to offset {} (LSN {})", t.data_end, t.next_lsn),
+        (None, Some(t)) => format!(
+            "{reason}; the trailer says data runs to offset {} (LSN {})",
+            t.data_end, t.next_lsn
+        ),
     };
     items.push(Item::Problem(damage(end.data_end, end.next_lsn, reason)));
     items

@@ -45,9 +45,16 @@ impl Reader {
             let view = shared.view.read();
             let first = view.segments.first().map_or(view.durable_next, |s| s.first_lsn());
             if lsn < first || lsn > view.durable_next {
-                return Err(Error::LsnOutOfRange { requested: Lsn(lsn), first: Lsn(first), next: Lsn(view.durable_next) });
+                return Err(Error::LsnOutOfRange {
+                    requested: Lsn(lsn),
+                    first: Lsn(first),
+                    next: Lsn(view.durable_next),
+                });
             }
-            let idx = view.segments.partition_point(|s| s.first_lsn() <= lsn).saturating_sub(1);
+            let idx = view
+                .segments
+                .partition_point(|s| s.first_lsn() <= lsn)
+                .saturating_sub(1);
             // The last segment starting at or before `lsn`: empty sealed segments that start
             // at the same LSN as the next one are passed over.
             let seg = Arc::clone(&view.segments[idx]);
@@ -111,7 +118,10 @@ impl Reader {
             Err(reason) => return Err(self.corruption(at, reason)),
         };
         if g.first_lsn != self.next_lsn || g.count == 0 {
-            let reason = format!("group header names LSN {} ({} records), expected LSN {}", g.first_lsn, g.count, self.next_lsn);
+            let reason = format!(
+                "group header names LSN {} ({} records), expected LSN {}",
+                g.first_lsn, g.count, self.next_lsn
+            );
             return Err(self.corruption(at, reason));
         }
         let end = at + GROUP_HEADER_LEN + g.bytes as usize;
@@ -137,7 +147,11 @@ impl Reader {
                     return Ok(true);
                 }
                 Some(_) => {
-                    let Some(next) = view.segments.iter().find(|s| s.generation() > self.segment.generation()) else {
+                    let Some(next) = view
+                        .segments
+                        .iter()
+                        .find(|s| s.generation() > self.segment.generation())
+                    else {
                         return Ok(false);
                     };
                     if next.first_lsn() != self.next_lsn {
@@ -208,6 +222,9 @@ impl Iterator for Reader {
 
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader").field("segment", &self.segment.path).field("next_lsn", &self.next_lsn).finish()
+        f.debug_struct("Reader")
+            .field("segment", &self.segment.path)
+            .field("next_lsn", &self.next_lsn)
+            .finish()
     }
 }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Config, RecoveryMode};
-use crate::format::{HEADER_LEN, SegmentHeader, SegmentTrailer, Stop, TRAILER_LEN, find_intact_group_header, scan_groups};
+use crate::format::{
+    HEADER_LEN, SegmentHeader, SegmentTrailer, Stop, TRAILER_LEN, find_intact_group_header, scan_groups,
+};
 use crate::segment::{self, CORRUPT_EXT, Sealed, Segment};
 use crate::{Error, Lsn, Result};
 
@@ -86,7 +88,10 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
     for spare in &listing.spares {
         spare_counter = spare_counter.max(name_number(spare).unwrap_or(0) + 1);
         let file = segment::open_rw(spare)?;
-        let len = file.metadata().map_err(|e| Error::io("stat spare segment", spare, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat spare segment", spare, e))?
+            .len();
         if let Ok(h) = segment::read_header(&file, spare) {
             max_generation = max_generation.max(h.generation);
         }
@@ -110,7 +115,10 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
                 path,
                 16,
                 None,
-                format!("header names generation {}, the file name {generation}", header.generation),
+                format!(
+                    "header names generation {}, the file name {generation}",
+                    header.generation
+                ),
             ));
         }
         let file_len = file.metadata().map_err(|e| Error::io("stat segment", path, e))?.len();
@@ -119,12 +127,25 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
                 path,
                 header.segment_len,
                 None,
-                format!("file of {file_len} bytes is longer than its header's segment length {}", header.segment_len),
+                format!(
+                    "file of {file_len} bytes is longer than its header's segment length {}",
+                    header.segment_len
+                ),
             ));
         }
-        let trailer = if file_len == header.segment_len { segment::read_trailer(&file, path, &header)? } else { None };
+        let trailer = if file_len == header.segment_len {
+            segment::read_trailer(&file, path, &header)?
+        } else {
+            None
+        };
         max_generation = max_generation.max(header.generation);
-        entries.push(Entry { path: path.clone(), file, header, trailer, file_len });
+        entries.push(Entry {
+            path: path.clone(),
+            file,
+            header,
+            trailer,
+            file_len,
+        });
     }
 
     let mut report = Recovery::default();
@@ -145,7 +166,9 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
             data_end: cut.data_end,
         };
         if e.file_len < e.header.segment_len {
-            e.file.set_len(e.header.segment_len).map_err(|err| Error::io("extend segment", &e.path, err))?;
+            e.file
+                .set_len(e.header.segment_len)
+                .map_err(|err| Error::io("extend segment", &e.path, err))?;
         }
         e.file
             .write_all_at(&trailer.encode(), e.header.segment_len - TRAILER_LEN)
@@ -170,8 +193,14 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
     for (i, e) in entries.into_iter().take(keep).enumerate() {
         let cut_here = outcome.cut.as_ref().filter(|c| c.index == i);
         let seal = match (cut_here, e.trailer) {
-            (Some(c), _) => Some(Sealed { next_lsn: c.next_lsn, data_end: c.data_end }),
-            (None, Some(t)) => Some(Sealed { next_lsn: t.next_lsn, data_end: t.data_end }),
+            (Some(c), _) => Some(Sealed {
+                next_lsn: c.next_lsn,
+                data_end: c.data_end,
+            }),
+            (None, Some(t)) => Some(Sealed {
+                next_lsn: t.next_lsn,
+                data_end: t.data_end,
+            }),
             (None, None) => None,
         };
         match seal {
@@ -183,8 +212,12 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
             None => {
                 let (data_end, tail_next) = outcome.tail_end.expect("an unsealed tail was scanned");
                 if e.file_len < e.header.segment_len {
-                    e.file.set_len(e.header.segment_len).map_err(|err| Error::io("extend segment", &e.path, err))?;
-                    e.file.sync_all().map_err(|err| Error::io("sync segment", &e.path, err))?;
+                    e.file
+                        .set_len(e.header.segment_len)
+                        .map_err(|err| Error::io("extend segment", &e.path, err))?;
+                    e.file
+                        .sync_all()
+                        .map_err(|err| Error::io("sync segment", &e.path, err))?;
                 }
                 let map = segment::map(&e.file, &e.path)?;
                 next_lsn = tail_next;
@@ -197,7 +230,15 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
             }
         }
     }
-    Ok(Recovered { sealed, tail, next_lsn, max_generation, spares, spare_counter, report })
+    Ok(Recovered {
+        sealed,
+        tail,
+        next_lsn,
+        max_generation,
+        spares,
+        spare_counter,
+        report,
+    })
 }
 
 struct Cut {
@@ -238,12 +279,20 @@ fn scan_tail(e: &Entry, report: &mut Recovery) -> Result<TailScan> {
         Stop::End => "no intact group".into(),
     };
     if let Some((off, g)) = find_intact_group_header(&map, end.data_end + 1, limit, h.generation) {
-        let reason = format!("{reason}; yet an intact group (LSN {}) follows at offset {off}", g.first_lsn);
+        let reason = format!(
+            "{reason}; yet an intact group (LSN {}) follows at offset {off}",
+            g.first_lsn
+        );
         return Ok(TailScan::Damaged(end.data_end, end.next_lsn, reason));
     }
     Ok(match end.stop {
         Stop::Torn(reason) => {
-            report.torn_tail = Some(Damage { path: e.path.clone(), offset: end.data_end, lsn: Lsn(end.next_lsn), reason });
+            report.torn_tail = Some(Damage {
+                path: e.path.clone(),
+                offset: end.data_end,
+                lsn: Lsn(end.next_lsn),
+                reason,
+            });
             TailScan::Torn(end.data_end, end.next_lsn)
         }
         Stop::End => TailScan::Clean(end.data_end, end.next_lsn),
@@ -260,7 +309,10 @@ fn check_strict(entries: &[Entry], report: &mut Recovery) -> Result<Outcome> {
                     &e.path,
                     24,
                     Some(e.header.first_lsn),
-                    format!("segment starts at LSN {} but the previous segment ends before LSN {prev_next}", e.header.first_lsn),
+                    format!(
+                        "segment starts at LSN {} but the previous segment ends before LSN {prev_next}",
+                        e.header.first_lsn
+                    ),
                 ));
             }
         }
@@ -277,7 +329,13 @@ fn check_strict(entries: &[Entry], report: &mut Recovery) -> Result<Outcome> {
             }
             (None, true) => match scan_tail(e, report)? {
                 TailScan::Clean(data_end, next_lsn) => outcome.tail_end = Some((data_end, next_lsn)),
-                TailScan::Torn(data_end, next_lsn) => outcome.cut = Some(Cut { index: i, data_end, next_lsn }),
+                TailScan::Torn(data_end, next_lsn) => {
+                    outcome.cut = Some(Cut {
+                        index: i,
+                        data_end,
+                        next_lsn,
+                    })
+                }
                 TailScan::Damaged(offset, lsn, reason) => {
                     return Err(Error::corruption(&e.path, offset, Some(lsn), reason));
                 }
@@ -292,23 +350,46 @@ fn check_salvage(entries: &[Entry], report: &mut Recovery) -> Result<Outcome> {
     let mut expected: Option<u64> = None;
     for (i, e) in entries.iter().enumerate() {
         let h = &e.header;
-        let damage = |offset: u64, lsn: u64, reason: String| Damage { path: e.path.clone(), offset, lsn: Lsn(lsn), reason };
+        let damage = |offset: u64, lsn: u64, reason: String| Damage {
+            path: e.path.clone(),
+            offset,
+            lsn: Lsn(lsn),
+            reason,
+        };
         if let Some(exp) = expected.filter(|&x| x != h.first_lsn) {
             // A gap: keep everything before this segment.
             let prev = &entries[i - 1];
             let t = prev.trailer.expect("earlier segments are sealed or cut");
-            report.cut = Some(damage(24, exp, format!("segment starts at LSN {} instead of {exp}", h.first_lsn)));
-            outcome.cut = Some(Cut { index: i - 1, data_end: t.data_end, next_lsn: t.next_lsn });
+            report.cut = Some(damage(
+                24,
+                exp,
+                format!("segment starts at LSN {} instead of {exp}", h.first_lsn),
+            ));
+            outcome.cut = Some(Cut {
+                index: i - 1,
+                data_end: t.data_end,
+                next_lsn: t.next_lsn,
+            });
             return Ok(outcome);
         }
         let last = i + 1 == entries.len();
         if e.trailer.is_none() && last {
             match scan_tail(e, report)? {
                 TailScan::Clean(data_end, next_lsn) => outcome.tail_end = Some((data_end, next_lsn)),
-                TailScan::Torn(data_end, next_lsn) => outcome.cut = Some(Cut { index: i, data_end, next_lsn }),
+                TailScan::Torn(data_end, next_lsn) => {
+                    outcome.cut = Some(Cut {
+                        index: i,
+                        data_end,
+                        next_lsn,
+                    })
+                }
                 TailScan::Damaged(offset, lsn, reason) => {
                     report.cut = Some(damage(offset, lsn, reason));
-                    outcome.cut = Some(Cut { index: i, data_end: offset, next_lsn: lsn });
+                    outcome.cut = Some(Cut {
+                        index: i,
+                        data_end: offset,
+                        next_lsn: lsn,
+                    });
                 }
             }
             return Ok(outcome);
@@ -326,7 +407,11 @@ fn check_salvage(entries: &[Entry], report: &mut Recovery) -> Result<Outcome> {
                     _ => "segment data ends before its trailer says".into(),
                 };
                 report.cut = Some(damage(end.data_end, end.next_lsn, reason));
-                outcome.cut = Some(Cut { index: i, data_end: end.data_end, next_lsn: end.next_lsn });
+                outcome.cut = Some(Cut {
+                    index: i,
+                    data_end: end.data_end,
+                    next_lsn: end.next_lsn,
+                });
                 return Ok(outcome);
             }
         }

@@ -51,7 +51,10 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
         let entry = entry.map_err(|e| Error::io("read WAL directory", dir, e))?;
         let path = entry.path();
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            return Err(Error::NotAWal { path: dir.into(), reason: format!("unexpected file {path:?}") });
+            return Err(Error::NotAWal {
+                path: dir.into(),
+                reason: format!("unexpected file {path:?}"),
+            });
         };
         if name == LOCK_FILE {
             continue;
@@ -64,7 +67,10 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
         } else if parse_generation(&name, CORRUPT_EXT).is_some() {
             listing.set_aside.push(path);
         } else {
-            return Err(Error::NotAWal { path: dir.into(), reason: format!("unexpected file `{name}`") });
+            return Err(Error::NotAWal {
+                path: dir.into(),
+                reason: format!("unexpected file `{name}`"),
+            });
         }
     }
     listing.segments.sort();
@@ -98,7 +104,8 @@ pub(crate) fn create_preallocated(path: &Path, len: u64) -> Result<File> {
     let mut left = len;
     while left > 0 {
         let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n]).map_err(|e| Error::io("preallocate segment", &tmp, e))?;
+        file.write_all(&zeros[..n])
+            .map_err(|e| Error::io("preallocate segment", &tmp, e))?;
         left -= n as u64;
     }
     file.sync_all().map_err(|e| Error::io("sync segment", &tmp, e))?;
@@ -132,8 +139,16 @@ pub(crate) fn read_header(file: &File, path: &Path) -> Result<SegmentHeader> {
     let mut buf = [0u8; HEADER_LEN as usize];
     let n = read_up_to(file, &mut buf, 0).map_err(|e| Error::io("read segment header", path, e))?;
     let header = SegmentHeader::decode(&buf[..n]).map_err(|e| match e {
-        HeaderError::TooShort(n) => Error::corruption(path, 0, None, format!("file of {n} bytes is too short for a segment header")),
-        HeaderError::BadMagic => Error::NotAWal { path: path.into(), reason: "no WAL segment header (bad magic)".into() },
+        HeaderError::TooShort(n) => Error::corruption(
+            path,
+            0,
+            None,
+            format!("file of {n} bytes is too short for a segment header"),
+        ),
+        HeaderError::BadMagic => Error::NotAWal {
+            path: path.into(),
+            reason: "no WAL segment header (bad magic)".into(),
+        },
         HeaderError::UnknownVersion(found) => Error::UnsupportedVersion {
             path: path.into(),
             found,
@@ -147,7 +162,12 @@ pub(crate) fn read_header(file: &File, path: &Path) -> Result<SegmentHeader> {
         ),
     })?;
     if !(crate::config::MIN_SEGMENT_SIZE..=crate::config::MAX_SEGMENT_SIZE).contains(&header.segment_len) {
-        return Err(Error::corruption(path, 32, None, format!("implausible segment length {}", header.segment_len)));
+        return Err(Error::corruption(
+            path,
+            32,
+            None,
+            format!("implausible segment length {}", header.segment_len),
+        ));
     }
     Ok(header)
 }
@@ -196,7 +216,12 @@ impl Segment {
         if let Some(s) = sealed {
             let _ = cell.set(s);
         }
-        Arc::new(Self { path, header, map, sealed: cell })
+        Arc::new(Self {
+            path,
+            header,
+            map,
+            sealed: cell,
+        })
     }
 
     pub(crate) fn generation(&self) -> u64 {

@@ -115,13 +115,25 @@ struct Poison {
 
 impl Poison {
     fn error(&self) -> Error {
-        Error::Poisoned { op: self.op, path: self.path.clone(), cause: Arc::clone(&self.cause) }
+        Error::Poisoned {
+            op: self.op,
+            path: self.path.clone(),
+            cause: Arc::clone(&self.cause),
+        }
     }
 
     fn from_error(e: Error) -> Self {
         match e {
-            Error::Io { op, path, source } => Poison { op, path, cause: Arc::new(source) },
-            other => Poison { op: "write", path: PathBuf::new(), cause: Arc::new(std::io::Error::other(other.to_string())) },
+            Error::Io { op, path, source } => Poison {
+                op,
+                path,
+                cause: Arc::new(source),
+            },
+            other => Poison {
+                op: "write",
+                path: PathBuf::new(),
+                cause: Arc::new(std::io::Error::other(other.to_string())),
+            },
         }
     }
 }
@@ -167,7 +179,10 @@ impl Wal {
         config.validate()?;
         match std::fs::metadata(dir) {
             Ok(m) if !m.is_dir() => {
-                return Err(Error::NotAWal { path: dir.into(), reason: "not a directory".into() });
+                return Err(Error::NotAWal {
+                    path: dir.into(),
+                    reason: "not a directory".into(),
+                });
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -188,13 +203,19 @@ impl Wal {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked { dir: dir.into(), lock: lock_path });
+                return Err(Error::Locked {
+                    dir: dir.into(),
+                    lock: lock_path,
+                });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
         }
 
         let rec = recover(dir, &config)?;
-        let mut spares = Spares { ready: rec.spares, counter: rec.spare_counter };
+        let mut spares = Spares {
+            ready: rec.spares,
+            counter: rec.spare_counter,
+        };
         let (tail_file, tail, written_end, next_lsn, mut segments) = match rec.tail {
             Some(t) => {
                 let mut segs = rec.sealed;
@@ -246,7 +267,11 @@ impl Wal {
             waiters: Condvar::new(),
             committer: Condvar::new(),
             io: Mutex::new(io),
-            view: RwLock::new(View { segments, durable_next: next_lsn, tail_end: written_end }),
+            view: RwLock::new(View {
+                segments,
+                durable_next: next_lsn,
+                tail_end: written_end,
+            }),
             spares: Mutex::new(spares),
             recovery: rec.report,
             config,
@@ -258,7 +283,11 @@ impl Wal {
                 .spawn(move || shared.run_committer())
                 .map_err(|e| Error::io("start commit thread", dir, e))?
         };
-        Ok(Wal { shared, committer: Some(committer), _lock: lock })
+        Ok(Wal {
+            shared,
+            committer: Some(committer),
+            _lock: lock,
+        })
     }
 
     /// Appends one record and returns its LSN once it is durable under the configured
@@ -335,8 +364,15 @@ impl Wal {
         for (r, crc) in records.iter().zip(crcs) {
             st.push_record(r.as_ref(), crc, self.shared.config.segment_size);
         }
-        let range = LsnRange { start: Lsn(start), end: Lsn(st.next_lsn) };
-        Ok(Commit { shared: Arc::clone(&self.shared), range, done: false })
+        let range = LsnRange {
+            start: Lsn(start),
+            end: Lsn(st.next_lsn),
+        };
+        Ok(Commit {
+            shared: Arc::clone(&self.shared),
+            range,
+            done: false,
+        })
     }
 
     /// Makes every record queued so far durable, with a real `fdatasync` even in
@@ -350,7 +386,9 @@ impl Wal {
         self.shared.wait_durable(end)?;
         if self.shared.config.sync_mode == SyncMode::Buffer {
             let io = self.shared.io.lock();
-            io.tail_file.sync_data().map_err(|e| Error::io("sync segment", &io.tail.path, e))?;
+            io.tail_file
+                .sync_data()
+                .map_err(|e| Error::io("sync segment", &io.tail.path, e))?;
         }
         Ok(())
     }
@@ -452,7 +490,9 @@ impl Wal {
     }
 
     fn shutdown(&mut self) -> Result<()> {
-        let Some(committer) = self.committer.take() else { return Ok(()) };
+        let Some(committer) = self.committer.take() else {
+            return Ok(());
+        };
         let end = self.shared.state.lock().next_lsn;
         let flushed = self.shared.wait_durable(end);
         {
@@ -512,7 +552,10 @@ impl Drop for Wal {
 
 impl std::fmt::Debug for Wal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wal").field("dir", &self.shared.dir).field("stats", &self.stats()).finish()
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -670,7 +713,13 @@ fn take_spare(dir: &Path, len: u64, spares: &mut Spares, pre: Option<JoinHandle<
         match handle.join() {
             Ok(Ok(path)) => spares.ready.push(path),
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(Error::io("preallocate segment", dir, std::io::Error::other("preallocation thread panicked"))),
+            Err(_) => {
+                return Err(Error::io(
+                    "preallocate segment",
+                    dir,
+                    std::io::Error::other("preallocation thread panicked"),
+                ));
+            }
         }
     }
     if spares.ready.is_empty() {
@@ -692,15 +741,21 @@ fn start_segment(
     faults: Option<&IoFaults>,
 ) -> Result<(File, Arc<Segment>)> {
     let file = segment::open_rw(spare)?;
-    let header = SegmentHeader { generation, first_lsn, segment_len };
+    let header = SegmentHeader {
+        generation,
+        first_lsn,
+        segment_len,
+    };
     if let Some(f) = faults {
         f.write().map_err(|e| Error::io("write segment header", spare, e))?;
     }
-    file.write_all_at(&header.encode(), 0).map_err(|e| Error::io("write segment header", spare, e))?;
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| Error::io("write segment header", spare, e))?;
     if let Some(f) = faults {
         f.sync().map_err(|e| Error::io("sync segment header", spare, e))?;
     }
-    file.sync_data().map_err(|e| Error::io("sync segment header", spare, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("sync segment header", spare, e))?;
     let path = segment::segment_path(dir, generation);
     std::fs::rename(spare, &path).map_err(|e| Error::io("rename spare segment", spare, e))?;
     segment::sync_dir(dir)?;
@@ -715,7 +770,9 @@ impl Io {
         }
         // `write_all_at` checks every write's length: short writes continue, a write of zero
         // bytes is an error.
-        self.tail_file.write_all_at(buf, offset).map_err(|e| Error::io("write", &self.tail.path, e))
+        self.tail_file
+            .write_all_at(buf, offset)
+            .map_err(|e| Error::io("write", &self.tail.path, e))
     }
 
     fn sync(&self, mode: SyncMode) -> Result<()> {
@@ -767,18 +824,36 @@ impl Io {
         // Always real syncs, whatever the mode. First the data: a trailer must never be
         // durable while the groups it vouches for are not. Then the trailer: a later segment
         // must never exist beside an unsealed one.
-        let mode = if self.sync_mode == SyncMode::SyncAll { SyncMode::SyncAll } else { SyncMode::SyncData };
+        let mode = if self.sync_mode == SyncMode::SyncAll {
+            SyncMode::SyncAll
+        } else {
+            SyncMode::SyncData
+        };
         self.sync(mode)?;
         self.write_at(&trailer.encode(), h.segment_len - TRAILER_LEN)?;
         self.sync(mode)?;
 
         let mut sp = spares.lock();
-        let pre = if sp.ready.is_empty() { self.preallocating.take() } else { None };
+        let pre = if sp.ready.is_empty() {
+            self.preallocating.take()
+        } else {
+            None
+        };
         let spare = take_spare(&self.dir, self.segment_size, &mut sp, pre)?;
-        let (file, seg) = start_segment(&self.dir, &spare, generation, first_lsn, self.segment_size, self.faults.as_deref())?;
+        let (file, seg) = start_segment(
+            &self.dir,
+            &spare,
+            generation,
+            first_lsn,
+            self.segment_size,
+            self.faults.as_deref(),
+        )?;
         {
             let mut v = view.write();
-            let _ = self.tail.sealed.set(Sealed { next_lsn: self.next_lsn, data_end: self.written_end });
+            let _ = self.tail.sealed.set(Sealed {
+                next_lsn: self.next_lsn,
+                data_end: self.written_end,
+            });
             v.segments.push(Arc::clone(&seg));
             v.durable_next = self.next_lsn;
             v.tail_end = HEADER_LEN;

@@ -43,12 +43,19 @@ fn threads_and_tasks_get_unique_gap_free_lsns() {
     };
 
     let mut written: BTreeMap<Lsn, Vec<u8>> = BTreeMap::new();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
     std::thread::scope(|s| {
         let threads: Vec<_> = (0..THREADS)
             .map(|w| {
                 let wal = &wal;
-                s.spawn(move || (0..PER_WRITER).map(|i| (wal.append(&payload(w, i)).unwrap(), payload(w, i))).collect::<Vec<_>>())
+                s.spawn(move || {
+                    (0..PER_WRITER)
+                        .map(|i| (wal.append(&payload(w, i)).unwrap(), payload(w, i)))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         let tasks: Vec<_> = (0..TASKS)
@@ -96,7 +103,10 @@ fn threads_and_tasks_get_unique_gap_free_lsns() {
 fn awaiting_commits_never_blocks_the_runtime_thread() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Arc::new(Wal::open(dir.path(), Config::default()).unwrap());
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let n = runtime.block_on(async {
         let ticks = tokio::spawn(async {
             let mut ticks = 0;
@@ -109,7 +119,9 @@ fn awaiting_commits_never_blocks_the_runtime_thread() {
         let mut handles = Vec::new();
         for i in 0..200u32 {
             let wal = Arc::clone(&wal);
-            handles.push(tokio::spawn(async move { wal.submit(&i.to_le_bytes()).unwrap().await.unwrap().start }));
+            handles.push(tokio::spawn(async move {
+                wal.submit(&i.to_le_bytes()).unwrap().await.unwrap().start
+            }));
         }
         let mut lsns = Vec::new();
         for h in handles {
@@ -132,7 +144,10 @@ fn dropped_commit_handles_still_get_written() {
     // Nobody waits: the commit thread writes it anyway.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while wal.stats().next_lsn <= range.start {
-        assert!(std::time::Instant::now() < deadline, "a dropped commit was never written");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a dropped commit was never written"
+        );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let rec = wal.read_from(range.start).unwrap().next().unwrap().unwrap();

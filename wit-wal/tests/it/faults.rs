@@ -9,7 +9,13 @@ use wit_wal::{Config, Error, IoFaults, Lsn, Wal};
 
 fn open_with_faults(dir: &std::path::Path) -> (Wal, Arc<IoFaults>) {
     let faults = Arc::new(IoFaults::default());
-    let wal = Wal::open(dir, Config::default().with_segment_size(64 << 10).with_io_faults(Arc::clone(&faults))).unwrap();
+    let wal = Wal::open(
+        dir,
+        Config::default()
+            .with_segment_size(64 << 10)
+            .with_io_faults(Arc::clone(&faults)),
+    )
+    .unwrap();
     (wal, faults)
 }
 
@@ -48,7 +54,9 @@ fn poisons_every_waiter(fail: impl Fn(&IoFaults)) {
     let mut poisoned = 0;
     for _ in 0..9 {
         // No waiter may hang.
-        let results = rx.recv_timeout(Duration::from_secs(30)).expect("a waiter hung after an I/O failure");
+        let results = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a waiter hung after an I/O failure");
         for r in results {
             match r {
                 Ok(_) => {}
@@ -115,7 +123,10 @@ fn oversized_record_is_refused_and_nothing_is_appended() {
     wal.append(b"ok").unwrap();
     let err = wal.append_batch(&[vec![1u8; 10], vec![2u8; 1001]]).unwrap_err();
     assert!(matches!(err, Error::RecordTooLarge { len: 1001, max: 1000 }), "{err}");
-    assert_eq!(err.to_string(), "record of 1001 bytes exceeds the configured maximum of 1000 bytes");
+    assert_eq!(
+        err.to_string(),
+        "record of 1001 bytes exceeds the configured maximum of 1000 bytes"
+    );
     assert_eq!(wal.stats().next_lsn, Lsn(2), "no part of the batch was appended");
     assert_eq!(wal.append(b"still fine").unwrap(), Lsn(2));
 }
@@ -161,8 +172,21 @@ fn unknown_format_version_is_refused() {
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.write_all_at(&99u32.to_le_bytes(), 8).unwrap();
     let err = Wal::open(dir.path(), Config::default()).unwrap_err();
-    assert!(matches!(err, Error::UnsupportedVersion { found: 99, supported: 1, .. }), "{err}");
-    assert!(err.to_string().contains(&path.display().to_string()), "the segment is named: {err}");
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedVersion {
+                found: 99,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "the segment is named: {err}"
+    );
 }
 
 #[test]
@@ -170,7 +194,11 @@ fn unusable_configurations_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let err = Wal::open(dir.path(), Config::default().with_segment_size(100)).unwrap_err();
     assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
-    let err = Wal::open(dir.path(), Config::default().with_segment_size(8192).with_max_record_size(9000)).unwrap_err();
+    let err = Wal::open(
+        dir.path(),
+        Config::default().with_segment_size(8192).with_max_record_size(9000),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
     assert!(err.to_string().contains("does not fit into a segment"), "{err}");
 }

@@ -29,7 +29,10 @@ enum Op {
     Reopen,
     /// A sync fails while `records` are being appended (so they are written, never
     /// acknowledged); the process then dies and the unsynced bytes are damaged.
-    Crash { records: Vec<Vec<u8>>, damage: Damage },
+    Crash {
+        records: Vec<Vec<u8>>,
+        damage: Damage,
+    },
 }
 
 fn payload() -> impl Strategy<Value = Vec<u8>> {
@@ -83,7 +86,10 @@ impl Model {
 
 fn check_read(wal: &Wal, model: &Model, from: u64) -> Result<(), TestCaseError> {
     let mut expected = from;
-    for rec in wal.read_from(Lsn(from)).map_err(|e| TestCaseError::fail(e.to_string()))? {
+    for rec in wal
+        .read_from(Lsn(from))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?
+    {
         let rec = rec.map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(rec.lsn, Lsn(expected), "records in order, without gaps");
         prop_assert!(expected < model.next_lsn(), "LSN {} was never appended", expected);
@@ -98,7 +104,12 @@ fn check_all(wal: &Wal, model: &Model) -> Result<(), TestCaseError> {
     let stats = wal.stats();
     prop_assert_eq!(stats.next_lsn, Lsn(model.next_lsn()));
     let first = stats.first_lsn.unwrap_or(stats.next_lsn).0;
-    prop_assert!(first <= model.floor.max(1), "LSN {} at or above the truncation point {} was released", first, model.floor);
+    prop_assert!(
+        first <= model.floor.max(1),
+        "LSN {} at or above the truncation point {} was released",
+        first,
+        model.floor
+    );
     check_read(wal, model, first)
 }
 
@@ -106,7 +117,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(IoFaults::default());
     let mut wal = Wal::open(dir.path(), config(&faults)).unwrap();
-    let mut model = Model { records: Vec::new(), floor: 0 };
+    let mut model = Model {
+        records: Vec::new(),
+        floor: 0,
+    };
     for op in ops {
         match op {
             Op::Append(p) => {
@@ -126,9 +140,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let span = stats.next_lsn.0 - first + 1;
                 check_read(&wal, &model, first + sel as u64 % span)?;
                 let below = wal.read_from(Lsn(first - 1));
-                prop_assert!(first == 1 || matches!(below, Err(Error::LsnOutOfRange { .. })), "reading below the log fails");
+                prop_assert!(
+                    first == 1 || matches!(below, Err(Error::LsnOutOfRange { .. })),
+                    "reading below the log fails"
+                );
                 let beyond = wal.read_from(stats.next_lsn.next());
-                prop_assert!(matches!(beyond, Err(Error::LsnOutOfRange { .. })), "reading beyond the log fails");
+                prop_assert!(
+                    matches!(beyond, Err(Error::LsnOutOfRange { .. })),
+                    "reading beyond the log fails"
+                );
             }
             Op::TruncateBefore(sel) => {
                 let at = sel as u64 % (model.next_lsn() + 1);
@@ -145,8 +165,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Crash { records, damage } => {
                 faults.fail_sync_after(0);
                 let result = wal.append_batch(&records);
-                prop_assert!(matches!(result, Err(Error::Poisoned { .. })), "a failed sync is reported: {:?}", result);
-                prop_assert!(matches!(wal.append(b"x"), Err(Error::Poisoned { .. })), "a poisoned log refuses writes");
+                prop_assert!(
+                    matches!(result, Err(Error::Poisoned { .. })),
+                    "a failed sync is reported: {:?}",
+                    result
+                );
+                prop_assert!(
+                    matches!(wal.append(b"x"), Err(Error::Poisoned { .. })),
+                    "a poisoned log refuses writes"
+                );
                 let (path, durable_end, written_end) = wal.tail_extent();
                 wal.crash();
                 faults.clear();
@@ -159,7 +186,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         Damage::Truncate(at) => file.set_len(durable_end + at as u64 % unsynced).unwrap(),
                         Damage::Zero(at) => {
                             let from = durable_end + at as u64 % unsynced;
-                            file.write_all_at(&vec![0; (written_end - from) as usize], from).unwrap();
+                            file.write_all_at(&vec![0; (written_end - from) as usize], from)
+                                .unwrap();
                         }
                         Damage::Flip(at, bit) => {
                             let at = durable_end + at as u64 % unsynced;
@@ -170,13 +198,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 wal = Wal::open(dir.path(), config(&faults)).unwrap();
-                let next = wal.stats().next_lsn.0;
                 // Unacknowledged records may survive as a prefix of the batch (its groups
                 // before a rotation were synced by the seal), never in part of a group: the
                 // damaged last group is always lost.
                 let survived = wal.stats().next_lsn.0 - model.next_lsn();
-                prop_assert!(survived <= records.len() as u64, "records that were never appended came back");
-                prop_assert!(!damaged || survived < records.len() as u64, "a damaged unsynced group came back");
+                prop_assert!(
+                    survived <= records.len() as u64,
+                    "records that were never appended came back"
+                );
+                prop_assert!(
+                    !damaged || survived < records.len() as u64,
+                    "a damaged unsynced group came back"
+                );
                 model.records.extend(records.into_iter().take(survived as usize));
                 check_all(&wal, &model)?;
             }

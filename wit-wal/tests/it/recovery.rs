@@ -36,7 +36,11 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 
 fn all(wal: &Wal) -> Vec<(u64, Vec<u8>)> {
     let first = wal.stats().first_lsn.unwrap_or(wal.stats().next_lsn);
-    wal.read_from(first).unwrap().map(|r| r.map(|r| (r.lsn.0, r.payload.to_vec()))).collect::<Result<_, _>>().unwrap()
+    wal.read_from(first)
+        .unwrap()
+        .map(|r| r.map(|r| (r.lsn.0, r.payload.to_vec())))
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 #[test]
@@ -58,10 +62,20 @@ fn torn_tail_is_cut_and_appends_continue() {
 
     let wal = Wal::open(dir.path(), config()).unwrap();
     let torn = wal.recovery().torn_tail.clone().expect("the torn tail is reported");
-    assert_eq!((torn.path.as_path(), torn.offset, torn.lsn), (path.as_path(), durable_end, Lsn(4)));
+    assert_eq!(
+        (torn.path.as_path(), torn.offset, torn.lsn),
+        (path.as_path(), durable_end, Lsn(4))
+    );
     assert!(torn.reason.contains("checksum mismatch"), "{}", torn.reason);
-    assert_eq!(all(&wal), (0..3u8).map(|i| (i as u64 + 1, vec![i; 50])).collect::<Vec<_>>());
-    assert_eq!(wal.append(b"next").unwrap(), Lsn(4), "appends continue after the last intact record");
+    assert_eq!(
+        all(&wal),
+        (0..3u8).map(|i| (i as u64 + 1, vec![i; 50])).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        wal.append(b"next").unwrap(),
+        Lsn(4),
+        "appends continue after the last intact record"
+    );
     drop(wal);
 
     let wal = Wal::open(dir.path(), config()).unwrap();
@@ -82,7 +96,15 @@ fn a_bad_record_followed_by_intact_ones_is_corruption() {
     flip(&path, second_payload + 5);
 
     let err = Wal::open(dir.path(), config()).unwrap_err();
-    let Error::Corruption { path: p, offset, lsn, reason } = &err else { panic!("expected Corruption, got {err}") };
+    let Error::Corruption {
+        path: p,
+        offset,
+        lsn,
+        reason,
+    } = &err
+    else {
+        panic!("expected Corruption, got {err}")
+    };
     assert_eq!((p, *offset, *lsn), (&path, HEADER + GROUP + RECORD + 40, Some(Lsn(2))));
     assert!(reason.contains("intact group (LSN 3)"), "{reason}");
     assert!(err.to_string().contains(&path.display().to_string()), "{err}");
@@ -119,8 +141,13 @@ fn damage_in_a_sealed_segment_is_found_by_readers_and_salvage() {
     let wal = Wal::open(dir.path(), config()).unwrap();
     assert_eq!(wal.recovery().segments_scanned, 1);
     let results: Vec<_> = wal.read_from(Lsn::FIRST).unwrap().collect();
-    let err = results.iter().find_map(|r| r.as_ref().err()).expect("the reader finds the damage");
-    let Error::Corruption { path, .. } = err else { panic!("expected Corruption, got {err}") };
+    let err = results
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("the reader finds the damage");
+    let Error::Corruption { path, .. } = err else {
+        panic!("expected Corruption, got {err}")
+    };
     assert_eq!(path, &segs[1]);
     assert!(results.last().unwrap().is_err(), "the reader stops at the damage");
     drop(wal);
@@ -128,8 +155,16 @@ fn damage_in_a_sealed_segment_is_found_by_readers_and_salvage() {
     let wal = Wal::open(dir.path(), config().with_recovery_mode(RecoveryMode::Salvage)).unwrap();
     let rec = wal.recovery();
     assert_eq!(rec.cut.as_ref().unwrap().path, segs[1]);
-    assert_eq!(rec.set_aside.len(), segs.len() - 2, "later segments are kept aside, not deleted");
-    assert!(rec.set_aside.iter().all(|p| p.exists() && p.to_string_lossy().ends_with(".wal.corrupt")));
+    assert_eq!(
+        rec.set_aside.len(),
+        segs.len() - 2,
+        "later segments are kept aside, not deleted"
+    );
+    assert!(
+        rec.set_aside
+            .iter()
+            .all(|p| p.exists() && p.to_string_lossy().ends_with(".wal.corrupt"))
+    );
     let records = all(&wal);
     assert!(records.iter().all(|(lsn, p)| p == &vec![(lsn - 1) as u8; 1500]));
     assert_eq!(records.len() as u64 + 1, rec.cut.as_ref().unwrap().lsn.0);
@@ -151,7 +186,10 @@ fn a_missing_middle_segment_is_corruption() {
     drop(wal);
     std::fs::remove_file(&segs[2]).unwrap();
     let err = Wal::open(dir.path(), config()).unwrap_err();
-    assert!(matches!(&err, Error::Corruption { reason, .. } if reason.contains("previous segment ends")), "{err}");
+    assert!(
+        matches!(&err, Error::Corruption { reason, .. } if reason.contains("previous segment ends")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -192,7 +230,10 @@ fn a_reader_keeps_its_segment_while_it_is_released() {
     let mut reader = wal.read_from(Lsn::FIRST).unwrap();
     let first = reader.next().unwrap().unwrap();
     wal.truncate_before(Lsn(50)).unwrap();
-    assert!(wal.stats().first_lsn.unwrap() > Lsn(20), "several segments were released");
+    assert!(
+        wal.stats().first_lsn.unwrap() > Lsn(20),
+        "several segments were released"
+    );
     for i in 60..90u8 {
         wal.append(&[i; 1000]).unwrap(); // may reuse released files
     }
@@ -202,7 +243,11 @@ fn a_reader_keeps_its_segment_while_it_is_released() {
     assert_eq!((second.lsn, &second.payload[..]), (Lsn(2), &[1u8; 1000][..]));
     // Reading on past the released segments is an error, not a silent skip.
     let rest: Vec<_> = reader.collect();
-    assert!(rest.iter().any(|r| matches!(r, Err(Error::LsnOutOfRange { .. }))), "{:?}", rest.last());
+    assert!(
+        rest.iter().any(|r| matches!(r, Err(Error::LsnOutOfRange { .. }))),
+        "{:?}",
+        rest.last()
+    );
 }
 
 #[test]
@@ -239,7 +284,10 @@ fn inspector_reports_records_and_torn_tails_without_changing_anything() {
             _ => None,
         })
         .collect();
-    assert_eq!(records, vec![(Lsn(1), true, b"one".to_vec()), (Lsn(2), true, b"two".to_vec())]);
+    assert_eq!(
+        records,
+        vec![(Lsn(1), true, b"one".to_vec()), (Lsn(2), true, b"two".to_vec())]
+    );
     assert!(matches!(items.last(), Some(Item::TornTail(d)) if d.lsn == Lsn(3)));
     let report = inspector.verify();
     assert!(report.is_intact());
