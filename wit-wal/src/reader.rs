@@ -98,6 +98,9 @@ impl Reader {
                     continue;
                 }
             }
+            if self.pos + RECORD_HEADER_LEN > self.group_end {
+                return Err(self.corruption(self.pos, "record header runs past the end of its group"));
+            }
             let len = u32::from_le_bytes(self.bytes[self.pos..self.pos + 4].try_into().expect("4 bytes")) as usize;
             self.pos += RECORD_HEADER_LEN + len;
             if self.pos > self.group_end {

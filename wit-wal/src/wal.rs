@@ -454,9 +454,10 @@ impl Wal {
 
     /// Current figures of the log.
     pub fn stats(&self) -> Stats {
+        // Lock order everywhere: io, then spares, then view.
+        let spares = self.shared.spares.lock().ready.len();
         let view = self.shared.view.read();
         let first = view.segments.first().map_or(view.durable_next, |s| s.first_lsn());
-        let spares = self.shared.spares.lock().ready.len();
         Stats {
             first_lsn: (first < view.durable_next).then_some(Lsn(first)),
             last_lsn: (first < view.durable_next).then(|| Lsn(view.durable_next - 1)),
