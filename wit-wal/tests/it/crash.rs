@@ -216,7 +216,8 @@ fn wait_first_ack(running: &mut Running, ctx: &str) {
     }
 }
 
-/// Reopens the log after a kill and checks it against what is known; returns the next LSN.
+/// Reopens the log after a kill and checks it against what is known; returns the open log
+/// and its next LSN.
 ///
 /// Every known record at or above `floor` must be present with the same payload hash: an
 /// acknowledged one because it was durable, an unacknowledged one because an earlier recovery
@@ -228,7 +229,7 @@ fn verify(dir: &Path, known: &mut BTreeMap<u64, Known>, floor: u64, round: u64, 
     let stats = wal.stats();
     let start = stats.first_lsn.unwrap_or(stats.next_lsn);
     assert!(
-        start.0 <= floor.max(1),
+        start.0 <= floor,
         "{ctx}: first retained LSN {start} is above the truncation point {floor}; {stats:?}"
     );
     let mut expected = start;
