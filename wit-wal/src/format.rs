@@ -10,8 +10,13 @@
 //!                 | crc32(bytes 0..20 ++ generation)
 //! record frame  = len u32 | crc32(len ++ payload ++ lsn ++ generation) | payload
 //! trailer       = magic "WITSEAL\n" | generation u64 | first_lsn u64 | next_lsn u64
-//!                 | data_end u64 | reserved (20 B) | crc32 of bytes 0..60
+//!                 | data_end u64 | flags u32 | reserved (16 B) | crc32 of bytes 0..60
 //! ```
+//!
+//! The trailer has two uses, told apart by flag bit 0. Sealed: the segment's data ends
+//! exactly at `data_end`, and `open` trusts it without reading. Checkpoint (written by a clean
+//! close): the data through `data_end` is durable, so a scan that stops short of it has found
+//! damage, not a torn tail. A checkpoint stays true however much is appended after it.
 //!
 //! All integers are little-endian. A group is what one leader writes in one `pwrite`; it
 //! never spans two segments. Every checksum covers the segment's generation, so bytes left in
@@ -95,14 +100,18 @@ impl SegmentHeader {
     }
 }
 
-/// The trailer written when a segment is sealed; it lets `open` trust the segment unread.
+/// The trailer: a seal (the segment ends at `data_end`; `open` trusts it unread) or a
+/// checkpoint of a clean close (the data through `data_end` is durable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SegmentTrailer {
     pub(crate) generation: u64,
     pub(crate) first_lsn: u64,
     pub(crate) next_lsn: u64,
     pub(crate) data_end: u64,
+    pub(crate) sealed: bool,
 }
+
+const TRAILER_SEALED: u32 = 1;
 
 impl SegmentTrailer {
     pub(crate) fn encode(&self) -> [u8; TRAILER_LEN as usize] {
@@ -112,6 +121,8 @@ impl SegmentTrailer {
         b[16..24].copy_from_slice(&self.first_lsn.to_le_bytes());
         b[24..32].copy_from_slice(&self.next_lsn.to_le_bytes());
         b[32..40].copy_from_slice(&self.data_end.to_le_bytes());
+        let flags = if self.sealed { TRAILER_SEALED } else { 0 };
+        b[40..44].copy_from_slice(&flags.to_le_bytes());
         let crc = crc32fast::hash(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -131,6 +142,7 @@ impl SegmentTrailer {
             first_lsn: u64_at(buf, 16),
             next_lsn: u64_at(buf, 24),
             data_end: u64_at(buf, 32),
+            sealed: u32_at(buf, 40) & TRAILER_SEALED != 0,
         };
         let sane = t.generation == header.generation
             && t.first_lsn == header.first_lsn
@@ -443,8 +455,11 @@ mod tests {
             first_lsn: 10,
             next_lsn: 12,
             data_end: 200,
+            sealed: true,
         };
         assert_eq!(SegmentTrailer::decode(&t.encode(), &h), Some(t));
+        let checkpoint = SegmentTrailer { sealed: false, ..t };
+        assert_eq!(SegmentTrailer::decode(&checkpoint.encode(), &h), Some(checkpoint));
         let other = SegmentHeader { generation: 4, ..h };
         assert_eq!(SegmentTrailer::decode(&t.encode(), &other), None);
     }

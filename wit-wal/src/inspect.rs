@@ -73,7 +73,10 @@ impl VerifyReport {
 struct SegmentFile {
     path: PathBuf,
     header: Result<SegmentHeader, String>,
+    /// A sealing trailer.
     trailer: Option<SegmentTrailer>,
+    /// A clean close's checkpoint.
+    checkpoint: Option<SegmentTrailer>,
     map: Option<Arc<Mmap>>,
 }
 
@@ -107,9 +110,13 @@ impl Inspector {
             let file = std::fs::File::open(&path).map_err(|e| Error::io("open segment", &path, e))?;
             let header = segment::read_header(&file, &path).map_err(|e| e.to_string());
             let len = file.metadata().map_err(|e| Error::io("stat segment", &path, e))?.len();
-            let trailer = match &header {
+            let any_trailer = match &header {
                 Ok(h) if len == h.segment_len => segment::read_trailer(&file, &path, h)?,
                 _ => None,
+            };
+            let (trailer, checkpoint) = match any_trailer {
+                Some(t) if t.sealed => (Some(t), None),
+                other => (None, other),
             };
             let map = if header.is_ok() {
                 Some(segment::map(&file, &path)?)
@@ -120,6 +127,7 @@ impl Inspector {
                 path,
                 header,
                 trailer,
+                checkpoint,
                 map,
             });
         }
@@ -127,7 +135,7 @@ impl Inspector {
     }
 
     /// Everything in the log in order: records with their checksum status, a torn tail,
-    /// damage. Records below `from` are passed over.
+    /// damage, and the intact records after damage. Records below `from` are passed over.
     pub fn scan(&self, from: Lsn) -> impl Iterator<Item = Item> + '_ {
         let mut expected: Option<u64> = None;
         let count = self.segments.len();
@@ -235,48 +243,64 @@ fn scan_segment(seg: &SegmentFile, last: bool, expected: &mut Option<u64>) -> Ve
             }
         }
     };
-    let end = scan_groups(&bytes, HEADER_LEN, limit, h.generation, h.first_lsn, |at, g| {
-        push_group(&mut items, at, g, at + GROUP_HEADER_LEN + g.bytes as usize);
-    });
-    *expected = Some(end.next_lsn);
-    let at = end.data_end as usize;
     let sealed_end = seg.trailer.map(|t| (t.data_end, t.next_lsn));
-    if sealed_end == Some((end.data_end, end.next_lsn)) {
-        return items;
-    }
-    // The scan stopped early: a torn tail, or damage.
-    let reason = match &end.stop {
-        Stop::Torn(r) => r.clone(),
-        Stop::End => "no intact group where data was expected".into(),
-    };
-    let intact_later = find_intact_group_header(&bytes, end.data_end + 1, limit, h.generation);
-    if last && seg.trailer.is_none() && intact_later.is_none() {
-        // A torn group was never acknowledged: its records are not shown.
-        if let Stop::Torn(reason) = end.stop {
-            items.push(Item::TornTail(damage(end.data_end, end.next_lsn, reason)));
+    let (mut start, mut start_lsn) = (HEADER_LEN, h.first_lsn);
+    loop {
+        let end = scan_groups(&bytes, start, limit, h.generation, start_lsn, |at, g| {
+            push_group(&mut items, at, g, at + GROUP_HEADER_LEN + g.bytes as usize);
+        });
+        *expected = Some(end.next_lsn);
+        if sealed_end == Some((end.data_end, end.next_lsn)) {
+            return items;
         }
-        return items;
+        // The scan stopped early: a torn tail, or damage.
+        let reason = match &end.stop {
+            Stop::Torn(r) => r.clone(),
+            Stop::End => "no intact group where data was expected".into(),
+        };
+        let intact_later = find_intact_group_header(&bytes, end.data_end + 1, limit, h.generation);
+        let checkpoint = seg
+            .checkpoint
+            .filter(|cp| end.data_end < cp.data_end || end.next_lsn < cp.next_lsn);
+        if last && seg.trailer.is_none() && intact_later.is_none() && checkpoint.is_none() {
+            // A torn group was never acknowledged: its records are not shown.
+            if let Stop::Torn(reason) = end.stop {
+                items.push(Item::TornTail(damage(end.data_end, end.next_lsn, reason)));
+            }
+            return items;
+        }
+        // Damage. Show the records of a group whose header is intact, with their checksum status.
+        let at = end.data_end as usize;
+        if let Ok(g) = GroupHeader::decode(&bytes[at..limit as usize], h.generation)
+            && g.first_lsn == end.next_lsn
+        {
+            let group_end = (at + GROUP_HEADER_LEN)
+                .saturating_add(g.bytes as usize)
+                .min(limit as usize);
+            push_group(&mut items, at, &g, group_end);
+        }
+        let reason = match (intact_later, checkpoint, seg.trailer) {
+            (Some((off, g)), _, _) => {
+                format!(
+                    "{reason}; yet an intact group (LSN {}) follows at offset {off}",
+                    g.first_lsn
+                )
+            }
+            (None, Some(cp), _) => format!(
+                "{reason}; yet the log was closed cleanly with its data through offset {} durable",
+                cp.data_end
+            ),
+            (None, None, None) => format!("{reason}; segment has no valid trailer, yet a later segment exists"),
+            (None, None, Some(t)) => {
+                format!(
+                    "{reason}; the trailer says data runs to offset {} (LSN {})",
+                    t.data_end, t.next_lsn
+                )
+            }
+        };
+        items.push(Item::Problem(damage(end.data_end, end.next_lsn, reason)));
+        // Go on with the intact data after the damage, so a dump shows it.
+        let Some((off, g)) = intact_later else { return items };
+        (start, start_lsn) = (off, g.first_lsn);
     }
-    // Damage. Show the records of a group whose header is intact, with their checksum status.
-    if let Ok(g) = GroupHeader::decode(&bytes[at..limit as usize], h.generation)
-        && g.first_lsn == end.next_lsn
-    {
-        let group_end = (at + GROUP_HEADER_LEN)
-            .saturating_add(g.bytes as usize)
-            .min(limit as usize);
-        push_group(&mut items, at, &g, group_end);
-    }
-    let reason = match (intact_later, seg.trailer) {
-        (Some((off, g)), _) => format!(
-            "{reason}; yet an intact group (LSN {}) follows at offset {off}",
-            g.first_lsn
-        ),
-        (None, None) => format!("{reason}; segment has no valid trailer, yet a later segment exists"),
-        (None, Some(t)) => format!(
-            "{reason}; the trailer says data runs to offset {} (LSN {})",
-            t.data_end, t.next_lsn
-        ),
-    };
-    items.push(Item::Problem(damage(end.data_end, end.next_lsn, reason)));
-    items
 }

@@ -67,7 +67,10 @@ struct Entry {
     path: PathBuf,
     file: File,
     header: SegmentHeader,
+    /// A sealing trailer.
     trailer: Option<SegmentTrailer>,
+    /// A clean close's checkpoint: data through it is durable.
+    checkpoint: Option<SegmentTrailer>,
     file_len: u64,
 }
 
@@ -95,7 +98,7 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
         if let Ok(h) = segment::read_header(&file, spare) {
             max_generation = max_generation.max(h.generation);
         }
-        if len == config.segment_size {
+        if len == config.segment_size && spares.len() < config.max_spare_segments {
             spares.push(spare.clone());
         } else {
             std::fs::remove_file(spare).map_err(|e| Error::io("remove spare segment", spare, e))?;
@@ -133,10 +136,14 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
                 ),
             ));
         }
-        let trailer = if file_len == header.segment_len {
+        let any_trailer = if file_len == header.segment_len {
             segment::read_trailer(&file, path, &header)?
         } else {
             None
+        };
+        let (trailer, checkpoint) = match any_trailer {
+            Some(t) if t.sealed => (Some(t), None),
+            other => (None, other),
         };
         max_generation = max_generation.max(header.generation);
         entries.push(Entry {
@@ -144,6 +151,7 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
             file,
             header,
             trailer,
+            checkpoint,
             file_len,
         });
     }
@@ -164,6 +172,7 @@ pub(crate) fn recover(dir: &Path, config: &Config) -> Result<Recovered> {
             first_lsn: e.header.first_lsn,
             next_lsn: cut.next_lsn,
             data_end: cut.data_end,
+            sealed: true,
         };
         if e.file_len < e.header.segment_len {
             e.file
@@ -282,6 +291,17 @@ fn scan_tail(e: &Entry, report: &mut Recovery) -> Result<TailScan> {
         let reason = format!(
             "{reason}; yet an intact group (LSN {}) follows at offset {off}",
             g.first_lsn
+        );
+        return Ok(TailScan::Damaged(end.data_end, end.next_lsn, reason));
+    }
+    if let Some(cp) = e
+        .checkpoint
+        .filter(|cp| end.data_end < cp.data_end || end.next_lsn < cp.next_lsn)
+    {
+        let reason = format!(
+            "{reason}; yet the log was closed cleanly with its data through offset {} (LSN {}) durable",
+            cp.data_end,
+            cp.next_lsn.saturating_sub(1)
         );
         return Ok(TailScan::Damaged(end.data_end, end.next_lsn, reason));
     }

@@ -238,7 +238,7 @@ impl Wal {
             offset: written_end,
             limit: tail.header.data_limit(),
         };
-        let mut io = Io {
+        let io = Io {
             dir: dir.into(),
             sync_mode: config.sync_mode,
             segment_size: config.segment_size,
@@ -249,7 +249,6 @@ impl Wal {
             next_lsn,
             preallocating: None,
         };
-        io.ensure_spare(&mut spares);
         let shared = Arc::new(Shared {
             dir: dir.into(),
             state: Mutex::new(State {
@@ -504,13 +503,22 @@ impl Wal {
             drop(st.wakers.drain(..).collect::<Vec<_>>());
         }
         let _ = committer.join();
-        let pre = self.shared.io.lock().preallocating.take();
-        if let Some(handle) = pre
+        let mut io = self.shared.io.lock();
+        let checkpoint = match &flushed {
+            Ok(()) => io.write_checkpoint(),
+            Err(_) => Ok(()),
+        };
+        if let Some(handle) = io.preallocating.take()
             && let Ok(Ok(path)) = handle.join()
         {
-            self.shared.spares.lock().ready.push(path);
+            let mut spares = self.shared.spares.lock();
+            if spares.ready.len() < self.shared.config.max_spare_segments {
+                spares.ready.push(path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
         }
-        flushed
+        flushed.and(checkpoint)
     }
 
     /// Stops the log as a crash would: nothing queued is written, nothing is synced.
@@ -807,10 +815,33 @@ impl Io {
             self.next_lsn = c.first_lsn + c.count as u64;
         }
         self.sync(self.sync_mode)?;
-        let mut v = view.write();
-        v.durable_next = self.next_lsn;
-        v.tail_end = self.written_end;
+        {
+            let mut v = view.write();
+            v.durable_next = self.next_lsn;
+            v.tail_end = self.written_end;
+        }
+        // Have the next segment ready before this one fills up.
+        if self.preallocating.is_none() && self.written_end > self.tail.header.segment_len / 2 {
+            self.ensure_spare(&mut spares.lock());
+        }
         Ok(())
+    }
+
+    /// Records, in the tail's trailer slot, that its data through the current end is durable
+    /// (a clean close): a later scan that stops short of it has found damage, not a torn tail.
+    fn write_checkpoint(&self) -> Result<()> {
+        let h = self.tail.header;
+        let checkpoint = SegmentTrailer {
+            generation: h.generation,
+            first_lsn: h.first_lsn,
+            next_lsn: self.next_lsn,
+            data_end: self.written_end,
+            sealed: false,
+        };
+        self.tail_file
+            .write_all_at(&checkpoint.encode(), h.segment_len - TRAILER_LEN)
+            .and_then(|()| self.tail_file.sync_data())
+            .map_err(|e| Error::io("write checkpoint", &self.tail.path, e))
     }
 
     /// Seals the tail with its trailer and starts segment `generation` at `first_lsn`.
@@ -821,6 +852,7 @@ impl Io {
             first_lsn: h.first_lsn,
             next_lsn: self.next_lsn,
             data_end: self.written_end,
+            sealed: true,
         };
         // Always real syncs, whatever the mode. First the data: a trailer must never be
         // durable while the groups it vouches for are not. Then the trailer: a later segment

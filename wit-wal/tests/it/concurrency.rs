@@ -153,3 +153,38 @@ fn dropped_commit_handles_still_get_written() {
     let rec = wal.read_from(range.start).unwrap().next().unwrap().unwrap();
     assert_eq!(&rec.payload[..], b"fire and forget");
 }
+
+/// Stats and truncation from other threads while appenders rotate segments all the time
+/// (this once deadlocked on lock order).
+#[test]
+fn stats_and_truncation_run_beside_constant_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), Config::default().with_segment_size(8 << 10)).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        for w in 0..4u8 {
+            let (wal, tx) = (&wal, tx.clone());
+            s.spawn(move || {
+                for i in 0..400u32 {
+                    wal.append(&vec![w; 700 + (i % 300) as usize]).unwrap();
+                }
+                tx.send(()).unwrap();
+            });
+        }
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let stats = wal.stats();
+                if let Some(last) = stats.last_lsn {
+                    wal.truncate_before(Lsn(last.0.saturating_sub(20))).unwrap();
+                }
+            }
+        });
+        for _ in 0..4 {
+            rx.recv_timeout(std::time::Duration::from_secs(60))
+                .expect("appenders stalled beside stats/truncation");
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(wal.stats().next_lsn, Lsn(1601));
+}

@@ -294,3 +294,71 @@ fn inspector_reports_records_and_torn_tails_without_changing_anything() {
     assert_eq!((report.records, report.next_lsn), (2, Lsn(3)));
     assert_eq!(std::fs::read(&path).unwrap(), before, "inspection changes nothing");
 }
+
+#[test]
+fn damage_to_the_last_group_of_a_cleanly_closed_log_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    wal.append(b"first").unwrap();
+    wal.append_batch(&[b"second", b"third!"]).unwrap();
+    let (path, _, _) = wal.tail_extent();
+    wal.close().unwrap();
+    // Bit rot in the payload of LSN 3: its group header is intact, so without the clean
+    // close's checkpoint this would look like a torn tail and be cut.
+    let third = HEADER + (GROUP + RECORD + 5) + GROUP + (RECORD + 6) + RECORD;
+    flip(&path, third + 2);
+    let err = Wal::open(dir.path(), config()).unwrap_err();
+    let Error::Corruption { lsn, reason, .. } = &err else {
+        panic!("expected Corruption, got {err}")
+    };
+    assert_eq!(*lsn, Some(Lsn(2)));
+    assert!(reason.contains("closed cleanly"), "{reason}");
+    let report = Inspector::open(dir.path()).unwrap().verify();
+    assert!(!report.is_intact(), "verify reports the damage too");
+
+    let wal = Wal::open(dir.path(), config().with_recovery_mode(RecoveryMode::Salvage)).unwrap();
+    assert_eq!(wal.recovery().cut.as_ref().unwrap().lsn, Lsn(2));
+    assert_eq!(all(&wal), vec![(1, b"first".to_vec())]);
+}
+
+#[test]
+fn a_checkpoint_stays_true_as_the_log_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..5u8 {
+        let wal = Wal::open(dir.path(), config()).unwrap();
+        let rec = wal.recovery();
+        assert!(
+            rec.torn_tail.is_none() && rec.cut.is_none(),
+            "round {round}: a clean reopen repairs nothing: {rec:?}"
+        );
+        for i in 0..7u8 {
+            wal.append(&[round * 10 + i; 900]).unwrap();
+        }
+        wal.close().unwrap();
+    }
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    assert_eq!(all(&wal).len(), 35);
+}
+
+#[test]
+fn a_dump_goes_on_after_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    for i in 0..3u8 {
+        wal.append(&[i; 40]).unwrap();
+    }
+    let (path, _, _) = wal.tail_extent();
+    drop(wal);
+    flip(&path, HEADER + (GROUP + RECORD + 40) + GROUP + RECORD + 5);
+    let items: Vec<_> = Inspector::open(dir.path()).unwrap().scan(Lsn(0)).collect();
+    let summary: Vec<_> = items
+        .iter()
+        .map(|i| match i {
+            Item::Record(r) => format!("{}:{}", r.lsn, if r.crc_ok { "ok" } else { "BAD" }),
+            Item::Problem(d) => format!("problem@{}", d.lsn),
+            Item::TornTail(d) => format!("torn@{}", d.lsn),
+            _ => "other".into(),
+        })
+        .collect();
+    assert_eq!(summary, ["1:ok", "2:BAD", "problem@2", "3:ok"]);
+}
