@@ -101,7 +101,7 @@ impl Reader {
             if self.pos + RECORD_HEADER_LEN > self.group_end {
                 return Err(self.corruption(self.pos, "record header runs past the end of its group"));
             }
-            let len = u32::from_le_bytes(self.bytes[self.pos..self.pos + 4].try_into().expect("4 bytes")) as usize;
+            let len = u32::from_le_bytes(self.bytes[self.pos + 4..self.pos + 8].try_into().expect("4 bytes")) as usize;
             self.pos += RECORD_HEADER_LEN + len;
             if self.pos > self.group_end {
                 return Err(self.corruption(self.pos, "record length runs past the end of its group"));

@@ -356,7 +356,7 @@ impl Wal {
             }
         }
         // Checksum the payloads before taking the lock; only LSN and generation are added under it.
-        let crcs: Vec<crc32fast::Hasher> = records.iter().map(|r| start_record_crc(r.as_ref())).collect();
+        let crcs: Vec<u32> = records.iter().map(|r| start_record_crc(r.as_ref())).collect();
         let mut st = self.shared.state.lock();
         st.check_open()?;
         let start = st.next_lsn;
@@ -598,7 +598,7 @@ impl State {
     }
 
     /// Frames one record into the pending groups, planning where it will land.
-    fn push_record(&mut self, payload: &[u8], crc: crc32fast::Hasher, segment_size: u64) {
+    fn push_record(&mut self, payload: &[u8], crc: u32, segment_size: u64) {
         let frame = record_frame_len(payload.len()) as u64;
         let lsn = self.next_lsn;
         let plan = &mut self.plan;
