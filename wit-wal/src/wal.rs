@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
@@ -84,6 +85,13 @@ struct State {
     closed: bool,
     plan: Plan,
     free_buffers: Vec<Vec<u8>>,
+    /// Submissions (append calls) queued since a leader last took the pending groups.
+    submissions: u64,
+    /// How many submissions the next group should hold: those that arrived during the last
+    /// round plus those the last round acknowledged (their writers are likely coming back).
+    gather_target: u64,
+    /// How long the last round's sync took; a leader gathers for at most half of it.
+    last_sync: Duration,
 }
 
 /// Where the next framed byte will go.
@@ -157,6 +165,8 @@ struct Io {
 }
 
 const MAX_POOLED_BUFFERS: usize = 8;
+/// The longest a leader waits for returning writers before it writes.
+const MAX_GATHER: Duration = Duration::from_millis(1);
 const MAX_POOLED_CAPACITY: usize = 8 << 20;
 
 impl Wal {
@@ -262,6 +272,9 @@ impl Wal {
                 closed: false,
                 plan,
                 free_buffers: Vec::new(),
+                submissions: 0,
+                gather_target: 0,
+                last_sync: Duration::ZERO,
             }),
             waiters: Condvar::new(),
             committer: Condvar::new(),
@@ -363,6 +376,7 @@ impl Wal {
         for (r, crc) in records.iter().zip(crcs) {
             st.push_record(r.as_ref(), crc, self.shared.config.segment_size);
         }
+        st.submissions += 1;
         let range = LsnRange {
             start: Lsn(start),
             end: Lsn(st.next_lsn),
@@ -655,7 +669,18 @@ impl Shared {
     /// no leader active; returns with the lock held again.
     fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         st.leader_active = true;
+        // Gather: writers the last round acknowledged are about to submit again. Starting the
+        // sync without them would split the writers into two alternating half-size groups.
+        // A lone writer's target is met by its own record, so it never waits here.
+        if st.submissions < st.gather_target && !st.closed {
+            let limit = (st.last_sync / 2).min(MAX_GATHER);
+            let started = Instant::now();
+            while st.submissions < st.gather_target && started.elapsed() < limit {
+                MutexGuard::unlocked(&mut st, std::thread::yield_now);
+            }
+        }
         let mut chunks = std::mem::take(&mut st.pending);
+        let taken = std::mem::take(&mut st.submissions);
         let end = st.next_lsn;
         drop(st);
 
@@ -663,8 +688,12 @@ impl Shared {
 
         let mut st = self.state.lock();
         st.leader_active = false;
+        if let Ok(sync_time) = &result {
+            st.last_sync = *sync_time;
+        }
+        st.gather_target = st.submissions + taken;
         match result {
-            Ok(()) => st.durable_next = end,
+            Ok(_) => st.durable_next = end,
             Err(e) => {
                 st.poisoned.get_or_insert(Poison::from_error(e));
             }
@@ -797,7 +826,8 @@ impl Io {
     }
 
     /// Writes the groups (rotating where planned) and syncs, then publishes the new end.
-    fn write_groups(&mut self, chunks: &mut [Chunk], view: &RwLock<View>, spares: &Mutex<Spares>) -> Result<()> {
+    /// Returns how long the final sync took.
+    fn write_groups(&mut self, chunks: &mut [Chunk], view: &RwLock<View>, spares: &Mutex<Spares>) -> Result<Duration> {
         for c in chunks.iter_mut() {
             if c.rotate_before {
                 self.rotate(c.generation, c.first_lsn, view, spares)?;
@@ -814,7 +844,9 @@ impl Io {
             self.written_end = c.offset + c.buf.len() as u64;
             self.next_lsn = c.first_lsn + c.count as u64;
         }
+        let sync_started = Instant::now();
         self.sync(self.sync_mode)?;
+        let sync_time = sync_started.elapsed();
         {
             let mut v = view.write();
             v.durable_next = self.next_lsn;
@@ -824,7 +856,7 @@ impl Io {
         if self.preallocating.is_none() && self.written_end > self.tail.header.segment_len / 2 {
             self.ensure_spare(&mut spares.lock());
         }
-        Ok(())
+        Ok(sync_time)
     }
 
     /// Records, in the tail's trailer slot, that its data through the current end is durable
