@@ -90,7 +90,7 @@ struct State {
     /// How many submissions the next group should hold: those that arrived during the last
     /// round plus those the last round acknowledged (their writers are likely coming back).
     gather_target: u64,
-    /// How long the last round's sync took; a leader gathers for at most half of it.
+    /// How long the last round's sync took; a leader gathers for at most as long.
     last_sync: Duration,
 }
 
@@ -673,7 +673,7 @@ impl Shared {
         // sync without them would split the writers into two alternating half-size groups.
         // A lone writer's target is met by its own record, so it never waits here.
         if st.submissions < st.gather_target && !st.closed {
-            let limit = (st.last_sync / 2).min(MAX_GATHER);
+            let limit = st.last_sync.min(MAX_GATHER);
             let started = Instant::now();
             while st.submissions < st.gather_target && started.elapsed() < limit {
                 MutexGuard::unlocked(&mut st, std::thread::yield_now);
