@@ -367,6 +367,12 @@ fn replay(c: &mut Criterion) {
             elapsed
         });
     });
+    // Opening trusts sealed segments through their trailers and scans only the tail.
+    group.bench_function("wit-wal_open_only", |b| {
+        let (dir, wal) = wit.get_or_insert_with(&mut setup_wit);
+        drop(wal.take());
+        b.iter(|| black_box(open_wit_wal(dir.path(), SyncMode::SyncData).stats()));
+    });
     drop(wit);
 
     let mut okay = None;
