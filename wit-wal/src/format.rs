@@ -177,9 +177,14 @@ fn generation_key(generation: u64) -> u32 {
     mix64(generation ^ 0x5767_5270_6b65_7921) as u32
 }
 
-/// The key of a record: its LSN and its segment's generation.
-fn record_key(lsn: u64, generation: u64) -> u32 {
-    mix64(lsn ^ mix64(generation)) as u32
+/// The generation's share of record keys; readers compute it once per segment.
+pub(crate) fn generation_mix(generation: u64) -> u64 {
+    mix64(generation)
+}
+
+/// The key of a record: its LSN and its segment's generation (as [`generation_mix`]).
+fn record_key(lsn: u64, generation_mix: u64) -> u32 {
+    mix64(lsn ^ generation_mix) as u32
 }
 
 fn group_crc(head: &[u8], generation: u64) -> u32 {
@@ -228,7 +233,15 @@ pub(crate) fn start_record_crc(payload: &[u8]) -> u32 {
 
 /// Keys a record checksum with its LSN and generation.
 pub(crate) fn finish_record_crc(crc: u32, lsn: u64, generation: u64) -> u32 {
-    crc ^ record_key(lsn, generation)
+    crc ^ record_key(lsn, generation_mix(generation))
+}
+
+/// `crc32fast::hash` without detecting the CPU's features on every call.
+fn crc32(bytes: &[u8]) -> u32 {
+    static PROTOTYPE: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    let mut h = PROTOTYPE.get_or_init(crc32fast::Hasher::new).clone();
+    h.update(bytes);
+    h.finalize()
 }
 
 /// Appends one record frame to `out`.
@@ -256,12 +269,13 @@ pub(crate) struct RecordFrame {
 
 /// Reads the record frame at `at`, which must end by `group_end`. `Err` means the frame's
 /// length itself does not fit; a checksum mismatch is reported through `crc_ok`.
+#[inline]
 pub(crate) fn read_record(
     data: &[u8],
     at: usize,
     group_end: usize,
     lsn: u64,
-    generation: u64,
+    generation_mix: u64,
 ) -> Result<RecordFrame, &'static str> {
     if at + RECORD_HEADER_LEN > group_end {
         return Err("record header runs past the end of its group");
@@ -273,7 +287,7 @@ pub(crate) fn read_record(
         return Err("record length runs past the end of its group");
     }
     // The length sits right before the payload: one pass over both.
-    let computed_crc = finish_record_crc(crc32fast::hash(&data[at + 4..payload_at + len]), lsn, generation);
+    let computed_crc = crc32(&data[at + 4..payload_at + len]) ^ record_key(lsn, generation_mix);
     Ok(RecordFrame {
         payload_at,
         len,
@@ -330,9 +344,10 @@ pub(crate) fn check_group(
         return Err("group holds no records".into());
     }
     let mut pos = body;
+    let mix = generation_mix(generation);
     for i in 0..g.count as u64 {
         let lsn = g.first_lsn + i;
-        let rec = read_record(data, pos, end, lsn, generation).map_err(|e| format!("LSN {lsn}: {e}"))?;
+        let rec = read_record(data, pos, end, lsn, mix).map_err(|e| format!("LSN {lsn}: {e}"))?;
         if !rec.crc_ok {
             return Err(format!(
                 "LSN {lsn}: record checksum mismatch (stored {:#010x}, computed {:#010x})",

@@ -11,7 +11,7 @@ use memmap2::Mmap;
 
 use crate::format::{
     GROUP_HEADER_LEN, GroupHeader, HEADER_LEN, SegmentHeader, SegmentTrailer, Stop, find_intact_group_header,
-    read_record, scan_groups,
+    generation_mix, read_record, scan_groups,
 };
 use crate::recovery::Damage;
 use crate::segment::{self, MapOwner};
@@ -225,7 +225,7 @@ fn scan_segment(seg: &SegmentFile, last: bool, expected: &mut Option<u64>) -> Ve
         let mut pos = at + GROUP_HEADER_LEN;
         for i in 0..g.count as u64 {
             let lsn = g.first_lsn + i;
-            match read_record(&bytes, pos, group_end, lsn, h.generation) {
+            match read_record(&bytes, pos, group_end, lsn, generation_mix(h.generation)) {
                 Ok(f) => {
                     items.push(Item::Record(ScannedRecord {
                         lsn: Lsn(lsn),

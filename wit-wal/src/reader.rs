@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::format::{GROUP_HEADER_LEN, GroupHeader, HEADER_LEN, RECORD_HEADER_LEN, read_record};
+use crate::format::{GROUP_HEADER_LEN, GroupHeader, HEADER_LEN, RECORD_HEADER_LEN, generation_mix, read_record};
 use crate::segment::{MapOwner, Segment};
 use crate::wal::Shared;
 use crate::{Error, Lsn, Result};
@@ -36,6 +36,8 @@ pub struct Reader {
     /// How far the current segment may be read, in bytes and LSNs.
     limit: usize,
     limit_lsn: u64,
+    /// The current segment's share of record checksum keys.
+    generation_mix: u64,
     failed: bool,
 }
 
@@ -75,8 +77,10 @@ impl Reader {
             group_end: 0,
             limit,
             limit_lsn,
+            generation_mix: 0,
             failed: false,
         };
+        reader.generation_mix = generation_mix(reader.segment.generation());
         reader.skip_to(lsn)?;
         Ok(reader)
     }
@@ -165,6 +169,7 @@ impl Reader {
                         });
                     }
                     self.segment = Arc::clone(next);
+                    self.generation_mix = generation_mix(self.segment.generation());
                     self.bytes = Bytes::from_owner(MapOwner(Arc::clone(&self.segment.map)));
                     self.pos = HEADER_LEN as usize;
                     self.group_left = 0;
@@ -181,10 +186,11 @@ impl Reader {
     }
 }
 
-impl Iterator for Reader {
-    type Item = Result<Record>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl Reader {
+    /// Checks the next durable record and returns its LSN and where its payload lies in
+    /// `self.bytes`.
+    #[inline]
+    fn next_frame(&mut self) -> Option<Result<(u64, usize, usize)>> {
         if self.failed {
             return None;
         }
@@ -204,7 +210,7 @@ impl Iterator for Reader {
             return Some(Err(e));
         }
         let lsn = self.next_lsn;
-        let frame = match read_record(&self.bytes, self.pos, self.group_end, lsn, self.segment.generation()) {
+        let frame = match read_record(&self.bytes, self.pos, self.group_end, lsn, self.generation_mix) {
             Ok(f) => f,
             Err(reason) => return Some(Err(self.corruption(self.pos, reason))),
         };
@@ -215,11 +221,22 @@ impl Iterator for Reader {
             );
             return Some(Err(self.corruption(self.pos, reason)));
         }
-        self.pos = frame.payload_at + frame.len;
+        let end = frame.payload_at + frame.len;
+        self.pos = end;
         self.group_left -= 1;
         self.next_lsn += 1;
-        let payload = self.bytes.slice(frame.payload_at..frame.payload_at + frame.len);
-        Some(Ok(Record { lsn: Lsn(lsn), payload }))
+        Some(Ok((lsn, frame.payload_at, end)))
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.next_frame()?.map(|(lsn, start, end)| Record {
+            lsn: Lsn(lsn),
+            payload: self.bytes.slice(start..end),
+        }))
     }
 }
 
