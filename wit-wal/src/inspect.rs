@@ -299,8 +299,17 @@ fn scan_segment(seg: &SegmentFile, last: bool, expected: &mut Option<u64>) -> Ve
             }
         };
         items.push(Item::Problem(damage(end.data_end, end.next_lsn, reason)));
-        // Go on with the intact data after the damage, so a dump shows it.
-        let Some((off, g)) = intact_later else { return items };
+        // Go on with the intact data after the damage, so a dump shows it; but only forward,
+        // past every LSN shown already: an intact copy of an earlier group is part of the
+        // damage, not more of the log.
+        let shown = items.iter().rev().find_map(|i| match i {
+            Item::Record(r) => Some(r.lsn.0 + 1),
+            _ => None,
+        });
+        let forward = shown.unwrap_or(0).max(end.next_lsn + 1);
+        let Some((off, g)) = intact_later.filter(|(_, g)| g.first_lsn >= forward) else {
+            return items;
+        };
         (start, start_lsn) = (off, g.first_lsn);
     }
 }
