@@ -264,6 +264,25 @@ struct Outcome {
     tail_end: Option<(u64, u64)>,
 }
 
+impl Outcome {
+    /// Takes a clean or torn tail into account; hands damage back to the caller, which
+    /// refuses the log or cuts it there.
+    fn tail(&mut self, index: usize, scan: TailScan) -> Option<(u64, u64, String)> {
+        match scan {
+            TailScan::Clean(data_end, next_lsn) => self.tail_end = Some((data_end, next_lsn)),
+            TailScan::Torn(data_end, next_lsn) => {
+                self.cut = Some(Cut {
+                    index,
+                    data_end,
+                    next_lsn,
+                })
+            }
+            TailScan::Damaged(offset, lsn, reason) => return Some((offset, lsn, reason)),
+        }
+        None
+    }
+}
+
 enum TailScan {
     /// Appends continue in place at `(data_end, next_lsn)`: nothing of this generation that
     /// is intact follows (zeros, a recycled file's old bytes, or a torn group whose header did
@@ -347,19 +366,11 @@ fn check_strict(entries: &[Entry], report: &mut Recovery) -> Result<Outcome> {
                     "segment has no valid trailer, yet a later segment exists",
                 ));
             }
-            (None, true) => match scan_tail(e, report)? {
-                TailScan::Clean(data_end, next_lsn) => outcome.tail_end = Some((data_end, next_lsn)),
-                TailScan::Torn(data_end, next_lsn) => {
-                    outcome.cut = Some(Cut {
-                        index: i,
-                        data_end,
-                        next_lsn,
-                    })
-                }
-                TailScan::Damaged(offset, lsn, reason) => {
+            (None, true) => {
+                if let Some((offset, lsn, reason)) = outcome.tail(i, scan_tail(e, report)?) {
                     return Err(Error::corruption(&e.path, offset, Some(lsn), reason));
                 }
-            },
+            }
         }
     }
     Ok(outcome)
@@ -394,23 +405,13 @@ fn check_salvage(entries: &[Entry], report: &mut Recovery) -> Result<Outcome> {
         }
         let last = i + 1 == entries.len();
         if e.trailer.is_none() && last {
-            match scan_tail(e, report)? {
-                TailScan::Clean(data_end, next_lsn) => outcome.tail_end = Some((data_end, next_lsn)),
-                TailScan::Torn(data_end, next_lsn) => {
-                    outcome.cut = Some(Cut {
-                        index: i,
-                        data_end,
-                        next_lsn,
-                    })
-                }
-                TailScan::Damaged(offset, lsn, reason) => {
-                    report.cut = Some(damage(offset, lsn, reason));
-                    outcome.cut = Some(Cut {
-                        index: i,
-                        data_end: offset,
-                        next_lsn: lsn,
-                    });
-                }
+            if let Some((offset, lsn, reason)) = outcome.tail(i, scan_tail(e, report)?) {
+                report.cut = Some(damage(offset, lsn, reason));
+                outcome.cut = Some(Cut {
+                    index: i,
+                    data_end: offset,
+                    next_lsn: lsn,
+                });
             }
             return Ok(outcome);
         }
