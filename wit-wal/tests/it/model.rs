@@ -68,6 +68,25 @@ fn config(faults: &Arc<IoFaults>) -> Config {
         .with_io_faults(Arc::clone(faults))
 }
 
+/// Opens the log; on failure, says why and what the directory held.
+fn reopen(dir: &std::path::Path, faults: &Arc<IoFaults>) -> Wal {
+    Wal::open(dir, config(faults)).unwrap_or_else(|e| {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|f| {
+                let f = f.unwrap();
+                format!(
+                    "{} ({} bytes)",
+                    f.file_name().to_string_lossy(),
+                    f.metadata().unwrap().len()
+                )
+            })
+            .collect();
+        files.sort();
+        panic!("opening the log failed: {e:?}\ndirectory: {files:#?}")
+    })
+}
+
 struct Model {
     /// Every record the log must hold from `floor` on; below `floor` it may hold a suffix.
     records: Vec<Vec<u8>>,
@@ -116,7 +135,7 @@ fn check_all(wal: &Wal, model: &Model) -> Result<(), TestCaseError> {
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(IoFaults::default());
-    let mut wal = Wal::open(dir.path(), config(&faults)).unwrap();
+    let mut wal = reopen(dir.path(), &faults);
     let mut model = Model {
         records: Vec::new(),
         floor: 0,
@@ -158,7 +177,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Reopen => {
                 wal.close().unwrap();
-                wal = Wal::open(dir.path(), config(&faults)).unwrap();
+                wal = reopen(dir.path(), &faults);
                 prop_assert!(wal.recovery().torn_tail.is_none(), "a clean close leaves no torn tail");
                 check_all(&wal, &model)?;
             }
@@ -209,7 +228,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 // Damage that rewrote bytes with what they held (zeros over zeros) is none.
                 let damaged = region(&path) != before;
-                wal = Wal::open(dir.path(), config(&faults)).unwrap();
+                wal = reopen(dir.path(), &faults);
                 // Unacknowledged records may survive as a prefix of the batch (its groups
                 // before a rotation were synced by the seal), never in part of a group: the
                 // damaged last group is always lost.
@@ -228,7 +247,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
     }
     wal.close().unwrap();
-    let wal = Wal::open(dir.path(), config(&faults)).unwrap();
+    let wal = reopen(dir.path(), &faults);
     check_all(&wal, &model)
 }
 
