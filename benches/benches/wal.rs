@@ -351,6 +351,12 @@ fn replay(c: &mut Criterion) {
         b.iter(|| black_box(read_all_wit_wal(wal)));
     });
 
+    group.bench_function("wit-wal_replay_lent", |b| {
+        let (_, wal) = wit.get_or_insert_with(&mut setup_wit);
+        let wal = wal.as_ref().expect("open");
+        b.iter(|| black_box(replay_wit_wal(wal)));
+    });
+
     // The two other logs can only replay by reopening; this is wit-wal doing the same.
     group.bench_function("wit-wal_reopen", |b| {
         let (dir, wal) = wit.get_or_insert_with(&mut setup_wit);
@@ -460,6 +466,17 @@ fn read_all_wit_wal(wal: &Wal) -> u64 {
         n += 1;
         bytes += r.payload.len() as u64;
     }
+    assert_eq!((n, bytes), (REPLAY_RECORDS, REPLAY_BYTES), "wit-wal replay");
+    bytes
+}
+
+/// Replays with `Reader::replay`, which lends each payload instead of making a `Bytes`.
+fn replay_wit_wal(wal: &Wal) -> u64 {
+    let mut bytes = 0u64;
+    let mut reader = wal.read_from(Lsn::FIRST).expect("wit-wal read_from");
+    let n = reader
+        .replay(|_, payload| bytes += payload.len() as u64)
+        .expect("wit-wal replay");
     assert_eq!((n, bytes), (REPLAY_RECORDS, REPLAY_BYTES), "wit-wal replay");
     bytes
 }

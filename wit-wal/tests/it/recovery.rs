@@ -362,3 +362,38 @@ fn a_dump_goes_on_after_damage() {
         .collect();
     assert_eq!(summary, ["1:ok", "2:BAD", "problem@2", "3:ok"]);
 }
+
+#[test]
+fn replay_lends_every_record_then_stops_at_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    for i in 0..40u8 {
+        wal.append(&[i; 1500]).unwrap();
+    }
+    let mut seen = Vec::new();
+    let n = wal
+        .read_from(Lsn(3))
+        .unwrap()
+        .replay(|lsn, p| seen.push((lsn.0, p[0], p.len())))
+        .unwrap();
+    assert_eq!(n, 38);
+    assert_eq!(seen, (3..=40u64).map(|l| (l, (l - 1) as u8, 1500)).collect::<Vec<_>>());
+    drop(wal);
+
+    flip(&segments(dir.path())[1], HEADER + GROUP + RECORD + 700);
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    let mut seen = Vec::new();
+    let err = wal
+        .read_from(Lsn::FIRST)
+        .unwrap()
+        .replay(|lsn, _| seen.push(lsn.0))
+        .unwrap_err();
+    let Error::Corruption { lsn: Some(bad), .. } = err else {
+        panic!("expected Corruption, got {err}")
+    };
+    assert_eq!(
+        seen,
+        (1..bad.0).collect::<Vec<_>>(),
+        "every record before the damage, nothing after"
+    );
+}
