@@ -165,6 +165,8 @@ struct Io {
 }
 
 const MAX_POOLED_BUFFERS: usize = 8;
+/// How long `open` retries a lock held elsewhere (see there) before reporting it.
+const LOCK_PATIENCE: Duration = Duration::from_millis(500);
 /// The longest a leader waits for returning writers before it writes.
 const MAX_GATHER: Duration = Duration::from_millis(1);
 const MAX_POOLED_CAPACITY: usize = 8 << 20;
@@ -180,7 +182,8 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// [`Error::Locked`] if another `Wal` has the directory open; [`Error::NotAWal`] if the
+    /// [`Error::Locked`] if another `Wal` has the directory open (after retrying for half a
+    /// second: a process forked by the host holds the lock until it execs); [`Error::NotAWal`] if the
     /// directory holds other files; [`Error::UnsupportedVersion`] for segments of an unknown
     /// format; [`Error::Corruption`] for damage that is not a torn tail (unless
     /// [`RecoveryMode::Salvage`](crate::RecoveryMode::Salvage)); [`Error::InvalidConfig`];
@@ -210,15 +213,24 @@ impl Wal {
             .write(true)
             .open(&lock_path)
             .map_err(|e| Error::io("create lock file", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    dir: dir.into(),
-                    lock: lock_path,
-                });
+        // A child process that the host forked holds a copy of every descriptor, this lock
+        // file's included, until it execs or exits: a log closed just before may still look
+        // locked for a moment. Try again for a short while before calling it held.
+        let deadline = Instant::now() + LOCK_PATIENCE;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Locked {
+                        dir: dir.into(),
+                        lock: lock_path,
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
         }
 
         let rec = recover(dir, &config)?;
