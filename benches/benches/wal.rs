@@ -112,12 +112,7 @@ fn append_1_writer(c: &mut Criterion) {
         let mut lat = Vec::new();
         let mut wal = None;
         group.bench_function(BenchmarkId::new("wit-wal", &label), |b| {
-            let (_dir, wal) = wal.get_or_insert_with(|| {
-                let dir = scratch();
-                let wal = open_wit_wal(dir.path(), SyncMode::SyncData);
-                settle(dir.path());
-                (dir, wal)
-            });
+            let (_dir, wal) = wal.get_or_insert_with(fresh_wit_wal);
             b.iter_custom(|iters| {
                 timed_loop(iters, track.then_some(&mut lat), || {
                     black_box(wal.append(&rec).expect("wit-wal append"));
@@ -134,12 +129,7 @@ fn append_1_writer(c: &mut Criterion) {
             // recycled as spares instead.
             let mut wal = None;
             group.bench_function(BenchmarkId::new("wit-wal_truncating", &label), |b| {
-                let (_dir, wal) = wal.get_or_insert_with(|| {
-                    let dir = scratch();
-                    let wal = open_wit_wal(dir.path(), SyncMode::SyncData);
-                    settle(dir.path());
-                    (dir, wal)
-                });
+                let (_dir, wal) = wal.get_or_insert_with(fresh_wit_wal);
                 b.iter_custom(|iters| {
                     timed_loop(iters, None, || {
                         let lsn = wal.append(&rec).expect("wit-wal append");
@@ -245,12 +235,7 @@ fn append_8_writers(c: &mut Criterion) {
 
         let mut wal = None;
         group.bench_function(BenchmarkId::new("wit-wal", &label), |b| {
-            let (_dir, wal) = wal.get_or_insert_with(|| {
-                let dir = scratch();
-                let wal = open_wit_wal(dir.path(), SyncMode::SyncData);
-                settle(dir.path());
-                (dir, wal)
-            });
+            let (_dir, wal) = wal.get_or_insert_with(fresh_wit_wal);
             b.iter_custom(|iters| {
                 spread_over_writers(iters, || {
                     black_box(wal.append(&rec).expect("wit-wal append"));
@@ -655,6 +640,14 @@ fn create_zeroed(path: &Path, len: u64) -> File {
 
 // ---------------------------------------------------------------------------------------------
 // The contenders' setup.
+
+/// A new, empty wit-wal in a scratch directory, in `SyncMode::SyncData`, settled.
+fn fresh_wit_wal() -> (tempfile::TempDir, Wal) {
+    let dir = scratch();
+    let wal = open_wit_wal(dir.path(), SyncMode::SyncData);
+    settle(dir.path());
+    (dir, wal)
+}
 
 fn open_wit_wal(dir: &Path, mode: SyncMode) -> Wal {
     let config = Config::default().with_segment_size(SEGMENT_SIZE).with_sync_mode(mode);

@@ -291,6 +291,12 @@ fn plural(n: u64, noun: &str) -> String {
 
 /// Ends a read-only command whose output could not be written. A closed pipe (`| head`) is
 /// not a failure of the command.
+/// Success if the output was written and the log is intact; 1 if it is damaged.
+fn exit_status(written: io::Result<()>, intact: bool) -> CmdResult {
+    written.map_err(output_error)?;
+    Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn output_error(e: io::Error) -> Failure {
     if e.kind() == io::ErrorKind::BrokenPipe {
         Failure {
@@ -341,10 +347,7 @@ fn dump(args: WalArgs) -> CmdResult {
         }
         out.flush()
     })();
-    match result {
-        Ok(()) => Ok(if damaged { ExitCode::FAILURE } else { ExitCode::SUCCESS }),
-        Err(e) => Err(output_error(e)),
-    }
+    exit_status(result, !damaged)
 }
 
 fn verify(args: WalArgs) -> CmdResult {
@@ -381,14 +384,7 @@ fn verify(args: WalArgs) -> CmdResult {
         }
         out.flush()
     })();
-    match result {
-        Ok(()) => Ok(if report.is_intact() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }),
-        Err(e) => Err(output_error(e)),
-    }
+    exit_status(result, report.is_intact())
 }
 
 fn stats(args: WalArgs) -> CmdResult {
@@ -433,14 +429,7 @@ fn stats(args: WalArgs) -> CmdResult {
         writeln!(out, "damage          {damage}")?;
         out.flush()
     })();
-    match result {
-        Ok(()) => Ok(if report.is_intact() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }),
-        Err(e) => Err(output_error(e)),
-    }
+    exit_status(result, report.is_intact())
 }
 
 /// Commits submitted but not yet acknowledged; reading stdin pauses when this many are.
