@@ -871,19 +871,26 @@ impl Io {
         Ok(sync_time)
     }
 
-    /// Records, in the tail's trailer slot, that its data through the current end is durable
-    /// (a clean close): a later scan that stops short of it has found damage, not a torn tail.
-    fn write_checkpoint(&self) -> Result<()> {
+    /// The tail's trailer as of now: a seal, or a clean close's checkpoint.
+    fn tail_trailer(&self, sealed: bool) -> SegmentTrailer {
         let h = self.tail.header;
-        let checkpoint = SegmentTrailer {
+        SegmentTrailer {
             generation: h.generation,
             first_lsn: h.first_lsn,
             next_lsn: self.next_lsn,
             data_end: self.written_end,
-            sealed: false,
-        };
+            sealed,
+        }
+    }
+
+    /// Records, in the tail's trailer slot, that its data through the current end is durable
+    /// (a clean close): a later scan that stops short of it has found damage, not a torn tail.
+    fn write_checkpoint(&self) -> Result<()> {
         self.tail_file
-            .write_all_at(&checkpoint.encode(), h.segment_len - TRAILER_LEN)
+            .write_all_at(
+                &self.tail_trailer(false).encode(),
+                self.tail.header.segment_len - TRAILER_LEN,
+            )
             .and_then(|()| self.tail_file.sync_data())
             .map_err(|e| Error::io("write checkpoint", &self.tail.path, e))
     }
@@ -891,13 +898,7 @@ impl Io {
     /// Seals the tail with its trailer and starts segment `generation` at `first_lsn`.
     fn rotate(&mut self, generation: u64, first_lsn: u64, view: &RwLock<View>, spares: &Mutex<Spares>) -> Result<()> {
         let h = self.tail.header;
-        let trailer = SegmentTrailer {
-            generation: h.generation,
-            first_lsn: h.first_lsn,
-            next_lsn: self.next_lsn,
-            data_end: self.written_end,
-            sealed: true,
-        };
+        let trailer = self.tail_trailer(true);
         // Always real syncs, whatever the mode. First the data: a trailer must never be
         // durable while the groups it vouches for are not. Then the trailer: a later segment
         // must never exist beside an unsealed one.
