@@ -4,49 +4,141 @@
 //! cargo run -p wit-examples --bin pipeline [-- --dir PATH --records N --producers N]
 //! ```
 //!
-//! Today the pipeline is the write-ahead log and what follows it:
+//! Log records arrive as OTLP export requests, are batched into envelopes, made durable in the
+//! write-ahead log and converted to Arrow behind it:
 //!
-//! 1. **Producers** (threads) generate JSON telemetry lines and append them through group
-//!    commit: each keeps a window of submitted records and waits for the oldest, so the
-//!    threads share writes and `fdatasync`s.
-//! 2. **The consumer** follows the log with a [`wit_wal::Reader`] and hands each record to the
-//!    processing [`Stage`]s (for now: counting per service and level). Later stages plug in
-//!    here: batching into Arrow, Parquet storage, indexing, SQL.
-//! 3. **The janitor** truncates the log behind the point that every stage no longer needs.
-//! 4. **Recovery**: the log is closed and reopened, and what recovery found is shown.
+//! 1. **Producers** (threads) stand in for OTLP/HTTP clients and the receiver in front of the
+//!    log. Each generates `ExportLogsServiceRequest`s of a few log records (the service and
+//!    severity vary; every record carries its producer and sequence number as attributes),
+//!    encoded as protobuf, gzip'd protobuf, OTLP/JSON or gzip'd OTLP/JSON, and pushes each as
+//!    a [`Part`] (one message) into its own [`Batcher`] (tenant `demo`, logs, HTTP). Every
+//!    [`Envelope`] the batcher emits is appended through group commit: a producer keeps a
+//!    window of envelopes in flight and waits for the oldest, so the threads share writes and
+//!    `fdatasync`s, and an envelope is acknowledged only once it is durable. A part refused
+//!    with [`Push::Full`] is pushed again after batches were emitted, never dropped, and
+//!    `flush_all` sends the last batch.
+//! 2. **The consumer** follows the log with a [`wit_wal::Reader`], decodes each record as an
+//!    [`Envelope`], converts each part with [`otlp::logs::decode`] straight into an Arrow
+//!    [`RecordBatch`] and hands the batches to the [`Processor`]s (for now: counting per
+//!    service and severity from the Arrow columns). Later steps plug in here: Parquet
+//!    storage, indexing, SQL.
+//! 3. **The lifecycle** of every batch is tracked in [`Stage`]s, each move checked by
+//!    [`Transition::check`], so an illegal one (a batch converted twice, say) fails the run:
+//!    `CREATED` when the batcher emits it, `WAL_WRITTEN` when the consumer reads it (a reader
+//!    yields only durable records, often before the producer's acknowledgment arrives) and
+//!    `INGESTED` once converted. `STORED`, `INDEXED` and `COMPLETED` come with the storage and
+//!    index steps; the lifecycle allows no shortcut to them, so batches end here `INGESTED`.
+//! 4. **The janitor** truncates the log behind the point that every processor no longer
+//!    needs, and fails the run if a batch behind that point is not `INGESTED`.
+//! 5. **Recovery**: the log is closed and reopened, and what recovery found is shown.
 //!
 //! It runs in a fresh temporary directory unless `--dir` names a new or empty one, and exits
-//! 1 unless the consumer saw every acknowledged record exactly once, in LSN order.
+//! 1 unless every acknowledged log record was converted exactly once, in LSN order: the
+//! consumer reads the LSNs without a gap; each producer's envelopes arrive with the LSNs and
+//! batch ids they were acknowledged with; each envelope converts to exactly the records its
+//! producer batched into it (found by their producer and sequence-number attributes), so
+//! rows converted equal records acknowledged; and the requests of each encoding arrive as
+//! often as they were sent.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Write as _;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{Int32Type, Int64Type};
+use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message as _;
+use wit_batch::{BatchId, BatchKey, Batcher, BatcherConfig, Compression, Envelope, Part, PayloadFormat, Push};
+use wit_batch::{Signal, SourceKind, Stage, Tenant, Transition, otlp};
 use wit_wal::{Commit, Config, Lsn, Record, Wal};
 
 const USAGE: &str = "\
-pipeline: Wit's example pipeline (producers -> WAL -> consumer stages, janitor, recovery)
+pipeline: Wit's example pipeline (OTLP producers -> batcher -> WAL -> Arrow, janitor, recovery)
 
 Usage:
     pipeline [--dir PATH] [--records N] [--producers N]
 
 Options:
     --dir PATH        WAL directory; must be new or empty (default: a temporary directory)
-    --records N       records to append in all (default 20000)
+    --records N       log records to send in all (default 20000)
     --producers N     producer threads (default 4)
 ";
 
 /// Segment size: small enough that the run fills several segments and truncation visibly
-/// releases (and recycles) them. 20k records of ~200 bytes are about 4 MiB.
+/// releases (and recycles) them. 20k log records make about 4 MiB of envelopes.
 const SEGMENT_SIZE: u64 = 1 << 20;
-/// Records a producer has submitted and not yet seen acknowledged; it waits for the oldest
-/// beyond this. Many records per `fdatasync` is what makes group commit fast.
-const PRODUCER_WINDOW: usize = 64;
+/// The tenant every batch belongs to.
+const TENANT: &str = "demo";
+/// Requests (messages) per batch. A batch also leaves once [`BATCH_MAX_AGE`] old.
+const BATCH_MESSAGES: u64 = 8;
+/// How long a producer's open batch may wait for more requests.
+const BATCH_MAX_AGE: Duration = Duration::from_millis(50);
+/// Log records per request: from 1 to this many.
+const MAX_RECORDS_PER_REQUEST: u64 = 8;
+/// Envelopes a producer has submitted and not yet seen acknowledged; it waits for the oldest
+/// beyond this. Several envelopes per `fdatasync` is what makes group commit fast.
+const PRODUCER_WINDOW: usize = 8;
 /// How long the consumer may see no new record, with all producers done, before it fails.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// Problems listed in the failure message; the rest are counted.
+const MAX_PROBLEMS_SHOWN: usize = 20;
+
+/// How a request is encoded, and how often producers choose it (out of 100).
+struct Encoding {
+    name: &'static str,
+    format: PayloadFormat,
+    compression: Compression,
+    percent: u64,
+}
+
+/// The encodings producers send: every input path of [`otlp::logs::decode`].
+const ENCODINGS: [Encoding; 4] = [
+    Encoding {
+        name: "protobuf",
+        format: PayloadFormat::OtlpProtobuf,
+        compression: Compression::None,
+        percent: 55,
+    },
+    Encoding {
+        name: "protobuf+gzip",
+        format: PayloadFormat::OtlpProtobuf,
+        compression: Compression::Gzip,
+        percent: 20,
+    },
+    Encoding {
+        name: "json",
+        format: PayloadFormat::OtlpJson,
+        compression: Compression::None,
+        percent: 20,
+    },
+    Encoding {
+        name: "json+gzip",
+        format: PayloadFormat::OtlpJson,
+        compression: Compression::Gzip,
+        percent: 5,
+    },
+];
+
+/// Requests per encoding, indexed like [`ENCODINGS`].
+type EncodingCounts = [u64; ENCODINGS.len()];
+
+fn encoding_summary(counts: &EncodingCounts) -> String {
+    ENCODINGS
+        .iter()
+        .zip(counts)
+        .map(|(e, n)| format!("{} {n}", e.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn main() -> ExitCode {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -62,7 +154,7 @@ fn main() -> ExitCode {
     };
     match run(&options) {
         Ok(()) => {
-            println!("ok: every acknowledged record was consumed exactly once, in order");
+            println!("ok: every acknowledged log record was converted exactly once, in LSN order");
             ExitCode::SUCCESS
         }
         Err(message) => {
@@ -140,7 +232,8 @@ fn run(options: &Options) -> Result<(), String> {
     };
     let config = Config::default().with_segment_size(SEGMENT_SIZE);
     println!(
-        "pipeline: {} producers append {} records to {} ({} KiB segments, fdatasync per group)",
+        "pipeline: {} producers send {} log records as OTLP requests, batched into envelopes, to {} \
+         ({} KiB segments, fdatasync per group)",
         options.producers,
         options.records,
         dir.display(),
@@ -156,38 +249,69 @@ fn run(options: &Options) -> Result<(), String> {
     check(&run, &reopened)
 }
 
+/// One envelope as its producer sent it or as the consumer converted it: comparing the two
+/// lists checks LSNs, batch ids and contents at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BatchLedger {
+    lsn: Lsn,
+    id: BatchId,
+    /// The producer's sequence numbers of the log records in it.
+    seqs: Range<u64>,
+    /// Log records: as the producer counted them, or rows converted to Arrow.
+    records: u64,
+}
+
 /// What the stages did while the log was open.
 struct RunOutcome {
-    /// Per producer, the LSN acknowledged for each of its records, in order.
-    acked: Vec<Vec<Lsn>>,
+    /// Log records the producers were to send.
+    requested: u64,
+    /// Per producer, the envelopes acknowledged, in order.
+    acked: Vec<Vec<BatchLedger>>,
+    /// Requests sent, per encoding.
+    sent: EncodingCounts,
+    /// Envelope bytes appended.
     append_bytes: u64,
     append_time: Duration,
     consumer: Consumer,
     janitor: JanitorReport,
+    lifecycle: LifecycleReport,
     /// The first error of a producer, if any (the other stages still finish).
     producer_error: Option<String>,
 }
 
 impl RunOutcome {
-    fn n_acked(&self) -> u64 {
+    fn n_batches_acked(&self) -> u64 {
         self.acked.iter().map(|a| a.len() as u64).sum()
+    }
+
+    fn n_records_acked(&self) -> u64 {
+        self.acked.iter().flatten().map(|b| b.records).sum()
     }
 }
 
 /// Runs producers, consumer and janitor on threads that share the log, until every
-/// acknowledged record has been consumed.
+/// acknowledged envelope has been consumed.
 fn run_stages(wal: &Wal, options: &Options) -> Result<RunOutcome, String> {
+    let key = BatchKey::new(
+        Tenant::try_new(TENANT).map_err(|e| e.to_string())?,
+        Signal::Logs,
+        SourceKind::Http,
+    );
+    let batcher_config = BatcherConfig::default()
+        .with_max_messages(BATCH_MESSAGES)
+        .with_max_age(BATCH_MAX_AGE);
     let progress = Progress {
         end: AtomicU64::new(u64::MAX),
         retain_from: AtomicU64::new(Lsn::FIRST.0),
         stop: AtomicBool::new(false),
     };
+    let tracker = Tracker::default();
     let first = wal.stats().next_lsn;
-    let stages: Vec<Box<dyn Stage + Send>> = vec![Box::new(ServiceCounts::default())];
+    let processors: Vec<Box<dyn Processor + Send>> = vec![Box::new(ServiceCounts::default())];
     std::thread::scope(|s| {
-        let progress = &progress;
-        let consumer = s.spawn(move || Consumer::new(options.producers, first, stages).run(wal, progress));
-        let janitor = s.spawn(move || janitor(wal, progress));
+        let (progress, tracker) = (&progress, &tracker);
+        let consumer = s.spawn(move || Consumer::new(options.producers, first, processors).run(wal, tracker, progress));
+        let janitor = s.spawn(move || janitor(wal, tracker, progress));
 
         let started = Instant::now();
         let producers: Vec<_> = (0..options.producers)
@@ -195,10 +319,12 @@ fn run_stages(wal: &Wal, options: &Options) -> Result<RunOutcome, String> {
                 // Spread the records; the first producers take the remainder.
                 let n = options.records / options.producers as u64
                     + u64::from((p as u64) < options.records % options.producers as u64);
-                s.spawn(move || produce(wal, p, n))
+                let (key, batcher_config) = (key.clone(), batcher_config.clone());
+                s.spawn(move || produce(wal, tracker, key, batcher_config, p, n))
             })
             .collect();
         let mut acked = Vec::new();
+        let mut sent = EncodingCounts::default();
         let mut append_bytes = 0;
         let mut producer_error = None;
         for handle in producers {
@@ -206,6 +332,9 @@ fn run_stages(wal: &Wal, options: &Options) -> Result<RunOutcome, String> {
                 .join()
                 .unwrap_or_else(|_| ProducerOutcome::failed("producer panicked"));
             acked.push(outcome.acked);
+            for (total, n) in sent.iter_mut().zip(outcome.sent) {
+                *total += n;
+            }
             append_bytes += outcome.bytes;
             if let Some(e) = outcome.error {
                 producer_error.get_or_insert(e);
@@ -219,11 +348,14 @@ fn run_stages(wal: &Wal, options: &Options) -> Result<RunOutcome, String> {
         progress.stop.store(true, Ordering::Release);
         let janitor = janitor.join().map_err(|_| "the janitor panicked".to_owned())??;
         Ok(RunOutcome {
+            requested: options.records,
             acked,
+            sent,
             append_bytes,
             append_time,
             consumer: consumer?,
             janitor,
+            lifecycle: tracker.report(),
             producer_error,
         })
     })
@@ -231,12 +363,147 @@ fn run_stages(wal: &Wal, options: &Options) -> Result<RunOutcome, String> {
 
 /// What the threads tell each other.
 struct Progress {
-    /// The LSN after the last acknowledged record, once all producers are done.
+    /// The LSN after the last acknowledged envelope, once all producers are done.
     end: AtomicU64,
-    /// The LSN below which no stage needs the log any more: the janitor may truncate there.
+    /// The LSN below which no processor needs the log any more: the janitor may truncate there.
     retain_from: AtomicU64,
     /// Tells the janitor to stop.
     stop: AtomicBool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Lifecycle
+// ---------------------------------------------------------------------------------------
+
+/// The lifecycle [`Stage`] of every batch, shared by the threads. Every move goes through
+/// [`Transition::check`]; an illegal one is an error that fails the run.
+#[derive(Default)]
+struct Tracker {
+    state: Mutex<TrackerState>,
+}
+
+#[derive(Default)]
+struct TrackerState {
+    batches: HashMap<BatchId, Tracked>,
+    /// Batches by LSN that the janitor's truncation point has not passed yet.
+    retained: BTreeMap<Lsn, BatchId>,
+    /// Per stage (indexed like [`Stage::ALL`]), how many batches reached it.
+    reached: [u64; Stage::ALL.len()],
+    /// Batches behind the janitor's truncation point.
+    released: u64,
+}
+
+struct Tracked {
+    stage: Stage,
+    lsn: Option<Lsn>,
+}
+
+fn stage_index(stage: Stage) -> usize {
+    Stage::ALL
+        .iter()
+        .position(|s| *s == stage)
+        .expect("every stage is in Stage::ALL")
+}
+
+/// What the tracker saw, for the report and the final check.
+struct LifecycleReport {
+    n_batches: u64,
+    /// Per stage (indexed like [`Stage::ALL`]), how many batches reached it.
+    reached: [u64; Stage::ALL.len()],
+    /// Per stage, how many batches are in it now.
+    current: [u64; Stage::ALL.len()],
+    released: u64,
+}
+
+impl Tracker {
+    fn lock(&self) -> MutexGuard<'_, TrackerState> {
+        // A thread that panicked while holding the lock fails the run anyway.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts tracking a batch the batcher just emitted, as `CREATED`.
+    fn created(&self, id: BatchId) -> Result<(), String> {
+        let mut state = self.lock();
+        if state.batches.contains_key(&id) {
+            return Err(format!("batch {id} was created twice"));
+        }
+        state.batches.insert(
+            id,
+            Tracked {
+                stage: Stage::Created,
+                lsn: None,
+            },
+        );
+        state.reached[stage_index(Stage::Created)] += 1;
+        Ok(())
+    }
+
+    /// Notes the LSN of a batch's envelope; the producer (at submission) and the consumer
+    /// (reading it) both report it, and must agree.
+    fn record_lsn(&self, id: BatchId, lsn: Lsn) -> Result<(), String> {
+        let mut state = self.lock();
+        let tracked = state
+            .batches
+            .get_mut(&id)
+            .ok_or_else(|| format!("LSN {lsn}: batch {id} was never created"))?;
+        match tracked.lsn {
+            Some(known) if known == lsn => return Ok(()),
+            Some(known) => return Err(format!("batch {id} is at LSN {known} and at LSN {lsn}")),
+            None => tracked.lsn = Some(lsn),
+        }
+        if let Some(other) = state.retained.insert(lsn, id) {
+            return Err(format!("LSN {lsn} holds batch {other} and batch {id}"));
+        }
+        Ok(())
+    }
+
+    /// Moves a batch to stage `to`, as [`Transition::check`] allows: a move already applied
+    /// changes nothing, an illegal one is an error.
+    fn advance(&self, id: BatchId, to: Stage) -> Result<(), String> {
+        let mut state = self.lock();
+        let tracked = state
+            .batches
+            .get_mut(&id)
+            .ok_or_else(|| format!("batch {id} was never created"))?;
+        let transition = Transition::check(id, tracked.stage, to).map_err(|e| format!("lifecycle: {e}"))?;
+        if transition == Transition::Applied {
+            tracked.stage = to;
+            state.reached[stage_index(to)] += 1;
+        }
+        Ok(())
+    }
+
+    /// Notes that the log was truncated before `lsn`: every batch there must be `INGESTED`,
+    /// since nothing else holds its records. Returns how many batches it passed.
+    fn release_before(&self, lsn: Lsn) -> Result<u64, String> {
+        let mut state = self.lock();
+        let retained = state.retained.split_off(&lsn);
+        let released = std::mem::replace(&mut state.retained, retained);
+        for (at, id) in &released {
+            let stage = state.batches[id].stage;
+            if stage != Stage::Ingested {
+                return Err(format!(
+                    "janitor: truncated before LSN {lsn}, past batch {id} (LSN {at}), which is {stage}, not INGESTED"
+                ));
+            }
+        }
+        state.released += released.len() as u64;
+        Ok(released.len() as u64)
+    }
+
+    fn report(&self) -> LifecycleReport {
+        let state = self.lock();
+        let mut current = [0; Stage::ALL.len()];
+        for tracked in state.batches.values() {
+            current[stage_index(tracked.stage)] += 1;
+        }
+        LifecycleReport {
+            n_batches: state.batches.len() as u64,
+            reached: state.reached,
+            current,
+            released: state.released,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -244,7 +511,9 @@ struct Progress {
 // ---------------------------------------------------------------------------------------
 
 struct ProducerOutcome {
-    acked: Vec<Lsn>,
+    acked: Vec<BatchLedger>,
+    sent: EncodingCounts,
+    /// Envelope bytes submitted.
     bytes: u64,
     error: Option<String>,
 }
@@ -253,61 +522,158 @@ impl ProducerOutcome {
     fn failed(error: &str) -> Self {
         ProducerOutcome {
             acked: Vec::new(),
+            sent: EncodingCounts::default(),
             bytes: 0,
             error: Some(error.into()),
         }
     }
 }
 
-/// Appends `n` generated records, keeping up to [`PRODUCER_WINDOW`] of them in flight, and
-/// returns the LSN of each as it is acknowledged.
-fn produce(wal: &Wal, producer: usize, n: u64) -> ProducerOutcome {
-    let mut events = EventGenerator::new(producer);
-    let mut in_flight: VecDeque<Commit> = VecDeque::with_capacity(PRODUCER_WINDOW);
-    let mut outcome = ProducerOutcome {
-        acked: Vec::with_capacity(n as usize),
-        bytes: 0,
-        error: None,
+/// Sends `n` log records in generated requests through a batcher into the log, and returns
+/// each envelope as it is acknowledged.
+fn produce(
+    wal: &Wal,
+    tracker: &Tracker,
+    key: BatchKey,
+    config: BatcherConfig,
+    producer: usize,
+    n: u64,
+) -> ProducerOutcome {
+    let batcher = match Batcher::try_new(config) {
+        Ok(batcher) => batcher,
+        Err(e) => return ProducerOutcome::failed(&format!("producer {producer}: {e}")),
     };
-    let wait_oldest = |in_flight: &mut VecDeque<Commit>, outcome: &mut ProducerOutcome| {
-        let Some(commit) = in_flight.pop_front() else {
-            return true;
+    let mut p = Producer {
+        wal,
+        tracker,
+        key,
+        batcher,
+        pending: VecDeque::new(),
+        in_flight: VecDeque::with_capacity(PRODUCER_WINDOW),
+        outcome: ProducerOutcome {
+            acked: Vec::new(),
+            sent: EncodingCounts::default(),
+            bytes: 0,
+            error: None,
+        },
+    };
+    if let Err(e) = p.run(producer, n) {
+        p.outcome.error = Some(format!("producer {producer}: {e}"));
+    }
+    p.outcome
+}
+
+/// A producer's state: its batcher, and the envelopes in flight.
+struct Producer<'a> {
+    wal: &'a Wal,
+    tracker: &'a Tracker,
+    key: BatchKey,
+    batcher: Batcher,
+    /// The sequence numbers of the requests in the batcher, oldest first: an emitted envelope
+    /// holds the oldest of them (one key, so the batcher keeps the order).
+    pending: VecDeque<Range<u64>>,
+    /// Submitted envelopes, oldest first.
+    in_flight: VecDeque<(Commit, BatchLedger)>,
+    outcome: ProducerOutcome,
+}
+
+impl Producer<'_> {
+    fn run(&mut self, producer: usize, n: u64) -> Result<(), String> {
+        let mut requests = RequestGenerator::new(producer);
+        let mut seq = 0;
+        while seq < n {
+            let n_records = (1 + requests.random() % MAX_RECORDS_PER_REQUEST).min(n - seq);
+            let request = requests.next(seq..seq + n_records);
+            seq += n_records;
+            let encoding = &ENCODINGS[request.encoding];
+            self.outcome.sent[request.encoding] += 1;
+            self.pending.push_back(request.seqs);
+            // One request is one message, whatever it holds.
+            let part = Part::new(encoding.format, encoding.compression, 1, request.payload);
+            self.push(part)?;
+        }
+        let last = self.batcher.flush_all();
+        self.send(last)?;
+        while !self.in_flight.is_empty() {
+            self.wait_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Pushes a part into the batcher and sends the batches it completes.
+    fn push(&mut self, mut part: Part) -> Result<(), String> {
+        loop {
+            let now = Instant::now();
+            match self.batcher.push(&self.key, part, now) {
+                Push::Accepted { ready } => return self.send(ready),
+                // Never drop a part: emit what is old enough (or else everything), push again.
+                // With nothing held, the batcher accepts any part.
+                Push::Full(refused) => {
+                    part = refused;
+                    let mut ready = self.batcher.poll_expired(now);
+                    if ready.is_empty() {
+                        ready = self.batcher.flush_all();
+                    }
+                    self.send(ready)?;
+                }
+            }
+        }
+    }
+
+    /// Appends each envelope through group commit, waiting for the oldest in flight beyond
+    /// the window.
+    fn send(&mut self, envelopes: Vec<Envelope>) -> Result<(), String> {
+        for envelope in envelopes {
+            let id = envelope.meta().id;
+            let n_parts = envelope.parts().len();
+            if n_parts == 0 || n_parts > self.pending.len() {
+                return Err(format!(
+                    "batch {id} holds {n_parts} requests, {} were pending",
+                    self.pending.len()
+                ));
+            }
+            let seqs = self.pending[0].start..self.pending[n_parts - 1].end;
+            self.pending.drain(..n_parts);
+            if self.in_flight.len() == PRODUCER_WINDOW {
+                self.wait_oldest()?;
+            }
+            self.tracker.created(id)?;
+            let bytes = envelope.encode();
+            let commit = self.wal.submit(&bytes).map_err(|e| e.to_string())?;
+            let lsn = commit.lsns().start;
+            self.tracker.record_lsn(id, lsn)?;
+            self.outcome.bytes += bytes.len() as u64;
+            let records = seqs.end - seqs.start;
+            self.in_flight
+                .push_back((commit, BatchLedger { lsn, id, seqs, records }));
+        }
+        Ok(())
+    }
+
+    /// Waits until the oldest envelope in flight is durable: then it is acknowledged.
+    fn wait_oldest(&mut self) -> Result<(), String> {
+        let Some((commit, batch)) = self.in_flight.pop_front() else {
+            return Ok(());
         };
-        match commit.wait() {
-            Ok(lsns) => {
-                outcome.acked.extend(lsns.iter());
-                true
-            }
-            Err(e) => {
-                outcome.error = Some(format!("producer {producer}: {e}"));
-                false
-            }
+        let lsns = commit.wait().map_err(|e| e.to_string())?;
+        if lsns.start != batch.lsn || lsns.len() != 1 {
+            return Err(format!(
+                "batch {} submitted as LSN {}, acknowledged as {lsns:?}",
+                batch.id, batch.lsn
+            ));
         }
-    };
-    for seq in 0..n {
-        if in_flight.len() == PRODUCER_WINDOW && !wait_oldest(&mut in_flight, &mut outcome) {
-            return outcome;
-        }
-        let line = events.next(seq);
-        match wal.submit(&line) {
-            Ok(commit) => in_flight.push_back(commit),
-            Err(e) => {
-                outcome.error = Some(format!("producer {producer}: {e}"));
-                return outcome;
-            }
-        }
-        outcome.bytes += line.len() as u64;
+        self.outcome.acked.push(batch);
+        Ok(())
     }
-    while !in_flight.is_empty() {
-        if !wait_oldest(&mut in_flight, &mut outcome) {
-            break;
-        }
-    }
-    outcome
 }
 
 const SERVICES: [&str; 6] = ["checkout", "payments", "search", "auth", "inventory", "frontend"];
-const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
+const SEVERITIES: [(SeverityNumber, &str); 4] = [
+    (SeverityNumber::Debug, "DEBUG"),
+    (SeverityNumber::Info, "INFO"),
+    (SeverityNumber::Warn, "WARN"),
+    (SeverityNumber::Error, "ERROR"),
+];
 const MESSAGES: [&str; 6] = [
     "request completed",
     "cache miss, fetching from upstream",
@@ -316,16 +682,27 @@ const MESSAGES: [&str; 6] = [
     "slow query detected",
     "connection pool exhausted, queueing request",
 ];
+/// 2026-01-01T00:00:00Z, in nanoseconds since the Unix epoch.
+const BASE_TIME_NANOS: u64 = 1_767_225_600_000_000_000;
 
-/// Generates reproducible telemetry lines for one producer (splitmix64; no `rand` needed).
-struct EventGenerator {
+/// A generated request, encoded.
+struct Request {
+    /// Index into [`ENCODINGS`].
+    encoding: usize,
+    payload: Vec<u8>,
+    /// The sequence numbers of its log records.
+    seqs: Range<u64>,
+}
+
+/// Generates reproducible OTLP log requests for one producer (splitmix64; no `rand` needed).
+struct RequestGenerator {
     producer: usize,
     state: u64,
 }
 
-impl EventGenerator {
+impl RequestGenerator {
     fn new(producer: usize) -> Self {
-        EventGenerator {
+        RequestGenerator {
             producer,
             state: 0x9e37_79b9_7f4a_7c15 ^ producer as u64,
         }
@@ -343,98 +720,176 @@ impl EventGenerator {
         from[(self.random() % from.len() as u64) as usize]
     }
 
-    /// One JSON line of about 200 bytes.
-    fn next(&mut self, seq: u64) -> Vec<u8> {
-        let level = match self.random() % 100 {
-            0..=9 => LEVELS[0],
-            10..=84 => LEVELS[1],
-            85..=96 => LEVELS[2],
-            _ => LEVELS[3],
+    fn random_bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(n + 8);
+        while bytes.len() < n {
+            bytes.extend_from_slice(&self.random().to_le_bytes());
+        }
+        bytes.truncate(n);
+        bytes
+    }
+
+    /// A request from one service with the log records `seqs`, in a random encoding.
+    fn next(&mut self, seqs: Range<u64>) -> Request {
+        let service = self.pick(&SERVICES);
+        let mut log_records = Vec::with_capacity((seqs.end - seqs.start) as usize);
+        for seq in seqs.clone() {
+            let (severity_number, severity_text) = match self.random() % 100 {
+                0..=9 => SEVERITIES[0],
+                10..=84 => SEVERITIES[1],
+                85..=96 => SEVERITIES[2],
+                _ => SEVERITIES[3],
+            };
+            let time = BASE_TIME_NANOS + seq * 1_000_000;
+            log_records.push(LogRecord {
+                time_unix_nano: time,
+                observed_time_unix_nano: time + self.random() % 1_000_000,
+                severity_number: severity_number as i32,
+                severity_text: severity_text.to_owned(),
+                body: Some(string_value(self.pick(&MESSAGES))),
+                attributes: vec![
+                    int_attribute("producer", self.producer as i64),
+                    int_attribute("seq", seq as i64),
+                    int_attribute("duration_ms", (self.random() % 2_000) as i64),
+                ],
+                trace_id: self.random_bytes(16),
+                span_id: self.random_bytes(8),
+                ..Default::default()
+            });
+        }
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".to_owned(),
+                        value: Some(string_value(service)),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "wit.pipeline".to_owned(),
+                        ..Default::default()
+                    }),
+                    log_records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
         };
-        let event = serde_json::json!({
-            "ts": 1_767_225_600_000u64 + seq,
-            "service": self.pick(&SERVICES),
-            "level": level,
-            "msg": self.pick(&MESSAGES),
-            "trace_id": format!("{:016x}{:016x}", self.random(), self.random()),
-            "duration_ms": self.random() % 2_000,
-            "producer": self.producer,
-            "seq": seq,
-        });
-        serde_json::to_vec(&event).expect("a JSON value serializes")
+
+        let mut roll = self.random() % 100;
+        let encoding = ENCODINGS
+            .iter()
+            .position(|e| {
+                let hit = roll < e.percent;
+                roll = roll.saturating_sub(e.percent);
+                hit
+            })
+            .unwrap_or(0);
+        let e = &ENCODINGS[encoding];
+        let bytes = match e.format {
+            PayloadFormat::OtlpJson => serde_json::to_vec(&request).expect("a request serializes to JSON"),
+            _ => request.encode_to_vec(),
+        };
+        let payload = match e.compression {
+            Compression::Gzip => {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&bytes).expect("writing to memory");
+                gz.finish().expect("writing to memory")
+            }
+            _ => bytes,
+        };
+        Request {
+            encoding,
+            payload,
+            seqs,
+        }
+    }
+}
+
+fn string_value(s: &str) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_owned())),
+    }
+}
+
+fn int_attribute(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        ..Default::default()
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// Consumer and stages
+// Consumer and processors
 // ---------------------------------------------------------------------------------------
 
-/// A record from the log, decoded once for all stages.
-#[derive(Debug)]
-struct Event {
-    /// The record itself (LSN and bytes), for stages that store it.
-    record: Record,
-    service: String,
-    level: String,
-    producer: usize,
-    seq: u64,
+/// An envelope from the log, converted once for all processors.
+struct Batch<'a> {
+    lsn: Lsn,
+    /// One logs table per request.
+    logs: &'a [RecordBatch],
 }
 
-impl Event {
-    fn lsn(&self) -> Lsn {
-        self.record.lsn
-    }
-}
-
-fn decode(record: &Record) -> Result<Event, String> {
-    let bad = |what: &str| format!("record {}: {what}", record.lsn);
-    let json: Value = serde_json::from_slice(&record.payload).map_err(|e| bad(&format!("not JSON: {e}")))?;
-    let text = |key: &str| {
-        json[key]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| bad(&format!("no string `{key}`")))
-    };
-    let number = |key: &str| json[key].as_u64().ok_or_else(|| bad(&format!("no number `{key}`")));
-    Ok(Event {
-        service: text("service")?,
-        level: text("level")?,
-        producer: usize::try_from(number("producer")?).map_err(|e| bad(&e.to_string()))?,
-        seq: number("seq")?,
-        record: record.clone(),
-    })
-}
-
-/// One step of processing behind the log. Records arrive in LSN order, each once.
+/// One step of processing behind the log. Batches arrive in LSN order, each once.
 ///
-/// Later issues add stages here (batching into Arrow, Parquet storage, indexing); a stage
-/// that stores records elsewhere reports through [`Stage::retain_from`] how far that storage
-/// is durable, and the janitor never truncates the log beyond what every stage has stored.
-trait Stage {
-    /// Processes one record.
-    fn process(&mut self, event: &Event) -> Result<(), String>;
+/// Later issues add processors here (Parquet storage, indexing); one that stores batches
+/// elsewhere reports through [`Processor::retain_from`] how far that storage is durable, and
+/// the janitor never truncates the log beyond what every processor has stored.
+trait Processor {
+    /// Processes one batch.
+    fn process(&mut self, batch: &Batch<'_>) -> Result<(), String>;
 
-    /// The LSN below which this stage no longer needs the log.
+    /// The LSN below which this processor no longer needs the log.
     fn retain_from(&self) -> Lsn;
 
     /// Lines for the final report.
     fn summary(&self) -> Vec<String>;
 }
 
-/// Counts records per service and per level. It keeps nothing durable, so it never needs a
-/// record again once counted: a stand-in until a storage stage holds the watermark back.
+/// Counts log records per service and severity, from the Arrow columns. It keeps nothing
+/// durable, so it never needs a batch again once counted: a stand-in until a storage step
+/// holds the watermark back.
 #[derive(Default)]
 struct ServiceCounts {
     per_service: BTreeMap<String, u64>,
-    per_level: BTreeMap<String, u64>,
+    per_severity: BTreeMap<&'static str, u64>,
     next: Lsn,
 }
 
-impl Stage for ServiceCounts {
-    fn process(&mut self, event: &Event) -> Result<(), String> {
-        *self.per_service.entry(event.service.clone()).or_default() += 1;
-        *self.per_level.entry(event.level.clone()).or_default() += 1;
-        self.next = event.lsn().next();
+impl Processor for ServiceCounts {
+    fn process(&mut self, batch: &Batch<'_>) -> Result<(), String> {
+        for logs in batch.logs {
+            let services = column(logs, "service_name")?
+                .as_string_opt::<i32>()
+                .ok_or("`service_name` is not Utf8")?;
+            let severities = column(logs, "severity_number")?
+                .as_primitive_opt::<Int32Type>()
+                .ok_or("`severity_number` is not Int32")?;
+            for row in 0..logs.num_rows() {
+                let service = if services.is_valid(row) {
+                    services.value(row)
+                } else {
+                    "(none)"
+                };
+                match self.per_service.get_mut(service) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.per_service.insert(service.to_owned(), 1);
+                    }
+                }
+                *self
+                    .per_severity
+                    .entry(severity_name(severities.value(row)))
+                    .or_default() += 1;
+            }
+        }
+        self.next = batch.lsn.next();
         Ok(())
     }
 
@@ -443,34 +898,110 @@ impl Stage for ServiceCounts {
     }
 
     fn summary(&self) -> Vec<String> {
-        let join = |m: &BTreeMap<String, u64>| m.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
+        let join = |m: Vec<(&str, u64)>| m.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
+        // Severities in order of severity, not of name.
+        let mut severities: Vec<_> = self.per_severity.iter().map(|(k, n)| (*k, *n)).collect();
+        severities.sort_by_key(|(name, _)| SEVERITY_ORDER.iter().position(|s| s == name));
         vec![
-            format!("per service: {}", join(&self.per_service)),
-            format!("per level:   {}", join(&self.per_level)),
+            format!(
+                "per service:  {}",
+                join(self.per_service.iter().map(|(k, n)| (k.as_str(), *n)).collect())
+            ),
+            format!("per severity: {}", join(severities)),
         ]
     }
 }
 
-/// Follows the log, checks that records arrive in order and exactly once, and feeds the
-/// stages.
+const SEVERITY_ORDER: [&str; 8] = [
+    "UNSPECIFIED",
+    "TRACE",
+    "DEBUG",
+    "INFO",
+    "WARN",
+    "ERROR",
+    "FATAL",
+    "INVALID",
+];
+
+/// The severity range of an OTLP severity number (`INFO` for 9 to 12, ...).
+fn severity_name(number: i32) -> &'static str {
+    match number {
+        0 => SEVERITY_ORDER[0],
+        1..=24 => SEVERITY_ORDER[1 + (number as usize - 1) / 4],
+        _ => SEVERITY_ORDER[7],
+    }
+}
+
+fn column<'a>(logs: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String> {
+    logs.column_by_name(name)
+        .ok_or_else(|| format!("the logs table has no `{name}` column"))
+}
+
+/// The `producer` and `seq` attributes of each row.
+fn producer_seqs(logs: &RecordBatch) -> Result<Vec<(usize, u64)>, String> {
+    let attributes = column(logs, "attributes")?
+        .as_map_opt()
+        .ok_or("`attributes` is not a map")?;
+    let keys = attributes
+        .keys()
+        .as_string_opt::<i32>()
+        .ok_or("attribute keys are not Utf8")?;
+    let ints = attributes
+        .values()
+        .as_struct_opt()
+        .and_then(|values| values.column_by_name("int"))
+        .and_then(|ints| ints.as_primitive_opt::<Int64Type>())
+        .ok_or("attribute values have no Int64 `int` child")?;
+    let offsets = attributes.value_offsets();
+    (0..logs.num_rows())
+        .map(|row| {
+            let (mut producer, mut seq) = (None, None);
+            for entry in offsets[row] as usize..offsets[row + 1] as usize {
+                let slot = match keys.value(entry) {
+                    "producer" => &mut producer,
+                    "seq" => &mut seq,
+                    _ => continue,
+                };
+                *slot = ints.is_valid(entry).then(|| ints.value(entry));
+            }
+            match (producer.map(usize::try_from), seq.map(u64::try_from)) {
+                (Some(Ok(producer)), Some(Ok(seq))) => Ok((producer, seq)),
+                _ => Err(format!(
+                    "row {row} has no valid integer `producer` and `seq` attributes"
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Follows the log, converts each envelope to Arrow, checks that envelopes arrive in LSN
+/// order and every log record exactly once, and feeds the processors.
 struct Consumer {
-    stages: Vec<Box<dyn Stage + Send>>,
-    /// The LSN the next record must have.
+    processors: Vec<Box<dyn Processor + Send>>,
+    /// The LSN the next envelope must have.
     next: Lsn,
     first: Lsn,
-    /// Per producer, the LSN of each record seen, indexed by the producer's sequence number.
-    seen: Vec<Vec<Lsn>>,
+    /// Per producer, the envelopes converted, in order.
+    seen: Vec<Vec<BatchLedger>>,
+    /// Per producer, the sequence number its next log record must have.
+    next_seq: Vec<u64>,
+    /// Requests converted, per encoding.
+    received: EncodingCounts,
+    n_rows: u64,
     problems: Vec<String>,
     elapsed: Duration,
 }
 
 impl Consumer {
-    fn new(n_producers: usize, first: Lsn, stages: Vec<Box<dyn Stage + Send>>) -> Self {
+    fn new(n_producers: usize, first: Lsn, processors: Vec<Box<dyn Processor + Send>>) -> Self {
         Consumer {
-            stages,
+            processors,
             next: first,
             first,
             seen: vec![Vec::new(); n_producers],
+            next_seq: vec![0; n_producers],
+            received: EncodingCounts::default(),
+            n_rows: 0,
             problems: Vec::new(),
             elapsed: Duration::ZERO,
         }
@@ -480,15 +1011,24 @@ impl Consumer {
         self.next.0 - self.first.0
     }
 
-    fn run(mut self, wal: &Wal, progress: &Progress) -> Result<Self, String> {
+    fn n_requests(&self) -> u64 {
+        self.received.iter().sum()
+    }
+
+    fn run(mut self, wal: &Wal, tracker: &Tracker, progress: &Progress) -> Result<Self, String> {
         let started = Instant::now();
         let mut reader = wal.read_from(self.next).map_err(|e| format!("consumer: {e}"))?;
         let mut last_progress = Instant::now();
         loop {
             match reader.next() {
                 Some(Ok(record)) => {
-                    self.take(&record)?;
-                    let retain_from = self.stages.iter().map(|s| s.retain_from()).min().unwrap_or(self.next);
+                    self.take(&record, tracker).map_err(|e| format!("consumer: {e}"))?;
+                    let retain_from = self
+                        .processors
+                        .iter()
+                        .map(|p| p.retain_from())
+                        .min()
+                        .unwrap_or(self.next);
                     progress.retain_from.store(retain_from.0, Ordering::Release);
                     last_progress = Instant::now();
                 }
@@ -513,29 +1053,100 @@ impl Consumer {
         Ok(self)
     }
 
-    fn take(&mut self, record: &Record) -> Result<(), String> {
-        if record.lsn != self.next {
-            self.problems
-                .push(format!("expected LSN {}, got {}", self.next, record.lsn));
+    fn take(&mut self, record: &Record, tracker: &Tracker) -> Result<(), String> {
+        let lsn = record.lsn;
+        if lsn != self.next {
+            self.problems.push(format!("expected LSN {}, got {lsn}", self.next));
         }
-        self.next = record.lsn.next();
-        let event = decode(record)?;
-        match self.seen.get_mut(event.producer) {
-            Some(seen) if seen.len() as u64 == event.seq => seen.push(event.lsn()),
-            Some(seen) => self.problems.push(format!(
-                "LSN {}: producer {} record {} arrived after record {}",
-                event.lsn(),
-                event.producer,
-                event.seq,
-                seen.len() as i128 - 1
-            )),
-            None => self
-                .problems
-                .push(format!("LSN {}: unknown producer {}", event.lsn(), event.producer)),
+        self.next = lsn.next();
+        let envelope = Envelope::decode(&record.payload).map_err(|e| format!("LSN {lsn}: {e}"))?;
+        let meta = envelope.meta();
+        let id = meta.id;
+        // The reader yields only durable records: reading it shows it is WAL_WRITTEN.
+        tracker.record_lsn(id, lsn)?;
+        tracker.advance(id, Stage::WalWritten)?;
+
+        let mut logs = Vec::with_capacity(envelope.parts().len());
+        for (idx, part) in envelope.parts().iter().enumerate() {
+            let table = otlp::logs::decode(&part.payload, part.format, part.compression)
+                .map_err(|e| format!("LSN {lsn}, batch {id}, request {idx}: {e}"))?;
+            if table.num_rows() == 0 {
+                self.problems
+                    .push(format!("LSN {lsn}, batch {id}, request {idx}: no log records"));
+            }
+            match ENCODINGS
+                .iter()
+                .position(|e| e.format == part.format && e.compression == part.compression)
+            {
+                Some(encoding) => self.received[encoding] += 1,
+                None => self.problems.push(format!(
+                    "LSN {lsn}, batch {id}, request {idx}: {} ({}) was never sent",
+                    part.format, part.compression
+                )),
+            }
+            logs.push(table);
         }
-        for stage in &mut self.stages {
-            stage.process(&event)?;
+        if meta.message_count != logs.len() as u64 {
+            self.problems.push(format!(
+                "LSN {lsn}, batch {id}: {} messages in the header, {} requests converted",
+                meta.message_count,
+                logs.len()
+            ));
         }
+
+        // Every row must be its producer's next record; an envelope holds one producer's.
+        let mut ledger: Option<(usize, BatchLedger)> = None;
+        for table in &logs {
+            for (producer, seq) in producer_seqs(table).map_err(|e| format!("LSN {lsn}, batch {id}: {e}"))? {
+                let Some(next_seq) = self.next_seq.get_mut(producer) else {
+                    self.problems.push(format!("LSN {lsn}: unknown producer {producer}"));
+                    continue;
+                };
+                if seq == *next_seq {
+                    *next_seq += 1;
+                } else {
+                    self.problems.push(format!(
+                        "LSN {lsn}: producer {producer} record {seq} arrived after record {}",
+                        *next_seq as i128 - 1
+                    ));
+                }
+                match &mut ledger {
+                    None => {
+                        let seqs = seq..seq + 1;
+                        ledger = Some((
+                            producer,
+                            BatchLedger {
+                                lsn,
+                                id,
+                                seqs,
+                                records: 0,
+                            },
+                        ));
+                    }
+                    Some((owner, batch)) if *owner == producer => batch.seqs.end = seq + 1,
+                    Some((owner, _)) => self.problems.push(format!(
+                        "LSN {lsn}, batch {id}: records of producers {owner} and {producer}"
+                    )),
+                }
+            }
+        }
+        let n_rows: u64 = logs.iter().map(|t| t.num_rows() as u64).sum();
+        self.n_rows += n_rows;
+        match ledger {
+            Some((producer, mut batch)) => {
+                batch.records = n_rows;
+                if let Some(seen) = self.seen.get_mut(producer) {
+                    seen.push(batch);
+                }
+            }
+            None => self.problems.push(format!("LSN {lsn}, batch {id}: no log records")),
+        }
+
+        let batch = Batch { lsn, logs: &logs };
+        for processor in &mut self.processors {
+            processor.process(&batch)?;
+        }
+        tracker.advance(id, Stage::Ingested)?;
         Ok(())
     }
 }
@@ -550,8 +1161,8 @@ struct JanitorReport {
     retain_from: Lsn,
 }
 
-/// Releases segments behind the stages' watermark until told to stop, then once more.
-fn janitor(wal: &Wal, progress: &Progress) -> Result<JanitorReport, String> {
+/// Releases segments behind the processors' watermark until told to stop, then once more.
+fn janitor(wal: &Wal, tracker: &Tracker, progress: &Progress) -> Result<JanitorReport, String> {
     let mut report = JanitorReport {
         truncations: 0,
         peak_segments: 0,
@@ -563,6 +1174,7 @@ fn janitor(wal: &Wal, progress: &Progress) -> Result<JanitorReport, String> {
         let retain_from = Lsn(progress.retain_from.load(Ordering::Acquire));
         if retain_from > report.retain_from {
             wal.truncate_before(retain_from).map_err(|e| format!("janitor: {e}"))?;
+            tracker.release_before(retain_from)?;
             report.truncations += 1;
             report.retain_from = retain_from;
         }
@@ -580,7 +1192,7 @@ fn janitor(wal: &Wal, progress: &Progress) -> Result<JanitorReport, String> {
 struct Reopened {
     recovery: wit_wal::Recovery,
     stats: wit_wal::Stats,
-    /// Records read back after reopening, and whether their LSNs ran without a gap.
+    /// Envelopes read back after reopening, and whether their LSNs ran without a gap.
     read_back: u64,
     contiguous: bool,
 }
@@ -609,25 +1221,52 @@ fn reopen(dir: &Path, config: Config) -> Result<Reopened, String> {
 
 fn report(run: &RunOutcome, reopened: &Reopened) {
     let secs = run.append_time.as_secs_f64().max(1e-9);
-    let n = run.n_acked();
+    let n = run.n_records_acked();
+    let mib = run.append_bytes as f64 / (1 << 20) as f64;
     println!(
-        "producers: {n} records acknowledged ({:.1} MiB) in {:.2} s: {:.0} records/s, {:.1} MiB/s",
-        run.append_bytes as f64 / (1 << 20) as f64,
-        secs,
+        "producers: {n} log records in {} requests ({}) -> {} batches acknowledged ({mib:.1} MiB) in {secs:.2} s: \
+         {:.0} records/s, {:.1} MiB/s",
+        run.sent.iter().sum::<u64>(),
+        encoding_summary(&run.sent),
+        run.n_batches_acked(),
         n as f64 / secs,
-        run.append_bytes as f64 / (1 << 20) as f64 / secs
+        mib / secs
     );
     let c = &run.consumer;
     println!(
-        "consumer:  {} records in {:.2} s",
+        "consumer:  {} batches, {} requests, {} rows converted to Arrow in {:.2} s",
         c.n_consumed(),
+        c.n_requests(),
+        c.n_rows,
         c.elapsed.as_secs_f64()
     );
-    for stage in &c.stages {
-        for line in stage.summary() {
+    for processor in &c.processors {
+        for line in processor.summary() {
             println!("           {line}");
         }
     }
+    let l = &run.lifecycle;
+    let stages = |counts: &[u64], separator: &str| {
+        let stages: Vec<_> = Stage::ALL
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| **n > 0)
+            .map(|(stage, n)| format!("{stage} {n}"))
+            .collect();
+        if stages.is_empty() {
+            "-".to_owned()
+        } else {
+            stages.join(separator)
+        }
+    };
+    println!(
+        "lifecycle: {} batches reached {}; now {}, {} of them behind the janitor's truncation point (LSN {})",
+        l.n_batches,
+        stages(&l.reached, " -> "),
+        stages(&l.current, ", "),
+        l.released,
+        run.janitor.retain_from
+    );
     let j = &run.janitor;
     println!(
         "janitor:   {} truncations; the log now starts at LSN {}, segments peaked at {} while running",
@@ -657,7 +1296,7 @@ fn report(run: &RunOutcome, reopened: &Reopened) {
     );
     let s = &reopened.stats;
     println!(
-        "stats:     {} segment(s) + {} spare, {:.1} MiB on disk; first LSN {}, last LSN {}, next LSN {}; {} records read back",
+        "stats:     {} segment(s) + {} spare, {:.1} MiB on disk; first LSN {}, last LSN {}, next LSN {}; {} envelopes read back",
         s.segment_count,
         s.spare_segments,
         s.bytes_on_disk as f64 / (1 << 20) as f64,
@@ -668,13 +1307,20 @@ fn report(run: &RunOutcome, reopened: &Reopened) {
     );
 }
 
-/// Checks that the consumer saw every acknowledged record exactly once, in order, and that
-/// the reopened log holds what it should.
+/// Checks that every log record was sent, acknowledged and converted exactly once, in order,
+/// that every batch ended `INGESTED`, and that the reopened log holds what it should.
 fn check(run: &RunOutcome, reopened: &Reopened) -> Result<(), String> {
     let c = &run.consumer;
     let mut problems = c.problems.clone();
     if let Some(e) = &run.producer_error {
         problems.push(e.clone());
+    }
+    if run.n_records_acked() != run.requested {
+        problems.push(format!(
+            "{} log records to send but {} acknowledged",
+            run.requested,
+            run.n_records_acked()
+        ));
     }
     for (p, (acked, seen)) in run.acked.iter().zip(&c.seen).enumerate() {
         if acked != seen {
@@ -684,17 +1330,43 @@ fn check(run: &RunOutcome, reopened: &Reopened) -> Result<(), String> {
                 .position(|(a, s)| a != s)
                 .unwrap_or(acked.len().min(seen.len()));
             problems.push(format!(
-                "producer {p}: {} records acknowledged, {} consumed; they differ from record {first_diff}",
+                "producer {p}: {} batches acknowledged, {} converted; they differ from batch {first_diff}: \
+                 acknowledged {:?}, converted {:?}",
                 acked.len(),
-                seen.len()
+                seen.len(),
+                acked.get(first_diff),
+                seen.get(first_diff)
             ));
         }
     }
-    if c.n_consumed() != run.n_acked() {
+    if c.n_consumed() != run.n_batches_acked() {
         problems.push(format!(
-            "{} records acknowledged but {} consumed",
-            run.n_acked(),
+            "{} batches acknowledged but {} consumed",
+            run.n_batches_acked(),
             c.n_consumed()
+        ));
+    }
+    if c.n_rows != run.n_records_acked() {
+        problems.push(format!(
+            "{} log records acknowledged but {} rows converted",
+            run.n_records_acked(),
+            c.n_rows
+        ));
+    }
+    if c.received != run.sent {
+        problems.push(format!(
+            "requests sent ({}) and converted ({}) differ",
+            encoding_summary(&run.sent),
+            encoding_summary(&c.received)
+        ));
+    }
+    let l = &run.lifecycle;
+    let ingested = l.current[stage_index(Stage::Ingested)];
+    if l.n_batches != run.n_batches_acked() || ingested != l.n_batches {
+        problems.push(format!(
+            "{} batches acknowledged, {} tracked, {ingested} of them INGESTED",
+            run.n_batches_acked(),
+            l.n_batches
         ));
     }
     if reopened.stats.next_lsn != c.next {
@@ -704,13 +1376,19 @@ fn check(run: &RunOutcome, reopened: &Reopened) -> Result<(), String> {
         ));
     }
     if !reopened.contiguous {
-        problems.push("records read back after reopening have a gap".into());
+        problems.push("envelopes read back after reopening have a gap".into());
     }
     if reopened.recovery.torn_tail.is_some() {
         problems.push("a cleanly closed log had a torn tail".into());
     }
     match problems.len() {
         0 => Ok(()),
-        n => Err(format!("{n} problem(s):\n  {}", problems.join("\n  "))),
+        n => {
+            let mut shown = problems[..n.min(MAX_PROBLEMS_SHOWN)].join("\n  ");
+            if n > MAX_PROBLEMS_SHOWN {
+                shown.push_str(&format!("\n  ... and {} more", n - MAX_PROBLEMS_SHOWN));
+            }
+            Err(format!("{n} problem(s):\n  {shown}"))
+        }
     }
 }

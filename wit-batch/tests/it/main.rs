@@ -1,0 +1,9 @@
+mod batcher;
+mod envelope;
+mod events;
+mod fuzz_corpus;
+mod lifecycle;
+mod logs;
+mod metrics;
+mod otlp_arb;
+mod traces;
