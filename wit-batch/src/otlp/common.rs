@@ -210,11 +210,13 @@ impl Common {
         e.description_keys.push(descs);
     }
 
-    fn note_service(&mut self, key: &str, value: &Value<'_>) {
-        if key == SERVICE_NAME
+    fn note_service(&mut self, key: &[u8], value: &Value<'_>) {
+        // Invalid UTF-8 is reported when the attribute column is finished.
+        if key == SERVICE_NAME.as_bytes()
             && let Value::Str(name) = value
+            && let Ok(name) = std::str::from_utf8(name)
         {
-            *self.res_service.last_mut().expect("in a resource") = Some(name.to_string());
+            *self.res_service.last_mut().expect("in a resource") = Some(name.to_owned());
         }
     }
 
@@ -280,7 +282,7 @@ impl Common {
         if let Some(r) = resource {
             for kv in &r.attributes {
                 let value = super::value::value_from_prost(kv.value.as_ref())?;
-                self.note_service(&kv.key, &value);
+                self.note_service(kv.key.as_bytes(), &value);
             }
             push_prost_attrs(&mut self.res_attrs, &r.attributes)?;
             *self.res_dropped.last_mut().expect("in a resource") = r.dropped_attributes_count;
@@ -325,14 +327,14 @@ impl Common {
         Ok(vec![
             by_resource(Arc::new(arrow::array::StringArray::from(self.res_service)))?,
             Arc::new(dense_positions(None, row_resource_idx.values())),
-            by_resource(Arc::new(self.res_attrs.finish()))?,
+            by_resource(Arc::new(self.res_attrs.finish()?))?,
             by_resource(Arc::new(UInt32Array::from(self.res_dropped)))?,
             by_resource(Arc::new(self.res_entities.finish(n_resources)))?,
             by_resource(Arc::new(StringArray::from(self.res_schema_url)))?,
             Arc::new(dense_positions(Some(row_resource_idx.values()), row_scope.values())),
             by_scope(Arc::new(StringArray::from(self.scope_name)))?,
             by_scope(Arc::new(StringArray::from(self.scope_version)))?,
-            by_scope(Arc::new(self.scope_attrs.finish()))?,
+            by_scope(Arc::new(self.scope_attrs.finish()?))?,
             by_scope(Arc::new(UInt32Array::from(self.scope_dropped)))?,
             by_scope(Arc::new(StringArray::from(self.scope_schema_url)))?,
         ])

@@ -36,7 +36,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 
 use super::columns::{Columns, IdBuilder, col, id_bytes, optional_timestamps, timestamp_type, timestamps};
 use super::common::{Common, CommonReader, common_fields};
-use super::source::{EnumValues, Fields, Json, Proto, Source};
+use super::source::{EnumValues, Fields, Json, Source};
 use super::value::{
     AttrsBuilder, AttrsReader, Value, ValuesBuilder, ValuesReader, attrs_type, push_prost_attrs, read_any_value,
     read_key_value, value_from_prost, value_type,
@@ -132,12 +132,23 @@ pub fn schema() -> SchemaRef {
 /// when `format` is not an OTLP format.
 pub fn decode(payload: &[u8], format: PayloadFormat, compression: Compression) -> Result<RecordBatch> {
     let payload = compression.decompress(payload)?;
-    let mut b = LogsBuilder::with_capacity_for(payload.len());
-    match format {
-        PayloadFormat::OtlpProtobuf => Proto::new(&payload).top(|s| read_request(s, &mut b))?,
-        PayloadFormat::OtlpJson => Json::new(&payload)?.top(|s| read_request(s, &mut b))?,
+    let new = || LogsBuilder::with_capacity_for(payload.len());
+    let b = match format {
+        PayloadFormat::OtlpProtobuf => {
+            return super::decode_protobuf(
+                &payload,
+                new,
+                |s, b: &mut LogsBuilder| read_request(s, b),
+                LogsBuilder::finish,
+            );
+        }
+        PayloadFormat::OtlpJson => {
+            let mut b = new();
+            Json::new(&payload)?.top(|s| read_request(s, &mut b))?;
+            b
+        }
         other => return Err(super::not_otlp(other)),
-    }
+    };
     b.finish()
 }
 
@@ -373,8 +384,8 @@ impl LogsBuilder {
             Arc::new(UInt32Array::from(self.flags)),
             Arc::new(Int32Array::from(self.severity_number)),
             Arc::new({ self.severity_text }.finish()),
-            Arc::new(self.body.finish()),
-            Arc::new(self.attrs.finish()),
+            Arc::new(self.body.finish()?),
+            Arc::new(self.attrs.finish()?),
             Arc::new(UInt32Array::from(self.dropped_attributes)),
             Arc::new({ self.event_name }.finish()),
         ];

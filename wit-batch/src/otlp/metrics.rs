@@ -64,7 +64,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 
 use super::columns::{Columns, IdBuilder, col, id_bytes, optional_timestamps, timestamp_type, timestamps};
 use super::common::{Common, CommonReader, common_fields, dense_positions, offset};
-use super::source::{EnumValues, Fields, Json, Proto, Source};
+use super::source::{EnumValues, Fields, Json, Source};
 use super::value::{AttrsBuilder, AttrsReader, attrs_type, push_prost_attrs, read_key_value};
 use crate::{Compression, Error, PayloadFormat, Result};
 
@@ -259,12 +259,23 @@ pub fn schema() -> SchemaRef {
 /// [`Error::InvalidConfig`] when `format` is not an OTLP format.
 pub fn decode(payload: &[u8], format: PayloadFormat, compression: Compression) -> Result<RecordBatch> {
     let payload = compression.decompress(payload)?;
-    let mut b = MetricsBuilder::default();
-    match format {
-        PayloadFormat::OtlpProtobuf => Proto::new(&payload).top(|s| read_request(s, &mut b))?,
-        PayloadFormat::OtlpJson => Json::new(&payload)?.top(|s| read_request(s, &mut b))?,
+    let new = || MetricsBuilder::default();
+    let b = match format {
+        PayloadFormat::OtlpProtobuf => {
+            return super::decode_protobuf(
+                &payload,
+                new,
+                |s, b: &mut MetricsBuilder| read_request(s, b),
+                MetricsBuilder::finish,
+            );
+        }
+        PayloadFormat::OtlpJson => {
+            let mut b = new();
+            Json::new(&payload)?.top(|s| read_request(s, &mut b))?;
+            b
+        }
         other => return Err(super::not_otlp(other)),
-    }
+    };
     b.finish()
 }
 
@@ -725,7 +736,7 @@ impl ExemplarsBuilder {
         self.offsets.push(offset(self.time.len()));
     }
 
-    fn finish(mut self) -> ListArray {
+    fn finish(mut self) -> Result<ListArray> {
         let values = StructArray::new(
             exemplar_fields(),
             vec![
@@ -734,16 +745,16 @@ impl ExemplarsBuilder {
                 Arc::new(self.value_int.finish()),
                 Arc::new(self.span_id.finish()),
                 Arc::new(self.trace_id.finish()),
-                Arc::new(self.attrs.finish()),
+                Arc::new(self.attrs.finish()?),
             ],
             None,
         );
-        ListArray::new(
+        Ok(ListArray::new(
             item_field(DataType::Struct(exemplar_fields())),
             OffsetBuffer::new(self.offsets.into()),
             Arc::new(values),
             None,
-        )
+        ))
     }
 }
 
@@ -1020,11 +1031,11 @@ impl MetricsBuilder {
             by_metric(Arc::new(self.metric_name.finish()))?,
             by_metric(Arc::new(self.metric_description.finish()))?,
             by_metric(Arc::new(self.metric_unit.finish()))?,
-            by_metric(Arc::new(self.metric_metadata.finish()))?,
+            by_metric(Arc::new(self.metric_metadata.finish()?))?,
             by_metric(Arc::new(UInt8Array::from(self.metric_type)))?,
             by_metric(Arc::new(Int32Array::from(self.metric_temporality)))?,
             by_metric(Arc::new(BooleanArray::from(self.metric_monotonic)))?,
-            Arc::new(self.attrs.finish()),
+            Arc::new(self.attrs.finish()?),
             Arc::new(UInt32Array::from(self.flags)),
             Arc::new(self.value_double.finish()),
             Arc::new(self.value_int.finish()),
@@ -1042,7 +1053,7 @@ impl MetricsBuilder {
             Arc::new(self.negative_offset.finish()),
             Arc::new(self.negative_bucket_counts.finish()),
             Arc::new(self.quantiles.finish()),
-            Arc::new(self.exemplars.finish()),
+            Arc::new(self.exemplars.finish()?),
         ];
         columns.extend(self.common.finish()?);
         Ok(RecordBatch::try_new(schema(), columns)?)

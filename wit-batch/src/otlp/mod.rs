@@ -95,6 +95,32 @@ pub mod traces;
 
 use crate::{Error, PayloadFormat, Result};
 
+/// Decodes a protobuf payload with `read` into a builder from `new`, then `finish`es it.
+///
+/// Strings bound for attribute columns are validated as UTF-8 once per column, when it is
+/// finished, rather than one by one; if that check fails, the payload is read again with every
+/// string checked as it is read, so that the error names the field and offset.
+fn decode_protobuf<B>(
+    payload: &[u8],
+    new: impl Fn() -> B,
+    read: impl for<'a> Fn(&mut source::Proto<'a>, &mut B) -> Result<()>,
+    finish: impl Fn(B) -> Result<arrow::record_batch::RecordBatch>,
+) -> Result<arrow::record_batch::RecordBatch> {
+    let mut b = new();
+    source::Proto::new(payload).top(|s| read(s, &mut b))?;
+    match finish(b) {
+        Err(Error::Decode {
+            offset: value::LATE_UTF8,
+            ..
+        }) => {
+            let mut b = new();
+            source::Proto::strict(payload).top(|s| read(s, &mut b))?;
+            finish(b)
+        }
+        done => done,
+    }
+}
+
 fn not_otlp(format: PayloadFormat) -> Error {
     Error::InvalidConfig {
         reason: format!("{format} is not an OTLP payload format"),

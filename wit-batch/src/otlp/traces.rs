@@ -38,7 +38,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 
 use super::columns::{Columns, IdBuilder, col, id_bytes, timestamp_type, timestamps};
 use super::common::{Common, CommonReader, common_fields, offset};
-use super::source::{EnumValues, Fields, Json, Proto, Source};
+use super::source::{EnumValues, Fields, Json, Source};
 use super::value::{AttrsBuilder, AttrsReader, attrs_type, push_prost_attrs, read_key_value};
 use crate::{Compression, Error, PayloadFormat, Result};
 
@@ -172,12 +172,23 @@ pub fn schema() -> SchemaRef {
 /// [`Error::InvalidConfig`] when `format` is not an OTLP format.
 pub fn decode(payload: &[u8], format: PayloadFormat, compression: Compression) -> Result<RecordBatch> {
     let payload = compression.decompress(payload)?;
-    let mut b = SpansBuilder::with_capacity_for(payload.len());
-    match format {
-        PayloadFormat::OtlpProtobuf => Proto::new(&payload).top(|s| read_request(s, &mut b))?,
-        PayloadFormat::OtlpJson => Json::new(&payload)?.top(|s| read_request(s, &mut b))?,
+    let new = || SpansBuilder::with_capacity_for(payload.len());
+    let b = match format {
+        PayloadFormat::OtlpProtobuf => {
+            return super::decode_protobuf(
+                &payload,
+                new,
+                |s, b: &mut SpansBuilder| read_request(s, b),
+                SpansBuilder::finish,
+            );
+        }
+        PayloadFormat::OtlpJson => {
+            let mut b = new();
+            Json::new(&payload)?.top(|s| read_request(s, &mut b))?;
+            b
+        }
         other => return Err(super::not_otlp(other)),
-    }
+    };
     b.finish()
 }
 
@@ -387,7 +398,7 @@ impl EventsBuilder {
         self.offsets.push(offset(self.time.len()));
     }
 
-    fn finish(mut self) -> ListArray {
+    fn finish(mut self) -> Result<ListArray> {
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
@@ -396,17 +407,17 @@ impl EventsBuilder {
             vec![
                 timestamps(self.time),
                 Arc::new(self.name.finish()),
-                Arc::new(self.attrs.finish()),
+                Arc::new(self.attrs.finish()?),
                 Arc::new(UInt32Array::from(self.dropped)),
             ],
             None,
         );
-        ListArray::new(
+        Ok(ListArray::new(
             Arc::new(Field::new_list_field(DataType::Struct(event_fields()), false)),
             OffsetBuffer::new(self.offsets.into()),
             Arc::new(values),
             None,
-        )
+        ))
     }
 }
 
@@ -438,7 +449,7 @@ impl LinksBuilder {
         self.offsets.push(offset(self.flags.len()));
     }
 
-    fn finish(mut self) -> ListArray {
+    fn finish(mut self) -> Result<ListArray> {
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
@@ -448,18 +459,18 @@ impl LinksBuilder {
                 Arc::new(self.trace_id.finish()),
                 Arc::new(self.span_id.finish()),
                 Arc::new(self.state.finish()),
-                Arc::new(self.attrs.finish()),
+                Arc::new(self.attrs.finish()?),
                 Arc::new(UInt32Array::from(self.dropped)),
                 Arc::new(UInt32Array::from(self.flags)),
             ],
             None,
         );
-        ListArray::new(
+        Ok(ListArray::new(
             Arc::new(Field::new_list_field(DataType::Struct(link_fields()), false)),
             OffsetBuffer::new(self.offsets.into()),
             Arc::new(values),
             None,
-        )
+        ))
     }
 }
 
@@ -584,11 +595,11 @@ impl SpansBuilder {
             Arc::new(Int32Array::from(self.kind)),
             Arc::new(Int32Array::from(self.status_code)),
             Arc::new({ self.status_message }.finish()),
-            Arc::new(self.attrs.finish()),
+            Arc::new(self.attrs.finish()?),
             Arc::new(UInt32Array::from(self.dropped_attributes)),
-            Arc::new(self.events.finish()),
+            Arc::new(self.events.finish()?),
             Arc::new(UInt32Array::from(self.dropped_events)),
-            Arc::new(self.links.finish()),
+            Arc::new(self.links.finish()?),
             Arc::new(UInt32Array::from(self.dropped_links)),
         ];
         columns.extend(self.common.finish()?);

@@ -11,10 +11,9 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::ArrayBuilder as _;
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, MapArray, StringArray, StringBuilder,
-    StructArray, UInt8Array,
+    Array, ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, MapArray, StringArray, StructArray,
+    UInt8Array,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Fields as ArrowFields};
@@ -56,7 +55,8 @@ static VALUES: Fields = Fields {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value<'a> {
     Empty,
-    Str(Cow<'a, str>),
+    /// UTF-8 text; from protobuf it is validated with its column when the batch is finished.
+    Str(Cow<'a, [u8]>),
     Bool(bool),
     Int(i64),
     Double(f64),
@@ -98,7 +98,7 @@ pub(crate) fn read_any_value<'a, S: Source<'a>>(s: &mut S) -> Result<Value<'a>> 
         let mut strindex = false;
         while let Some(tag) = s.next_field(&ANY_VALUE)? {
             let member = match tag {
-                1 => Value::Str(s.string()?),
+                1 => Value::Str(s.text()?),
                 2 => Value::Bool(s.boolean()?),
                 3 => Value::Int(s.int64()?),
                 4 => Value::Double(s.double()?),
@@ -116,6 +116,7 @@ pub(crate) fn read_any_value<'a, S: Source<'a>>(s: &mut S) -> Result<Value<'a>> 
                 8 => {
                     s.uint32()?;
                     strindex = true;
+                    replaced(s, &value)?;
                     value = Value::Empty;
                     continue;
                 }
@@ -132,6 +133,7 @@ pub(crate) fn read_any_value<'a, S: Source<'a>>(s: &mut S) -> Result<Value<'a>> 
             ) {
                 value.merge(member);
             } else {
+                replaced(s, &value)?;
                 value = member;
             }
         }
@@ -144,21 +146,39 @@ pub(crate) fn read_any_value<'a, S: Source<'a>>(s: &mut S) -> Result<Value<'a>> 
 
 /// Reads a `KeyValue` message into `attrs` (one map entry).
 pub(crate) fn read_key_value<'a, S: Source<'a>>(s: &mut S, attrs: &mut AttrsBuilder) -> Result<()> {
+    if let Some((key, value)) = s.fast_key_value() {
+        attrs.push(key, &value);
+        return Ok(());
+    }
     let (key, value) = read_key_value_parts(s)?;
     attrs.push(&key, &value);
     Ok(())
 }
 
 /// Reads a `KeyValue` message.
-pub(crate) fn read_key_value_parts<'a, S: Source<'a>>(s: &mut S) -> Result<(Cow<'a, str>, Value<'a>)> {
+pub(crate) fn read_key_value_parts<'a, S: Source<'a>>(s: &mut S) -> Result<(Cow<'a, [u8]>, Value<'a>)> {
     s.message(|s| {
-        let mut key = Cow::Borrowed("");
+        let mut key = Cow::Borrowed(&b""[..]);
         let mut value = Value::Empty;
         let mut key_strindex = 0;
         while let Some(tag) = s.next_field(&KEY_VALUE)? {
             match tag {
-                1 => key = s.string()?,
-                2 => value.merge(read_any_value(s)?),
+                1 => {
+                    let later = s.text()?;
+                    checked_utf8(s, &key)?; // replaced, so never checked with its column
+                    key = later;
+                }
+                2 => {
+                    let later = read_any_value(s)?;
+                    if matches!(value, Value::Empty) {
+                        value = later;
+                    } else {
+                        if !matches!(later, Value::Empty) {
+                            replaced(s, &value)?;
+                        }
+                        value.merge(later);
+                    }
+                }
                 3 => key_strindex = s.uint32()?,
                 _ => s.skip()?,
             }
@@ -204,7 +224,7 @@ fn write_value_json(out: &mut String, value: &Value<'_>) {
         Value::Empty => out.push_str("{}"),
         Value::Str(s) => {
             out.push_str("{\"stringValue\":");
-            write_json_str(out, s);
+            write_json_str(out, &String::from_utf8_lossy(s));
             out.push('}');
         }
         Value::Bool(b) => {
@@ -238,6 +258,20 @@ fn write_value_json(out: &mut String, value: &Value<'_>) {
     }
 }
 
+/// A string value that a later one replaces is never checked with its column: check it now,
+/// as prost, which validates every string it decodes, would.
+fn replaced<'a, S: Source<'a>>(s: &S, old: &Value<'_>) -> Result<()> {
+    match old {
+        Value::Str(text) => checked_utf8(s, text).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// `text` as a `str`: nested values are validated as they are written out.
+fn checked_utf8<'t, 'a, S: Source<'a>>(s: &S, text: &'t [u8]) -> Result<&'t str> {
+    std::str::from_utf8(text).map_err(|e| s.error(format!("string is not valid UTF-8: {e}")))
+}
+
 /// Writes the `values` of an `ArrayValue` as a JSON array of OTLP/JSON `AnyValue` objects.
 fn write_values_json<'a, S: Source<'a>>(s: &mut S, out: &mut String) -> Result<()> {
     out.push('[');
@@ -251,6 +285,9 @@ fn write_values_json<'a, S: Source<'a>>(s: &mut S, out: &mut String) -> Result<(
             out.push(',');
         }
         let value = read_any_value(s)?;
+        if let Value::Str(text) = &value {
+            checked_utf8(s, text)?;
+        }
         write_value_json(out, &value);
     }
     out.push(']');
@@ -270,8 +307,11 @@ fn write_kvlist_json<'a, S: Source<'a>>(s: &mut S, out: &mut String) -> Result<(
             out.push(',');
         }
         let (key, value) = read_key_value_parts(s)?;
+        if let Value::Str(text) = &value {
+            checked_utf8(s, text)?;
+        }
         out.push_str("{\"key\":");
-        write_json_str(out, &key);
+        write_json_str(out, checked_utf8(s, &key)?);
         out.push_str(",\"value\":");
         write_value_json(out, &value);
         out.push('}');
@@ -290,7 +330,7 @@ pub(crate) fn value_from_prost(value: Option<&AnyValue>) -> Result<Value<'_>> {
         return Ok(Value::Empty);
     };
     Ok(match value {
-        V::StringValue(s) => Value::Str(Cow::Borrowed(s)),
+        V::StringValue(s) => Value::Str(Cow::Borrowed(s.as_bytes())),
         V::BoolValue(b) => Value::Bool(*b),
         V::IntValue(i) => Value::Int(*i),
         V::DoubleValue(d) => Value::Double(*d),
@@ -317,7 +357,7 @@ pub(crate) fn push_prost_attrs(attrs: &mut AttrsBuilder, kvs: &[KeyValue]) -> Re
         if kv.key_strindex != 0 {
             return Err(prost_error(STRINDEX));
         }
-        attrs.push(&kv.key, &value_from_prost(kv.value.as_ref())?);
+        attrs.push(kv.key.as_bytes(), &value_from_prost(kv.value.as_ref())?);
     }
     Ok(())
 }
@@ -410,7 +450,7 @@ impl ValuesBuilder {
         let (ty, int, double, boolean) = match value {
             Value::Empty => (EMPTY, 0, 0.0, false),
             Value::Str(s) => {
-                self.str_data.extend_from_slice(s.as_bytes());
+                self.str_data.extend_from_slice(s);
                 (STRING, 0, 0.0, false)
             }
             Value::Bool(b) => (BOOL, 0, 0.0, *b),
@@ -454,25 +494,28 @@ impl ValuesBuilder {
         self.ty.len()
     }
 
-    pub(crate) fn finish(mut self) -> StructArray {
+    /// The column; [`Error::Decode`] with offset [`LATE_UTF8`] if a string is not UTF-8.
+    pub(crate) fn finish(mut self) -> Result<StructArray> {
         use arrow::buffer::{BooleanBuffer, ScalarBuffer};
         if self.str_offsets.is_empty() {
             self.str_offsets.push(0);
             self.bytes_offsets.push(0);
         }
         let ty = &self.ty;
-        let valid = |f: fn(u8) -> bool| NullBuffer::new(BooleanBuffer::collect_bool(ty.len(), |i| f(ty[i])));
-        let str_valid = valid(|t| matches!(t, STRING | ARRAY | KVLIST));
-        let (int_valid, double_valid) = (valid(|t| t == INT), valid(|t| t == DOUBLE));
-        let (bool_valid, bytes_valid) = (valid(|t| t == BOOL), valid(|t| t == BYTES));
+        let n = ty.len();
+        let valid = |b: BooleanBuffer| NullBuffer::new(b);
+        let str_valid = valid(BooleanBuffer::collect_bool(n, |i| {
+            matches!(ty[i], STRING | ARRAY | KVLIST)
+        }));
+        let int_valid = valid(BooleanBuffer::collect_bool(n, |i| ty[i] == INT));
+        let double_valid = valid(BooleanBuffer::collect_bool(n, |i| ty[i] == DOUBLE));
+        let bool_valid = valid(BooleanBuffer::collect_bool(n, |i| ty[i] == BOOL));
+        let bytes_valid = valid(BooleanBuffer::collect_bool(n, |i| ty[i] == BYTES));
         let nulls = self.any_null.then(|| NullBuffer::from(std::mem::take(&mut self.nulls)));
+        let strings = utf8_column(self.str_offsets, self.str_data, Some(str_valid))?;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(UInt8Array::from(self.ty)),
-            Arc::new(StringArray::new(
-                OffsetBuffer::new(ScalarBuffer::from(self.str_offsets)),
-                self.str_data.into(),
-                Some(str_valid),
-            )),
+            Arc::new(strings),
             Arc::new(Int64Array::new(self.int.into(), Some(int_valid))),
             Arc::new(Float64Array::new(self.double.into(), Some(double_valid))),
             Arc::new(BooleanArray::new(BooleanBuffer::from(self.boolean), Some(bool_valid))),
@@ -482,8 +525,26 @@ impl ValuesBuilder {
                 Some(bytes_valid),
             )),
         ];
-        StructArray::new(value_fields().clone(), columns, nulls)
+        Ok(StructArray::new(value_fields().clone(), columns, nulls))
     }
+}
+
+/// The offset a decode error carries when invalid UTF-8 is found only as a column is
+/// finished: the decoder then reads the payload again, validating each string as it goes, to
+/// name the field and offset.
+pub(crate) const LATE_UTF8: usize = usize::MAX;
+
+/// A Utf8 column from raw parts, validated in one pass (and at every offset).
+pub(crate) fn utf8_column(offsets: Vec<i32>, data: Vec<u8>, nulls: Option<NullBuffer>) -> Result<StringArray> {
+    use arrow::buffer::ScalarBuffer;
+    StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(offsets)), data.into(), nulls).map_err(|e| {
+        Error::Decode {
+            format: crate::PayloadFormat::OtlpProtobuf,
+            field: String::new(),
+            offset: LATE_UTF8,
+            reason: format!("a string is not valid UTF-8 ({e})"),
+        }
+    })
 }
 
 #[inline]
@@ -494,7 +555,8 @@ fn offset32(n: usize) -> i32 {
 /// Builds an attributes column: one map per row.
 pub(crate) struct AttrsBuilder {
     offsets: Vec<i32>,
-    keys: StringBuilder,
+    key_offsets: Vec<i32>,
+    key_data: Vec<u8>,
     values: ValuesBuilder,
 }
 
@@ -502,7 +564,8 @@ impl Default for AttrsBuilder {
     fn default() -> Self {
         AttrsBuilder {
             offsets: vec![0],
-            keys: StringBuilder::new(),
+            key_offsets: vec![0],
+            key_data: Vec::new(),
             values: ValuesBuilder::default(),
         }
     }
@@ -513,16 +576,16 @@ impl AttrsBuilder {
     /// `text` bytes of keys and string values.
     pub(crate) fn reserve(&mut self, rows: usize, entries: usize, text: usize) {
         self.offsets.reserve(rows);
-        if self.keys.len() == 0 {
-            self.keys = StringBuilder::with_capacity(entries, text / 2);
-        }
+        self.key_offsets.reserve(entries);
+        self.key_data.reserve(text / 2);
         self.values.reserve(entries, text);
     }
 
     /// Adds an entry to the current row.
     #[inline]
-    pub(crate) fn push(&mut self, key: &str, value: &Value<'_>) {
-        self.keys.append_value(key);
+    pub(crate) fn push(&mut self, key: &[u8], value: &Value<'_>) {
+        self.key_data.extend_from_slice(key);
+        self.key_offsets.push(offset32(self.key_data.len()));
         self.values.push(value);
     }
 
@@ -533,22 +596,24 @@ impl AttrsBuilder {
             .push(i32::try_from(self.values.len()).expect("fewer than 2^31 attributes in one batch"));
     }
 
-    pub(crate) fn finish(mut self) -> MapArray {
+    /// The column; [`Error::Decode`] with offset [`LATE_UTF8`] if a string is not UTF-8.
+    pub(crate) fn finish(self) -> Result<MapArray> {
+        let keys = utf8_column(self.key_offsets, self.key_data, None)?;
         let entries = StructArray::new(
             match map_entries_field().data_type() {
                 DataType::Struct(f) => f.clone(),
                 _ => unreachable!("entries is a struct"),
             },
-            vec![Arc::new(self.keys.finish()), Arc::new(self.values.finish())],
+            vec![Arc::new(keys), Arc::new(self.values.finish()?)],
             None,
         );
-        MapArray::new(
+        Ok(MapArray::new(
             map_entries_field(),
             OffsetBuffer::new(self.offsets.into()),
             entries,
             None,
             false,
-        )
+        ))
     }
 }
 
@@ -794,7 +859,7 @@ mod tests {
         let value = value_from_prost(Some(&nested)).unwrap();
         let mut b = ValuesBuilder::default();
         b.push(&value);
-        let array = b.finish();
+        let array = b.finish().unwrap();
         let back = ValuesReader::new(&array, "test").unwrap().get(0).unwrap().unwrap();
         assert_eq!(back, nested);
         // -0.0 == 0.0 under PartialEq; check the sign survived too.

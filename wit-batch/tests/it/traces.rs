@@ -364,3 +364,64 @@ fn hostile_nesting_is_an_error_not_a_stack_overflow() {
     let err = traces::decode(request.as_bytes(), PayloadFormat::OtlpJson, Compression::None).unwrap_err();
     assert!(err.to_string().contains("nested more than 128 deep"), "{err}");
 }
+
+#[test]
+fn invalid_utf8_in_an_attribute_is_named_by_field_and_offset() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    let marker = "\u{1}MARK\u{1}";
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    name: "ok".into(),
+                    attributes: vec![
+                        KeyValue {
+                            key: "fine".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue("é".into())),
+                            }),
+                            ..Default::default()
+                        },
+                        KeyValue {
+                            key: "bad".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(marker.into())),
+                            }),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut bytes = request.encode_to_vec();
+    // Turn the marker's first byte into a lone continuation byte.
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .unwrap();
+    bytes[at] = 0x80;
+    let err = traces::decode(&bytes, PayloadFormat::OtlpProtobuf, Compression::None).unwrap_err();
+    match &err {
+        Error::Decode {
+            field, offset, reason, ..
+        } => {
+            assert_eq!(
+                field, "resourceSpans.scopeSpans.spans.attributes.value.stringValue",
+                "{err}"
+            );
+            assert_eq!(*offset, at - 2, "the offset of the string field's key: {err}");
+            assert!(reason.contains("UTF-8"), "{err}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The same bytes as a key are reported too.
+    let mut bytes = request.encode_to_vec();
+    let at = bytes.windows(3).position(|w| w == b"bad").unwrap();
+    bytes[at] = 0xff;
+    let err = traces::decode(&bytes, PayloadFormat::OtlpProtobuf, Compression::None).unwrap_err();
+    assert!(err.to_string().contains("attributes.key"), "{err}");
+}
