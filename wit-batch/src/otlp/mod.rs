@@ -80,8 +80,8 @@
 //!
 //! A malformed request — bad protobuf framing, invalid JSON, an id of the wrong length, an
 //! unknown enum value, invalid UTF-8, a truncated gzip stream — is rejected whole with an
-//! [`Error::Decode`](crate::Error::Decode) that names the field path and byte offset (or
-//! [`Error::Decompress`](crate::Error::Decompress)). No partial batch is returned: the
+//! [`Error::Decode`] that names the field path and byte offset (or
+//! [`Error::Decompress`]). No partial batch is returned: the
 //! payload as received stays in the WAL envelope, so nothing already accepted is lost.
 
 mod columns;
