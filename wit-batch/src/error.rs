@@ -111,6 +111,16 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+
+    /// A payload is larger than [`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN), the most one
+    /// conversion accepts.
+    #[error("payload of {len} bytes is over the limit of {limit} bytes; split the request")]
+    PayloadTooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -111,19 +111,32 @@ impl Compression {
     ///
     /// # Errors
     ///
-    /// [`Error::Decompress`] when the stream is corrupt or truncated.
+    /// [`Error::Decompress`] when the stream is corrupt or truncated, or would decompress to
+    /// more than [`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN) bytes (a decompression bomb is
+    /// stopped there, not read to the end).
     pub fn decompress(self, payload: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
         use std::io::Read;
         match self {
             Compression::None => Ok(std::borrow::Cow::Borrowed(payload)),
             Compression::Gzip => {
-                let mut out = Vec::with_capacity(payload.len().saturating_mul(4));
+                let limit = crate::MAX_PAYLOAD_LEN as u64;
+                let mut out = Vec::with_capacity(payload.len().saturating_mul(4).min(limit as usize));
                 flate2::read::MultiGzDecoder::new(payload)
+                    .take(limit + 1)
                     .read_to_end(&mut out)
                     .map_err(|source| Error::Decompress {
                         compression: self,
                         source,
                     })?;
+                if out.len() as u64 > limit {
+                    return Err(Error::Decompress {
+                        compression: self,
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("the payload decompresses to more than {limit} bytes"),
+                        ),
+                    });
+                }
                 Ok(std::borrow::Cow::Owned(out))
             }
         }

@@ -55,6 +55,11 @@ pub use batcher::AsyncBatcher;
 pub use batcher::{BatchKey, Batcher, BatcherConfig, Push};
 pub use envelope::{Envelope, Part};
 pub use error::{Error, Result};
+
+/// The largest payload (after decompression) that OTLP decoding accepts: 256 MiB. OTLP
+/// exporters send a few MiB per request; the bound keeps every column's 32-bit offsets safe
+/// and stops decompression bombs.
+pub const MAX_PAYLOAD_LEN: usize = 256 << 20;
 pub use format::{Compression, PayloadFormat};
 pub use id::BatchId;
 pub use lifecycle::{RetryDecision, RetryPolicy, Stage, Transition};

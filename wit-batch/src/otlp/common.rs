@@ -363,21 +363,33 @@ pub(crate) fn dense_positions(parent: Option<&[u32]>, group: &[u32]) -> UInt32Ar
 /// `take(array, indices)`, with a faster path for maps and lists: `take` extends list
 /// children range by range, while here the children are gathered once by index.
 fn expand(array: ArrayRef, indices: &UInt32Array) -> Result<ArrayRef> {
-    fn child_indices(offsets: &[i32], indices: &UInt32Array) -> (Vec<i32>, UInt32Array) {
+    fn child_indices(offsets: &[i32], indices: &UInt32Array) -> Result<(Vec<i32>, UInt32Array)> {
+        // Many small records sharing a large resource multiply its attributes: refuse a
+        // column that would not fit 32-bit offsets before allocating it.
+        let total: u64 = indices
+            .values()
+            .iter()
+            .map(|&i| (offsets[i as usize + 1] - offsets[i as usize]) as u64)
+            .sum();
+        if total > i32::MAX as u64 {
+            return Err(Error::Arrow(arrow::error::ArrowError::ComputeError(format!(
+                "repeating resource and scope fields on every row needs {total} entries, more than one batch holds"
+            ))));
+        }
         let mut new_offsets = Vec::with_capacity(indices.len() + 1);
         new_offsets.push(0i32);
-        let mut gather = Vec::new();
+        let mut gather = Vec::with_capacity(total as usize);
         for &i in indices.values() {
             let (start, end) = (offsets[i as usize] as u32, offsets[i as usize + 1] as u32);
             gather.extend(start..end);
             new_offsets.push(offset(gather.len()));
         }
-        (new_offsets, UInt32Array::from(gather))
+        Ok((new_offsets, UInt32Array::from(gather)))
     }
     if let Some(map) = array.as_any().downcast_ref::<arrow::array::MapArray>()
         && map.nulls().is_none()
     {
-        let (offsets, gather) = child_indices(map.value_offsets(), indices);
+        let (offsets, gather) = child_indices(map.value_offsets(), indices)?;
         let entries = take(map.entries(), &gather, None)?;
         let entries = entries
             .as_any()
@@ -398,7 +410,7 @@ fn expand(array: ArrayRef, indices: &UInt32Array) -> Result<ArrayRef> {
     if let Some(list) = array.as_any().downcast_ref::<ListArray>()
         && list.nulls().is_none()
     {
-        let (offsets, gather) = child_indices(list.value_offsets(), indices);
+        let (offsets, gather) = child_indices(list.value_offsets(), indices)?;
         let values = take(list.values().as_ref(), &gather, None)?;
         let DataType::List(field) = list.data_type() else {
             unreachable!("a list")
@@ -491,25 +503,47 @@ impl<'b> CommonReader<'b> {
                 table: "common",
                 reason: "resource_entity_refs is not a list of structs".into(),
             })?;
-        let string_col = |i: usize| entities.column(i).as_any().downcast_ref::<StringArray>();
-        let list_col = |i: usize| entities.column(i).as_any().downcast_ref::<ListArray>();
+        let string_col = |i: usize| {
+            entities
+                .columns()
+                .get(i)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        };
+        let list_col = |i: usize| {
+            entities
+                .columns()
+                .get(i)
+                .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+        };
         let mut entity_refs = Vec::with_capacity(entities.len());
-        if let (Some(urls), Some(types), Some(ids), Some(descs)) =
+        let bad = || Error::Schema {
+            table: "common",
+            reason: "resource_entity_refs does not have the expected struct of strings and string lists".into(),
+        };
+        let (Some(urls), Some(types), Some(ids), Some(descs)) =
             (string_col(0), string_col(1), list_col(2), list_col(3))
-        {
-            let strings = |l: &ListArray, i: usize| -> Vec<String> {
-                let v = l.value(i);
-                let v = v.as_any().downcast_ref::<StringArray>().expect("list of Utf8");
-                v.iter().map(|s| s.unwrap_or_default().to_owned()).collect()
-            };
-            for i in 0..entities.len() {
-                entity_refs.push(EntityRef {
-                    schema_url: urls.value(i).to_owned(),
-                    r#type: types.value(i).to_owned(),
-                    id_keys: strings(ids, i),
-                    description_keys: strings(descs, i),
-                });
-            }
+        else {
+            return Err(bad());
+        };
+        let (Some(id_strings), Some(desc_strings)) = (
+            ids.values().as_any().downcast_ref::<StringArray>(),
+            descs.values().as_any().downcast_ref::<StringArray>(),
+        ) else {
+            return Err(bad());
+        };
+        let strings = |l: &ListArray, values: &StringArray, i: usize| -> Vec<String> {
+            let o = l.value_offsets();
+            (o[i] as usize..o[i + 1] as usize)
+                .map(|j| values.value(j).to_owned())
+                .collect()
+        };
+        for i in 0..entities.len() {
+            entity_refs.push(EntityRef {
+                schema_url: urls.value(i).to_owned(),
+                r#type: types.value(i).to_owned(),
+                id_keys: strings(ids, id_strings, i),
+                description_keys: strings(descs, desc_strings, i),
+            });
         }
         Ok(Resource {
             attributes: self.res_attrs.get(row)?,

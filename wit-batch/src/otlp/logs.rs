@@ -132,6 +132,7 @@ pub fn schema() -> SchemaRef {
 /// when `format` is not an OTLP format.
 pub fn decode(payload: &[u8], format: PayloadFormat, compression: Compression) -> Result<RecordBatch> {
     let payload = compression.decompress(payload)?;
+    super::check_len(&payload)?;
     let new = || LogsBuilder::with_capacity_for(payload.len());
     let b = match format {
         PayloadFormat::OtlpProtobuf => {

@@ -259,6 +259,7 @@ pub fn schema() -> SchemaRef {
 /// [`Error::InvalidConfig`] when `format` is not an OTLP format.
 pub fn decode(payload: &[u8], format: PayloadFormat, compression: Compression) -> Result<RecordBatch> {
     let payload = compression.decompress(payload)?;
+    super::check_len(&payload)?;
     let new = || MetricsBuilder::default();
     let b = match format {
         PayloadFormat::OtlpProtobuf => {

@@ -81,7 +81,9 @@
 //! A malformed request — bad protobuf framing, invalid JSON, an id of the wrong length, an
 //! unknown enum value, invalid UTF-8, a truncated gzip stream — is rejected whole with an
 //! [`Error::Decode`] that names the field path and byte offset (or
-//! [`Error::Decompress`]). No partial batch is returned: the
+//! [`Error::Decompress`]). A payload over [`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN) after
+//! decompression is refused with [`Error::PayloadTooLarge`] (or, when compressed,
+//! [`Error::Decompress`], before the bomb is inflated). No partial batch is returned: the
 //! payload as received stays in the WAL envelope, so nothing already accepted is lost.
 
 mod columns;
@@ -119,6 +121,17 @@ fn decode_protobuf<B>(
         }
         done => done,
     }
+}
+
+/// Refuses a payload over [`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN).
+fn check_len(payload: &[u8]) -> Result<()> {
+    if payload.len() > crate::MAX_PAYLOAD_LEN {
+        return Err(Error::PayloadTooLarge {
+            len: payload.len(),
+            limit: crate::MAX_PAYLOAD_LEN,
+        });
+    }
+    Ok(())
 }
 
 fn not_otlp(format: PayloadFormat) -> Error {

@@ -425,3 +425,24 @@ fn invalid_utf8_in_an_attribute_is_named_by_field_and_offset() {
     let err = traces::decode(&bytes, PayloadFormat::OtlpProtobuf, Compression::None).unwrap_err();
     assert!(err.to_string().contains("attributes.key"), "{err}");
 }
+
+#[test]
+fn oversized_payloads_and_decompression_bombs_are_refused() {
+    use std::io::Write;
+    let big = vec![0u8; wit_batch::MAX_PAYLOAD_LEN + 1];
+    match traces::decode(&big, PayloadFormat::OtlpProtobuf, Compression::None) {
+        Err(Error::PayloadTooLarge { len, limit }) => assert_eq!((len, limit), (big.len(), wit_batch::MAX_PAYLOAD_LEN)),
+        other => panic!("unexpected {other:?}"),
+    }
+    drop(big);
+    // One gzip member of 1 MiB of zeros, repeated: a small body that inflates past the limit.
+    let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    member.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let member = member.finish().unwrap();
+    let n = wit_batch::MAX_PAYLOAD_LEN / (1 << 20) + 1;
+    let bomb: Vec<u8> = member.iter().copied().cycle().take(member.len() * n).collect();
+    assert!(bomb.len() < 1 << 20, "the bomb is small: {} bytes", bomb.len());
+    let err = traces::decode(&bomb, PayloadFormat::OtlpProtobuf, Compression::Gzip).unwrap_err();
+    assert!(matches!(err, Error::Decompress { .. }), "{err:?}");
+    assert!(err.to_string().contains("decompresses to more than"), "{err}");
+}
