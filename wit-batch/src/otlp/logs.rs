@@ -36,7 +36,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 
 use super::columns::{Columns, IdBuilder, col, id_bytes, optional_timestamps, timestamp_type, timestamps};
 use super::common::{Common, CommonReader, common_fields};
-use super::source::{EnumValues, Fields, Json, Source};
+use super::source::{EnumValues, Fields, Source};
 use super::value::{
     AttrsBuilder, AttrsReader, Value, ValuesBuilder, ValuesReader, attrs_type, push_prost_attrs, read_any_value,
     read_key_value, value_from_prost, value_type,
@@ -131,26 +131,7 @@ pub fn schema() -> SchemaRef {
 /// a corrupt compressed stream, and [`Error::InvalidConfig`](crate::Error::InvalidConfig)
 /// when `format` is not an OTLP format.
 pub fn decode(payload: &[u8], format: PayloadFormat, compression: Compression) -> Result<RecordBatch> {
-    let payload = compression.decompress(payload)?;
-    super::check_len(&payload)?;
-    let new = || LogsBuilder::with_capacity_for(payload.len());
-    let b = match format {
-        PayloadFormat::OtlpProtobuf => {
-            return super::decode_protobuf(
-                &payload,
-                new,
-                |s, b: &mut LogsBuilder| read_request(s, b),
-                LogsBuilder::finish,
-            );
-        }
-        PayloadFormat::OtlpJson => {
-            let mut b = new();
-            Json::new(&payload)?.top(|s| read_request(s, &mut b))?;
-            b
-        }
-        other => return Err(super::not_otlp(other)),
-    };
-    b.finish()
+    super::decode::<LogsBuilder>(payload, format, compression)
 }
 
 /// Converts a decoded request (prost structs) into a logs batch: the reference path the
@@ -392,6 +373,20 @@ impl LogsBuilder {
         ];
         columns.extend(self.common.finish()?);
         Ok(RecordBatch::try_new(schema(), columns)?)
+    }
+}
+
+impl super::Table for LogsBuilder {
+    fn for_payload(len: usize) -> Self {
+        LogsBuilder::with_capacity_for(len)
+    }
+
+    fn read_request<'a, S: Source<'a>>(&mut self, s: &mut S) -> Result<()> {
+        read_request(s, self)
+    }
+
+    fn into_batch(self) -> Result<RecordBatch> {
+        self.finish()
     }
 }
 

@@ -64,7 +64,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 
 use super::columns::{Columns, IdBuilder, col, id_bytes, optional_timestamps, timestamp_type, timestamps};
 use super::common::{Common, CommonReader, common_fields, dense_positions, offset};
-use super::source::{EnumValues, Fields, Json, Source};
+use super::source::{EnumValues, Fields, Source};
 use super::value::{AttrsBuilder, AttrsReader, attrs_type, push_prost_attrs, read_key_value};
 use crate::{Compression, Error, PayloadFormat, Result};
 
@@ -258,26 +258,7 @@ pub fn schema() -> SchemaRef {
 /// is rejected), [`Error::Decompress`] for a corrupt compressed stream, and
 /// [`Error::InvalidConfig`] when `format` is not an OTLP format.
 pub fn decode(payload: &[u8], format: PayloadFormat, compression: Compression) -> Result<RecordBatch> {
-    let payload = compression.decompress(payload)?;
-    super::check_len(&payload)?;
-    let new = || MetricsBuilder::default();
-    let b = match format {
-        PayloadFormat::OtlpProtobuf => {
-            return super::decode_protobuf(
-                &payload,
-                new,
-                |s, b: &mut MetricsBuilder| read_request(s, b),
-                MetricsBuilder::finish,
-            );
-        }
-        PayloadFormat::OtlpJson => {
-            let mut b = new();
-            Json::new(&payload)?.top(|s| read_request(s, &mut b))?;
-            b
-        }
-        other => return Err(super::not_otlp(other)),
-    };
-    b.finish()
+    super::decode::<MetricsBuilder>(payload, format, compression)
 }
 
 /// Converts a decoded request (prost structs) into a metrics batch: the reference path the
@@ -1058,6 +1039,20 @@ impl MetricsBuilder {
         ];
         columns.extend(self.common.finish()?);
         Ok(RecordBatch::try_new(schema(), columns)?)
+    }
+}
+
+impl super::Table for MetricsBuilder {
+    fn for_payload(_len: usize) -> Self {
+        MetricsBuilder::default()
+    }
+
+    fn read_request<'a, S: Source<'a>>(&mut self, s: &mut S) -> Result<()> {
+        read_request(s, self)
+    }
+
+    fn into_batch(self) -> Result<RecordBatch> {
+        self.finish()
     }
 }
 

@@ -97,29 +97,50 @@ pub mod traces;
 
 use crate::{Error, PayloadFormat, Result};
 
-/// Decodes a protobuf payload with `read` into a builder from `new`, then `finish`es it.
+/// A table builder: what [`decode`] needs of each signal.
+trait Table: Sized {
+    /// An empty builder sized for a payload of `len` bytes.
+    fn for_payload(len: usize) -> Self;
+    /// Reads one export request into the builder.
+    fn read_request<'a, S: source::Source<'a>>(&mut self, s: &mut S) -> Result<()>;
+    /// The finished batch.
+    fn into_batch(self) -> Result<arrow::record_batch::RecordBatch>;
+}
+
+/// Decompresses, checks and decodes one export request into a `T` table.
 ///
 /// Strings bound for attribute columns are validated as UTF-8 once per column, when it is
-/// finished, rather than one by one; if that check fails, the payload is read again with every
-/// string checked as it is read, so that the error names the field and offset.
-fn decode_protobuf<B>(
+/// finished, rather than one by one; if that check fails, a protobuf payload is read again with
+/// every string checked as it is read, so that the error names the field and offset (OTLP/JSON
+/// was validated whole before reading).
+fn decode<T: Table>(
     payload: &[u8],
-    new: impl Fn() -> B,
-    read: impl for<'a> Fn(&mut source::Proto<'a>, &mut B) -> Result<()>,
-    finish: impl Fn(B) -> Result<arrow::record_batch::RecordBatch>,
+    format: PayloadFormat,
+    compression: crate::Compression,
 ) -> Result<arrow::record_batch::RecordBatch> {
-    let mut b = new();
-    source::Proto::new(payload).top(|s| read(s, &mut b))?;
-    match finish(b) {
-        Err(Error::Decode {
-            offset: value::LATE_UTF8,
-            ..
-        }) => {
-            let mut b = new();
-            source::Proto::strict(payload).top(|s| read(s, &mut b))?;
-            finish(b)
+    let payload = compression.decompress(payload)?;
+    check_len(&payload)?;
+    let mut table = T::for_payload(payload.len());
+    match format {
+        PayloadFormat::OtlpProtobuf => {
+            source::Proto::new(&payload).top(|s| table.read_request(s))?;
+            match table.into_batch() {
+                Err(Error::Decode {
+                    offset: value::LATE_UTF8,
+                    ..
+                }) => {
+                    let mut table = T::for_payload(payload.len());
+                    source::Proto::strict(&payload).top(|s| table.read_request(s))?;
+                    table.into_batch()
+                }
+                done => done,
+            }
         }
-        done => done,
+        PayloadFormat::OtlpJson => {
+            source::Json::new(&payload)?.top(|s| table.read_request(s))?;
+            table.into_batch()
+        }
+        other => Err(not_otlp(other)),
     }
 }
 

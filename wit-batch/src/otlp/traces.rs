@@ -38,7 +38,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 
 use super::columns::{Columns, IdBuilder, col, id_bytes, timestamp_type, timestamps};
 use super::common::{Common, CommonReader, common_fields, offset};
-use super::source::{EnumValues, Fields, Json, Source};
+use super::source::{EnumValues, Fields, Source};
 use super::value::{AttrsBuilder, AttrsReader, attrs_type, push_prost_attrs, read_key_value};
 use crate::{Compression, Error, PayloadFormat, Result};
 
@@ -171,26 +171,7 @@ pub fn schema() -> SchemaRef {
 /// is rejected), [`Error::Decompress`] for a corrupt compressed stream, and
 /// [`Error::InvalidConfig`] when `format` is not an OTLP format.
 pub fn decode(payload: &[u8], format: PayloadFormat, compression: Compression) -> Result<RecordBatch> {
-    let payload = compression.decompress(payload)?;
-    super::check_len(&payload)?;
-    let new = || SpansBuilder::with_capacity_for(payload.len());
-    let b = match format {
-        PayloadFormat::OtlpProtobuf => {
-            return super::decode_protobuf(
-                &payload,
-                new,
-                |s, b: &mut SpansBuilder| read_request(s, b),
-                SpansBuilder::finish,
-            );
-        }
-        PayloadFormat::OtlpJson => {
-            let mut b = new();
-            Json::new(&payload)?.top(|s| read_request(s, &mut b))?;
-            b
-        }
-        other => return Err(super::not_otlp(other)),
-    };
-    b.finish()
+    super::decode::<SpansBuilder>(payload, format, compression)
 }
 
 /// Converts a decoded request (prost structs) into a spans batch: the reference path the
@@ -605,6 +586,20 @@ impl SpansBuilder {
         ];
         columns.extend(self.common.finish()?);
         Ok(RecordBatch::try_new(schema(), columns)?)
+    }
+}
+
+impl super::Table for SpansBuilder {
+    fn for_payload(len: usize) -> Self {
+        SpansBuilder::with_capacity_for(len)
+    }
+
+    fn read_request<'a, S: Source<'a>>(&mut self, s: &mut S) -> Result<()> {
+        read_request(s, self)
+    }
+
+    fn into_batch(self) -> Result<RecordBatch> {
+        self.finish()
     }
 }
 
