@@ -128,8 +128,9 @@ pub fn schema() -> SchemaRef {
 ///
 /// [`Error::Decode`](crate::Error::Decode) naming the field and byte offset for malformed
 /// input (the whole request is rejected), [`Error::Decompress`](crate::Error::Decompress) for
-/// a corrupt compressed stream, and [`Error::InvalidConfig`](crate::Error::InvalidConfig)
-/// when `format` is not an OTLP format.
+/// a corrupt compressed stream, [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge) over
+/// [`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN), and
+/// [`Error::InvalidConfig`](crate::Error::InvalidConfig) when `format` is not an OTLP format.
 pub fn decode(payload: &[u8], format: PayloadFormat, compression: Compression) -> Result<RecordBatch> {
     super::decode::<LogsBuilder>(payload, format, compression)
 }
@@ -190,44 +191,6 @@ pub fn to_prost(batch: &RecordBatch) -> Result<ExportLogsServiceRequest> {
 }
 
 // --- decoding ---------------------------------------------------------------------------------
-
-fn read_request<'a, S: Source<'a>>(s: &mut S, b: &mut LogsBuilder) -> Result<()> {
-    while let Some(tag) = s.next_field(&REQUEST)? {
-        match tag {
-            1 => s.message(|s| read_resource_logs(s, b))?,
-            _ => s.skip()?,
-        }
-    }
-    Ok(())
-}
-
-fn read_resource_logs<'a, S: Source<'a>>(s: &mut S, b: &mut LogsBuilder) -> Result<()> {
-    b.common.begin_resource();
-    while let Some(tag) = s.next_field(&RESOURCE_LOGS)? {
-        match tag {
-            1 => b.common.read_resource(s)?,
-            2 => s.message(|s| read_scope_logs(s, b))?,
-            3 => b.common.set_resource_schema_url(&s.string()?),
-            _ => s.skip()?,
-        }
-    }
-    b.common.end_resource();
-    Ok(())
-}
-
-fn read_scope_logs<'a, S: Source<'a>>(s: &mut S, b: &mut LogsBuilder) -> Result<()> {
-    b.common.begin_scope();
-    while let Some(tag) = s.next_field(&SCOPE_LOGS)? {
-        match tag {
-            1 => b.common.read_scope(s)?,
-            2 => s.message(|s| read_log_record(s, b))?,
-            3 => b.common.set_scope_schema_url(&s.string()?),
-            _ => s.skip()?,
-        }
-    }
-    b.common.end_scope();
-    Ok(())
-}
 
 /// The scalar fields of a log record and its body, gathered while its attributes go straight
 /// to their builder.
@@ -377,12 +340,20 @@ impl LogsBuilder {
 }
 
 impl super::Table for LogsBuilder {
+    const REQUEST: &'static Fields = &REQUEST;
+    const RESOURCE: &'static Fields = &RESOURCE_LOGS;
+    const SCOPE: &'static Fields = &SCOPE_LOGS;
+
     fn for_payload(len: usize) -> Self {
         LogsBuilder::with_capacity_for(len)
     }
 
-    fn read_request<'a, S: Source<'a>>(&mut self, s: &mut S) -> Result<()> {
-        read_request(s, self)
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn read_record<'a, S: Source<'a>>(&mut self, s: &mut S) -> Result<()> {
+        read_log_record(s, self)
     }
 
     fn into_batch(self) -> Result<RecordBatch> {

@@ -255,7 +255,8 @@ pub fn schema() -> SchemaRef {
 /// # Errors
 ///
 /// [`Error::Decode`] naming the field and byte offset for malformed input (the whole request
-/// is rejected), [`Error::Decompress`] for a corrupt compressed stream, and
+/// is rejected), [`Error::Decompress`] for a corrupt compressed stream,
+/// [`Error::PayloadTooLarge`] over [`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN), and
 /// [`Error::InvalidConfig`] when `format` is not an OTLP format.
 pub fn decode(payload: &[u8], format: PayloadFormat, compression: Compression) -> Result<RecordBatch> {
     super::decode::<MetricsBuilder>(payload, format, compression)
@@ -322,44 +323,6 @@ pub fn to_prost(batch: &RecordBatch) -> Result<ExportMetricsServiceRequest> {
 }
 
 // --- decoding ---------------------------------------------------------------------------------
-
-fn read_request<'a, S: Source<'a>>(s: &mut S, b: &mut MetricsBuilder) -> Result<()> {
-    while let Some(tag) = s.next_field(&REQUEST)? {
-        match tag {
-            1 => s.message(|s| read_resource_metrics(s, b))?,
-            _ => s.skip()?,
-        }
-    }
-    Ok(())
-}
-
-fn read_resource_metrics<'a, S: Source<'a>>(s: &mut S, b: &mut MetricsBuilder) -> Result<()> {
-    b.common.begin_resource();
-    while let Some(tag) = s.next_field(&RESOURCE_METRICS)? {
-        match tag {
-            1 => b.common.read_resource(s)?,
-            2 => s.message(|s| read_scope_metrics(s, b))?,
-            3 => b.common.set_resource_schema_url(&s.string()?),
-            _ => s.skip()?,
-        }
-    }
-    b.common.end_resource();
-    Ok(())
-}
-
-fn read_scope_metrics<'a, S: Source<'a>>(s: &mut S, b: &mut MetricsBuilder) -> Result<()> {
-    b.common.begin_scope();
-    while let Some(tag) = s.next_field(&SCOPE_METRICS)? {
-        match tag {
-            1 => b.common.read_scope(s)?,
-            2 => s.message(|s| read_metric(s, b))?,
-            3 => b.common.set_scope_schema_url(&s.string()?),
-            _ => s.skip()?,
-        }
-    }
-    b.common.end_scope();
-    Ok(())
-}
 
 /// The fields of a metric, held until its end because protobuf may send them after the data.
 #[derive(Default)]
@@ -1043,12 +1006,20 @@ impl MetricsBuilder {
 }
 
 impl super::Table for MetricsBuilder {
+    const REQUEST: &'static Fields = &REQUEST;
+    const RESOURCE: &'static Fields = &RESOURCE_METRICS;
+    const SCOPE: &'static Fields = &SCOPE_METRICS;
+
     fn for_payload(_len: usize) -> Self {
         MetricsBuilder::default()
     }
 
-    fn read_request<'a, S: Source<'a>>(&mut self, s: &mut S) -> Result<()> {
-        read_request(s, self)
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn read_record<'a, S: Source<'a>>(&mut self, s: &mut S) -> Result<()> {
+        read_metric(s, self)
     }
 
     fn into_batch(self) -> Result<RecordBatch> {

@@ -99,12 +99,61 @@ use crate::{Error, PayloadFormat, Result};
 
 /// A table builder: what [`decode`] needs of each signal.
 trait Table: Sized {
+    /// The fields of `Export*ServiceRequest`, of its resource container and of its scope
+    /// container. Every signal numbers them alike: the request's containers are field 1; a
+    /// resource container holds its resource (1), scope containers (2) and schema URL (3); a
+    /// scope container its scope (1), records (2) and schema URL (3).
+    const REQUEST: &'static source::Fields;
+    const RESOURCE: &'static source::Fields;
+    const SCOPE: &'static source::Fields;
     /// An empty builder sized for a payload of `len` bytes.
     fn for_payload(len: usize) -> Self;
-    /// Reads one export request into the builder.
-    fn read_request<'a, S: source::Source<'a>>(&mut self, s: &mut S) -> Result<()>;
+    /// The resource and scope side tables.
+    fn common(&mut self) -> &mut common::Common;
+    /// Reads the fields of one record (span, log record, metric).
+    fn read_record<'a, S: source::Source<'a>>(&mut self, s: &mut S) -> Result<()>;
     /// The finished batch.
     fn into_batch(self) -> Result<arrow::record_batch::RecordBatch>;
+}
+
+/// Reads one export request into `table`: its resource and scope containers here, records
+/// through [`Table::read_record`].
+fn read_request<'a, T: Table, S: source::Source<'a>>(s: &mut S, table: &mut T) -> Result<()> {
+    while let Some(tag) = s.next_field(T::REQUEST)? {
+        match tag {
+            1 => s.message(|s| read_resource_container(s, table))?,
+            _ => s.skip()?,
+        }
+    }
+    Ok(())
+}
+
+fn read_resource_container<'a, T: Table, S: source::Source<'a>>(s: &mut S, table: &mut T) -> Result<()> {
+    table.common().begin_resource();
+    while let Some(tag) = s.next_field(T::RESOURCE)? {
+        match tag {
+            1 => table.common().read_resource(s)?,
+            2 => s.message(|s| read_scope_container(s, table))?,
+            3 => table.common().set_resource_schema_url(&s.string()?),
+            _ => s.skip()?,
+        }
+    }
+    table.common().end_resource();
+    Ok(())
+}
+
+fn read_scope_container<'a, T: Table, S: source::Source<'a>>(s: &mut S, table: &mut T) -> Result<()> {
+    table.common().begin_scope();
+    while let Some(tag) = s.next_field(T::SCOPE)? {
+        match tag {
+            1 => table.common().read_scope(s)?,
+            2 => s.message(|s| table.read_record(s))?,
+            3 => table.common().set_scope_schema_url(&s.string()?),
+            _ => s.skip()?,
+        }
+    }
+    table.common().end_scope();
+    Ok(())
 }
 
 /// Decompresses, checks and decodes one export request into a `T` table.
@@ -123,21 +172,21 @@ fn decode<T: Table>(
     let mut table = T::for_payload(payload.len());
     match format {
         PayloadFormat::OtlpProtobuf => {
-            source::Proto::new(&payload).top(|s| table.read_request(s))?;
+            source::Proto::new(&payload).top(|s| read_request(s, &mut table))?;
             match table.into_batch() {
                 Err(Error::Decode {
                     offset: value::LATE_UTF8,
                     ..
                 }) => {
                     let mut table = T::for_payload(payload.len());
-                    source::Proto::strict(&payload).top(|s| table.read_request(s))?;
+                    source::Proto::strict(&payload).top(|s| read_request(s, &mut table))?;
                     table.into_batch()
                 }
                 done => done,
             }
         }
         PayloadFormat::OtlpJson => {
-            source::Json::new(&payload)?.top(|s| table.read_request(s))?;
+            source::Json::new(&payload)?.top(|s| read_request(s, &mut table))?;
             table.into_batch()
         }
         other => Err(not_otlp(other)),

@@ -168,7 +168,8 @@ pub fn schema() -> SchemaRef {
 /// # Errors
 ///
 /// [`Error::Decode`] naming the field and byte offset for malformed input (the whole request
-/// is rejected), [`Error::Decompress`] for a corrupt compressed stream, and
+/// is rejected), [`Error::Decompress`] for a corrupt compressed stream,
+/// [`Error::PayloadTooLarge`] over [`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN), and
 /// [`Error::InvalidConfig`] when `format` is not an OTLP format.
 pub fn decode(payload: &[u8], format: PayloadFormat, compression: Compression) -> Result<RecordBatch> {
     super::decode::<SpansBuilder>(payload, format, compression)
@@ -228,44 +229,6 @@ pub fn to_prost(batch: &RecordBatch) -> Result<ExportTraceServiceRequest> {
 }
 
 // --- decoding ---------------------------------------------------------------------------------
-
-fn read_request<'a, S: Source<'a>>(s: &mut S, b: &mut SpansBuilder) -> Result<()> {
-    while let Some(tag) = s.next_field(&REQUEST)? {
-        match tag {
-            1 => s.message(|s| read_resource_spans(s, b))?,
-            _ => s.skip()?,
-        }
-    }
-    Ok(())
-}
-
-fn read_resource_spans<'a, S: Source<'a>>(s: &mut S, b: &mut SpansBuilder) -> Result<()> {
-    b.common.begin_resource();
-    while let Some(tag) = s.next_field(&RESOURCE_SPANS)? {
-        match tag {
-            1 => b.common.read_resource(s)?,
-            2 => s.message(|s| read_scope_spans(s, b))?,
-            3 => b.common.set_resource_schema_url(&s.string()?),
-            _ => s.skip()?,
-        }
-    }
-    b.common.end_resource();
-    Ok(())
-}
-
-fn read_scope_spans<'a, S: Source<'a>>(s: &mut S, b: &mut SpansBuilder) -> Result<()> {
-    b.common.begin_scope();
-    while let Some(tag) = s.next_field(&SCOPE_SPANS)? {
-        match tag {
-            1 => b.common.read_scope(s)?,
-            2 => s.message(|s| read_span(s, b))?,
-            3 => b.common.set_scope_schema_url(&s.string()?),
-            _ => s.skip()?,
-        }
-    }
-    b.common.end_scope();
-    Ok(())
-}
 
 /// The scalar fields of a span, gathered while its repeated fields go straight to builders.
 #[derive(Default)]
@@ -590,12 +553,20 @@ impl SpansBuilder {
 }
 
 impl super::Table for SpansBuilder {
+    const REQUEST: &'static Fields = &REQUEST;
+    const RESOURCE: &'static Fields = &RESOURCE_SPANS;
+    const SCOPE: &'static Fields = &SCOPE_SPANS;
+
     fn for_payload(len: usize) -> Self {
         SpansBuilder::with_capacity_for(len)
     }
 
-    fn read_request<'a, S: Source<'a>>(&mut self, s: &mut S) -> Result<()> {
-        read_request(s, self)
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn read_record<'a, S: Source<'a>>(&mut self, s: &mut S) -> Result<()> {
+        read_span(s, self)
     }
 
     fn into_batch(self) -> Result<RecordBatch> {

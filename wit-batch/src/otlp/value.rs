@@ -274,6 +274,32 @@ fn checked_utf8<'t, 'a, S: Source<'a>>(s: &S, text: &'t [u8]) -> Result<&'t str>
 
 /// Writes the `values` of an `ArrayValue` as a JSON array of OTLP/JSON `AnyValue` objects.
 fn write_values_json<'a, S: Source<'a>>(s: &mut S, out: &mut String) -> Result<()> {
+    write_json_list(s, out, |s, out| {
+        let value = read_any_value(s)?;
+        write_checked_value(s, out, &value)
+    })
+}
+
+/// Writes the `values` of a `KeyValueList` as a JSON array of `{"key", "value"}` objects.
+fn write_kvlist_json<'a, S: Source<'a>>(s: &mut S, out: &mut String) -> Result<()> {
+    write_json_list(s, out, |s, out| {
+        let (key, value) = read_key_value_parts(s)?;
+        out.push_str("{\"key\":");
+        write_json_str(out, checked_utf8(s, &key)?);
+        out.push_str(",\"value\":");
+        write_checked_value(s, out, &value)?;
+        out.push('}');
+        Ok(())
+    })
+}
+
+/// Writes each occurrence of field 1 (`values`) of the current message with `item`, as a JSON
+/// array.
+fn write_json_list<'a, S: Source<'a>>(
+    s: &mut S,
+    out: &mut String,
+    mut item: impl FnMut(&mut S, &mut String) -> Result<()>,
+) -> Result<()> {
     out.push('[');
     let mut first = true;
     while let Some(tag) = s.next_field(&VALUES)? {
@@ -284,39 +310,18 @@ fn write_values_json<'a, S: Source<'a>>(s: &mut S, out: &mut String) -> Result<(
         if !std::mem::replace(&mut first, false) {
             out.push(',');
         }
-        let value = read_any_value(s)?;
-        if let Value::Str(text) = &value {
-            checked_utf8(s, text)?;
-        }
-        write_value_json(out, &value);
+        item(s, out)?;
     }
     out.push(']');
     Ok(())
 }
 
-/// Writes the `values` of a `KeyValueList` as a JSON array of `{"key", "value"}` objects.
-fn write_kvlist_json<'a, S: Source<'a>>(s: &mut S, out: &mut String) -> Result<()> {
-    out.push('[');
-    let mut first = true;
-    while let Some(tag) = s.next_field(&VALUES)? {
-        if tag != 1 {
-            s.skip()?;
-            continue;
-        }
-        if !std::mem::replace(&mut first, false) {
-            out.push(',');
-        }
-        let (key, value) = read_key_value_parts(s)?;
-        if let Value::Str(text) = &value {
-            checked_utf8(s, text)?;
-        }
-        out.push_str("{\"key\":");
-        write_json_str(out, checked_utf8(s, &key)?);
-        out.push_str(",\"value\":");
-        write_value_json(out, &value);
-        out.push('}');
+/// Writes a nested value, whose strings are never checked with a column: check them here.
+fn write_checked_value<'a, S: Source<'a>>(s: &S, out: &mut String, value: &Value<'_>) -> Result<()> {
+    if let Value::Str(text) = value {
+        checked_utf8(s, text)?;
     }
-    out.push(']');
+    write_value_json(out, value);
     Ok(())
 }
 
