@@ -1,0 +1,356 @@
+//! The catalog of stored files: which Parquet file holds which batches, for which tenant,
+//! signal and event-time range, and which files are live or retired.
+//!
+//! The store publishes a file here once it is complete and durable; queries list the live
+//! files of a tenant and signal that overlap a time range; compaction swaps a set of files for
+//! another in one step; retired files are deleted only after a grace period, so a query that
+//! listed them a moment ago can still read them.
+//!
+//! [`FileCatalog`] is the contract. [`InMemoryFileCatalog`] implements it here; `wit-tracker`
+//! implements it transactionally in SQLite and PostgreSQL, where publishing a file also marks
+//! its batches `STORED` in the same transaction.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use wit_batch::{BatchId, Signal, Tenant};
+
+use crate::{Error, Result};
+
+#[doc(hidden)]
+pub mod conformance;
+
+/// An inclusive range of event times, in nanoseconds since the Unix epoch (UTC), the unit of
+/// Wit's Arrow `timestamp` columns.
+///
+/// ```
+/// use wit_store::TimeRange;
+///
+/// let hour = TimeRange::new(0, 3_600_000_000_000 - 1);
+/// assert!(hour.overlaps(&TimeRange::new(3_599_000_000_000, 4_000_000_000_000)));
+/// assert!(!hour.overlaps(&TimeRange::new(3_600_000_000_000, 4_000_000_000_000)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimeRange {
+    /// The earliest event time, inclusive.
+    pub min: i64,
+    /// The latest event time, inclusive.
+    pub max: i64,
+}
+
+impl TimeRange {
+    /// The range `min..=max`.
+    pub const fn new(min: i64, max: i64) -> Self {
+        TimeRange { min, max }
+    }
+
+    /// Whether the two ranges share at least one instant.
+    pub const fn overlaps(&self, other: &TimeRange) -> bool {
+        self.min <= other.max && other.min <= self.max
+    }
+}
+
+/// A complete, durable file in the store, as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// The file's path in the store, relative to its root, with `/` separators, e.g.
+    /// `acme/logs/2026/11/22/09/node-a/0193….parquet`.
+    pub path: String,
+    /// Whose data it holds.
+    pub tenant: Tenant,
+    /// What kind of telemetry it holds.
+    pub signal: Signal,
+    /// The event times of its rows.
+    pub time_range: TimeRange,
+    /// Its row count.
+    pub rows: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The batches whose rows it holds. The catalog keeps them sorted and returns them so.
+    pub batch_ids: Vec<BatchId>,
+}
+
+impl StoredFile {
+    /// Checks what every catalog requires of a file: a non-empty relative path of non-empty
+    /// components without `.`/`..` or control characters, `min <= max`, no batch id twice.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidFile`] naming the path and the reason.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: &str| {
+            Err(Error::InvalidFile {
+                path: self.path.clone(),
+                reason: reason.to_owned(),
+            })
+        };
+        if self.path.is_empty() {
+            return invalid("the path is empty");
+        }
+        if self.path.chars().any(char::is_control) {
+            return invalid("the path holds a control character");
+        }
+        if self.path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return invalid("the path must be relative, with no empty, `.` or `..` components");
+        }
+        if self.time_range.min > self.time_range.max {
+            return invalid("the time range starts after it ends");
+        }
+        let mut ids = self.batch_ids.clone();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return invalid("a batch id is listed twice");
+        }
+        Ok(())
+    }
+
+    /// The same file with its batch ids sorted, as catalogs store it.
+    #[doc(hidden)]
+    pub fn normalized(&self) -> StoredFile {
+        let mut file = self.clone();
+        file.batch_ids.sort_unstable();
+        file
+    }
+}
+
+/// Whether a catalogued file is served to queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileState {
+    /// Listed for queries.
+    Live,
+    /// Replaced by compaction or dropped by retention: no longer listed, and deleted once
+    /// `delete_after` has passed.
+    Retired {
+        /// When the file may be deleted.
+        delete_after: SystemTime,
+    },
+}
+
+/// The catalog of stored files. Every method is atomic: it applies completely or not at all.
+///
+/// Implementations: [`InMemoryFileCatalog`]; `wit-tracker`'s SQLite, PostgreSQL and in-memory
+/// trackers. The conformance suite in this crate's tests runs against all of them.
+///
+/// Methods block; an async host calls them from a blocking thread (the PostgreSQL tracker
+/// itself does its I/O on its own runtime).
+pub trait FileCatalog: Send + Sync {
+    /// Records complete files as live.
+    ///
+    /// Publishing a file again with identical contents is a no-op, so a publish that is
+    /// repeated after a crash succeeds. A tracker marks the files' batches `STORED` in the
+    /// same transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidFile`] (see [`StoredFile::validate`], or one path twice in `files`);
+    /// [`Error::FileExists`] for a path already catalogued with other contents;
+    /// [`Error::Catalog`] when the backend refuses, e.g. a tracker that does not know a batch
+    /// or whose batch cannot move to `STORED`. On any error nothing is published.
+    fn publish(&self, files: &[StoredFile]) -> Result<()>;
+
+    /// The live files of `tenant` and `signal` whose time range overlaps `time` (all of them
+    /// when `None`), ordered by start time, then path.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Catalog`] when the backend fails.
+    fn list(&self, tenant: &Tenant, signal: Signal, time: Option<TimeRange>) -> Result<Vec<StoredFile>>;
+
+    /// Publishes `new` and retires `old` (deletable after `delete_after`) in one step, as a
+    /// compaction does: a reader lists either all the old files or all the new ones.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownFile`] or [`Error::WrongFileState`] when an old file is not live;
+    /// the errors of [`publish`](Self::publish) for the new ones. On any error nothing
+    /// changes.
+    fn replace(&self, old: &[String], new: &[StoredFile], delete_after: SystemTime) -> Result<()>;
+
+    /// Retires live files (retention): no longer listed, deletable after `delete_after`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownFile`] or [`Error::WrongFileState`] when a file is not live; nothing
+    /// changes then.
+    fn retire(&self, paths: &[String], delete_after: SystemTime) -> Result<()>;
+
+    /// The retired files whose grace period has passed at `now`, ordered by path: the janitor
+    /// deletes these objects, then [`forget`](Self::forget)s them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Catalog`] when the backend fails.
+    fn deletable(&self, now: SystemTime) -> Result<Vec<StoredFile>>;
+
+    /// Removes retired files from the catalog once their objects are deleted, and returns how
+    /// many it removed. Paths the catalog does not hold are skipped, so a janitor may repeat
+    /// this after a crash.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongFileState`] when a file is still live; nothing changes then.
+    fn forget(&self, paths: &[String]) -> Result<u64>;
+}
+
+/// Checks a `publish` call's files: each valid, no path twice. Shared by every backend.
+#[doc(hidden)]
+pub fn validate_all(files: &[StoredFile]) -> Result<()> {
+    let mut seen = HashSet::with_capacity(files.len());
+    for file in files {
+        file.validate()?;
+        if !seen.insert(file.path.as_str()) {
+            return Err(Error::InvalidFile {
+                path: file.path.clone(),
+                reason: "the path is given twice".to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A [`FileCatalog`] held in memory: for tests, and for hosts that rebuild it on start.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use wit_batch::{BatchId, Signal, Tenant};
+/// use wit_store::{FileCatalog, InMemoryFileCatalog, StoredFile, TimeRange};
+///
+/// let catalog = InMemoryFileCatalog::default();
+/// let acme = Tenant::try_new("acme")?;
+/// let file = |path: &str, min, max| StoredFile {
+///     path: path.to_owned(),
+///     tenant: acme.clone(),
+///     signal: Signal::Logs,
+///     time_range: TimeRange::new(min, max),
+///     rows: 10,
+///     bytes: 1_000,
+///     batch_ids: vec![BatchId::new()],
+/// };
+/// catalog.publish(&[file("acme/logs/a.parquet", 0, 99), file("acme/logs/b.parquet", 100, 199)])?;
+///
+/// // Compaction: one file replaces both, old ones deletable in ten minutes.
+/// let now = SystemTime::now();
+/// catalog.replace(
+///     &["acme/logs/a.parquet".into(), "acme/logs/b.parquet".into()],
+///     &[file("acme/logs/ab.parquet", 0, 199)],
+///     now + Duration::from_secs(600),
+/// )?;
+/// let live = catalog.list(&acme, Signal::Logs, Some(TimeRange::new(150, 160)))?;
+/// assert_eq!(live.len(), 1);
+/// assert_eq!(live[0].path, "acme/logs/ab.parquet");
+/// assert!(catalog.deletable(now)?.is_empty());
+/// assert_eq!(catalog.deletable(now + Duration::from_secs(601))?.len(), 2);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct InMemoryFileCatalog {
+    files: Mutex<BTreeMap<String, (StoredFile, FileState)>>,
+}
+
+impl InMemoryFileCatalog {
+    /// The file catalogued under `path`, live or retired.
+    pub fn get(&self, path: &str) -> Option<StoredFile> {
+        self.files.lock().get(path).map(|(file, _)| file.clone())
+    }
+}
+
+/// The part of publishing shared by `publish` and `replace`: validates `new` against the
+/// files held and returns the ones to insert (identical republished files are skipped).
+fn plan_publish(held: &BTreeMap<String, (StoredFile, FileState)>, new: &[StoredFile]) -> Result<Vec<StoredFile>> {
+    validate_all(new)?;
+    let mut insert = Vec::with_capacity(new.len());
+    for file in new {
+        let file = file.normalized();
+        match held.get(&file.path) {
+            Some((existing, _)) if *existing == file => {}
+            Some(_) => return Err(Error::FileExists { path: file.path }),
+            None => insert.push(file),
+        }
+    }
+    Ok(insert)
+}
+
+/// Checks that every path is a live file.
+fn check_live(held: &BTreeMap<String, (StoredFile, FileState)>, paths: &[String]) -> Result<()> {
+    for path in paths {
+        match held.get(path) {
+            None => return Err(Error::UnknownFile { path: path.clone() }),
+            Some((_, FileState::Retired { .. })) => {
+                return Err(Error::WrongFileState {
+                    path: path.clone(),
+                    state: "retired",
+                });
+            }
+            Some((_, FileState::Live)) => {}
+        }
+    }
+    Ok(())
+}
+
+impl FileCatalog for InMemoryFileCatalog {
+    fn publish(&self, files: &[StoredFile]) -> Result<()> {
+        let mut held = self.files.lock();
+        for file in plan_publish(&held, files)? {
+            held.insert(file.path.clone(), (file, FileState::Live));
+        }
+        Ok(())
+    }
+
+    fn list(&self, tenant: &Tenant, signal: Signal, time: Option<TimeRange>) -> Result<Vec<StoredFile>> {
+        let held = self.files.lock();
+        let mut files: Vec<StoredFile> = held
+            .values()
+            .filter(|(f, state)| {
+                *state == FileState::Live
+                    && f.tenant == *tenant
+                    && f.signal == signal
+                    && time.is_none_or(|t| t.overlaps(&f.time_range))
+            })
+            .map(|(f, _)| f.clone())
+            .collect();
+        files.sort_by(|a, b| (a.time_range.min, &a.path).cmp(&(b.time_range.min, &b.path)));
+        Ok(files)
+    }
+
+    fn replace(&self, old: &[String], new: &[StoredFile], delete_after: SystemTime) -> Result<()> {
+        let mut held = self.files.lock();
+        check_live(&held, old)?;
+        let insert = plan_publish(&held, new)?;
+        for path in old {
+            if let Some((_, state)) = held.get_mut(path) {
+                *state = FileState::Retired { delete_after };
+            }
+        }
+        for file in insert {
+            held.insert(file.path.clone(), (file, FileState::Live));
+        }
+        Ok(())
+    }
+
+    fn retire(&self, paths: &[String], delete_after: SystemTime) -> Result<()> {
+        self.replace(paths, &[], delete_after)
+    }
+
+    fn deletable(&self, now: SystemTime) -> Result<Vec<StoredFile>> {
+        let held = self.files.lock();
+        Ok(held
+            .values()
+            .filter(|(_, state)| matches!(state, FileState::Retired { delete_after } if *delete_after <= now))
+            .map(|(f, _)| f.clone())
+            .collect())
+    }
+
+    fn forget(&self, paths: &[String]) -> Result<u64> {
+        let mut held = self.files.lock();
+        for path in paths {
+            if let Some((_, FileState::Live)) = held.get(path) {
+                return Err(Error::WrongFileState {
+                    path: path.clone(),
+                    state: "live",
+                });
+            }
+        }
+        Ok(paths.iter().filter(|p| held.remove(*p).is_some()).count() as u64)
+    }
+}

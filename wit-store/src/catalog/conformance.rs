@@ -1,0 +1,262 @@
+//! One body of tests that every [`FileCatalog`] implementation runs (the in-memory catalog
+//! here, the SQLite, PostgreSQL and in-memory trackers in `wit-tracker`).
+//!
+//! Each check takes the catalog and a `prepare` hook that makes batch ids acceptable to it
+//! (a tracker registers them and moves them to `INGESTED`; a plain catalog does nothing).
+//! [`file_catalog_conformance!`](crate::file_catalog_conformance) turns every check into a
+//! `#[test]`.
+
+use std::time::{Duration, SystemTime};
+
+use wit_batch::{BatchId, Signal, Tenant};
+
+use crate::{Error, FileCatalog, StoredFile, TimeRange};
+
+/// Makes batch ids publishable in the catalog under test.
+pub type Prepare<'a> = &'a dyn Fn(&[BatchId]);
+
+fn tenant(name: &str) -> Tenant {
+    Tenant::try_new(name).expect("valid tenant")
+}
+
+fn file(prepare: Prepare<'_>, path: &str, tenant_name: &str, signal: Signal, min: i64, max: i64) -> StoredFile {
+    let batch_ids = vec![BatchId::new(), BatchId::new()];
+    prepare(&batch_ids);
+    StoredFile {
+        path: path.to_owned(),
+        tenant: tenant(tenant_name),
+        signal,
+        time_range: TimeRange::new(min, max),
+        rows: 100,
+        bytes: 4_096,
+        batch_ids,
+    }
+}
+
+fn paths(files: &[StoredFile]) -> Vec<&str> {
+    files.iter().map(|f| f.path.as_str()).collect()
+}
+
+fn live(catalog: &dyn FileCatalog, name: &str, signal: Signal) -> Vec<String> {
+    catalog
+        .list(&tenant(name), signal, None)
+        .expect("list")
+        .into_iter()
+        .map(|f| f.path)
+        .collect()
+}
+
+/// Published files are listed by tenant, signal and overlapping time range (bounds
+/// inclusive), ordered by start time then path, with their batch ids sorted.
+pub fn publish_and_list(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let mut b = file(prepare, "acme/logs/b.parquet", "acme", Signal::Logs, 100, 199);
+    b.batch_ids.reverse();
+    let a = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    let c = file(prepare, "acme/logs/c.parquet", "acme", Signal::Logs, 100, 150);
+    let other_signal = file(prepare, "acme/traces/a.parquet", "acme", Signal::Traces, 0, 999);
+    let other_tenant = file(prepare, "umbrella/logs/a.parquet", "umbrella", Signal::Logs, 0, 999);
+    catalog
+        .publish(&[b.clone(), a.clone(), c.clone(), other_signal, other_tenant])
+        .expect("publish");
+
+    let all = catalog.list(&tenant("acme"), Signal::Logs, None).expect("list");
+    assert_eq!(
+        paths(&all),
+        ["acme/logs/a.parquet", "acme/logs/b.parquet", "acme/logs/c.parquet"]
+    );
+    assert_eq!(all[0], a.normalized());
+    assert_eq!(all[1], b.normalized(), "batch ids come back sorted");
+    assert!(all[1].batch_ids.windows(2).all(|w| w[0] < w[1]));
+
+    let at = |min, max| {
+        paths(
+            &catalog
+                .list(&tenant("acme"), Signal::Logs, Some(TimeRange::new(min, max)))
+                .expect("list"),
+        )
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(at(99, 99), ["acme/logs/a.parquet"], "the end is inclusive");
+    assert_eq!(
+        at(99, 100),
+        ["acme/logs/a.parquet", "acme/logs/b.parquet", "acme/logs/c.parquet"]
+    );
+    assert_eq!(at(151, 10_000), ["acme/logs/b.parquet"]);
+    assert!(at(200, 300).is_empty());
+    assert_eq!(live(catalog, "acme", Signal::Traces), ["acme/traces/a.parquet"]);
+    assert_eq!(live(catalog, "umbrella", Signal::Logs), ["umbrella/logs/a.parquet"]);
+    assert!(live(catalog, "umbrella", Signal::Metrics).is_empty());
+}
+
+/// Publishing the same file again is a no-op; the same path with other contents is
+/// `FileExists`, and nothing of that call is published.
+pub fn republish(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let a = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    catalog.publish(std::slice::from_ref(&a)).expect("publish");
+    let mut shuffled = a.clone();
+    shuffled.batch_ids.reverse();
+    catalog
+        .publish(&[shuffled])
+        .expect("an identical republish is accepted");
+
+    let mut changed = a.clone();
+    changed.rows += 1;
+    let fresh = file(prepare, "acme/logs/fresh.parquet", "acme", Signal::Logs, 0, 99);
+    let err = catalog.publish(&[fresh, changed]).expect_err("other contents");
+    assert!(
+        matches!(&err, Error::FileExists { path } if path == "acme/logs/a.parquet"),
+        "{err}"
+    );
+    assert_eq!(
+        live(catalog, "acme", Signal::Logs),
+        ["acme/logs/a.parquet"],
+        "the call published nothing"
+    );
+}
+
+/// Invalid files get `InvalidFile`, and nothing of that call is published.
+pub fn invalid_files(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let good = file(prepare, "acme/logs/good.parquet", "acme", Signal::Logs, 0, 9);
+    let bad = |f: fn(&mut StoredFile)| {
+        let mut bad = file(prepare, "acme/logs/bad.parquet", "acme", Signal::Logs, 0, 9);
+        f(&mut bad);
+        bad
+    };
+    let cases = [
+        bad(|f| f.path.clear()),
+        bad(|f| f.path = "/abs/x.parquet".into()),
+        bad(|f| f.path = "acme/../x.parquet".into()),
+        bad(|f| f.path = "acme//x.parquet".into()),
+        bad(|f| f.path = "acme/x\n.parquet".into()),
+        bad(|f| f.time_range = TimeRange::new(10, 9)),
+        bad(|f| f.batch_ids.push(f.batch_ids[0])),
+        good.clone(),
+    ];
+    for case in cases {
+        let err = catalog.publish(&[good.clone(), case.clone()]).expect_err("invalid");
+        assert!(
+            matches!(&err, Error::InvalidFile { path, .. } if *path == case.path),
+            "{err}"
+        );
+    }
+    assert!(live(catalog, "acme", Signal::Logs).is_empty());
+}
+
+/// `replace` swaps files in one step; a failing replace changes nothing.
+pub fn replace(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let grace = now + Duration::from_secs(600);
+    let a = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    let b = file(prepare, "acme/logs/b.parquet", "acme", Signal::Logs, 100, 199);
+    catalog.publish(&[a.clone(), b.clone()]).expect("publish");
+
+    let mut ab = file(prepare, "acme/logs/ab.parquet", "acme", Signal::Logs, 0, 199);
+    ab.batch_ids = a.batch_ids.iter().chain(&b.batch_ids).copied().collect();
+    ab.rows = 200;
+
+    // An unknown old file: nothing happens.
+    let err = catalog
+        .replace(
+            &[a.path.clone(), "acme/logs/nope.parquet".into()],
+            std::slice::from_ref(&ab),
+            grace,
+        )
+        .expect_err("unknown old file");
+    assert!(
+        matches!(&err, Error::UnknownFile { path } if path == "acme/logs/nope.parquet"),
+        "{err}"
+    );
+    // An invalid new file: nothing happens either.
+    let mut bad = ab.clone();
+    bad.time_range = TimeRange::new(5, 1);
+    let err = catalog
+        .replace(std::slice::from_ref(&a.path), &[bad], grace)
+        .expect_err("invalid new file");
+    assert!(matches!(err, Error::InvalidFile { .. }), "{err}");
+    assert_eq!(live(catalog, "acme", Signal::Logs), [a.path.as_str(), b.path.as_str()]);
+    assert!(catalog.deletable(grace).expect("deletable").is_empty());
+
+    catalog
+        .replace(&[a.path.clone(), b.path.clone()], std::slice::from_ref(&ab), grace)
+        .expect("replace");
+    assert_eq!(live(catalog, "acme", Signal::Logs), [ab.path.as_str()]);
+    assert!(
+        catalog.deletable(now).expect("deletable").is_empty(),
+        "still in the grace period"
+    );
+    let due = catalog.deletable(grace).expect("deletable");
+    assert_eq!(paths(&due), [a.path.as_str(), b.path.as_str()]);
+    assert_eq!(due[0], a.normalized());
+
+    // Replacing a retired file again is refused.
+    let err = catalog
+        .replace(std::slice::from_ref(&a.path), &[], grace)
+        .expect_err("retired");
+    assert!(
+        matches!(&err, Error::WrongFileState { path, state: "retired" } if *path == a.path),
+        "{err}"
+    );
+}
+
+/// Retention retires files; the janitor deletes them after the grace period and forgets them.
+pub fn retire_and_forget(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let a = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    let b = file(prepare, "acme/logs/b.parquet", "acme", Signal::Logs, 100, 199);
+    catalog.publish(&[a.clone(), b.clone()]).expect("publish");
+
+    let err = catalog
+        .retire(&["acme/logs/nope.parquet".into()], now)
+        .expect_err("unknown");
+    assert!(matches!(err, Error::UnknownFile { .. }), "{err}");
+    let err = catalog.forget(std::slice::from_ref(&a.path)).expect_err("live");
+    assert!(matches!(&err, Error::WrongFileState { state: "live", .. }), "{err}");
+
+    catalog
+        .retire(std::slice::from_ref(&a.path), now + Duration::from_secs(60))
+        .expect("retire");
+    assert_eq!(live(catalog, "acme", Signal::Logs), [b.path.as_str()]);
+    assert!(catalog.deletable(now).expect("deletable").is_empty());
+    assert_eq!(
+        paths(&catalog.deletable(now + Duration::from_secs(60)).expect("deletable")),
+        [a.path.as_str()]
+    );
+
+    let forgotten = catalog
+        .forget(&[a.path.clone(), "acme/logs/never.parquet".into()])
+        .expect("forget");
+    assert_eq!(forgotten, 1);
+    assert_eq!(catalog.forget(std::slice::from_ref(&a.path)).expect("again"), 0);
+    assert!(
+        catalog
+            .deletable(now + Duration::from_secs(3_600))
+            .expect("deletable")
+            .is_empty()
+    );
+    // A forgotten path may be published again (a rewritten file).
+    catalog.publish(&[a]).expect("publish again");
+}
+
+/// Turns every check of [`conformance`](crate::catalog::conformance) into a `#[test]`.
+///
+/// `$make` is a function returning `Option<(catalog, prepare)>`; `None` skips (a backend
+/// that is not available, with its own message).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! file_catalog_conformance {
+    ($make:path) => {
+        $crate::file_catalog_conformance!(@each $make, publish_and_list, republish, invalid_files, replace, retire_and_forget);
+    };
+    (@each $make:path, $($check:ident),+) => {
+        $(
+            #[test]
+            fn $check() {
+                if let Some((catalog, prepare)) = $make() {
+                    $crate::catalog::conformance::$check(&catalog, &prepare);
+                }
+            }
+        )+
+    };
+}

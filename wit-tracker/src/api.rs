@@ -1,0 +1,232 @@
+//! The tracker contract: [`Tracker`] (blocking), [`AsyncTracker`] (its async twin) and
+//! [`TrackerExt`] (one-batch conveniences over `Tracker`).
+
+use std::future::Future;
+use std::time::SystemTime;
+
+use wit_batch::{BatchId, BatchMeta, Stage, Transition};
+
+use crate::Result;
+use crate::model::{
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts, Window,
+};
+
+/// Follows batches through their lifecycle. Every method is one transaction: it applies
+/// completely or not at all. Times are the caller's, kept to the microsecond.
+///
+/// Implemented by [`InMemoryTracker`](crate::InMemoryTracker),
+/// [`SqliteTracker`](crate::SqliteTracker) and [`PostgresTracker`](crate::PostgresTracker),
+/// which also implement [`FileCatalog`](wit_store::FileCatalog) (publishing a file marks its
+/// batches `STORED` in the same transaction) and [`AsyncTracker`]. One conformance suite runs
+/// against all three.
+pub trait Tracker: Send + Sync {
+    /// Registers batches as `CREATED` (at their `created_at`).
+    ///
+    /// A batch already registered is left as it was and reported
+    /// [`Registration::AlreadyRegistered`], so a replay may register again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for counts beyond `i64`;
+    /// backend errors.
+    fn register(&self, batches: &[BatchMeta]) -> Result<Vec<Registration>>;
+
+    /// Moves batches on, in order, storing each step's WAL position and source offsets in the
+    /// same transaction. Returns one outcome per step: [`Transition::AlreadyApplied`] when the
+    /// batch is already in that stage. A step out of `FAILED` into the stage the batch failed
+    /// in is a retry by hand (with a fresh retry budget). Completing a step drops the batch's
+    /// lease.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownBatch`](crate::Error::UnknownBatch);
+    /// [`Error::InvalidTransition`](crate::Error::InvalidTransition) for a skipped stage, a step
+    /// backwards, or any other step the lifecycle forbids;
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a step into `FAILED`
+    /// (use [`record_error`](Self::record_error)). On any error no step is applied.
+    fn advance(&self, steps: &[Advance]) -> Result<Vec<Transition>>;
+
+    /// Records that moving `batch` into `stage` failed with `message`: the retry count goes up
+    /// and the lease is dropped; once the retry policy gives up the batch is `FAILED`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownBatch`](crate::Error::UnknownBatch);
+    /// [`Error::InvalidTransition`](crate::Error::InvalidTransition) when `stage` is not a
+    /// step the batch could be attempting (it is already `FAILED` or `COMPLETED`, or `stage`
+    /// is not next).
+    fn record_error(&self, batch: BatchId, stage: Stage, message: &str, at: SystemTime) -> Result<ErrorOutcome>;
+
+    /// Claims up to `request.max` batches ready to move into `request.stage` (oldest first)
+    /// whose lease is free or ran out, leasing them to `request.worker`. Two workers never hold
+    /// the same batch at once; a batch whose worker died is claimable once its lease ends.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a claim into `CREATED` or
+    /// `FAILED`, or an empty worker name.
+    fn claim(&self, request: &ClaimRequest) -> Result<Vec<BatchRecord>>;
+
+    /// The record of one batch.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownBatch`](crate::Error::UnknownBatch) when it is not registered.
+    fn batch(&self, batch: BatchId) -> Result<BatchRecord>;
+
+    /// Batches created before `created_before` that are neither `COMPLETED` nor `FAILED`:
+    /// stuck ones. Oldest first, at most `limit`.
+    fn stuck(&self, created_before: SystemTime, limit: usize) -> Result<Vec<BatchRecord>>;
+
+    /// `FAILED` batches, oldest first, at most `limit`.
+    fn failed(&self, limit: usize) -> Result<Vec<BatchRecord>>;
+
+    /// How many batches created in `window` are in each stage now.
+    fn stage_counts(&self, window: Window) -> Result<StageCounts>;
+
+    /// Batches, messages, bytes and messages per second per client (tenant) for batches
+    /// created in `window`, busiest first.
+    fn client_throughput(&self, window: Window) -> Result<Vec<ClientThroughput>>;
+
+    /// The lowest WAL position of a batch that is not `COMPLETED`: the WAL must keep every
+    /// record from there on. `None` when no incomplete batch has a position.
+    fn oldest_incomplete_wal_position(&self) -> Result<Option<u64>>;
+
+    /// The stored positions of `source`, by topic and partition.
+    fn source_offsets(&self, source: &str) -> Result<Vec<SourceOffset>>;
+
+    /// Deletes the records of batches `COMPLETED` before `completed_before` and returns how
+    /// many it deleted (retention). Stored-file entries are kept.
+    fn purge_completed(&self, completed_before: SystemTime) -> Result<u64>;
+}
+
+/// The async twin of [`Tracker`]: the same methods and meanings, awaiting the database
+/// instead of blocking a runtime thread.
+///
+/// # Cancel safety
+///
+/// Dropping a future does not cancel its transaction, which runs to its end on the tracker's
+/// side: the call either happened or not, as if it had been awaited.
+pub trait AsyncTracker: Send + Sync {
+    /// [`Tracker::register`].
+    fn register(&self, batches: &[BatchMeta]) -> impl Future<Output = Result<Vec<Registration>>> + Send;
+    /// [`Tracker::advance`].
+    fn advance(&self, steps: &[Advance]) -> impl Future<Output = Result<Vec<Transition>>> + Send;
+    /// [`Tracker::record_error`].
+    fn record_error(
+        &self,
+        batch: BatchId,
+        stage: Stage,
+        message: &str,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<ErrorOutcome>> + Send;
+    /// [`Tracker::claim`].
+    fn claim(&self, request: &ClaimRequest) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
+    /// [`Tracker::batch`].
+    fn batch(&self, batch: BatchId) -> impl Future<Output = Result<BatchRecord>> + Send;
+    /// [`Tracker::stuck`].
+    fn stuck(&self, created_before: SystemTime, limit: usize) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
+    /// [`Tracker::failed`].
+    fn failed(&self, limit: usize) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
+    /// [`Tracker::stage_counts`].
+    fn stage_counts(&self, window: Window) -> impl Future<Output = Result<StageCounts>> + Send;
+    /// [`Tracker::client_throughput`].
+    fn client_throughput(&self, window: Window) -> impl Future<Output = Result<Vec<ClientThroughput>>> + Send;
+    /// [`Tracker::oldest_incomplete_wal_position`].
+    fn oldest_incomplete_wal_position(&self) -> impl Future<Output = Result<Option<u64>>> + Send;
+    /// [`Tracker::source_offsets`].
+    fn source_offsets(&self, source: &str) -> impl Future<Output = Result<Vec<SourceOffset>>> + Send;
+    /// [`Tracker::purge_completed`].
+    fn purge_completed(&self, completed_before: SystemTime) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// One-batch conveniences for every [`Tracker`].
+pub trait TrackerExt: Tracker {
+    /// Registers one batch.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tracker::register`].
+    fn register_one(&self, meta: &BatchMeta) -> Result<Registration> {
+        Ok(self.register(std::slice::from_ref(meta))?[0])
+    }
+
+    /// Moves one batch into `stage` at `at`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tracker::advance`].
+    fn mark(&self, batch: BatchId, stage: Stage, at: SystemTime) -> Result<Transition> {
+        Ok(self.advance(&[Advance::new(batch, stage, at)])?[0])
+    }
+}
+
+impl<T: Tracker + ?Sized> TrackerExt for T {}
+
+/// Implements [`AsyncTracker`] for a cheaply cloned [`Tracker`] by running each call through
+/// `$run`, a function that takes a `FnOnce() -> R + Send + 'static` and returns a future of `R`.
+macro_rules! async_from_sync {
+    ($ty:ty, $run:path) => {
+        impl $crate::AsyncTracker for $ty {
+            async fn register(&self, batches: &[wit_batch::BatchMeta]) -> $crate::Result<Vec<$crate::Registration>> {
+                let (this, batches) = (self.clone(), batches.to_vec());
+                $run(move || $crate::Tracker::register(&this, &batches)).await
+            }
+            async fn advance(&self, steps: &[$crate::Advance]) -> $crate::Result<Vec<wit_batch::Transition>> {
+                let (this, steps) = (self.clone(), steps.to_vec());
+                $run(move || $crate::Tracker::advance(&this, &steps)).await
+            }
+            async fn record_error(
+                &self,
+                batch: wit_batch::BatchId,
+                stage: wit_batch::Stage,
+                message: &str,
+                at: std::time::SystemTime,
+            ) -> $crate::Result<$crate::ErrorOutcome> {
+                let (this, message) = (self.clone(), message.to_owned());
+                $run(move || $crate::Tracker::record_error(&this, batch, stage, &message, at)).await
+            }
+            async fn claim(&self, request: &$crate::ClaimRequest) -> $crate::Result<Vec<$crate::BatchRecord>> {
+                let (this, request) = (self.clone(), request.clone());
+                $run(move || $crate::Tracker::claim(&this, &request)).await
+            }
+            async fn batch(&self, batch: wit_batch::BatchId) -> $crate::Result<$crate::BatchRecord> {
+                let this = self.clone();
+                $run(move || $crate::Tracker::batch(&this, batch)).await
+            }
+            async fn stuck(
+                &self,
+                created_before: std::time::SystemTime,
+                limit: usize,
+            ) -> $crate::Result<Vec<$crate::BatchRecord>> {
+                let this = self.clone();
+                $run(move || $crate::Tracker::stuck(&this, created_before, limit)).await
+            }
+            async fn failed(&self, limit: usize) -> $crate::Result<Vec<$crate::BatchRecord>> {
+                let this = self.clone();
+                $run(move || $crate::Tracker::failed(&this, limit)).await
+            }
+            async fn stage_counts(&self, window: $crate::Window) -> $crate::Result<$crate::StageCounts> {
+                let this = self.clone();
+                $run(move || $crate::Tracker::stage_counts(&this, window)).await
+            }
+            async fn client_throughput(&self, window: $crate::Window) -> $crate::Result<Vec<$crate::ClientThroughput>> {
+                let this = self.clone();
+                $run(move || $crate::Tracker::client_throughput(&this, window)).await
+            }
+            async fn oldest_incomplete_wal_position(&self) -> $crate::Result<Option<u64>> {
+                let this = self.clone();
+                $run(move || $crate::Tracker::oldest_incomplete_wal_position(&this)).await
+            }
+            async fn source_offsets(&self, source: &str) -> $crate::Result<Vec<$crate::SourceOffset>> {
+                let (this, source) = (self.clone(), source.to_owned());
+                $run(move || $crate::Tracker::source_offsets(&this, &source)).await
+            }
+            async fn purge_completed(&self, completed_before: std::time::SystemTime) -> $crate::Result<u64> {
+                let this = self.clone();
+                $run(move || $crate::Tracker::purge_completed(&this, completed_before)).await
+            }
+        }
+    };
+}
+pub(crate) use async_from_sync;

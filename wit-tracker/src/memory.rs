@@ -1,0 +1,287 @@
+//! The in-memory tracker: the rules of every backend, held in a map.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
+use wit_store::{FileCatalog, InMemoryFileCatalog, StoredFile, TimeRange};
+
+use crate::model::{
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts,
+    TrackerConfig, Window,
+};
+use crate::{Error, Result, Tracker, plan};
+
+/// A [`Tracker`] and [`FileCatalog`] held in memory, for tests and for hosts that do not need
+/// the records to outlive the process. Clones share the same state.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use wit_batch::{BatchId, BatchMeta, Signal, SourceKind, Stage, Tenant, Transition};
+/// use wit_tracker::{InMemoryTracker, Tracker, TrackerExt};
+///
+/// let tracker = InMemoryTracker::default();
+/// let id = BatchId::new();
+/// tracker.register_one(&BatchMeta {
+///     id,
+///     tenant: Tenant::try_new("acme")?,
+///     signal: Signal::Logs,
+///     source: SourceKind::Http,
+///     message_count: 3,
+///     byte_size: 900,
+///     first_offset: None,
+///     last_offset: None,
+///     topics: vec![],
+///     created_at: id.created_at(),
+/// })?;
+/// let now = SystemTime::now();
+/// assert_eq!(tracker.mark(id, Stage::WalWritten, now)?, Transition::Applied);
+/// assert_eq!(tracker.mark(id, Stage::WalWritten, now)?, Transition::AlreadyApplied);
+/// assert!(tracker.mark(id, Stage::Stored, now).is_err()); // INGESTED comes first
+/// assert_eq!(tracker.batch(id)?.stage, Stage::WalWritten);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryTracker {
+    inner: Arc<Mutex<State>>,
+    config: TrackerConfig,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    batches: HashMap<BatchId, BatchRecord>,
+    offsets: BTreeMap<(String, String, i32), i64>,
+    files: InMemoryFileCatalog,
+}
+
+impl InMemoryTracker {
+    /// An empty tracker with these settings.
+    pub fn new(config: TrackerConfig) -> Self {
+        InMemoryTracker {
+            inner: Arc::default(),
+            config,
+        }
+    }
+}
+
+fn sorted_by_creation(mut records: Vec<BatchRecord>, limit: usize) -> Vec<BatchRecord> {
+    records.sort_by_key(|r| (r.meta.created_at, r.meta.id));
+    records.truncate(limit);
+    records
+}
+
+impl Tracker for InMemoryTracker {
+    fn register(&self, batches: &[BatchMeta]) -> Result<Vec<Registration>> {
+        batches.iter().try_for_each(plan::check_meta)?;
+        let mut state = self.inner.lock();
+        Ok(batches
+            .iter()
+            .map(|meta| match state.batches.entry(meta.id) {
+                std::collections::hash_map::Entry::Occupied(_) => Registration::AlreadyRegistered,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(BatchRecord::new(meta.clone()));
+                    Registration::Registered
+                }
+            })
+            .collect())
+    }
+
+    fn advance(&self, steps: &[Advance]) -> Result<Vec<Transition>> {
+        plan::check_steps(steps)?;
+        let mut state = self.inner.lock();
+        // Work on copies, so that an error leaves everything as it was.
+        let mut records = HashMap::new();
+        for id in plan::step_ids(steps) {
+            if let Some(rec) = state.batches.get(&id) {
+                records.insert(id, rec.clone());
+            }
+        }
+        let (outcomes, changed) = plan::advance_all(&mut records, steps)?;
+        for id in changed {
+            if let Some(rec) = records.remove(&id) {
+                state.batches.insert(id, rec);
+            }
+        }
+        for offset in plan::merged_offsets(steps) {
+            let slot = state
+                .offsets
+                .entry((offset.source, offset.topic, offset.partition))
+                .or_insert(offset.offset);
+            *slot = (*slot).max(offset.offset);
+        }
+        Ok(outcomes)
+    }
+
+    fn record_error(&self, batch: BatchId, stage: Stage, message: &str, at: SystemTime) -> Result<ErrorOutcome> {
+        let mut state = self.inner.lock();
+        let rec = state.batches.get(&batch).ok_or(Error::UnknownBatch { batch })?;
+        let mut rec = rec.clone();
+        let outcome = plan::apply_error(&mut rec, stage, message, at, &self.config.retry)?;
+        state.batches.insert(batch, rec);
+        Ok(outcome)
+    }
+
+    fn claim(&self, request: &ClaimRequest) -> Result<Vec<BatchRecord>> {
+        let sources = plan::claim_sources(request)?;
+        let now = plan::micros(request.now);
+        let lease = plan::lease_for(request);
+        let mut state = self.inner.lock();
+        let ready: Vec<BatchRecord> = state
+            .batches
+            .values()
+            .filter(|rec| plan::claimable(rec, &sources, now))
+            .cloned()
+            .collect();
+        let mut claimed = sorted_by_creation(ready, request.max);
+        for rec in &mut claimed {
+            rec.lease = Some(lease.clone());
+            state.batches.insert(rec.meta.id, rec.clone());
+        }
+        Ok(claimed)
+    }
+
+    fn batch(&self, batch: BatchId) -> Result<BatchRecord> {
+        self.inner
+            .lock()
+            .batches
+            .get(&batch)
+            .cloned()
+            .ok_or(Error::UnknownBatch { batch })
+    }
+
+    fn stuck(&self, created_before: SystemTime, limit: usize) -> Result<Vec<BatchRecord>> {
+        let state = self.inner.lock();
+        let stuck = state
+            .batches
+            .values()
+            .filter(|r| !matches!(r.stage, Stage::Completed | Stage::Failed) && r.meta.created_at < created_before)
+            .cloned()
+            .collect();
+        Ok(sorted_by_creation(stuck, limit))
+    }
+
+    fn failed(&self, limit: usize) -> Result<Vec<BatchRecord>> {
+        let state = self.inner.lock();
+        let failed = state
+            .batches
+            .values()
+            .filter(|r| r.stage == Stage::Failed)
+            .cloned()
+            .collect();
+        Ok(sorted_by_creation(failed, limit))
+    }
+
+    fn stage_counts(&self, window: Window) -> Result<StageCounts> {
+        let mut counts = StageCounts::default();
+        for rec in self.inner.lock().batches.values() {
+            if window.from <= rec.meta.created_at && rec.meta.created_at < window.to {
+                counts.add(rec.stage, 1);
+            }
+        }
+        Ok(counts)
+    }
+
+    fn client_throughput(&self, window: Window) -> Result<Vec<ClientThroughput>> {
+        let mut per_client: BTreeMap<Tenant, (u64, u64, u64)> = BTreeMap::new();
+        for rec in self.inner.lock().batches.values() {
+            if window.from <= rec.meta.created_at && rec.meta.created_at < window.to {
+                let entry = per_client.entry(rec.meta.tenant.clone()).or_default();
+                entry.0 += 1;
+                entry.1 += rec.meta.message_count;
+                entry.2 += rec.meta.byte_size;
+            }
+        }
+        Ok(plan::throughput_rows(
+            per_client.into_iter().map(|(t, (b, m, y))| (t, b, m, y)),
+            &window,
+        ))
+    }
+
+    fn oldest_incomplete_wal_position(&self) -> Result<Option<u64>> {
+        Ok(self
+            .inner
+            .lock()
+            .batches
+            .values()
+            .filter(|r| r.stage != Stage::Completed)
+            .filter_map(|r| r.wal_position)
+            .min())
+    }
+
+    fn source_offsets(&self, source: &str) -> Result<Vec<SourceOffset>> {
+        Ok(self
+            .inner
+            .lock()
+            .offsets
+            .iter()
+            .filter(|((s, _, _), _)| s == source)
+            .map(|((s, topic, partition), offset)| SourceOffset::new(s.clone(), topic.clone(), *partition, *offset))
+            .collect())
+    }
+
+    fn purge_completed(&self, completed_before: SystemTime) -> Result<u64> {
+        let mut state = self.inner.lock();
+        let before = state.batches.len();
+        state.batches.retain(|_, r| {
+            !(r.stage == Stage::Completed
+                && r.completed_at
+                    .get(Stage::Completed)
+                    .is_some_and(|t| t < completed_before))
+        });
+        Ok((before - state.batches.len()) as u64)
+    }
+}
+
+impl FileCatalog for InMemoryTracker {
+    fn publish(&self, files: &[StoredFile]) -> wit_store::Result<()> {
+        let mut state = self.inner.lock();
+        let new = plan::files_to_publish(files, |path| Ok(state.files.get(path)))?;
+        let ids = plan::file_batch_ids(&new);
+        let mut records = HashMap::new();
+        for id in &ids {
+            let rec = state.batches.get(id).ok_or(Error::UnknownBatch { batch: *id })?;
+            records.insert(*id, rec.clone());
+        }
+        let changed = plan::store_all(&mut records, &ids, SystemTime::now())?;
+        state.files.publish(&new)?;
+        for id in changed {
+            if let Some(rec) = records.remove(&id) {
+                state.batches.insert(id, rec);
+            }
+        }
+        Ok(())
+    }
+
+    fn list(&self, tenant: &Tenant, signal: Signal, time: Option<TimeRange>) -> wit_store::Result<Vec<StoredFile>> {
+        self.inner.lock().files.list(tenant, signal, time)
+    }
+
+    fn replace(&self, old: &[String], new: &[StoredFile], delete_after: SystemTime) -> wit_store::Result<()> {
+        self.inner.lock().files.replace(old, new, delete_after)
+    }
+
+    fn retire(&self, paths: &[String], delete_after: SystemTime) -> wit_store::Result<()> {
+        self.inner.lock().files.retire(paths, delete_after)
+    }
+
+    fn deletable(&self, now: SystemTime) -> wit_store::Result<Vec<StoredFile>> {
+        self.inner.lock().files.deletable(now)
+    }
+
+    fn forget(&self, paths: &[String]) -> wit_store::Result<u64> {
+        self.inner.lock().files.forget(paths)
+    }
+}
+
+/// Runs a call at once: nothing in memory waits.
+fn run_now<R>(f: impl FnOnce() -> R + Send + 'static) -> impl Future<Output = R> + Send
+where
+    R: Send + 'static,
+{
+    std::future::ready(f())
+}
+
+crate::api::async_from_sync!(InMemoryTracker, run_now);

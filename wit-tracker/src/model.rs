@@ -1,0 +1,329 @@
+//! The values the tracker takes and returns.
+
+use std::time::{Duration, SystemTime};
+
+use wit_batch::{BatchId, BatchMeta, RetryPolicy, Stage, Tenant};
+
+/// Completion times of a batch's stages.
+///
+/// `CREATED` is the batch's creation time; `FAILED` is when it last failed for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageTimes([Option<SystemTime>; 8]);
+
+impl StageTimes {
+    /// When `stage` was completed (reached), if it was.
+    pub fn get(&self, stage: Stage) -> Option<SystemTime> {
+        self.0[usize::from(stage.code() - 1)]
+    }
+
+    pub(crate) fn set(&mut self, stage: Stage, at: Option<SystemTime>) {
+        self.0[usize::from(stage.code() - 1)] = at;
+    }
+}
+
+/// A worker's hold on a batch it claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The worker that claimed the batch.
+    pub worker: String,
+    /// When the lease ends; after it the batch may be claimed again.
+    pub until: SystemTime,
+}
+
+/// Everything the tracker knows about one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchRecord {
+    /// What the batch is: id, tenant, signal, source, counts, offsets, topics, creation time.
+    pub meta: BatchMeta,
+    /// The stage it has reached.
+    pub stage: Stage,
+    /// When it is `FAILED`: the stage it had reached when it failed, where a retry resumes.
+    pub failed_in: Option<Stage>,
+    /// When each stage was reached.
+    pub completed_at: StageTimes,
+    /// Its position in the write-ahead log (the LSN of its envelope), once written there.
+    pub wal_position: Option<u64>,
+    /// The stage whose step failed last, if any failed.
+    pub error_stage: Option<Stage>,
+    /// The last error's message.
+    pub error_message: Option<String>,
+    /// Errors recorded since the batch last moved on (or was retried by hand).
+    pub retry_count: u32,
+    /// The worker holding it, if claimed (the lease may have run out).
+    pub lease: Option<Lease>,
+    /// When the record last changed stage or recorded an error.
+    pub updated_at: SystemTime,
+}
+
+impl BatchRecord {
+    /// The record of a newly registered batch: `CREATED` at its creation time.
+    pub(crate) fn new(meta: BatchMeta) -> Self {
+        let created = crate::plan::micros(meta.created_at);
+        let mut meta = meta;
+        meta.created_at = created;
+        let mut completed_at = StageTimes::default();
+        completed_at.set(Stage::Created, Some(created));
+        BatchRecord {
+            meta,
+            stage: Stage::Created,
+            failed_in: None,
+            completed_at,
+            wal_position: None,
+            error_stage: None,
+            error_message: None,
+            retry_count: 0,
+            lease: None,
+            updated_at: created,
+        }
+    }
+}
+
+/// One step of a batch's lifecycle, for [`Tracker::advance`](crate::Tracker::advance).
+///
+/// ```
+/// use std::time::SystemTime;
+/// use wit_batch::{BatchId, Stage};
+/// use wit_tracker::{Advance, SourceOffset};
+///
+/// let step = Advance::new(BatchId::new(), Stage::WalWritten, SystemTime::now())
+///     .with_wal_position(4_096)
+///     .with_offsets(vec![SourceOffset::new("ingest", "logs.acme", 0, 1_119)]);
+/// assert_eq!(step.offsets.len(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Advance {
+    /// The batch.
+    pub batch: BatchId,
+    /// The stage it reached.
+    pub stage: Stage,
+    /// When it reached it.
+    pub at: SystemTime,
+    /// Its WAL position, recorded when the step applies (usually with `WAL_WRITTEN`).
+    pub wal_position: Option<u64>,
+    /// Source positions to store in the same transaction (usually with `SOURCE_COMMITTED`).
+    pub offsets: Vec<SourceOffset>,
+}
+
+impl Advance {
+    /// `batch` reached `stage` at `at`.
+    pub fn new(batch: BatchId, stage: Stage, at: SystemTime) -> Self {
+        Advance {
+            batch,
+            stage,
+            at,
+            wal_position: None,
+            offsets: Vec::new(),
+        }
+    }
+
+    /// Records the batch's WAL position with this step.
+    pub fn with_wal_position(mut self, lsn: u64) -> Self {
+        self.wal_position = Some(lsn);
+        self
+    }
+
+    /// Stores these source positions in the same transaction as this step.
+    pub fn with_offsets(mut self, offsets: Vec<SourceOffset>) -> Self {
+        self.offsets = offsets;
+        self
+    }
+}
+
+/// A position in a partitioned source, such as a Kafka consumer group's offset.
+///
+/// The tracker keeps the highest offset stored per (source, topic, partition): storing a
+/// lower one (a replayed step) never moves it back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceOffset {
+    /// Which reader the position belongs to, e.g. a consumer group.
+    pub source: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The position: by convention the next offset to read.
+    pub offset: i64,
+}
+
+impl SourceOffset {
+    /// A position.
+    pub fn new(source: impl Into<String>, topic: impl Into<String>, partition: i32, offset: i64) -> Self {
+        SourceOffset {
+            source: source.into(),
+            topic: topic.into(),
+            partition,
+            offset,
+        }
+    }
+}
+
+/// The outcome of registering a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Registration {
+    /// The batch is new and now `CREATED`.
+    Registered,
+    /// A batch with this id was already registered; it is left as it was.
+    AlreadyRegistered,
+}
+
+/// The outcome of recording a stage error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorOutcome {
+    /// Retries remain: the batch stays in its stage and can be claimed again.
+    Retry {
+        /// Errors recorded since it last moved on, this one included.
+        retry_count: u32,
+    },
+    /// Retries are used up: the batch is `FAILED`.
+    Failed {
+        /// Errors recorded since it last moved on, this one included.
+        retry_count: u32,
+    },
+}
+
+/// A stage worker's request for work: [`Tracker::claim`](crate::Tracker::claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClaimRequest {
+    /// The stage the worker moves batches into, e.g. `STORED` for a storage worker: it gets
+    /// batches whose current stage may move there.
+    pub stage: Stage,
+    /// Who claims (a node and worker name); recorded on the batches.
+    pub worker: String,
+    /// The most batches to claim.
+    pub max: usize,
+    /// How long the claim holds; a worker that dies loses its batches when it runs out.
+    pub lease: Duration,
+    /// The time now.
+    pub now: SystemTime,
+}
+
+impl ClaimRequest {
+    /// Up to `max` batches ready for `stage`, for `worker`, leased for 30 s from now.
+    pub fn new(stage: Stage, worker: impl Into<String>, max: usize) -> Self {
+        ClaimRequest {
+            stage,
+            worker: worker.into(),
+            max,
+            lease: Duration::from_secs(30),
+            now: SystemTime::now(),
+        }
+    }
+
+    /// Sets the lease length.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets the time the claim is made at (tests, replays).
+    pub fn at(mut self, now: SystemTime) -> Self {
+        self.now = now;
+        self
+    }
+}
+
+/// A half-open span of creation times, `from..to`, for the window queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The start, inclusive.
+    pub from: SystemTime,
+    /// The end, exclusive.
+    pub to: SystemTime,
+}
+
+impl Window {
+    /// `from..to`.
+    pub fn new(from: SystemTime, to: SystemTime) -> Self {
+        Window { from, to }
+    }
+
+    /// The `length` up to `now`: `now - length .. now`.
+    pub fn last(length: Duration, now: SystemTime) -> Self {
+        Window {
+            from: now.checked_sub(length).unwrap_or(SystemTime::UNIX_EPOCH),
+            to: now,
+        }
+    }
+
+    /// Its length in seconds (0 when it is empty or reversed).
+    pub fn seconds(&self) -> f64 {
+        self.to.duration_since(self.from).map_or(0.0, |d| d.as_secs_f64())
+    }
+}
+
+/// How many batches created in a window are in each stage now: where work piles up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageCounts([u64; 8]);
+
+impl StageCounts {
+    /// Batches currently in `stage`.
+    pub fn get(&self, stage: Stage) -> u64 {
+        self.0[usize::from(stage.code() - 1)]
+    }
+
+    /// All batches counted.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    pub(crate) fn add(&mut self, stage: Stage, n: u64) {
+        self.0[usize::from(stage.code() - 1)] += n;
+    }
+}
+
+/// What one client (tenant) sent in a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientThroughput {
+    /// The client.
+    pub tenant: Tenant,
+    /// Batches created in the window.
+    pub batches: u64,
+    /// Messages in them.
+    pub messages: u64,
+    /// Payload bytes in them.
+    pub bytes: u64,
+    /// `messages` divided by the window's length.
+    pub messages_per_second: f64,
+}
+
+/// Settings shared by every tracker backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackerConfig {
+    pub(crate) retry: RetryPolicy,
+    pub(crate) pool_size: usize,
+    pub(crate) timeout: Duration,
+}
+
+impl Default for TrackerConfig {
+    /// Five retries, a pool of 8 connections (PostgreSQL), a 5 s timeout to connect or wait.
+    fn default() -> Self {
+        TrackerConfig {
+            retry: RetryPolicy::default(),
+            pool_size: 8,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TrackerConfig {
+    /// How many stage errors a batch may have before it is `FAILED`.
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The most database connections held (PostgreSQL).
+    pub fn with_pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n.max(1);
+        self
+    }
+
+    /// How long to wait to connect, for a pooled connection, or for a locked SQLite database.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}

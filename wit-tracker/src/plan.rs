@@ -1,0 +1,367 @@
+//! The tracker's rules, written once for every backend: each backend loads the affected
+//! records inside its transaction, lets these functions decide, and writes back what changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use wit_batch::{BatchId, BatchMeta, RetryDecision, RetryPolicy, Stage, Transition};
+use wit_store::StoredFile;
+
+use crate::model::{Advance, BatchRecord, ClaimRequest, ErrorOutcome, Lease, SourceOffset};
+use crate::{Error, Result};
+
+/// Microseconds since the Unix epoch (negative before it), the resolution every backend keeps.
+pub(crate) fn to_micros(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => {
+            let d = e.duration();
+            // Round towards the past so that truncation is the same on both sides of 1970.
+            let us = d.as_micros() + u128::from(d.subsec_nanos() % 1_000 != 0);
+            -i64::try_from(us).unwrap_or(i64::MAX)
+        }
+    }
+}
+
+pub(crate) fn from_micros(us: i64) -> SystemTime {
+    if us >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(us.unsigned_abs())
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+    }
+}
+
+/// `t` truncated to whole microseconds.
+pub(crate) fn micros(t: SystemTime) -> SystemTime {
+    from_micros(to_micros(t))
+}
+
+/// A count or position as the databases store it (signed 64-bit).
+pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::invalid(format!("{what} {value} is larger than {}", i64::MAX)))
+}
+
+pub(crate) fn check_meta(meta: &BatchMeta) -> Result<()> {
+    to_i64(meta.message_count, "message count")?;
+    to_i64(meta.byte_size, "byte size")?;
+    Ok(())
+}
+
+pub(crate) fn check_steps(steps: &[Advance]) -> Result<()> {
+    for step in steps {
+        if step.stage == Stage::Failed {
+            return Err(Error::invalid(format!(
+                "batch {} cannot be advanced to FAILED: record a stage error instead",
+                step.batch
+            )));
+        }
+        if let Some(lsn) = step.wal_position {
+            to_i64(lsn, "WAL position")?;
+        }
+        for offset in &step.offsets {
+            if offset.source.is_empty() || offset.topic.is_empty() {
+                return Err(Error::invalid(format!(
+                    "source offset for batch {} needs a source and a topic name",
+                    step.batch
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ids of `steps`, each once, sorted (the lock order of the SQL backends).
+pub(crate) fn step_ids(steps: &[Advance]) -> Vec<BatchId> {
+    let mut ids: Vec<BatchId> = steps.iter().map(|s| s.batch).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Applies one step to a record.
+pub(crate) fn apply_advance(rec: &mut BatchRecord, step: &Advance) -> Result<Transition> {
+    let at = micros(step.at);
+    let batch = rec.meta.id;
+    if rec.stage == Stage::Failed {
+        let failed_in = rec.failed_in.unwrap_or(Stage::Created);
+        let outcome = Transition::check_retry(batch, failed_in, step.stage).map_err(Error::from_lifecycle)?;
+        if outcome == Transition::Applied {
+            // A retry by hand: back to where it failed, with a fresh retry budget.
+            rec.stage = step.stage;
+            rec.failed_in = None;
+            rec.retry_count = 0;
+            rec.lease = None;
+            rec.updated_at = at;
+        }
+        return Ok(outcome);
+    }
+    let outcome = Transition::check(batch, rec.stage, step.stage).map_err(Error::from_lifecycle)?;
+    if outcome == Transition::Applied {
+        rec.stage = step.stage;
+        rec.completed_at.set(step.stage, Some(at));
+        if let Some(lsn) = step.wal_position {
+            rec.wal_position = Some(lsn);
+        }
+        rec.retry_count = 0;
+        rec.lease = None;
+        rec.updated_at = at;
+    }
+    Ok(outcome)
+}
+
+/// Applies `steps` in order to `records` (which holds every batch they name, or the batch is
+/// unknown). Returns the outcomes and the ids of the records that changed, sorted.
+pub(crate) fn advance_all(
+    records: &mut HashMap<BatchId, BatchRecord>,
+    steps: &[Advance],
+) -> Result<(Vec<Transition>, Vec<BatchId>)> {
+    let mut outcomes = Vec::with_capacity(steps.len());
+    let mut changed = Vec::new();
+    for step in steps {
+        let rec = records
+            .get_mut(&step.batch)
+            .ok_or(Error::UnknownBatch { batch: step.batch })?;
+        let outcome = apply_advance(rec, step)?;
+        if outcome == Transition::Applied {
+            changed.push(step.batch);
+        }
+        outcomes.push(outcome);
+    }
+    changed.sort_unstable();
+    changed.dedup();
+    Ok((outcomes, changed))
+}
+
+/// Records a failed attempt to move `rec` into `stage`.
+pub(crate) fn apply_error(
+    rec: &mut BatchRecord,
+    stage: Stage,
+    message: &str,
+    at: SystemTime,
+    policy: &RetryPolicy,
+) -> Result<ErrorOutcome> {
+    let at = micros(at);
+    if stage == Stage::Failed || !rec.stage.can_transition_to(stage) {
+        return Err(Error::InvalidTransition {
+            batch: rec.meta.id,
+            from: rec.stage,
+            to: stage,
+        });
+    }
+    let before = rec.retry_count;
+    rec.retry_count = before.saturating_add(1);
+    rec.error_stage = Some(stage);
+    rec.error_message = Some(message.to_owned());
+    rec.lease = None;
+    rec.updated_at = at;
+    Ok(match policy.after_failure(before) {
+        RetryDecision::Retry => ErrorOutcome::Retry {
+            retry_count: rec.retry_count,
+        },
+        RetryDecision::GiveUp => {
+            rec.failed_in = Some(rec.stage);
+            rec.stage = Stage::Failed;
+            rec.completed_at.set(Stage::Failed, Some(at));
+            ErrorOutcome::Failed {
+                retry_count: rec.retry_count,
+            }
+        }
+    })
+}
+
+/// The stages whose batches a worker moving batches into `request.stage` may claim.
+pub(crate) fn claim_sources(request: &ClaimRequest) -> Result<Vec<Stage>> {
+    if matches!(request.stage, Stage::Created | Stage::Failed) {
+        return Err(Error::invalid(format!(
+            "no worker moves batches into {}: claim a stage after CREATED",
+            request.stage
+        )));
+    }
+    if request.worker.is_empty() {
+        return Err(Error::invalid("the claiming worker needs a name"));
+    }
+    Ok(Stage::ALL
+        .into_iter()
+        .filter(|s| *s != Stage::Failed && s.can_transition_to(request.stage))
+        .collect())
+}
+
+/// The lease a claim gives.
+pub(crate) fn lease_for(request: &ClaimRequest) -> Lease {
+    Lease {
+        worker: request.worker.clone(),
+        until: micros(request.now + request.lease),
+    }
+}
+
+/// Whether a record may be claimed now by a worker for one of `sources`.
+pub(crate) fn claimable(rec: &BatchRecord, sources: &[Stage], now: SystemTime) -> bool {
+    sources.contains(&rec.stage) && rec.lease.as_ref().is_none_or(|l| l.until <= now)
+}
+
+/// The offsets of `steps`, the highest per (source, topic, partition), in key order.
+pub(crate) fn merged_offsets(steps: &[Advance]) -> Vec<SourceOffset> {
+    let mut merged: BTreeMap<(&str, &str, i32), &SourceOffset> = BTreeMap::new();
+    for offset in steps.iter().flat_map(|s| &s.offsets) {
+        let key = (offset.source.as_str(), offset.topic.as_str(), offset.partition);
+        let entry = merged.entry(key).or_insert(offset);
+        if offset.offset > entry.offset {
+            *entry = offset;
+        }
+    }
+    merged.into_values().cloned().collect()
+}
+
+/// Decides which of `files` a publish inserts: an identical file already held is skipped, a
+/// different one under the same path is `FileExists`.
+pub(crate) fn files_to_publish(
+    files: &[StoredFile],
+    mut existing: impl FnMut(&str) -> Result<Option<StoredFile>>,
+) -> Result<Vec<StoredFile>, wit_store::Error> {
+    wit_store::catalog::validate_all(files)?;
+    let mut insert = Vec::with_capacity(files.len());
+    for file in files {
+        let file = file.normalized();
+        match existing(&file.path)? {
+            Some(held) if held == file => {}
+            Some(_) => return Err(wit_store::Error::FileExists { path: file.path }),
+            None => insert.push(file),
+        }
+    }
+    Ok(insert)
+}
+
+/// Checks that every path names a live file; `is_live` says whether a path is held and live.
+pub(crate) fn check_live(
+    paths: &[String],
+    mut is_live: impl FnMut(&str) -> Result<Option<bool>>,
+) -> Result<(), wit_store::Error> {
+    for path in paths {
+        match is_live(path)? {
+            None => return Err(wit_store::Error::UnknownFile { path: path.clone() }),
+            Some(false) => {
+                return Err(wit_store::Error::WrongFileState {
+                    path: path.clone(),
+                    state: "retired",
+                });
+            }
+            Some(true) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks that no path names a live file (they may be forgotten).
+pub(crate) fn check_not_live(
+    paths: &[String],
+    mut is_live: impl FnMut(&str) -> Result<Option<bool>>,
+) -> Result<(), wit_store::Error> {
+    for path in paths {
+        if is_live(path)? == Some(true) {
+            return Err(wit_store::Error::WrongFileState {
+                path: path.clone(),
+                state: "live",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Orders throughput rows busiest first, then by tenant, and fills in messages per second.
+pub(crate) fn throughput_rows(
+    rows: impl IntoIterator<Item = (wit_batch::Tenant, u64, u64, u64)>,
+    window: &crate::Window,
+) -> Vec<crate::ClientThroughput> {
+    let seconds = window.seconds();
+    let mut rows: Vec<crate::ClientThroughput> = rows
+        .into_iter()
+        .map(|(tenant, batches, messages, bytes)| crate::ClientThroughput {
+            tenant,
+            batches,
+            messages,
+            bytes,
+            messages_per_second: if seconds > 0.0 { messages as f64 / seconds } else { 0.0 },
+        })
+        .collect();
+    rows.sort_by(|a, b| b.messages.cmp(&a.messages).then_with(|| a.tenant.cmp(&b.tenant)));
+    rows
+}
+
+/// A limit as SQL takes it.
+pub(crate) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The batch ids of `files`, each once, sorted.
+pub(crate) fn file_batch_ids(files: &[StoredFile]) -> Vec<BatchId> {
+    let mut ids: Vec<BatchId> = files.iter().flat_map(|f| f.batch_ids.iter().copied()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Marks the batches of newly published files `STORED` (those already at or past `STORED`
+/// stay as they are). Returns the ids of the records that changed.
+pub(crate) fn store_all(
+    records: &mut HashMap<BatchId, BatchRecord>,
+    ids: &[BatchId],
+    at: SystemTime,
+) -> Result<Vec<BatchId>> {
+    let mut changed = Vec::new();
+    for id in ids {
+        let rec = records.get_mut(id).ok_or(Error::UnknownBatch { batch: *id })?;
+        if matches!(rec.stage, Stage::Stored | Stage::Indexed | Stage::Completed) {
+            continue;
+        }
+        apply_advance(rec, &Advance::new(*id, Stage::Stored, at))?;
+        changed.push(*id);
+    }
+    Ok(changed)
+}
+
+/// Stage names as the SQL backends store them.
+pub(crate) fn parse_stage(backend: &'static str, text: &str) -> Result<Stage> {
+    text.parse().map_err(|_| Error::Corrupt {
+        backend,
+        what: "stage",
+        value: text.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micros_truncate_the_same_way_on_both_sides_of_the_epoch() {
+        let after = SystemTime::UNIX_EPOCH + Duration::new(5, 1_999);
+        assert_eq!(to_micros(after), 5_000_001);
+        assert_eq!(micros(after), SystemTime::UNIX_EPOCH + Duration::from_micros(5_000_001));
+        let before = SystemTime::UNIX_EPOCH - Duration::new(5, 1_001);
+        assert_eq!(to_micros(before), -5_000_002);
+        assert_eq!(
+            from_micros(-5_000_002),
+            SystemTime::UNIX_EPOCH - Duration::from_micros(5_000_002)
+        );
+        assert_eq!(micros(micros(before)), micros(before));
+    }
+
+    #[test]
+    fn offsets_merge_to_the_highest_per_partition() {
+        let b = BatchId::new();
+        let steps = [
+            Advance::new(b, Stage::SourceCommitted, SystemTime::UNIX_EPOCH).with_offsets(vec![
+                SourceOffset::new("g", "t", 0, 10),
+                SourceOffset::new("g", "t", 1, 5),
+            ]),
+            Advance::new(b, Stage::SourceCommitted, SystemTime::UNIX_EPOCH).with_offsets(vec![
+                SourceOffset::new("g", "t", 0, 7),
+                SourceOffset::new("g", "t", 1, 9),
+            ]),
+        ];
+        assert_eq!(
+            merged_offsets(&steps),
+            [SourceOffset::new("g", "t", 0, 10), SourceOffset::new("g", "t", 1, 9)]
+        );
+    }
+}

@@ -1,0 +1,1035 @@
+//! The PostgreSQL tracker: one database shared by several nodes.
+//!
+//! All I/O runs on the tracker's own small runtime, so the blocking [`Tracker`] needs no
+//! runtime from its host and the [`AsyncTracker`] never blocks the host's runtime threads.
+//! Connections come from a pool that drops broken ones, so the tracker works again once the
+//! server is back, without a restart of the host.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake};
+use std::time::SystemTime;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::task::JoinHandle;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
+use wit_store::{FileCatalog, StoredFile, TimeRange};
+
+use crate::model::{
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Lease, Registration, SourceOffset, StageCounts,
+    StageTimes, TrackerConfig, Window,
+};
+use crate::plan::{micros, sql_limit, to_i64};
+use crate::sql::{FIRST_TIME_COLUMN, RECORD_COLUMNS, STAGES_IN_CODE_ORDER, stage_list};
+use crate::{AsyncTracker, Error, Result, Tracker, plan};
+
+const BACKEND: &str = "postgres";
+
+/// A lock number that serializes migrations across nodes opening the same database.
+const MIGRATION_LOCK: i64 = 0x7769_745f_7472_6163; // "wit_trac"
+
+/// The schema, one migration per version. `batch_tracker` keeps seed 000's column names and
+/// meanings, so its monitoring queries run unchanged; the rest are Wit's additions.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "batch_tracker, source_offsets, stored_files",
+    r#"
+CREATE TABLE batch_tracker (
+    batch_id UUID PRIMARY KEY,
+    client_id VARCHAR(255) NOT NULL,
+    signal TEXT NOT NULL,
+    source TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    failed_in TEXT,
+    kafka_pip BOOLEAN NOT NULL DEFAULT false,
+    wal_pip BOOLEAN NOT NULL DEFAULT false,
+    ingestion_pip BOOLEAN NOT NULL DEFAULT false,
+    storage_pip BOOLEAN NOT NULL DEFAULT false,
+    index_pip BOOLEAN NOT NULL DEFAULT false,
+    janitor_pip BOOLEAN NOT NULL DEFAULT false,
+    batch_size BIGINT NOT NULL,
+    message_count BIGINT NOT NULL,
+    first_offset BIGINT,
+    last_offset BIGINT,
+    topics TEXT[] NOT NULL DEFAULT '{}',
+    wal_position BIGINT,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    kafka_completed_at TIMESTAMPTZ,
+    wal_completed_at TIMESTAMPTZ,
+    ingestion_completed_at TIMESTAMPTZ,
+    storage_completed_at TIMESTAMPTZ,
+    index_completed_at TIMESTAMPTZ,
+    janitor_completed_at TIMESTAMPTZ,
+    failed_at TIMESTAMPTZ,
+    error_stage VARCHAR(50),
+    error_message TEXT,
+    retry_count INTEGER NOT NULL DEFAULT 0,
+    claimed_by TEXT,
+    lease_until TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX batch_tracker_stage ON batch_tracker (stage, created_at, batch_id);
+CREATE INDEX batch_tracker_created ON batch_tracker (created_at);
+CREATE INDEX batch_tracker_wal ON batch_tracker (wal_position) WHERE stage <> 'COMPLETED';
+CREATE TABLE source_offsets (
+    source TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    "offset" BIGINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, topic, partition)
+);
+CREATE TABLE stored_files (
+    path TEXT PRIMARY KEY,
+    client_id VARCHAR(255) NOT NULL,
+    signal TEXT NOT NULL,
+    min_time_ns BIGINT NOT NULL,
+    max_time_ns BIGINT NOT NULL,
+    row_count BIGINT NOT NULL,
+    byte_size BIGINT NOT NULL,
+    batch_ids UUID[] NOT NULL,
+    state TEXT NOT NULL,
+    delete_after TIMESTAMPTZ,
+    published_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX stored_files_lookup ON stored_files (client_id, signal, state, min_time_ns);
+CREATE TABLE stored_file_batches (
+    path TEXT NOT NULL REFERENCES stored_files (path) ON DELETE CASCADE,
+    batch_id UUID NOT NULL,
+    PRIMARY KEY (path, batch_id)
+);
+CREATE INDEX stored_file_batches_batch ON stored_file_batches (batch_id);
+"#,
+)];
+
+/// A [`Tracker`] and [`FileCatalog`] in PostgreSQL, for several nodes sharing one pipeline.
+///
+/// Work claims use `FOR UPDATE SKIP LOCKED`, so workers on many nodes never get the same batch
+/// and never wait on each other. Clones share the pool and the runtime. Connection settings are
+/// libpq's, as a `key=value` string or a URL: `host=127.0.0.1 port=5432 user=wit dbname=wit`.
+///
+/// ```no_run
+/// use wit_batch::Stage;
+/// use wit_tracker::{ClaimRequest, PostgresTracker, Tracker, TrackerConfig};
+///
+/// let tracker = PostgresTracker::connect("host=127.0.0.1 user=wit dbname=wit", TrackerConfig::default())?;
+/// for batch in tracker.claim(&ClaimRequest::new(Stage::Stored, "node-b/store", 64))? {
+///     println!("store {} ({} messages)", batch.meta.id, batch.meta.message_count);
+/// }
+/// # Ok::<_, wit_tracker::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct PostgresTracker {
+    inner: Arc<Inner>,
+    runtime: Arc<OwnedRuntime>,
+}
+
+impl std::fmt::Debug for PostgresTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresTracker")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    pool: Pool,
+    config: TrackerConfig,
+}
+
+/// The tracker's runtime, shut down without blocking when the last clone goes (which may
+/// happen inside a host's async task).
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn pg_err(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |e| {
+        // Connection-class (08), operator intervention (57P: shutdown, crash, not yet up) and
+        // too-many-connections errors, and every error without a server code (I/O, closed
+        // connection), mean the server is out of reach, not that the statement was wrong.
+        let unavailable = e.code().is_none_or(|code| {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        });
+        if unavailable {
+            Error::Unavailable {
+                backend: BACKEND,
+                operation,
+                source: Box::new(e),
+            }
+        } else {
+            Error::Database {
+                backend: BACKEND,
+                operation,
+                source: Box::new(e),
+            }
+        }
+    }
+}
+
+fn pool_err(operation: &'static str) -> impl FnOnce(deadpool_postgres::PoolError) -> Error {
+    move |e| match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_err(operation)(e),
+        other => Error::Unavailable {
+            backend: BACKEND,
+            operation,
+            source: Box::new(other),
+        },
+    }
+}
+
+fn row_err(e: tokio_postgres::Error) -> Error {
+    Error::Database {
+        backend: BACKEND,
+        operation: "read row",
+        source: Box::new(e),
+    }
+}
+
+fn corrupt(what: &'static str, value: impl ToString) -> Error {
+    Error::Corrupt {
+        backend: BACKEND,
+        what,
+        value: value.to_string(),
+    }
+}
+
+fn uuid(id: BatchId) -> Uuid {
+    Uuid::from_u128(id.as_u128())
+}
+
+/// Wakes a thread parked in [`block_on`].
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Waits on the calling thread for a future that runs elsewhere (on the tracker's runtime).
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let waker = Arc::new(ThreadWaker(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+        std::thread::park();
+    }
+}
+
+impl PostgresTracker {
+    /// Connects to the database named by `params` (libpq `key=value` pairs or a URL), with a
+    /// pool of [`TrackerConfig::with_pool_size`] connections, and brings the schema up to date.
+    /// Migrations are serialized across nodes by an advisory lock.
+    ///
+    /// Blocks the calling thread; in async code use [`connect_async`](Self::connect_async).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for unparsable `params`; [`Error::Unavailable`] when the
+    /// server cannot be reached; [`Error::SchemaTooNew`]; [`Error::Database`].
+    pub fn connect(params: &str, config: TrackerConfig) -> Result<Self> {
+        let (tracker, migrated) = Self::start(params, config)?;
+        block_on(migrated)?;
+        Ok(tracker)
+    }
+
+    /// [`connect`](Self::connect), awaiting instead of blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_async(params: &str, config: TrackerConfig) -> Result<Self> {
+        let (tracker, migrated) = Self::start(params, config)?;
+        migrated.await?;
+        Ok(tracker)
+    }
+
+    fn start(params: &str, config: TrackerConfig) -> Result<(Self, impl Future<Output = Result<()>> + Send + 'static)> {
+        let mut pg = tokio_postgres::Config::from_str(params)
+            .map_err(|e| Error::invalid(format!("PostgreSQL connection parameters: {e}")))?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(config.timeout);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("wit-tracker");
+        }
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("wit-tracker-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Unavailable {
+                backend: BACKEND,
+                operation: "start runtime",
+                source: Box::new(e),
+            })?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(config.timeout))
+            .create_timeout(Some(config.timeout))
+            .recycle_timeout(Some(config.timeout))
+            .build()
+            .map_err(|e| Error::invalid(format!("PostgreSQL pool: {e}")))?;
+        let tracker = PostgresTracker {
+            inner: Arc::new(Inner { pool, config }),
+            runtime: Arc::new(OwnedRuntime(Some(runtime))),
+        };
+        let migrated = joined(tracker.spawn(|inner| async move { migrate(&inner).await }));
+        Ok((tracker, migrated))
+    }
+
+    /// Runs `f` on the tracker's runtime; [`joined`] waits for it on any executor (or on a
+    /// parked thread).
+    fn spawn<T, F>(&self, f: impl FnOnce(Arc<Inner>) -> F) -> JoinHandle<Result<T>>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .0
+            .as_ref()
+            .expect("the runtime lives as long as the tracker");
+        runtime.spawn(f(self.inner.clone()))
+    }
+
+    fn catalog<T, F>(&self, f: impl FnOnce(Arc<Inner>) -> F) -> wit_store::Result<T>
+    where
+        F: Future<Output = wit_store::Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .0
+            .as_ref()
+            .expect("the runtime lives as long as the tracker");
+        let handle = runtime.spawn(f(self.inner.clone()));
+        match block_on(handle) {
+            Ok(value) => value,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(wit_store::Error::Catalog { source: Box::new(e) }),
+        }
+    }
+}
+
+/// The result of a call spawned on the tracker's runtime.
+async fn joined<T>(handle: JoinHandle<Result<T>>) -> Result<T> {
+    match handle.await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::Unavailable {
+            backend: BACKEND,
+            operation: "run",
+            source: Box::new(e),
+        }),
+    }
+}
+
+async fn migrate(inner: &Inner) -> Result<()> {
+    let op = "migrate";
+    let mut client = inner.pool.get().await.map_err(pool_err(op))?;
+    let tx = client.transaction().await.map_err(pg_err(op))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_err(op))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS wit_schema_version (
+            version BIGINT PRIMARY KEY,
+            description TEXT NOT NULL,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        )",
+    )
+    .await
+    .map_err(pg_err(op))?;
+    let found: i64 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM wit_schema_version", &[])
+        .await
+        .map_err(pg_err(op))?
+        .try_get(0)
+        .map_err(row_err)?;
+    let supported = MIGRATIONS.last().map_or(0, |m| m.0);
+    if found > supported {
+        return Err(Error::SchemaTooNew { found, supported });
+    }
+    for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        tx.batch_execute(sql).await.map_err(pg_err(op))?;
+        tx.execute(
+            "INSERT INTO wit_schema_version (version, description) VALUES ($1, $2)",
+            &[version, description],
+        )
+        .await
+        .map_err(pg_err(op))?;
+    }
+    tx.commit().await.map_err(pg_err(op))
+}
+
+fn opt_stage(value: Option<String>) -> Result<Option<Stage>> {
+    value.map(|s| plan::parse_stage(BACKEND, &s)).transpose()
+}
+
+fn read_record(row: &Row) -> Result<BatchRecord> {
+    let id: Uuid = row.try_get(0).map_err(row_err)?;
+    let tenant: String = row.try_get(1).map_err(row_err)?;
+    let signal: String = row.try_get(2).map_err(row_err)?;
+    let source: String = row.try_get(3).map_err(row_err)?;
+    let stage: String = row.try_get(4).map_err(row_err)?;
+    let byte_size: i64 = row.try_get(6).map_err(row_err)?;
+    let message_count: i64 = row.try_get(7).map_err(row_err)?;
+    let wal_position: Option<i64> = row.try_get(11).map_err(row_err)?;
+    let mut completed_at = StageTimes::default();
+    for (i, s) in STAGES_IN_CODE_ORDER.into_iter().enumerate() {
+        let t: Option<SystemTime> = row.try_get(FIRST_TIME_COLUMN + i).map_err(row_err)?;
+        completed_at.set(s, t);
+    }
+    let retry_count: i32 = row.try_get(22).map_err(row_err)?;
+    let claimed_by: Option<String> = row.try_get(23).map_err(row_err)?;
+    let lease_until: Option<SystemTime> = row.try_get(24).map_err(row_err)?;
+    Ok(BatchRecord {
+        meta: BatchMeta {
+            id: BatchId::from_u128(id.as_u128()),
+            tenant: Tenant::try_new(tenant.clone()).map_err(|_| corrupt("client id", tenant))?,
+            signal: signal.parse().map_err(|_| corrupt("signal", &signal))?,
+            source: source.parse().map_err(|_| corrupt("source", &source))?,
+            message_count: u64::try_from(message_count).map_err(|_| corrupt("message count", message_count))?,
+            byte_size: u64::try_from(byte_size).map_err(|_| corrupt("batch size", byte_size))?,
+            first_offset: row.try_get(8).map_err(row_err)?,
+            last_offset: row.try_get(9).map_err(row_err)?,
+            topics: row.try_get(10).map_err(row_err)?,
+            created_at: row.try_get(FIRST_TIME_COLUMN).map_err(row_err)?,
+        },
+        stage: plan::parse_stage(BACKEND, &stage)?,
+        failed_in: opt_stage(row.try_get(5).map_err(row_err)?)?,
+        completed_at,
+        wal_position: wal_position
+            .map(|p| u64::try_from(p).map_err(|_| corrupt("WAL position", p)))
+            .transpose()?,
+        error_stage: opt_stage(row.try_get(20).map_err(row_err)?)?,
+        error_message: row.try_get(21).map_err(row_err)?,
+        retry_count: u32::try_from(retry_count).map_err(|_| corrupt("retry count", retry_count))?,
+        lease: match (claimed_by, lease_until) {
+            (Some(worker), Some(until)) => Some(Lease { worker, until }),
+            _ => None,
+        },
+        updated_at: row.try_get(25).map_err(row_err)?,
+    })
+}
+
+fn read_records(rows: &[Row]) -> Result<Vec<BatchRecord>> {
+    rows.iter().map(read_record).collect()
+}
+
+async fn load(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ids: &[BatchId],
+    op: &'static str,
+) -> Result<HashMap<BatchId, BatchRecord>> {
+    let ids: Vec<Uuid> = ids.iter().copied().map(uuid).collect();
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE batch_id = ANY($1) ORDER BY batch_id FOR UPDATE"
+        ))
+        .await
+        .map_err(pg_err(op))?;
+    let rows = tx.query(&stmt, &[&ids]).await.map_err(pg_err(op))?;
+    let mut records = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let rec = read_record(row)?;
+        records.insert(rec.meta.id, rec);
+    }
+    Ok(records)
+}
+
+async fn store(
+    tx: &deadpool_postgres::Transaction<'_>,
+    records: &HashMap<BatchId, BatchRecord>,
+    ids: &[BatchId],
+    op: &'static str,
+) -> Result<()> {
+    let recs: Vec<&BatchRecord> = ids.iter().filter_map(|id| records.get(id)).collect();
+    if recs.is_empty() {
+        return Ok(());
+    }
+    let id: Vec<Uuid> = recs.iter().map(|r| uuid(r.meta.id)).collect();
+    let stage: Vec<&str> = recs.iter().map(|r| r.stage.as_str()).collect();
+    let failed_in: Vec<Option<&str>> = recs.iter().map(|r| r.failed_in.map(Stage::as_str)).collect();
+    let wal_position: Vec<Option<i64>> = recs
+        .iter()
+        .map(|r| r.wal_position.map(|p| to_i64(p, "WAL position")).transpose())
+        .collect::<Result<_>>()?;
+    let times = |s: Stage| -> Vec<Option<SystemTime>> { recs.iter().map(|r| r.completed_at.get(s)).collect() };
+    let (wal, kafka, ingestion, storage, index, janitor, failed) = (
+        times(Stage::WalWritten),
+        times(Stage::SourceCommitted),
+        times(Stage::Ingested),
+        times(Stage::Stored),
+        times(Stage::Indexed),
+        times(Stage::Completed),
+        times(Stage::Failed),
+    );
+    let error_stage: Vec<Option<&str>> = recs.iter().map(|r| r.error_stage.map(Stage::as_str)).collect();
+    let error_message: Vec<Option<&str>> = recs.iter().map(|r| r.error_message.as_deref()).collect();
+    let retry_count: Vec<i32> = recs
+        .iter()
+        .map(|r| i32::try_from(r.retry_count).unwrap_or(i32::MAX))
+        .collect();
+    let claimed_by: Vec<Option<&str>> = recs
+        .iter()
+        .map(|r| r.lease.as_ref().map(|l| l.worker.as_str()))
+        .collect();
+    let lease_until: Vec<Option<SystemTime>> = recs.iter().map(|r| r.lease.as_ref().map(|l| l.until)).collect();
+    let updated_at: Vec<SystemTime> = recs.iter().map(|r| r.updated_at).collect();
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE batch_tracker AS t SET stage = u.stage, failed_in = u.failed_in, wal_position = u.wal_position, \
+             wal_completed_at = u.wal_at, kafka_completed_at = u.kafka_at, \
+             ingestion_completed_at = u.ingestion_at, storage_completed_at = u.storage_at, \
+             index_completed_at = u.index_at, janitor_completed_at = u.janitor_at, failed_at = u.failed_at, \
+             wal_pip = u.wal_at IS NOT NULL, kafka_pip = u.kafka_at IS NOT NULL, \
+             ingestion_pip = u.ingestion_at IS NOT NULL, storage_pip = u.storage_at IS NOT NULL, \
+             index_pip = u.index_at IS NOT NULL, janitor_pip = u.janitor_at IS NOT NULL, \
+             error_stage = u.error_stage, error_message = u.error_message, retry_count = u.retry_count, \
+             claimed_by = u.claimed_by, lease_until = u.lease_until, updated_at = u.updated_at \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::timestamptz[], $6::timestamptz[], \
+             $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], \
+             $12::text[], $13::text[], $14::int4[], $15::text[], $16::timestamptz[], $17::timestamptz[]) \
+             AS u(id, stage, failed_in, wal_position, wal_at, kafka_at, ingestion_at, storage_at, index_at, \
+             janitor_at, failed_at, error_stage, error_message, retry_count, claimed_by, lease_until, updated_at) \
+             WHERE t.batch_id = u.id",
+        )
+        .await
+        .map_err(pg_err(op))?;
+    let params: [&(dyn ToSql + Sync); 17] = [
+        &id,
+        &stage,
+        &failed_in,
+        &wal_position,
+        &wal,
+        &kafka,
+        &ingestion,
+        &storage,
+        &index,
+        &janitor,
+        &failed,
+        &error_stage,
+        &error_message,
+        &retry_count,
+        &claimed_by,
+        &lease_until,
+        &updated_at,
+    ];
+    tx.execute(&stmt, &params).await.map_err(pg_err(op))?;
+    Ok(())
+}
+
+async fn register(inner: &Inner, batches: Vec<BatchMeta>) -> Result<Vec<Registration>> {
+    let op = "register";
+    batches.iter().try_for_each(plan::check_meta)?;
+    // Each id once: later copies in the same call are already registered by the first.
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<&BatchMeta> = batches.iter().filter(|m| seen.insert(m.id)).collect();
+    let id: Vec<Uuid> = unique.iter().map(|m| uuid(m.id)).collect();
+    let client: Vec<&str> = unique.iter().map(|m| m.tenant.as_str()).collect();
+    let signal: Vec<&str> = unique.iter().map(|m| m.signal.as_str()).collect();
+    let source: Vec<&str> = unique.iter().map(|m| m.source.as_str()).collect();
+    let size: Vec<i64> = unique
+        .iter()
+        .map(|m| to_i64(m.byte_size, "byte size"))
+        .collect::<Result<_>>()?;
+    let count: Vec<i64> = unique
+        .iter()
+        .map(|m| to_i64(m.message_count, "message count"))
+        .collect::<Result<_>>()?;
+    let first: Vec<Option<i64>> = unique.iter().map(|m| m.first_offset).collect();
+    let last: Vec<Option<i64>> = unique.iter().map(|m| m.last_offset).collect();
+    let topics: Vec<String> = unique
+        .iter()
+        .map(|m| serde_json::to_string(&m.topics).unwrap_or_else(|_| "[]".into()))
+        .collect();
+    let created: Vec<SystemTime> = unique.iter().map(|m| micros(m.created_at)).collect();
+    let client_conn = inner.pool.get().await.map_err(pool_err(op))?;
+    let stmt = client_conn
+        .prepare_cached(
+            "INSERT INTO batch_tracker (batch_id, client_id, signal, source, stage, batch_size, message_count, \
+             first_offset, last_offset, topics, created_at, updated_at) \
+             SELECT u.id, u.client, u.signal, u.source, 'CREATED', u.size, u.count, u.first, u.last, \
+             ARRAY(SELECT jsonb_array_elements_text(u.topics::jsonb)), u.created, u.created \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[], \
+             $8::int8[], $9::text[], $10::timestamptz[]) \
+             AS u(id, client, signal, source, size, count, first, last, topics, created) \
+             ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
+        )
+        .await
+        .map_err(pg_err(op))?;
+    let rows = client_conn
+        .query(
+            &stmt,
+            &[
+                &id, &client, &signal, &source, &size, &count, &first, &last, &topics, &created,
+            ],
+        )
+        .await
+        .map_err(pg_err(op))?;
+    let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+    for row in &rows {
+        let id: Uuid = row.try_get(0).map_err(row_err)?;
+        inserted.insert(BatchId::from_u128(id.as_u128()));
+    }
+    Ok(batches
+        .iter()
+        .map(|m| {
+            if inserted.remove(&m.id) {
+                Registration::Registered
+            } else {
+                Registration::AlreadyRegistered
+            }
+        })
+        .collect())
+}
+
+async fn advance(inner: &Inner, steps: Vec<Advance>) -> Result<Vec<Transition>> {
+    let op = "advance";
+    plan::check_steps(&steps)?;
+    let mut client = inner.pool.get().await.map_err(pool_err(op))?;
+    let tx = client.transaction().await.map_err(pg_err(op))?;
+    let mut records = load(&tx, &plan::step_ids(&steps), op).await?;
+    let (outcomes, changed) = plan::advance_all(&mut records, &steps)?;
+    store(&tx, &records, &changed, op).await?;
+    let offsets = plan::merged_offsets(&steps);
+    if !offsets.is_empty() {
+        let source: Vec<&str> = offsets.iter().map(|o| o.source.as_str()).collect();
+        let topic: Vec<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
+        let partition: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
+        let offset: Vec<i64> = offsets.iter().map(|o| o.offset).collect();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO source_offsets (source, topic, partition, \"offset\") \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[]) \
+                 ON CONFLICT (source, topic, partition) DO UPDATE \
+                 SET \"offset\" = greatest(source_offsets.\"offset\", excluded.\"offset\"), updated_at = now()",
+            )
+            .await
+            .map_err(pg_err(op))?;
+        tx.execute(&stmt, &[&source, &topic, &partition, &offset])
+            .await
+            .map_err(pg_err(op))?;
+    }
+    tx.commit().await.map_err(pg_err(op))?;
+    Ok(outcomes)
+}
+
+async fn record_error(
+    inner: &Inner,
+    batch: BatchId,
+    stage: Stage,
+    message: String,
+    at: SystemTime,
+) -> Result<ErrorOutcome> {
+    let op = "record_error";
+    let mut client = inner.pool.get().await.map_err(pool_err(op))?;
+    let tx = client.transaction().await.map_err(pg_err(op))?;
+    let mut records = load(&tx, &[batch], op).await?;
+    let rec = records.get_mut(&batch).ok_or(Error::UnknownBatch { batch })?;
+    let outcome = plan::apply_error(rec, stage, &message, at, &inner.config.retry)?;
+    store(&tx, &records, &[batch], op).await?;
+    tx.commit().await.map_err(pg_err(op))?;
+    Ok(outcome)
+}
+
+async fn query_records(
+    inner: &Inner,
+    op: &'static str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<BatchRecord>> {
+    let client = inner.pool.get().await.map_err(pool_err(op))?;
+    let stmt = client.prepare_cached(sql).await.map_err(pg_err(op))?;
+    let rows = client.query(&stmt, params).await.map_err(pg_err(op))?;
+    read_records(&rows)
+}
+
+async fn claim(inner: &Inner, request: ClaimRequest) -> Result<Vec<BatchRecord>> {
+    let sources = plan::claim_sources(&request)?;
+    let lease = plan::lease_for(&request);
+    let sql = format!(
+        "UPDATE batch_tracker SET claimed_by = $1, lease_until = $2 WHERE batch_id IN (\
+         SELECT batch_id FROM batch_tracker WHERE stage IN ({}) \
+         AND (lease_until IS NULL OR lease_until <= $3) ORDER BY created_at, batch_id LIMIT $4 \
+         FOR UPDATE SKIP LOCKED) RETURNING {RECORD_COLUMNS}",
+        stage_list(&sources)
+    );
+    let now = micros(request.now);
+    let limit = sql_limit(request.max);
+    let mut claimed = query_records(inner, "claim", &sql, &[&lease.worker, &lease.until, &now, &limit]).await?;
+    claimed.sort_by_key(|r| (r.meta.created_at, r.meta.id));
+    Ok(claimed)
+}
+
+async fn batch(inner: &Inner, batch: BatchId) -> Result<BatchRecord> {
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE batch_id = $1");
+    query_records(inner, "batch", &sql, &[&uuid(batch)])
+        .await?
+        .pop()
+        .ok_or(Error::UnknownBatch { batch })
+}
+
+async fn stuck(inner: &Inner, created_before: SystemTime, limit: usize) -> Result<Vec<BatchRecord>> {
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage NOT IN ('COMPLETED', 'FAILED') \
+         AND created_at < $1 ORDER BY created_at, batch_id LIMIT $2"
+    );
+    query_records(inner, "stuck", &sql, &[&created_before, &sql_limit(limit)]).await
+}
+
+async fn failed(inner: &Inner, limit: usize) -> Result<Vec<BatchRecord>> {
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage = 'FAILED' ORDER BY created_at, batch_id LIMIT $1"
+    );
+    query_records(inner, "failed", &sql, &[&sql_limit(limit)]).await
+}
+
+async fn query_rows(inner: &Inner, op: &'static str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+    let client = inner.pool.get().await.map_err(pool_err(op))?;
+    let stmt = client.prepare_cached(sql).await.map_err(pg_err(op))?;
+    client.query(&stmt, params).await.map_err(pg_err(op))
+}
+
+async fn stage_counts(inner: &Inner, window: Window) -> Result<StageCounts> {
+    let rows = query_rows(
+        inner,
+        "stage_counts",
+        "SELECT stage, count(*) FROM batch_tracker WHERE created_at >= $1 AND created_at < $2 GROUP BY stage",
+        &[&window.from, &window.to],
+    )
+    .await?;
+    let mut counts = StageCounts::default();
+    for row in &rows {
+        let stage: String = row.try_get(0).map_err(row_err)?;
+        let n: i64 = row.try_get(1).map_err(row_err)?;
+        counts.add(plan::parse_stage(BACKEND, &stage)?, n.unsigned_abs());
+    }
+    Ok(counts)
+}
+
+async fn client_throughput(inner: &Inner, window: Window) -> Result<Vec<ClientThroughput>> {
+    let rows = query_rows(
+        inner,
+        "client_throughput",
+        "SELECT client_id, count(*), sum(message_count)::int8, sum(batch_size)::int8 FROM batch_tracker \
+         WHERE created_at >= $1 AND created_at < $2 GROUP BY client_id",
+        &[&window.from, &window.to],
+    )
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let tenant: String = row.try_get(0).map_err(row_err)?;
+        let tenant = Tenant::try_new(tenant.clone()).map_err(|_| corrupt("client id", tenant))?;
+        let n = |i| row.try_get::<_, i64>(i).map(i64::unsigned_abs).map_err(row_err);
+        out.push((tenant, n(1)?, n(2)?, n(3)?));
+    }
+    Ok(plan::throughput_rows(out, &window))
+}
+
+async fn oldest_incomplete_wal_position(inner: &Inner) -> Result<Option<u64>> {
+    let rows = query_rows(
+        inner,
+        "oldest_incomplete_wal_position",
+        "SELECT min(wal_position) FROM batch_tracker WHERE stage <> 'COMPLETED'",
+        &[],
+    )
+    .await?;
+    let min: Option<i64> = rows[0].try_get(0).map_err(row_err)?;
+    min.map(|p| u64::try_from(p).map_err(|_| corrupt("WAL position", p)))
+        .transpose()
+}
+
+async fn source_offsets(inner: &Inner, source: String) -> Result<Vec<SourceOffset>> {
+    let rows = query_rows(
+        inner,
+        "source_offsets",
+        "SELECT source, topic, partition, \"offset\" FROM source_offsets WHERE source = $1 ORDER BY topic, partition",
+        &[&source],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SourceOffset::new(
+                r.try_get::<_, String>(0).map_err(row_err)?,
+                r.try_get::<_, String>(1).map_err(row_err)?,
+                r.try_get(2).map_err(row_err)?,
+                r.try_get(3).map_err(row_err)?,
+            ))
+        })
+        .collect()
+}
+
+async fn purge_completed(inner: &Inner, completed_before: SystemTime) -> Result<u64> {
+    let op = "purge_completed";
+    let client = inner.pool.get().await.map_err(pool_err(op))?;
+    client
+        .execute(
+            "DELETE FROM batch_tracker WHERE stage = 'COMPLETED' AND janitor_completed_at < $1",
+            &[&completed_before],
+        )
+        .await
+        .map_err(pg_err(op))
+}
+
+/// Implements both [`Tracker`] and [`AsyncTracker`] from the async functions above: each call
+/// runs on the tracker's runtime; the blocking side parks the calling thread until it is done.
+macro_rules! both_apis {
+    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty $(=> $own:expr)?)*) -> $ret:ty; )*) => {
+        impl Tracker for PostgresTracker {
+            $(
+                fn $name(&self $(, $arg: $ty)*) -> Result<$ret> {
+                    $($(let $arg = $own;)?)*
+                    block_on(joined(self.spawn(move |inner| async move { self::$name(&inner $(, $arg)*).await })))
+                }
+            )*
+        }
+
+        impl AsyncTracker for PostgresTracker {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> Result<$ret> {
+                    $($(let $arg = $own;)?)*
+                    joined(self.spawn(move |inner| async move { self::$name(&inner $(, $arg)*).await })).await
+                }
+            )*
+        }
+    };
+}
+
+both_apis! {
+    fn register(&self, batches: &[BatchMeta] => batches.to_vec()) -> Vec<Registration>;
+    fn advance(&self, steps: &[Advance] => steps.to_vec()) -> Vec<Transition>;
+    fn record_error(&self, batch: BatchId, stage: Stage, message: &str => message.to_owned(), at: SystemTime) -> ErrorOutcome;
+    fn claim(&self, request: &ClaimRequest => request.clone()) -> Vec<BatchRecord>;
+    fn batch(&self, batch: BatchId) -> BatchRecord;
+    fn stuck(&self, created_before: SystemTime, limit: usize) -> Vec<BatchRecord>;
+    fn failed(&self, limit: usize) -> Vec<BatchRecord>;
+    fn stage_counts(&self, window: Window) -> StageCounts;
+    fn client_throughput(&self, window: Window) -> Vec<ClientThroughput>;
+    fn oldest_incomplete_wal_position(&self) -> Option<u64>;
+    fn source_offsets(&self, source: &str => source.to_owned()) -> Vec<SourceOffset>;
+    fn purge_completed(&self, completed_before: SystemTime) -> u64;
+}
+
+const FILE_COLUMNS: &str = "path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, batch_ids, state";
+
+fn read_file(row: &Row) -> Result<(StoredFile, bool)> {
+    let tenant: String = row.try_get(1).map_err(row_err)?;
+    let signal: String = row.try_get(2).map_err(row_err)?;
+    let rows: i64 = row.try_get(5).map_err(row_err)?;
+    let bytes: i64 = row.try_get(6).map_err(row_err)?;
+    let ids: Vec<Uuid> = row.try_get(7).map_err(row_err)?;
+    let state: String = row.try_get(8).map_err(row_err)?;
+    Ok((
+        StoredFile {
+            path: row.try_get(0).map_err(row_err)?,
+            tenant: Tenant::try_new(tenant.clone()).map_err(|_| corrupt("client id", tenant))?,
+            signal: signal.parse().map_err(|_| corrupt("signal", &signal))?,
+            time_range: TimeRange::new(row.try_get(3).map_err(row_err)?, row.try_get(4).map_err(row_err)?),
+            rows: u64::try_from(rows).map_err(|_| corrupt("row count", rows))?,
+            bytes: u64::try_from(bytes).map_err(|_| corrupt("byte size", bytes))?,
+            batch_ids: ids.into_iter().map(|u| BatchId::from_u128(u.as_u128())).collect(),
+        },
+        state == "live",
+    ))
+}
+
+/// The catalogued files among `paths`, locked for this transaction.
+async fn lock_files(
+    tx: &deadpool_postgres::Transaction<'_>,
+    paths: &[&str],
+    op: &'static str,
+) -> Result<HashMap<String, (StoredFile, bool)>> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS} FROM stored_files WHERE path = ANY($1) ORDER BY path FOR UPDATE"
+        ))
+        .await
+        .map_err(pg_err(op))?;
+    let rows = tx.query(&stmt, &[&paths]).await.map_err(pg_err(op))?;
+    let mut files = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let (file, live) = read_file(row)?;
+        files.insert(file.path.clone(), (file, live));
+    }
+    Ok(files)
+}
+
+async fn insert_files(tx: &deadpool_postgres::Transaction<'_>, files: &[StoredFile], op: &'static str) -> Result<()> {
+    let file_stmt = tx
+        .prepare_cached(
+            "INSERT INTO stored_files (path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, \
+             batch_ids, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'live')",
+        )
+        .await
+        .map_err(pg_err(op))?;
+    let link_stmt = tx
+        .prepare_cached("INSERT INTO stored_file_batches (path, batch_id) SELECT $1, unnest($2::uuid[])")
+        .await
+        .map_err(pg_err(op))?;
+    for f in files {
+        let ids: Vec<Uuid> = f.batch_ids.iter().copied().map(uuid).collect();
+        let (rows, bytes) = (to_i64(f.rows, "row count")?, to_i64(f.bytes, "byte size")?);
+        tx.execute(
+            &file_stmt,
+            &[
+                &f.path,
+                &f.tenant.as_str(),
+                &f.signal.as_str(),
+                &f.time_range.min,
+                &f.time_range.max,
+                &rows,
+                &bytes,
+                &ids,
+            ],
+        )
+        .await
+        .map_err(pg_err(op))?;
+        tx.execute(&link_stmt, &[&f.path, &ids]).await.map_err(pg_err(op))?;
+    }
+    Ok(())
+}
+
+fn all_paths<'a>(old: &'a [String], new: &'a [StoredFile]) -> Vec<&'a str> {
+    old.iter()
+        .map(String::as_str)
+        .chain(new.iter().map(|f| f.path.as_str()))
+        .collect()
+}
+
+async fn publish(inner: &Inner, files: Vec<StoredFile>) -> wit_store::Result<()> {
+    let op = "publish";
+    let mut client = inner.pool.get().await.map_err(pool_err(op))?;
+    let tx = client.transaction().await.map_err(pg_err(op))?;
+    let held = lock_files(&tx, &all_paths(&[], &files), op).await?;
+    let new = plan::files_to_publish(&files, |path| Ok(held.get(path).map(|f| f.0.clone())))?;
+    let ids = plan::file_batch_ids(&new);
+    let mut records = load(&tx, &ids, op).await?;
+    let changed = plan::store_all(&mut records, &ids, SystemTime::now())?;
+    insert_files(&tx, &new, op).await?;
+    store(&tx, &records, &changed, op).await?;
+    tx.commit().await.map_err(pg_err(op))?;
+    Ok(())
+}
+
+async fn replace(
+    inner: &Inner,
+    old: Vec<String>,
+    new: Vec<StoredFile>,
+    delete_after: SystemTime,
+) -> wit_store::Result<()> {
+    let op = "replace";
+    let mut client = inner.pool.get().await.map_err(pool_err(op))?;
+    let tx = client.transaction().await.map_err(pg_err(op))?;
+    let held = lock_files(&tx, &all_paths(&old, &new), op).await?;
+    plan::check_live(&old, |path| Ok(held.get(path).map(|f| f.1)))?;
+    let new = plan::files_to_publish(&new, |path| Ok(held.get(path).map(|f| f.0.clone())))?;
+    tx.execute(
+        "UPDATE stored_files SET state = 'retired', delete_after = $2 WHERE path = ANY($1)",
+        &[&old, &micros(delete_after)],
+    )
+    .await
+    .map_err(pg_err(op))?;
+    insert_files(&tx, &new, op).await?;
+    tx.commit().await.map_err(pg_err(op))?;
+    Ok(())
+}
+
+async fn list_files(
+    inner: &Inner,
+    op: &'static str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<StoredFile>> {
+    let rows = query_rows(inner, op, sql, params).await?;
+    rows.iter().map(|r| Ok(read_file(r)?.0)).collect()
+}
+
+async fn forget(inner: &Inner, paths: Vec<String>) -> wit_store::Result<u64> {
+    let op = "forget";
+    let mut client = inner.pool.get().await.map_err(pool_err(op))?;
+    let tx = client.transaction().await.map_err(pg_err(op))?;
+    let held = lock_files(&tx, &all_paths(&paths, &[]), op).await?;
+    plan::check_not_live(&paths, |path| Ok(held.get(path).map(|f| f.1)))?;
+    let n = tx
+        .execute("DELETE FROM stored_files WHERE path = ANY($1)", &[&paths])
+        .await
+        .map_err(pg_err(op))?;
+    tx.commit().await.map_err(pg_err(op))?;
+    Ok(n)
+}
+
+impl FileCatalog for PostgresTracker {
+    fn publish(&self, files: &[StoredFile]) -> wit_store::Result<()> {
+        let files = files.to_vec();
+        self.catalog(move |inner| async move { publish(&inner, files).await })
+    }
+
+    fn list(&self, tenant: &Tenant, signal: Signal, time: Option<TimeRange>) -> wit_store::Result<Vec<StoredFile>> {
+        let range = time.unwrap_or(TimeRange::new(i64::MIN, i64::MAX));
+        let tenant = tenant.as_str().to_owned();
+        self.catalog(move |inner| async move {
+            let sql = format!(
+                "SELECT {FILE_COLUMNS} FROM stored_files WHERE client_id = $1 AND signal = $2 AND state = 'live' \
+                 AND max_time_ns >= $3 AND min_time_ns <= $4 ORDER BY min_time_ns, path"
+            );
+            Ok(list_files(
+                &inner,
+                "list files",
+                &sql,
+                &[&tenant, &signal.as_str(), &range.min, &range.max],
+            )
+            .await?)
+        })
+    }
+
+    fn replace(&self, old: &[String], new: &[StoredFile], delete_after: SystemTime) -> wit_store::Result<()> {
+        let (old, new) = (old.to_vec(), new.to_vec());
+        self.catalog(move |inner| async move { replace(&inner, old, new, delete_after).await })
+    }
+
+    fn retire(&self, paths: &[String], delete_after: SystemTime) -> wit_store::Result<()> {
+        self.replace(paths, &[], delete_after)
+    }
+
+    fn deletable(&self, now: SystemTime) -> wit_store::Result<Vec<StoredFile>> {
+        self.catalog(move |inner| async move {
+            let sql = format!(
+                "SELECT {FILE_COLUMNS} FROM stored_files WHERE state = 'retired' AND delete_after <= $1 ORDER BY path"
+            );
+            Ok(list_files(&inner, "deletable files", &sql, &[&now]).await?)
+        })
+    }
+
+    fn forget(&self, paths: &[String]) -> wit_store::Result<u64> {
+        let paths = paths.to_vec();
+        self.catalog(move |inner| async move { forget(&inner, paths).await })
+    }
+}

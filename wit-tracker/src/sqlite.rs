@@ -1,0 +1,803 @@
+//! The SQLite tracker: one database file, embedded, durable at every commit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
+use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
+use wit_store::{FileCatalog, StoredFile, TimeRange};
+
+use crate::model::{
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Lease, Registration, SourceOffset, StageCounts,
+    StageTimes, TrackerConfig, Window,
+};
+use crate::plan::{from_micros, micros, sql_limit, to_i64, to_micros};
+use crate::sql::{FIRST_TIME_COLUMN, RECORD_COLUMNS, STAGES_IN_CODE_ORDER, stage_list};
+use crate::{Error, Result, Tracker, plan};
+
+const BACKEND: &str = "sqlite";
+
+/// The schema, one migration per version. Times are microseconds since the Unix epoch (UTC);
+/// the `*_pip` flags are 0/1. Column names follow seed 000's `batch_tracker`.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "batch_tracker, source_offsets, stored_files",
+    r#"
+CREATE TABLE batch_tracker (
+    batch_id TEXT PRIMARY KEY NOT NULL,
+    client_id TEXT NOT NULL,
+    signal TEXT NOT NULL,
+    source TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    failed_in TEXT,
+    kafka_pip INTEGER NOT NULL DEFAULT 0,
+    wal_pip INTEGER NOT NULL DEFAULT 0,
+    ingestion_pip INTEGER NOT NULL DEFAULT 0,
+    storage_pip INTEGER NOT NULL DEFAULT 0,
+    index_pip INTEGER NOT NULL DEFAULT 0,
+    janitor_pip INTEGER NOT NULL DEFAULT 0,
+    batch_size INTEGER NOT NULL,
+    message_count INTEGER NOT NULL,
+    first_offset INTEGER,
+    last_offset INTEGER,
+    topics TEXT NOT NULL DEFAULT '[]',
+    wal_position INTEGER,
+    created_at INTEGER NOT NULL,
+    wal_completed_at INTEGER,
+    kafka_completed_at INTEGER,
+    ingestion_completed_at INTEGER,
+    storage_completed_at INTEGER,
+    index_completed_at INTEGER,
+    janitor_completed_at INTEGER,
+    failed_at INTEGER,
+    error_stage TEXT,
+    error_message TEXT,
+    retry_count INTEGER NOT NULL DEFAULT 0,
+    claimed_by TEXT,
+    lease_until INTEGER,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX batch_tracker_stage ON batch_tracker (stage, created_at, batch_id);
+CREATE INDEX batch_tracker_created ON batch_tracker (created_at);
+CREATE INDEX batch_tracker_wal ON batch_tracker (wal_position) WHERE stage <> 'COMPLETED';
+CREATE TABLE source_offsets (
+    source TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (source, topic, partition)
+);
+CREATE TABLE stored_files (
+    path TEXT PRIMARY KEY NOT NULL,
+    client_id TEXT NOT NULL,
+    signal TEXT NOT NULL,
+    min_time_ns INTEGER NOT NULL,
+    max_time_ns INTEGER NOT NULL,
+    row_count INTEGER NOT NULL,
+    byte_size INTEGER NOT NULL,
+    batch_ids TEXT NOT NULL,
+    state TEXT NOT NULL,
+    delete_after INTEGER,
+    published_at INTEGER NOT NULL
+);
+CREATE INDEX stored_files_lookup ON stored_files (client_id, signal, state, min_time_ns);
+CREATE TABLE stored_file_batches (
+    path TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    PRIMARY KEY (path, batch_id)
+);
+CREATE INDEX stored_file_batches_batch ON stored_file_batches (batch_id);
+"#,
+)];
+
+/// A [`Tracker`] and [`FileCatalog`] in an embedded SQLite database file: the default for a
+/// single node. Clones share one connection.
+///
+/// The database runs in WAL mode with `synchronous = FULL`: a call returns only once its
+/// transaction is durable. Several processes may open the same file; SQLite serializes their
+/// writes (waiting up to the configured timeout for the lock).
+///
+/// ```
+/// use wit_batch::{BatchId, BatchMeta, Signal, SourceKind, Stage, Tenant};
+/// use wit_tracker::{SqliteTracker, Tracker, TrackerConfig, TrackerExt};
+///
+/// let dir = tempfile::tempdir()?;
+/// let tracker = SqliteTracker::open(&dir.path().join("tracker.db"), TrackerConfig::default())?;
+/// let id = BatchId::new();
+/// tracker.register_one(&BatchMeta {
+///     id,
+///     tenant: Tenant::try_new("acme")?,
+///     signal: Signal::Traces,
+///     source: SourceKind::Grpc,
+///     message_count: 1,
+///     byte_size: 2_048,
+///     first_offset: None,
+///     last_offset: None,
+///     topics: vec![],
+///     created_at: id.created_at(),
+/// })?;
+/// tracker.mark(id, Stage::WalWritten, std::time::SystemTime::now())?;
+/// assert_eq!(tracker.batch(id)?.stage, Stage::WalWritten);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteTracker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    conn: Mutex<Connection>,
+    config: TrackerConfig,
+    path: PathBuf,
+}
+
+fn db_err(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |e| Error::Database {
+        backend: BACKEND,
+        operation,
+        source: Box::new(e),
+    }
+}
+
+fn corrupt(what: &'static str, value: impl ToString) -> Error {
+    Error::Corrupt {
+        backend: BACKEND,
+        what,
+        value: value.to_string(),
+    }
+}
+
+impl SqliteTracker {
+    /// Opens (creating if needed) the tracker database at `path` and brings its schema up to
+    /// date.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] when the file cannot be opened or migrated;
+    /// [`Error::SchemaTooNew`] when a newer build migrated it.
+    pub fn open(path: &Path, config: TrackerConfig) -> Result<Self> {
+        let mut conn = Connection::open(path).map_err(db_err("open"))?;
+        conn.busy_timeout(config.timeout).map_err(db_err("open"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err("open"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err("open"))?;
+        migrate(&mut conn)?;
+        Ok(SqliteTracker {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                config,
+                path: path.to_owned(),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn write<T>(&self, operation: &'static str, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.inner.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err(operation))?;
+        let value = f(&tx)?;
+        tx.commit().map_err(db_err(operation))?;
+        Ok(value)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.inner.conn.lock())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err("migrate"))?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS wit_schema_version (
+            version INTEGER PRIMARY KEY NOT NULL,
+            description TEXT NOT NULL,
+            applied_at INTEGER NOT NULL
+        )",
+    )
+    .map_err(db_err("migrate"))?;
+    let found: i64 = tx
+        .query_row("SELECT coalesce(max(version), 0) FROM wit_schema_version", [], |r| {
+            r.get(0)
+        })
+        .map_err(db_err("migrate"))?;
+    let supported = MIGRATIONS.last().map_or(0, |m| m.0);
+    if found > supported {
+        return Err(Error::SchemaTooNew { found, supported });
+    }
+    for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        tx.execute_batch(sql).map_err(db_err("migrate"))?;
+        tx.execute(
+            "INSERT INTO wit_schema_version (version, description, applied_at) VALUES (?1, ?2, ?3)",
+            params![version, description, to_micros(SystemTime::now())],
+        )
+        .map_err(db_err("migrate"))?;
+    }
+    tx.commit().map_err(db_err("migrate"))
+}
+
+fn opt_time(value: Option<i64>) -> Option<SystemTime> {
+    value.map(from_micros)
+}
+
+fn opt_stage(value: Option<String>) -> Result<Option<Stage>> {
+    value.map(|s| plan::parse_stage(BACKEND, &s)).transpose()
+}
+
+fn read_record(row: &Row<'_>) -> Result<BatchRecord> {
+    let get_err = db_err("read");
+    (|| -> rusqlite::Result<Result<BatchRecord>> {
+        let id: String = row.get(0)?;
+        let tenant: String = row.get(1)?;
+        let signal: String = row.get(2)?;
+        let source: String = row.get(3)?;
+        let stage: String = row.get(4)?;
+        let failed_in: Option<String> = row.get(5)?;
+        let byte_size: i64 = row.get(6)?;
+        let message_count: i64 = row.get(7)?;
+        let topics: String = row.get(10)?;
+        let wal_position: Option<i64> = row.get(11)?;
+        let mut completed_at = StageTimes::default();
+        for (i, stage) in STAGES_IN_CODE_ORDER.into_iter().enumerate() {
+            completed_at.set(stage, opt_time(row.get(FIRST_TIME_COLUMN + i)?));
+        }
+        let error_stage: Option<String> = row.get(20)?;
+        let retry_count: i64 = row.get(22)?;
+        let claimed_by: Option<String> = row.get(23)?;
+        let lease_until: Option<i64> = row.get(24)?;
+        let created_at: i64 = row.get(FIRST_TIME_COLUMN)?;
+        let updated_at: i64 = row.get(25)?;
+        let first_offset: Option<i64> = row.get(8)?;
+        let last_offset: Option<i64> = row.get(9)?;
+        let error_message: Option<String> = row.get(21)?;
+        Ok((|| -> Result<BatchRecord> {
+            Ok(BatchRecord {
+                meta: BatchMeta {
+                    id: id.parse().map_err(|_| corrupt("batch id", &id))?,
+                    tenant: Tenant::try_new(tenant.clone()).map_err(|_| corrupt("client id", &tenant))?,
+                    signal: signal.parse().map_err(|_| corrupt("signal", &signal))?,
+                    source: source.parse().map_err(|_| corrupt("source", &source))?,
+                    message_count: u64::try_from(message_count).map_err(|_| corrupt("message count", message_count))?,
+                    byte_size: u64::try_from(byte_size).map_err(|_| corrupt("batch size", byte_size))?,
+                    first_offset,
+                    last_offset,
+                    topics: serde_json::from_str(&topics).map_err(|_| corrupt("topics", &topics))?,
+                    created_at: from_micros(created_at),
+                },
+                stage: plan::parse_stage(BACKEND, &stage)?,
+                failed_in: opt_stage(failed_in)?,
+                completed_at,
+                wal_position: wal_position
+                    .map(|p| u64::try_from(p).map_err(|_| corrupt("WAL position", p)))
+                    .transpose()?,
+                error_stage: opt_stage(error_stage)?,
+                error_message,
+                retry_count: u32::try_from(retry_count).map_err(|_| corrupt("retry count", retry_count))?,
+                lease: match (claimed_by, lease_until) {
+                    (Some(worker), Some(until)) => Some(Lease {
+                        worker,
+                        until: from_micros(until),
+                    }),
+                    _ => None,
+                },
+                updated_at: from_micros(updated_at),
+            })
+        })())
+    })()
+    .map_err(get_err)?
+}
+
+fn load(tx: &Transaction<'_>, ids: &[BatchId]) -> Result<HashMap<BatchId, BatchRecord>> {
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE batch_id = ?1"
+        ))
+        .map_err(db_err("load"))?;
+    let mut records = HashMap::with_capacity(ids.len());
+    for id in ids {
+        let mut rows = stmt.query([id.to_string()]).map_err(db_err("load"))?;
+        if let Some(row) = rows.next().map_err(db_err("load"))? {
+            records.insert(*id, read_record(row)?);
+        }
+    }
+    Ok(records)
+}
+
+fn store(tx: &Transaction<'_>, records: &HashMap<BatchId, BatchRecord>, ids: &[BatchId]) -> Result<()> {
+    let mut stmt = tx
+        .prepare_cached(
+            "UPDATE batch_tracker SET stage = ?2, failed_in = ?3, wal_position = ?4, \
+             wal_completed_at = ?5, kafka_completed_at = ?6, ingestion_completed_at = ?7, \
+             storage_completed_at = ?8, index_completed_at = ?9, janitor_completed_at = ?10, failed_at = ?11, \
+             wal_pip = ?5 IS NOT NULL, kafka_pip = ?6 IS NOT NULL, ingestion_pip = ?7 IS NOT NULL, \
+             storage_pip = ?8 IS NOT NULL, index_pip = ?9 IS NOT NULL, janitor_pip = ?10 IS NOT NULL, \
+             error_stage = ?12, error_message = ?13, retry_count = ?14, claimed_by = ?15, lease_until = ?16, \
+             updated_at = ?17 WHERE batch_id = ?1",
+        )
+        .map_err(db_err("store"))?;
+    for id in ids {
+        let Some(rec) = records.get(id) else { continue };
+        let t = |s| rec.completed_at.get(s).map(to_micros);
+        stmt.execute(params![
+            id.to_string(),
+            rec.stage.as_str(),
+            rec.failed_in.map(Stage::as_str),
+            rec.wal_position.map(|p| to_i64(p, "WAL position")).transpose()?,
+            t(Stage::WalWritten),
+            t(Stage::SourceCommitted),
+            t(Stage::Ingested),
+            t(Stage::Stored),
+            t(Stage::Indexed),
+            t(Stage::Completed),
+            t(Stage::Failed),
+            rec.error_stage.map(Stage::as_str),
+            rec.error_message.as_deref(),
+            rec.retry_count,
+            rec.lease.as_ref().map(|l| l.worker.as_str()),
+            rec.lease.as_ref().map(|l| to_micros(l.until)),
+            to_micros(rec.updated_at),
+        ])
+        .map_err(db_err("store"))?;
+    }
+    Ok(())
+}
+
+fn query_records(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<BatchRecord>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err("query"))?;
+    let mut rows = stmt.query(params).map_err(db_err("query"))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err("query"))? {
+        out.push(read_record(row)?);
+    }
+    Ok(out)
+}
+
+impl Tracker for SqliteTracker {
+    fn register(&self, batches: &[BatchMeta]) -> Result<Vec<Registration>> {
+        batches.iter().try_for_each(plan::check_meta)?;
+        self.write("register", |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO batch_tracker (batch_id, client_id, signal, source, stage, batch_size, \
+                     message_count, first_offset, last_offset, topics, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, 'CREATED', ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+                     ON CONFLICT (batch_id) DO NOTHING",
+                )
+                .map_err(db_err("register"))?;
+            let mut out = Vec::with_capacity(batches.len());
+            for meta in batches {
+                let inserted = stmt
+                    .execute(params![
+                        meta.id.to_string(),
+                        meta.tenant.as_str(),
+                        meta.signal.as_str(),
+                        meta.source.as_str(),
+                        to_i64(meta.byte_size, "byte size")?,
+                        to_i64(meta.message_count, "message count")?,
+                        meta.first_offset,
+                        meta.last_offset,
+                        serde_json::to_string(&meta.topics).unwrap_or_else(|_| "[]".into()),
+                        to_micros(meta.created_at),
+                    ])
+                    .map_err(db_err("register"))?;
+                out.push(if inserted == 1 {
+                    Registration::Registered
+                } else {
+                    Registration::AlreadyRegistered
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn advance(&self, steps: &[Advance]) -> Result<Vec<Transition>> {
+        plan::check_steps(steps)?;
+        self.write("advance", |tx| {
+            let mut records = load(tx, &plan::step_ids(steps))?;
+            let (outcomes, changed) = plan::advance_all(&mut records, steps)?;
+            store(tx, &records, &changed)?;
+            let offsets = plan::merged_offsets(steps);
+            if !offsets.is_empty() {
+                let now = to_micros(SystemTime::now());
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO source_offsets (source, topic, partition, \"offset\", updated_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (source, topic, partition) DO UPDATE \
+                         SET \"offset\" = max(\"offset\", excluded.\"offset\"), updated_at = excluded.updated_at",
+                    )
+                    .map_err(db_err("advance"))?;
+                for o in offsets {
+                    stmt.execute(params![o.source, o.topic, o.partition, o.offset, now])
+                        .map_err(db_err("advance"))?;
+                }
+            }
+            Ok(outcomes)
+        })
+    }
+
+    fn record_error(&self, batch: BatchId, stage: Stage, message: &str, at: SystemTime) -> Result<ErrorOutcome> {
+        self.write("record_error", |tx| {
+            let mut records = load(tx, &[batch])?;
+            let rec = records.get_mut(&batch).ok_or(Error::UnknownBatch { batch })?;
+            let outcome = plan::apply_error(rec, stage, message, at, &self.inner.config.retry)?;
+            store(tx, &records, &[batch])?;
+            Ok(outcome)
+        })
+    }
+
+    fn claim(&self, request: &ClaimRequest) -> Result<Vec<BatchRecord>> {
+        let sources = plan::claim_sources(request)?;
+        let lease = plan::lease_for(request);
+        let sql = format!(
+            "UPDATE batch_tracker SET claimed_by = ?1, lease_until = ?2 WHERE batch_id IN (\
+             SELECT batch_id FROM batch_tracker WHERE stage IN ({}) \
+             AND (lease_until IS NULL OR lease_until <= ?3) ORDER BY created_at, batch_id LIMIT ?4) \
+             RETURNING {RECORD_COLUMNS}",
+            stage_list(&sources)
+        );
+        self.write("claim", |tx| {
+            let mut claimed = query_records(
+                tx,
+                &sql,
+                params![
+                    lease.worker,
+                    to_micros(lease.until),
+                    to_micros(micros(request.now)),
+                    sql_limit(request.max)
+                ],
+            )?;
+            claimed.sort_by_key(|r| (r.meta.created_at, r.meta.id));
+            Ok(claimed)
+        })
+    }
+
+    fn batch(&self, batch: BatchId) -> Result<BatchRecord> {
+        self.read(|conn| {
+            query_records(
+                conn,
+                &format!("SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE batch_id = ?1"),
+                [batch.to_string()],
+            )?
+            .pop()
+            .ok_or(Error::UnknownBatch { batch })
+        })
+    }
+
+    fn stuck(&self, created_before: SystemTime, limit: usize) -> Result<Vec<BatchRecord>> {
+        self.read(|conn| {
+            query_records(
+                conn,
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage NOT IN ('COMPLETED', 'FAILED') \
+                     AND created_at < ?1 ORDER BY created_at, batch_id LIMIT ?2"
+                ),
+                params![to_micros(created_before), sql_limit(limit)],
+            )
+        })
+    }
+
+    fn failed(&self, limit: usize) -> Result<Vec<BatchRecord>> {
+        self.read(|conn| {
+            query_records(
+                conn,
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage = 'FAILED' \
+                     ORDER BY created_at, batch_id LIMIT ?1"
+                ),
+                [sql_limit(limit)],
+            )
+        })
+    }
+
+    fn stage_counts(&self, window: Window) -> Result<StageCounts> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT stage, count(*) FROM batch_tracker WHERE created_at >= ?1 AND created_at < ?2 \
+                     GROUP BY stage",
+                )
+                .map_err(db_err("stage_counts"))?;
+            let rows = stmt
+                .query_map(params![to_micros(window.from), to_micros(window.to)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(db_err("stage_counts"))?;
+            let mut counts = StageCounts::default();
+            for row in rows {
+                let (stage, n) = row.map_err(db_err("stage_counts"))?;
+                counts.add(plan::parse_stage(BACKEND, &stage)?, n.unsigned_abs());
+            }
+            Ok(counts)
+        })
+    }
+
+    fn client_throughput(&self, window: Window) -> Result<Vec<ClientThroughput>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT client_id, count(*), sum(message_count), sum(batch_size) FROM batch_tracker \
+                     WHERE created_at >= ?1 AND created_at < ?2 GROUP BY client_id",
+                )
+                .map_err(db_err("client_throughput"))?;
+            let rows = stmt
+                .query_map(params![to_micros(window.from), to_micros(window.to)], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(db_err("client_throughput"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (tenant, batches, messages, bytes) = row.map_err(db_err("client_throughput"))?;
+                let tenant = Tenant::try_new(tenant.clone()).map_err(|_| corrupt("client id", tenant))?;
+                out.push((
+                    tenant,
+                    batches.unsigned_abs(),
+                    messages.unsigned_abs(),
+                    bytes.unsigned_abs(),
+                ));
+            }
+            Ok(plan::throughput_rows(out, &window))
+        })
+    }
+
+    fn oldest_incomplete_wal_position(&self) -> Result<Option<u64>> {
+        self.read(|conn| {
+            let min: Option<i64> = conn
+                .query_row(
+                    "SELECT min(wal_position) FROM batch_tracker WHERE stage <> 'COMPLETED'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db_err("oldest_incomplete_wal_position"))?;
+            min.map(|p| u64::try_from(p).map_err(|_| corrupt("WAL position", p)))
+                .transpose()
+        })
+    }
+
+    fn source_offsets(&self, source: &str) -> Result<Vec<SourceOffset>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT source, topic, partition, \"offset\" FROM source_offsets WHERE source = ?1 \
+                     ORDER BY topic, partition",
+                )
+                .map_err(db_err("source_offsets"))?;
+            let rows = stmt
+                .query_map([source], |r| {
+                    Ok(SourceOffset::new(
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                    ))
+                })
+                .map_err(db_err("source_offsets"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db_err("source_offsets"))
+        })
+    }
+
+    fn purge_completed(&self, completed_before: SystemTime) -> Result<u64> {
+        self.write("purge_completed", |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM batch_tracker WHERE stage = 'COMPLETED' AND janitor_completed_at < ?1",
+                    [to_micros(completed_before)],
+                )
+                .map_err(db_err("purge_completed"))?;
+            Ok(n as u64)
+        })
+    }
+}
+
+const FILE_COLUMNS: &str = "path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, batch_ids, state";
+
+fn read_file(row: &Row<'_>) -> Result<(StoredFile, bool)> {
+    let r = (|| -> rusqlite::Result<_> {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, i64>(3)?,
+            row.get::<_, i64>(4)?,
+            row.get::<_, i64>(5)?,
+            row.get::<_, i64>(6)?,
+            row.get::<_, String>(7)?,
+            row.get::<_, String>(8)?,
+        ))
+    })()
+    .map_err(db_err("read file"))?;
+    let (path, tenant, signal, min, max, rows, bytes, ids, state) = r;
+    let ids: Vec<String> = serde_json::from_str(&ids).map_err(|_| corrupt("batch id list", &ids))?;
+    let batch_ids = ids
+        .iter()
+        .map(|s| s.parse::<BatchId>().map_err(|_| corrupt("batch id", s)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((
+        StoredFile {
+            path,
+            tenant: Tenant::try_new(tenant.clone()).map_err(|_| corrupt("client id", tenant))?,
+            signal: signal.parse().map_err(|_| corrupt("signal", &signal))?,
+            time_range: TimeRange::new(min, max),
+            rows: u64::try_from(rows).map_err(|_| corrupt("row count", rows))?,
+            bytes: u64::try_from(bytes).map_err(|_| corrupt("byte size", bytes))?,
+            batch_ids,
+        },
+        state == "live",
+    ))
+}
+
+fn get_file(tx: &Transaction<'_>, path: &str) -> Result<Option<(StoredFile, bool)>> {
+    let mut stmt = tx
+        .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM stored_files WHERE path = ?1"))
+        .map_err(db_err("read file"))?;
+    let mut rows = stmt.query([path]).map_err(db_err("read file"))?;
+    rows.next().map_err(db_err("read file"))?.map(read_file).transpose()
+}
+
+fn query_files(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<StoredFile>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err("list files"))?;
+    let mut rows = stmt.query(params).map_err(db_err("list files"))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err("list files"))? {
+        out.push(read_file(row)?.0);
+    }
+    Ok(out)
+}
+
+fn insert_files(tx: &Transaction<'_>, files: &[StoredFile]) -> Result<()> {
+    let now = to_micros(SystemTime::now());
+    let mut file_stmt = tx
+        .prepare_cached(
+            "INSERT INTO stored_files (path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, \
+             batch_ids, state, delete_after, published_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', NULL, ?9)",
+        )
+        .map_err(db_err("publish"))?;
+    let mut link_stmt = tx
+        .prepare_cached("INSERT INTO stored_file_batches (path, batch_id) VALUES (?1, ?2)")
+        .map_err(db_err("publish"))?;
+    for f in files {
+        let ids: Vec<String> = f.batch_ids.iter().map(ToString::to_string).collect();
+        file_stmt
+            .execute(params![
+                f.path,
+                f.tenant.as_str(),
+                f.signal.as_str(),
+                f.time_range.min,
+                f.time_range.max,
+                to_i64(f.rows, "row count")?,
+                to_i64(f.bytes, "byte size")?,
+                serde_json::to_string(&ids).unwrap_or_default(),
+                now,
+            ])
+            .map_err(db_err("publish"))?;
+        for id in &ids {
+            link_stmt.execute(params![f.path, id]).map_err(db_err("publish"))?;
+        }
+    }
+    Ok(())
+}
+
+fn retire_files(tx: &Transaction<'_>, paths: &[String], delete_after: SystemTime) -> Result<()> {
+    let mut stmt = tx
+        .prepare_cached("UPDATE stored_files SET state = 'retired', delete_after = ?2 WHERE path = ?1")
+        .map_err(db_err("retire"))?;
+    for path in paths {
+        stmt.execute(params![path, to_micros(delete_after)])
+            .map_err(db_err("retire"))?;
+    }
+    Ok(())
+}
+
+impl SqliteTracker {
+    fn catalog_write<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> wit_store::Result<T>,
+    ) -> wit_store::Result<T> {
+        let mut conn = self.inner.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err(operation))?;
+        let value = f(&tx)?;
+        tx.commit().map_err(db_err(operation))?;
+        Ok(value)
+    }
+}
+
+impl FileCatalog for SqliteTracker {
+    fn publish(&self, files: &[StoredFile]) -> wit_store::Result<()> {
+        self.catalog_write("publish", |tx| {
+            let new = plan::files_to_publish(files, |path| Ok(get_file(tx, path)?.map(|f| f.0)))?;
+            let ids = plan::file_batch_ids(&new);
+            let mut records = load(tx, &ids)?;
+            let changed = plan::store_all(&mut records, &ids, SystemTime::now())?;
+            insert_files(tx, &new)?;
+            store(tx, &records, &changed)?;
+            Ok(())
+        })
+    }
+
+    fn list(&self, tenant: &Tenant, signal: Signal, time: Option<TimeRange>) -> wit_store::Result<Vec<StoredFile>> {
+        let range = time.unwrap_or(TimeRange::new(i64::MIN, i64::MAX));
+        Ok(self.read(|conn| {
+            query_files(
+                conn,
+                &format!(
+                    "SELECT {FILE_COLUMNS} FROM stored_files WHERE client_id = ?1 AND signal = ?2 AND state = 'live' \
+                     AND max_time_ns >= ?3 AND min_time_ns <= ?4 ORDER BY min_time_ns, path"
+                ),
+                params![tenant.as_str(), signal.as_str(), range.min, range.max],
+            )
+        })?)
+    }
+
+    fn replace(&self, old: &[String], new: &[StoredFile], delete_after: SystemTime) -> wit_store::Result<()> {
+        self.catalog_write("replace", |tx| {
+            plan::check_live(old, |path| Ok(get_file(tx, path)?.map(|f| f.1)))?;
+            let new = plan::files_to_publish(new, |path| Ok(get_file(tx, path)?.map(|f| f.0)))?;
+            retire_files(tx, old, delete_after)?;
+            insert_files(tx, &new)?;
+            Ok(())
+        })
+    }
+
+    fn retire(&self, paths: &[String], delete_after: SystemTime) -> wit_store::Result<()> {
+        self.replace(paths, &[], delete_after)
+    }
+
+    fn deletable(&self, now: SystemTime) -> wit_store::Result<Vec<StoredFile>> {
+        Ok(self.read(|conn| {
+            query_files(
+                conn,
+                &format!(
+                    "SELECT {FILE_COLUMNS} FROM stored_files WHERE state = 'retired' AND delete_after <= ?1 \
+                     ORDER BY path"
+                ),
+                [to_micros(now)],
+            )
+        })?)
+    }
+
+    fn forget(&self, paths: &[String]) -> wit_store::Result<u64> {
+        self.catalog_write("forget", |tx| {
+            plan::check_not_live(paths, |path| Ok(get_file(tx, path)?.map(|f| f.1)))?;
+            let mut n = 0;
+            for path in paths {
+                tx.execute("DELETE FROM stored_file_batches WHERE path = ?1", [path])
+                    .map_err(db_err("forget"))?;
+                n += tx
+                    .execute("DELETE FROM stored_files WHERE path = ?1", [path])
+                    .map_err(db_err("forget"))? as u64;
+            }
+            Ok(n)
+        })
+    }
+}
+
+/// Runs a blocking call on the caller's runtime's blocking pool.
+async fn run_blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+crate::api::async_from_sync!(SqliteTracker, run_blocking);

@@ -1,0 +1,684 @@
+//! One body of tests for every tracker backend. `backends.rs` runs each check against the
+//! in-memory, SQLite and PostgreSQL trackers.
+
+use std::time::{Duration, SystemTime};
+
+use wit_batch::{BatchId, BatchMeta, RetryPolicy, Signal, SourceKind, Stage, Tenant, Transition};
+use wit_store::{FileCatalog, StoredFile, TimeRange};
+use wit_tracker::{
+    Advance, AsyncTracker, ClaimRequest, Error, ErrorOutcome, Registration, SourceOffset, Tracker, TrackerConfig,
+    TrackerExt, Window,
+};
+
+/// The settings the checks assume: two retries.
+pub fn config() -> TrackerConfig {
+    TrackerConfig::default().with_retry_policy(RetryPolicy::default().with_max_retries(2))
+}
+
+/// A fixed "now" well after every creation time used here.
+pub fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+pub fn at(seconds: u64) -> SystemTime {
+    t0() + Duration::from_secs(seconds)
+}
+
+pub fn meta(tenant: &str, created: SystemTime, messages: u64) -> BatchMeta {
+    let id = BatchId::new();
+    BatchMeta {
+        id,
+        tenant: Tenant::try_new(tenant).expect("tenant"),
+        signal: Signal::Logs,
+        source: SourceKind::Http,
+        message_count: messages,
+        byte_size: messages * 100,
+        first_offset: None,
+        last_offset: None,
+        topics: vec![],
+        // Microseconds with a sub-microsecond remainder: backends keep microseconds.
+        created_at: created + Duration::from_nanos(1_500),
+    }
+}
+
+pub fn registered(t: &impl Tracker, tenant: &str, created: SystemTime, messages: u64) -> BatchId {
+    let m = meta(tenant, created, messages);
+    assert_eq!(t.register_one(&m).expect("register"), Registration::Registered);
+    m.id
+}
+
+/// Moves `id` through `stages` at `when`.
+pub fn walk(t: &impl Tracker, id: BatchId, stages: &[Stage], when: SystemTime) {
+    for stage in stages {
+        assert_eq!(t.mark(id, *stage, when).expect("mark"), Transition::Applied, "{stage}");
+    }
+}
+
+const TO_INGESTED: &[Stage] = &[Stage::WalWritten, Stage::Ingested];
+
+fn micros(t: SystemTime) -> SystemTime {
+    let us = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_micros();
+    SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
+}
+
+pub fn register_and_read_back(t: &impl Tracker) {
+    let mut kafka = meta("acme", at(0), 500);
+    kafka.source = SourceKind::Kafka;
+    kafka.signal = Signal::Traces;
+    kafka.first_offset = Some(1_000);
+    kafka.last_offset = Some(1_499);
+    kafka.topics = vec!["spans.acme".into(), "spans.\"quoted\"".into()];
+    let plain = meta("umbrella", at(1), 1);
+    assert_eq!(
+        t.register(&[kafka.clone(), plain.clone(), kafka.clone()])
+            .expect("register"),
+        [
+            Registration::Registered,
+            Registration::Registered,
+            Registration::AlreadyRegistered
+        ]
+    );
+    let rec = t.batch(kafka.id).expect("batch");
+    let mut expected = kafka.clone();
+    expected.created_at = micros(kafka.created_at);
+    assert_eq!(rec.meta, expected);
+    assert_eq!(rec.stage, Stage::Created);
+    assert_eq!(rec.completed_at.get(Stage::Created), Some(expected.created_at));
+    assert_eq!(rec.completed_at.get(Stage::WalWritten), None);
+    assert_eq!((rec.retry_count, rec.wal_position, rec.lease.clone()), (0, None, None));
+
+    // Registering again changes nothing.
+    walk(t, kafka.id, &[Stage::WalWritten], at(5));
+    let mut changed = kafka.clone();
+    changed.message_count = 1;
+    assert_eq!(
+        t.register_one(&changed).expect("again"),
+        Registration::AlreadyRegistered
+    );
+    let again = t.batch(kafka.id).expect("batch");
+    assert_eq!((again.stage, again.meta.message_count), (Stage::WalWritten, 500));
+
+    let mut huge = meta("acme", at(0), 1);
+    huge.byte_size = u64::MAX;
+    let err = t.register(&[meta("acme", at(0), 1), huge]).expect_err("too large");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+}
+
+pub fn unknown_batch(t: &impl Tracker) {
+    let ghost = BatchId::new();
+    assert!(matches!(t.batch(ghost), Err(Error::UnknownBatch { batch }) if batch == ghost));
+    let known = registered(t, "acme", at(0), 1);
+    // One unknown step fails the whole call.
+    let err = t
+        .advance(&[
+            Advance::new(known, Stage::WalWritten, at(1)),
+            Advance::new(ghost, Stage::WalWritten, at(1)),
+        ])
+        .expect_err("unknown");
+    assert!(matches!(err, Error::UnknownBatch { batch } if batch == ghost), "{err}");
+    assert_eq!(t.batch(known).expect("batch").stage, Stage::Created);
+    let err = t
+        .record_error(ghost, Stage::WalWritten, "x", at(1))
+        .expect_err("unknown");
+    assert!(matches!(err, Error::UnknownBatch { .. }), "{err}");
+}
+
+pub fn full_lifecycle(t: &impl Tracker) {
+    let id = registered(t, "acme", at(0), 10);
+    let stages = [
+        Stage::WalWritten,
+        Stage::SourceCommitted,
+        Stage::Ingested,
+        Stage::Stored,
+        Stage::Indexed,
+        Stage::Completed,
+    ];
+    for (i, stage) in stages.into_iter().enumerate() {
+        let when = at(10 * (i as u64 + 1)) + Duration::from_nanos(999);
+        let mut step = Advance::new(id, stage, when);
+        if stage == Stage::WalWritten {
+            step = step.with_wal_position(77);
+        }
+        assert_eq!(t.advance(&[step]).expect("advance"), [Transition::Applied]);
+        let rec = t.batch(id).expect("batch");
+        assert_eq!(rec.stage, stage);
+        assert_eq!(rec.completed_at.get(stage), Some(micros(when)));
+        assert_eq!(rec.updated_at, micros(when));
+        // Repeating a step is an outcome, not an error, and changes nothing.
+        assert_eq!(t.mark(id, stage, at(999)).expect("repeat"), Transition::AlreadyApplied);
+        assert_eq!(t.batch(id).expect("batch"), rec);
+    }
+    let rec = t.batch(id).expect("batch");
+    assert_eq!(rec.wal_position, Some(77));
+    for (i, stage) in stages.into_iter().enumerate() {
+        assert_eq!(rec.completed_at.get(stage), Some(micros(at(10 * (i as u64 + 1)))));
+    }
+
+    // Several steps of several batches in one call, applied in order.
+    let a = registered(t, "acme", at(0), 1);
+    let b = registered(t, "acme", at(0), 1);
+    let outcomes = t
+        .advance(&[
+            Advance::new(a, Stage::WalWritten, at(1)),
+            Advance::new(b, Stage::WalWritten, at(1)),
+            Advance::new(a, Stage::Ingested, at(2)),
+            Advance::new(a, Stage::Ingested, at(3)),
+        ])
+        .expect("advance");
+    assert_eq!(
+        outcomes,
+        [
+            Transition::Applied,
+            Transition::Applied,
+            Transition::Applied,
+            Transition::AlreadyApplied
+        ]
+    );
+    assert_eq!(t.batch(a).expect("a").completed_at.get(Stage::Ingested), Some(at(2)));
+}
+
+pub fn invalid_transitions(t: &impl Tracker) {
+    let id = registered(t, "acme", at(0), 1);
+    walk(t, id, TO_INGESTED, at(1));
+    for (to, from) in [
+        (Stage::Indexed, Stage::Ingested),
+        (Stage::WalWritten, Stage::Ingested),
+        (Stage::Created, Stage::Ingested),
+    ] {
+        let err = t.mark(id, to, at(2)).expect_err("invalid");
+        assert!(
+            matches!(err, Error::InvalidTransition { batch, from: f, to: t2 } if batch == id && f == from && t2 == to),
+            "{err}"
+        );
+    }
+    let err = t.mark(id, Stage::Failed, at(2)).expect_err("failing needs a message");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+
+    // A bad step anywhere in a call applies none of it.
+    let other = registered(t, "acme", at(0), 1);
+    let err = t
+        .advance(&[
+            Advance::new(other, Stage::WalWritten, at(3)),
+            Advance::new(id, Stage::Completed, at(3)),
+        ])
+        .expect_err("skip");
+    assert!(matches!(err, Error::InvalidTransition { .. }), "{err}");
+    assert_eq!(t.batch(other).expect("other").stage, Stage::Created);
+
+    walk(t, id, &[Stage::Stored, Stage::Indexed, Stage::Completed], at(4));
+    let err = t.mark(id, Stage::Indexed, at(5)).expect_err("completed is final");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidTransition {
+                from: Stage::Completed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = t
+        .record_error(id, Stage::Stored, "late", at(5))
+        .expect_err("completed never fails");
+    assert!(matches!(err, Error::InvalidTransition { .. }), "{err}");
+}
+
+pub fn errors_and_retries(t: &impl Tracker) {
+    let id = registered(t, "acme", at(0), 1);
+    walk(t, id, &[Stage::WalWritten], at(1));
+    let err = t
+        .record_error(id, Stage::Stored, "not next", at(2))
+        .expect_err("not the next step");
+    assert!(matches!(err, Error::InvalidTransition { .. }), "{err}");
+
+    assert_eq!(
+        t.record_error(id, Stage::Ingested, "bad gzip", at(2)).expect("1"),
+        ErrorOutcome::Retry { retry_count: 1 }
+    );
+    let rec = t.batch(id).expect("batch");
+    assert_eq!(
+        (rec.stage, rec.error_stage, rec.error_message.as_deref()),
+        (Stage::WalWritten, Some(Stage::Ingested), Some("bad gzip"))
+    );
+    assert_eq!(
+        t.record_error(id, Stage::Ingested, "again", at(3)).expect("2"),
+        ErrorOutcome::Retry { retry_count: 2 }
+    );
+    assert!(t.failed(10).expect("failed").is_empty());
+    assert_eq!(
+        t.record_error(id, Stage::Ingested, "give up", at(4)).expect("3"),
+        ErrorOutcome::Failed { retry_count: 3 }
+    );
+
+    let rec = t.batch(id).expect("batch");
+    assert_eq!(rec.stage, Stage::Failed);
+    assert_eq!(rec.failed_in, Some(Stage::WalWritten));
+    assert_eq!(rec.completed_at.get(Stage::Failed), Some(at(4)));
+    assert_eq!((rec.retry_count, rec.error_message.as_deref()), (3, Some("give up")));
+    let failed = t.failed(10).expect("failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0], rec);
+    let err = t
+        .record_error(id, Stage::Ingested, "more", at(5))
+        .expect_err("already failed");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidTransition {
+                from: Stage::Failed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A failed batch is not offered to workers.
+    assert!(
+        t.claim(&ClaimRequest::new(Stage::Ingested, "w", 10).at(at(5)))
+            .expect("claim")
+            .is_empty()
+    );
+
+    // Retry by hand: only into the stage it failed in, with a fresh budget.
+    let err = t.mark(id, Stage::Ingested, at(6)).expect_err("not where it failed");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidTransition {
+                from: Stage::Failed,
+                to: Stage::Ingested,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        t.mark(id, Stage::WalWritten, at(6)).expect("retry"),
+        Transition::Applied
+    );
+    let rec = t.batch(id).expect("batch");
+    assert_eq!(
+        (rec.stage, rec.failed_in, rec.retry_count),
+        (Stage::WalWritten, None, 0)
+    );
+    assert_eq!(
+        rec.completed_at.get(Stage::WalWritten),
+        Some(at(1)),
+        "the original time stays"
+    );
+    assert!(t.failed(10).expect("failed").is_empty());
+    walk(t, id, &[Stage::Ingested], at(7));
+}
+
+pub fn claims_and_leases(t: &impl Tracker) {
+    let ids: Vec<BatchId> = (0..5).map(|i| registered(t, "acme", at(i), 1)).collect();
+    for id in &ids {
+        walk(t, *id, &[Stage::WalWritten], at(10));
+    }
+    let not_ready = registered(t, "acme", at(0), 1); // still CREATED
+    let lease = Duration::from_secs(30);
+    let request = |worker: &str, max, now| {
+        ClaimRequest::new(Stage::Ingested, worker, max)
+            .with_lease(lease)
+            .at(now)
+    };
+
+    let first = t.claim(&request("w1", 3, at(20))).expect("claim");
+    assert_eq!(
+        first.iter().map(|r| r.meta.id).collect::<Vec<_>>(),
+        ids[..3],
+        "oldest first"
+    );
+    assert!(
+        first
+            .iter()
+            .all(|r| r.lease.as_ref().is_some_and(|l| l.worker == "w1" && l.until == at(50)))
+    );
+    assert_eq!(t.batch(ids[0]).expect("batch").lease, first[0].lease);
+    let second = t.claim(&request("w2", 10, at(21))).expect("claim");
+    assert_eq!(second.iter().map(|r| r.meta.id).collect::<Vec<_>>(), ids[3..]);
+    assert!(t.claim(&request("w3", 10, at(22))).expect("claim").is_empty());
+    assert!(!first.iter().chain(&second).any(|r| r.meta.id == not_ready));
+
+    // w1 finishes one batch and fails another; the failed one is free again at once.
+    walk(t, ids[0], &[Stage::Ingested], at(23));
+    assert_eq!(t.batch(ids[0]).expect("batch").lease, None);
+    t.record_error(ids[1], Stage::Ingested, "oops", at(24)).expect("error");
+    let again = t.claim(&request("w3", 10, at(25))).expect("claim");
+    assert_eq!(again.iter().map(|r| r.meta.id).collect::<Vec<_>>(), [ids[1]]);
+
+    // w1 dies: when its lease runs out, ids[2] is claimable again; w2's runs out later.
+    assert!(t.claim(&request("w4", 10, at(49))).expect("claim").is_empty());
+    let reclaimed = t.claim(&request("w4", 10, at(50))).expect("claim");
+    assert_eq!(reclaimed.iter().map(|r| r.meta.id).collect::<Vec<_>>(), [ids[2]]);
+    let reclaimed = t.claim(&request("w5", 10, at(51))).expect("claim");
+    assert_eq!(reclaimed.iter().map(|r| r.meta.id).collect::<Vec<_>>(), ids[3..]);
+
+    // The next stage's workers see the batch that moved on.
+    let storers = t
+        .claim(&ClaimRequest::new(Stage::Stored, "s1", 10).at(at(60)))
+        .expect("claim");
+    assert_eq!(storers.iter().map(|r| r.meta.id).collect::<Vec<_>>(), [ids[0]]);
+    assert!(
+        t.claim(&ClaimRequest::new(Stage::Ingested, "w", 0).at(at(999)))
+            .expect("max 0")
+            .is_empty()
+    );
+
+    for bad in [
+        ClaimRequest::new(Stage::Created, "w", 1),
+        ClaimRequest::new(Stage::Failed, "w", 1),
+        ClaimRequest::new(Stage::Stored, "", 1),
+    ] {
+        let err = t.claim(&bad).expect_err("bad claim");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    }
+}
+
+pub fn queries(t: &impl Tracker) {
+    // acme: 3 batches (30 + 20 + 10 messages), umbrella: 1 (5 messages), one old batch.
+    let old = registered(t, "acme", at(0), 1);
+    let a1 = registered(t, "acme", at(100), 30);
+    let a2 = registered(t, "acme", at(110), 20);
+    let a3 = registered(t, "acme", at(120), 10);
+    let u1 = registered(t, "umbrella", at(130), 5);
+    walk(
+        t,
+        old,
+        &[
+            Stage::WalWritten,
+            Stage::Ingested,
+            Stage::Stored,
+            Stage::Indexed,
+            Stage::Completed,
+        ],
+        at(1),
+    );
+    t.advance(&[
+        Advance::new(a1, Stage::WalWritten, at(101)).with_wal_position(4_000),
+        Advance::new(a2, Stage::WalWritten, at(111)).with_wal_position(5_000),
+        Advance::new(a3, Stage::WalWritten, at(121)).with_wal_position(6_000),
+        Advance::new(u1, Stage::WalWritten, at(131)).with_wal_position(7_000),
+    ])
+    .expect("advance");
+    walk(t, a1, &[Stage::Ingested], at(102));
+    for _ in 0..3 {
+        t.record_error(a3, Stage::Ingested, "x", at(122)).expect("error");
+    }
+
+    // Stuck: incomplete and not failed, created before the cut-off, oldest first.
+    let stuck: Vec<BatchId> = t
+        .stuck(at(115), 10)
+        .expect("stuck")
+        .into_iter()
+        .map(|r| r.meta.id)
+        .collect();
+    assert_eq!(stuck, [a1, a2]);
+    assert_eq!(t.stuck(at(1_000), 1).expect("stuck")[0].meta.id, a1);
+
+    let counts = t.stage_counts(Window::new(at(100), at(200))).expect("counts");
+    assert_eq!(
+        (
+            counts.get(Stage::Ingested),
+            counts.get(Stage::WalWritten),
+            counts.get(Stage::Failed),
+            counts.get(Stage::Completed)
+        ),
+        (1, 2, 1, 0)
+    );
+    assert_eq!(counts.total(), 4);
+    assert_eq!(
+        t.stage_counts(Window::new(at(0), at(100)))
+            .expect("counts")
+            .get(Stage::Completed),
+        1
+    );
+
+    let rows = t.client_throughput(Window::new(at(100), at(200))).expect("throughput");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (
+            rows[0].tenant.as_str(),
+            rows[0].batches,
+            rows[0].messages,
+            rows[0].bytes
+        ),
+        ("acme", 3, 60, 6_000)
+    );
+    assert!((rows[0].messages_per_second - 0.6).abs() < 1e-9);
+    assert_eq!((rows[1].tenant.as_str(), rows[1].messages), ("umbrella", 5));
+
+    // The WAL must keep everything from the oldest incomplete batch's position, failed included.
+    assert_eq!(t.oldest_incomplete_wal_position().expect("oldest"), Some(4_000));
+    walk(t, a1, &[Stage::Stored, Stage::Indexed, Stage::Completed], at(150));
+    assert_eq!(t.oldest_incomplete_wal_position().expect("oldest"), Some(5_000));
+}
+
+pub fn no_wal_position_yet(t: &impl Tracker) {
+    assert_eq!(t.oldest_incomplete_wal_position().expect("empty"), None);
+    registered(t, "acme", at(0), 1);
+    assert_eq!(t.oldest_incomplete_wal_position().expect("no position"), None);
+}
+
+pub fn source_offsets(t: &impl Tracker) {
+    let a = registered(t, "acme", at(0), 1);
+    let b = registered(t, "acme", at(1), 1);
+    walk(t, a, &[Stage::WalWritten], at(2));
+    walk(t, b, &[Stage::WalWritten], at(2));
+    t.advance(&[Advance::new(a, Stage::SourceCommitted, at(3)).with_offsets(vec![
+        SourceOffset::new("ingest", "logs", 0, 100),
+        SourceOffset::new("ingest", "logs", 1, 50),
+        SourceOffset::new("other", "logs", 0, 7),
+    ])])
+    .expect("advance");
+    // A replayed step with lower offsets never moves them back.
+    t.advance(&[Advance::new(b, Stage::SourceCommitted, at(4)).with_offsets(vec![
+        SourceOffset::new("ingest", "logs", 0, 90),
+        SourceOffset::new("ingest", "logs", 1, 60),
+    ])])
+    .expect("advance");
+    assert_eq!(
+        t.source_offsets("ingest").expect("offsets"),
+        [
+            SourceOffset::new("ingest", "logs", 0, 100),
+            SourceOffset::new("ingest", "logs", 1, 60)
+        ]
+    );
+    assert_eq!(
+        t.source_offsets("other").expect("offsets"),
+        [SourceOffset::new("other", "logs", 0, 7)]
+    );
+    assert!(t.source_offsets("nobody").expect("offsets").is_empty());
+
+    // Offsets are stored only with a step that is applied: a failing call stores none.
+    let err = t
+        .advance(&[
+            Advance::new(a, Stage::Completed, at(5)).with_offsets(vec![SourceOffset::new("ingest", "logs", 0, 999)])
+        ])
+        .expect_err("skip");
+    assert!(matches!(err, Error::InvalidTransition { .. }), "{err}");
+    assert_eq!(t.source_offsets("ingest").expect("offsets")[0].offset, 100);
+    let err = t
+        .advance(&[Advance::new(a, Stage::Ingested, at(5)).with_offsets(vec![SourceOffset::new("", "logs", 0, 1)])])
+        .expect_err("no source name");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+}
+
+pub fn purge_completed(t: &impl Tracker) {
+    let all = [
+        Stage::WalWritten,
+        Stage::Ingested,
+        Stage::Stored,
+        Stage::Indexed,
+        Stage::Completed,
+    ];
+    let early = registered(t, "acme", at(0), 1);
+    let late = registered(t, "acme", at(0), 1);
+    let open = registered(t, "acme", at(0), 1);
+    walk(t, early, &all, at(10));
+    walk(t, late, &all, at(20));
+    walk(t, open, &all[..2], at(5));
+    assert_eq!(t.purge_completed(at(10)).expect("purge"), 0, "strictly before");
+    assert_eq!(t.purge_completed(at(15)).expect("purge"), 1);
+    assert!(matches!(t.batch(early), Err(Error::UnknownBatch { .. })));
+    assert_eq!(t.batch(late).expect("late").stage, Stage::Completed);
+    assert_eq!(t.purge_completed(at(1_000)).expect("purge"), 1);
+    assert_eq!(t.batch(open).expect("open").stage, Stage::Ingested);
+}
+
+fn stored_file(path: &str, ids: &[BatchId]) -> StoredFile {
+    StoredFile {
+        path: path.to_owned(),
+        tenant: Tenant::try_new("acme").expect("tenant"),
+        signal: Signal::Logs,
+        time_range: TimeRange::new(0, 1_000),
+        rows: 10,
+        bytes: 1_000,
+        batch_ids: ids.to_vec(),
+    }
+}
+
+pub fn publish_marks_stored(t: &(impl Tracker + FileCatalog)) {
+    let a = registered(t, "acme", at(0), 1);
+    let b = registered(t, "acme", at(0), 1);
+    walk(t, a, TO_INGESTED, at(1));
+    walk(t, b, &[Stage::WalWritten], at(1));
+
+    // b has not been converted yet: the file is refused, and a is not marked either.
+    let err = t
+        .publish(&[stored_file("acme/logs/f1.parquet", &[a, b])])
+        .expect_err("b is not ingested");
+    let wit_store::Error::Catalog { source } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        matches!(source.downcast_ref::<Error>(), Some(Error::InvalidTransition { batch, .. }) if *batch == b),
+        "{source}"
+    );
+    assert_eq!(t.batch(a).expect("a").stage, Stage::Ingested);
+    assert!(
+        t.list(&Tenant::try_new("acme").expect("t"), Signal::Logs, None)
+            .expect("list")
+            .is_empty()
+    );
+
+    let ghost = BatchId::new();
+    let err = t
+        .publish(&[stored_file("acme/logs/f1.parquet", &[a, ghost])])
+        .expect_err("unknown batch");
+    let wit_store::Error::Catalog { source } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        matches!(source.downcast_ref::<Error>(), Some(Error::UnknownBatch { batch }) if *batch == ghost),
+        "{source}"
+    );
+
+    walk(t, b, &[Stage::Ingested], at(2));
+    let before = SystemTime::now() - Duration::from_secs(1);
+    t.publish(&[stored_file("acme/logs/f1.parquet", &[a, b])])
+        .expect("publish");
+    for id in [a, b] {
+        let rec = t.batch(id).expect("batch");
+        assert_eq!(rec.stage, Stage::Stored);
+        assert!(rec.completed_at.get(Stage::Stored).is_some_and(|s| s >= before));
+    }
+    // A repeated publish (after a crash) is fine even once the batches moved on.
+    walk(t, a, &[Stage::Indexed], at(3));
+    t.publish(&[stored_file("acme/logs/f1.parquet", &[b, a])])
+        .expect("republish");
+    assert_eq!(t.batch(a).expect("a").stage, Stage::Indexed);
+}
+
+pub fn async_twin(t: &impl AsyncTracker) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let m = meta("acme", at(0), 3);
+        assert_eq!(
+            AsyncTracker::register(t, std::slice::from_ref(&m))
+                .await
+                .expect("register"),
+            [Registration::Registered]
+        );
+        let steps = [Advance::new(m.id, Stage::WalWritten, at(1)).with_wal_position(9)];
+        assert_eq!(
+            AsyncTracker::advance(t, &steps).await.expect("advance"),
+            [Transition::Applied]
+        );
+        assert_eq!(
+            AsyncTracker::advance(t, &steps).await.expect("advance"),
+            [Transition::AlreadyApplied]
+        );
+        let claimed = AsyncTracker::claim(t, &ClaimRequest::new(Stage::Ingested, "async", 5).at(at(2)))
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+        let outcome = AsyncTracker::record_error(t, m.id, Stage::Ingested, "async boom", at(3))
+            .await
+            .expect("error");
+        assert_eq!(outcome, ErrorOutcome::Retry { retry_count: 1 });
+        let rec = AsyncTracker::batch(t, m.id).await.expect("batch");
+        assert_eq!(
+            (rec.stage, rec.wal_position, rec.error_message.as_deref()),
+            (Stage::WalWritten, Some(9), Some("async boom"))
+        );
+        assert_eq!(
+            AsyncTracker::oldest_incomplete_wal_position(t).await.expect("oldest"),
+            Some(9)
+        );
+        assert_eq!(AsyncTracker::stuck(t, at(10), 10).await.expect("stuck").len(), 1);
+        assert!(AsyncTracker::failed(t, 10).await.expect("failed").is_empty());
+        assert_eq!(
+            AsyncTracker::stage_counts(t, Window::new(at(0), at(10)))
+                .await
+                .expect("counts")
+                .total(),
+            1
+        );
+        assert_eq!(
+            AsyncTracker::client_throughput(t, Window::new(at(0), at(10)))
+                .await
+                .expect("tp")[0]
+                .messages,
+            3
+        );
+        assert!(
+            AsyncTracker::source_offsets(t, "none")
+                .await
+                .expect("offsets")
+                .is_empty()
+        );
+        assert_eq!(AsyncTracker::purge_completed(t, at(10)).await.expect("purge"), 0);
+        let err = AsyncTracker::batch(t, BatchId::new()).await.expect_err("unknown");
+        assert!(matches!(err, Error::UnknownBatch { .. }));
+    });
+}
+
+/// Generates one `#[test]` per check for a backend made by `$make` (a function returning
+/// `Option` of something that derefs to the backend; `None` skips, as PostgreSQL does when it
+/// is not installed).
+#[macro_export]
+macro_rules! tracker_conformance {
+    ($make:path) => {
+        $crate::tracker_conformance!(@each $make,
+            register_and_read_back, unknown_batch, full_lifecycle, invalid_transitions, errors_and_retries,
+            claims_and_leases, queries, no_wal_position_yet, source_offsets, purge_completed,
+            publish_marks_stored, async_twin);
+    };
+    (@each $make:path, $($check:ident),+) => {
+        $(
+            #[test]
+            fn $check() {
+                if let Some(tracker) = $make() {
+                    $crate::conformance::$check(&*tracker);
+                }
+            }
+        )+
+    };
+}

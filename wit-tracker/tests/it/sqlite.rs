@@ -1,0 +1,83 @@
+//! What is particular to the SQLite tracker: durability across reopen, migrations, SQL access.
+
+use std::time::SystemTime;
+
+use wit_batch::Stage;
+use wit_tracker::{Error, SqliteTracker, Tracker, TrackerConfig, TrackerExt};
+
+use crate::conformance::meta;
+
+#[test]
+fn records_survive_reopen_and_are_plain_sql() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    let m = meta("acme", SystemTime::now(), 12);
+    {
+        let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("open");
+        tracker.register_one(&m).expect("register");
+        tracker.mark(m.id, Stage::WalWritten, SystemTime::now()).expect("mark");
+    }
+    let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("reopen");
+    assert_eq!(tracker.batch(m.id).expect("batch").stage, Stage::WalWritten);
+
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    let (id, pip, messages): (String, bool, i64) = conn
+        .query_row(
+            "SELECT batch_id, wal_pip, message_count FROM batch_tracker WHERE NOT janitor_pip",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("query");
+    assert_eq!((id, pip, messages), (m.id.to_string(), true, 12));
+    let versions: i64 = conn
+        .query_row("SELECT count(*) FROM wit_schema_version", [], |r| r.get(0))
+        .expect("versions");
+    assert_eq!(versions, 1, "reopening applies no migration twice");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    drop(SqliteTracker::open(&path, TrackerConfig::default()).expect("open"));
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute("INSERT INTO wit_schema_version VALUES (7, 'from the future', 0)", [])
+        .expect("insert");
+    let err = SqliteTracker::open(&path, TrackerConfig::default()).expect_err("too new");
+    assert!(matches!(err, Error::SchemaTooNew { found: 7, supported: 1 }), "{err:?}");
+}
+
+#[test]
+fn an_unopenable_path_is_a_typed_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = SqliteTracker::open(&dir.path().join("missing/dir/tracker.db"), TrackerConfig::default())
+        .expect_err("no such directory");
+    assert!(
+        matches!(
+            err,
+            Error::Database {
+                backend: "sqlite",
+                operation: "open",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_hand_edited_stage_is_reported_as_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("open");
+    let m = meta("acme", SystemTime::now(), 1);
+    tracker.register_one(&m).expect("register");
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute("UPDATE batch_tracker SET stage = 'HALF_DONE'", [])
+        .expect("edit");
+    let err = tracker.batch(m.id).expect_err("corrupt");
+    assert!(
+        matches!(&err, Error::Corrupt { what: "stage", value, .. } if value == "HALF_DONE"),
+        "{err:?}"
+    );
+}
