@@ -22,14 +22,15 @@
 //!    [`RecordBatch`] and hands the batches to the [`Processor`]s (for now: counting per
 //!    service and severity from the Arrow columns). Later steps plug in here: Parquet
 //!    storage, indexing, SQL.
-//! 3. **The lifecycle** of every batch is tracked in [`Stage`]s, each move checked by
-//!    [`Transition::check`], so an illegal one (a batch converted twice, say) fails the run:
-//!    `CREATED` when the batcher emits it, `WAL_WRITTEN` when the consumer reads it (a reader
+//! 3. **The lifecycle** of every batch is tracked in [`Stage`]s in the embedded
+//!    [`SqliteTracker`] (`tracker.db` beside the log), which checks each move against the
+//!    lifecycle, so an illegal one (a batch converted twice, say) fails the run:
+//!    `CREATED` when the batcher emits it, `WAL_WRITTEN` with its LSN when the consumer reads it (a reader
 //!    yields only durable records, often before the producer's acknowledgment arrives) and
 //!    `INGESTED` once converted. `STORED`, `INDEXED` and `COMPLETED` come with the storage and
 //!    index steps; the lifecycle allows no shortcut to them, so batches end here `INGESTED`.
 //! 4. **The janitor** truncates the log behind the point that every processor no longer
-//!    needs, and fails the run if a batch behind that point is not `INGESTED`.
+//!    needs, and fails the run if a batch behind that point is not `INGESTED` in the tracker.
 //! 5. **Recovery**: the log is closed and reopened, and what recovery found is shown.
 //!
 //! It runs in a fresh temporary directory unless `--dir` names a new or empty one, and exits
@@ -47,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{Int32Type, Int64Type};
@@ -58,7 +59,8 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, S
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 use wit_batch::{BatchId, BatchKey, Batcher, BatcherConfig, Compression, Envelope, Part, PayloadFormat, Push};
-use wit_batch::{Signal, SourceKind, Stage, Tenant, Transition, otlp};
+use wit_batch::{BatchMeta, Signal, SourceKind, Stage, Tenant, Transition, otlp};
+use wit_tracker::{Advance, Registration, SqliteTracker, Tracker as _, TrackerConfig, TrackerExt, Window};
 use wit_wal::{Commit, Config, Lsn, Record, Wal};
 
 const USAGE: &str = "\
@@ -68,7 +70,8 @@ Usage:
     pipeline [--dir PATH] [--records N] [--producers N]
 
 Options:
-    --dir PATH        WAL directory; must be new or empty (default: a temporary directory)
+    --dir PATH        where the run keeps its WAL (PATH/wal) and tracker (PATH/tracker.db);
+                      must be new or empty (default: a temporary directory)
     --records N       log records to send in all (default 20000)
     --producers N     producer threads (default 4)
 ";
@@ -214,7 +217,7 @@ impl Options {
 fn run(options: &Options) -> Result<(), String> {
     // The temporary directory lives (and is removed) with this guard.
     let temp;
-    let dir = match &options.dir {
+    let root = match &options.dir {
         Some(dir) => {
             let is_empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
             if !is_empty {
@@ -223,25 +226,29 @@ fn run(options: &Options) -> Result<(), String> {
                     dir.display()
                 ));
             }
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
             dir.clone()
         }
         None => {
             temp = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-            temp.path().join("wal")
+            temp.path().to_owned()
         }
     };
+    let dir = root.join("wal");
+    let tracker_path = root.join("tracker.db");
     let config = Config::default().with_segment_size(SEGMENT_SIZE);
     println!(
         "pipeline: {} producers send {} log records as OTLP requests, batched into envelopes, to {} \
-         ({} KiB segments, fdatasync per group)",
+         ({} KiB segments, fdatasync per group); batches tracked in {}",
         options.producers,
         options.records,
         dir.display(),
-        SEGMENT_SIZE >> 10
+        SEGMENT_SIZE >> 10,
+        tracker_path.display()
     );
 
     let wal = Wal::open(&dir, config.clone()).map_err(|e| e.to_string())?;
-    let run = run_stages(&wal, options)?;
+    let run = run_stages(&wal, &tracker_path, options)?;
     wal.close().map_err(|e| format!("closing the log failed: {e}"))?;
 
     let reopened = reopen(&dir, config)?;
@@ -291,7 +298,7 @@ impl RunOutcome {
 
 /// Runs producers, consumer and janitor on threads that share the log, until every
 /// acknowledged envelope has been consumed.
-fn run_stages(wal: &Wal, options: &Options) -> Result<RunOutcome, String> {
+fn run_stages(wal: &Wal, tracker_path: &Path, options: &Options) -> Result<RunOutcome, String> {
     let key = BatchKey::new(
         Tenant::try_new(TENANT).map_err(|e| e.to_string())?,
         Signal::Logs,
@@ -305,7 +312,7 @@ fn run_stages(wal: &Wal, options: &Options) -> Result<RunOutcome, String> {
         retain_from: AtomicU64::new(Lsn::FIRST.0),
         stop: AtomicBool::new(false),
     };
-    let tracker = Tracker::default();
+    let tracker = Tracker::open(tracker_path)?;
     let first = wal.stats().next_lsn;
     let processors: Vec<Box<dyn Processor + Send>> = vec![Box::new(ServiceCounts::default())];
     std::thread::scope(|s| {
@@ -355,7 +362,7 @@ fn run_stages(wal: &Wal, options: &Options) -> Result<RunOutcome, String> {
             append_time,
             consumer: consumer?,
             janitor,
-            lifecycle: tracker.report(),
+            lifecycle: tracker.report()?,
             producer_error,
         })
     })
@@ -375,27 +382,25 @@ struct Progress {
 // Lifecycle
 // ---------------------------------------------------------------------------------------
 
-/// The lifecycle [`Stage`] of every batch, shared by the threads. Every move goes through
-/// [`Transition::check`]; an illegal one is an error that fails the run.
-#[derive(Default)]
+/// The lifecycle [`Stage`] of every batch, kept in the embedded [`SqliteTracker`]
+/// (`tracker.db` beside the log), shared by the threads. Every move goes through the tracker,
+/// which checks it against the lifecycle; an illegal one is an error that fails the run. The
+/// LSN bookkeeping that cross-checks producers, consumer and janitor stays in memory.
 struct Tracker {
+    db: SqliteTracker,
     state: Mutex<TrackerState>,
 }
 
 #[derive(Default)]
 struct TrackerState {
-    batches: HashMap<BatchId, Tracked>,
+    /// The LSN of every batch's envelope.
+    lsns: HashMap<BatchId, Lsn>,
     /// Batches by LSN that the janitor's truncation point has not passed yet.
     retained: BTreeMap<Lsn, BatchId>,
     /// Per stage (indexed like [`Stage::ALL`]), how many batches reached it.
     reached: [u64; Stage::ALL.len()],
     /// Batches behind the janitor's truncation point.
     released: u64,
-}
-
-struct Tracked {
-    stage: Stage,
-    lsn: Option<Lsn>,
 }
 
 fn stage_index(stage: Stage) -> usize {
@@ -416,40 +421,41 @@ struct LifecycleReport {
 }
 
 impl Tracker {
+    fn open(path: &Path) -> Result<Self, String> {
+        let db = SqliteTracker::open(path, TrackerConfig::default())
+            .map_err(|e| format!("cannot open the tracker `{}`: {e}", path.display()))?;
+        Ok(Tracker {
+            db,
+            state: Mutex::default(),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, TrackerState> {
         // A thread that panicked while holding the lock fails the run anyway.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts tracking a batch the batcher just emitted, as `CREATED`.
-    fn created(&self, id: BatchId) -> Result<(), String> {
-        let mut state = self.lock();
-        if state.batches.contains_key(&id) {
-            return Err(format!("batch {id} was created twice"));
+    /// Registers a batch the batcher just emitted, as `CREATED`.
+    fn created(&self, meta: &BatchMeta) -> Result<(), String> {
+        match self.db.register_one(meta).map_err(|e| format!("tracker: {e}"))? {
+            Registration::Registered => {
+                self.lock().reached[stage_index(Stage::Created)] += 1;
+                Ok(())
+            }
+            Registration::AlreadyRegistered => Err(format!("batch {} was created twice", meta.id)),
         }
-        state.batches.insert(
-            id,
-            Tracked {
-                stage: Stage::Created,
-                lsn: None,
-            },
-        );
-        state.reached[stage_index(Stage::Created)] += 1;
-        Ok(())
     }
 
     /// Notes the LSN of a batch's envelope; the producer (at submission) and the consumer
     /// (reading it) both report it, and must agree.
     fn record_lsn(&self, id: BatchId, lsn: Lsn) -> Result<(), String> {
         let mut state = self.lock();
-        let tracked = state
-            .batches
-            .get_mut(&id)
-            .ok_or_else(|| format!("LSN {lsn}: batch {id} was never created"))?;
-        match tracked.lsn {
-            Some(known) if known == lsn => return Ok(()),
+        match state.lsns.get(&id) {
+            Some(known) if *known == lsn => return Ok(()),
             Some(known) => return Err(format!("batch {id} is at LSN {known} and at LSN {lsn}")),
-            None => tracked.lsn = Some(lsn),
+            None => {
+                state.lsns.insert(id, lsn);
+            }
         }
         if let Some(other) = state.retained.insert(lsn, id) {
             return Err(format!("LSN {lsn} holds batch {other} and batch {id}"));
@@ -457,52 +463,53 @@ impl Tracker {
         Ok(())
     }
 
-    /// Moves a batch to stage `to`, as [`Transition::check`] allows: a move already applied
-    /// changes nothing, an illegal one is an error.
+    /// Moves a batch to stage `to` in the tracker (with its WAL position when that is
+    /// `WAL_WRITTEN`): a move already applied changes nothing, an illegal one is an error.
     fn advance(&self, id: BatchId, to: Stage) -> Result<(), String> {
-        let mut state = self.lock();
-        let tracked = state
-            .batches
-            .get_mut(&id)
-            .ok_or_else(|| format!("batch {id} was never created"))?;
-        let transition = Transition::check(id, tracked.stage, to).map_err(|e| format!("lifecycle: {e}"))?;
-        if transition == Transition::Applied {
-            tracked.stage = to;
-            state.reached[stage_index(to)] += 1;
+        let mut step = Advance::new(id, to, SystemTime::now());
+        if to == Stage::WalWritten {
+            let lsn = self.lock().lsns.get(&id).copied();
+            let lsn = lsn.ok_or_else(|| format!("batch {id} has no LSN"))?;
+            step = step.with_wal_position(lsn.0);
+        }
+        let outcome = self.db.advance(&[step]).map_err(|e| format!("tracker: {e}"))?;
+        if outcome[0] == Transition::Applied {
+            self.lock().reached[stage_index(to)] += 1;
         }
         Ok(())
     }
 
-    /// Notes that the log was truncated before `lsn`: every batch there must be `INGESTED`,
-    /// since nothing else holds its records. Returns how many batches it passed.
+    /// Notes that the log was truncated before `lsn`: every batch there must be `INGESTED`
+    /// in the tracker, since nothing else holds its records. Returns how many batches it
+    /// passed.
     fn release_before(&self, lsn: Lsn) -> Result<u64, String> {
-        let mut state = self.lock();
-        let retained = state.retained.split_off(&lsn);
-        let released = std::mem::replace(&mut state.retained, retained);
+        let released = {
+            let mut state = self.lock();
+            let retained = state.retained.split_off(&lsn);
+            std::mem::replace(&mut state.retained, retained)
+        };
         for (at, id) in &released {
-            let stage = state.batches[id].stage;
+            let stage = self.db.batch(*id).map_err(|e| format!("tracker: {e}"))?.stage;
             if stage != Stage::Ingested {
                 return Err(format!(
                     "janitor: truncated before LSN {lsn}, past batch {id} (LSN {at}), which is {stage}, not INGESTED"
                 ));
             }
         }
-        state.released += released.len() as u64;
+        self.lock().released += released.len() as u64;
         Ok(released.len() as u64)
     }
 
-    fn report(&self) -> LifecycleReport {
+    fn report(&self) -> Result<LifecycleReport, String> {
+        let everything = Window::new(SystemTime::UNIX_EPOCH, SystemTime::now() + Duration::from_secs(86_400));
+        let counts = self.db.stage_counts(everything).map_err(|e| format!("tracker: {e}"))?;
         let state = self.lock();
-        let mut current = [0; Stage::ALL.len()];
-        for tracked in state.batches.values() {
-            current[stage_index(tracked.stage)] += 1;
-        }
-        LifecycleReport {
-            n_batches: state.batches.len() as u64,
+        Ok(LifecycleReport {
+            n_batches: counts.total(),
             reached: state.reached,
-            current,
+            current: Stage::ALL.map(|stage| counts.get(stage)),
             released: state.released,
-        }
+        })
     }
 }
 
@@ -637,7 +644,7 @@ impl Producer<'_> {
             if self.in_flight.len() == PRODUCER_WINDOW {
                 self.wait_oldest()?;
             }
-            self.tracker.created(id)?;
+            self.tracker.created(envelope.meta())?;
             let bytes = envelope.encode();
             let commit = self.wal.submit(&bytes).map_err(|e| e.to_string())?;
             let lsn = commit.lsns().start;

@@ -53,10 +53,11 @@ fn after<'a>(line: &'a str, label: &str) -> &'a str {
 #[test]
 fn pipeline_runs_to_completion_and_leaves_an_intact_log() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("wal");
+    let root = tmp.path().join("run");
+    let dir = root.join("wal");
     let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .arg("--dir")
-        .arg(&dir)
+        .arg(&root)
         .output()
         .unwrap();
     assert_exit(&out, 0);

@@ -4,6 +4,7 @@
 mod backends;
 mod concurrency;
 mod conformance;
+mod differential;
 mod pg_server;
 mod postgres;
 mod sqlite;
