@@ -267,6 +267,11 @@ impl PostgresTracker {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(config.timeout);
         }
+        // Plan every statement for its parameters: a plan cached while the table was small
+        // (a sequential scan) would otherwise stay as the table grows, turning each keyed
+        // update into a scan of the whole table.
+        let options = pg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+        pg.options(format!("{options}-c plan_cache_mode=force_custom_plan"));
         if pg.get_application_name().is_none() {
             pg.application_name("wit-tracker");
         }
