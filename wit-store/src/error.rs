@@ -1,5 +1,7 @@
 //! The one error type of `wit-store`.
 
+use std::path::PathBuf;
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -49,4 +51,76 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+
+    /// A name that cannot be a path component (a node name; tenants are checked by
+    /// `wit_batch::Tenant`).
+    #[error("invalid {kind} name `{name}`: {reason}")]
+    InvalidName {
+        /// What was named, e.g. "node".
+        kind: &'static str,
+        /// The name given (cut to 64 characters).
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+
+    /// A setting out of range.
+    #[error("invalid store configuration: {reason}")]
+    InvalidConfig {
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A batch or file does not fit what the store requires (its `timestamp` column, Wit's
+    /// file metadata).
+    #[error("schema not accepted: {reason}")]
+    Schema {
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A local file operation failed.
+    #[error("I/O error on `{path}`")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Uploading a file failed after every attempt. The file stays staged at `local` and is
+    /// uploaded again by the next publish.
+    #[error("upload of `{path}` to {destination} failed after {attempts} attempt(s); kept at `{local}`")]
+    Upload {
+        /// The object's path.
+        path: String,
+        /// The destination, as a URL.
+        destination: String,
+        /// The staged file kept.
+        local: PathBuf,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's error.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// Reading or deleting an object failed.
+    #[error("object store operation on `{path}` failed")]
+    ObjectStore {
+        /// The object's path.
+        path: String,
+        /// The store's error.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// Encoding or decoding Parquet failed.
+    #[error("Parquet error")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    /// An Arrow kernel failed (concatenating, sorting).
+    #[error("Arrow error")]
+    Arrow(#[from] arrow::error::ArrowError),
 }

@@ -81,3 +81,44 @@ fn a_hand_edited_stage_is_reported_as_corrupt() {
         "{err:?}"
     );
 }
+
+/// The Parquet sink publishing into the tracker: the file is catalogued and its batches are
+/// `STORED` in the same transaction.
+#[test]
+fn a_parquet_sink_publishes_into_the_tracker() {
+    use std::sync::Arc;
+    use wit_batch::otlp::logs;
+    use wit_batch::{Compression, PayloadFormat, Signal, Tenant};
+    use wit_store::{Destination, FileCatalog, NodeName, ParquetSink, SinkConfig};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = SqliteTracker::open(&dir.path().join("tracker.db"), TrackerConfig::default()).expect("open");
+    let m = meta("acme", SystemTime::now(), 1);
+    tracker.register_one(&m).expect("register");
+    for stage in [Stage::WalWritten, Stage::Ingested] {
+        tracker.mark(m.id, stage, SystemTime::now()).expect("mark");
+    }
+    let body = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"1700000000000000000","body":{"stringValue":"hello"}}]}]}]}"#;
+    let rows = logs::decode(body, PayloadFormat::OtlpJson, Compression::None).expect("decode");
+
+    let mut sink = ParquetSink::open(
+        Destination::local(&dir.path().join("data")).expect("dest"),
+        SinkConfig::new(NodeName::try_new("node-a").expect("node")),
+    )
+    .expect("sink")
+    .with_catalog(Arc::new(tracker.clone()));
+    let tenant = Tenant::try_new("acme").expect("tenant");
+    sink.write(&tenant, Signal::Logs, &rows, &[m.id]).expect("write");
+    let files = sink.flush().expect("flush");
+    assert_eq!(tracker.batch(m.id).expect("batch").stage, Stage::Stored);
+    assert_eq!(tracker.list(&tenant, Signal::Logs, None).expect("list"), files);
+    assert!(dir.path().join("data").join(&files[0].path).exists());
+
+    // A batch the tracker does not know: the file stays staged, nothing is catalogued.
+    let ghost = wit_batch::BatchId::new();
+    sink.write(&tenant, Signal::Logs, &rows, &[ghost]).expect("write");
+    let err = sink.flush().expect_err("unknown batch");
+    assert!(matches!(err, wit_store::Error::Catalog { .. }), "{err}");
+    assert_eq!(sink.pending().len(), 1);
+    assert_eq!(tracker.list(&tenant, Signal::Logs, None).expect("list").len(), 1);
+}

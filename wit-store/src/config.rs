@@ -1,0 +1,167 @@
+//! How the sink writes files.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{Error, NodeName, Result};
+
+/// The compression of a file's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParquetCompression {
+    /// ZSTD at a level from 1 to 22 (default 3): the best ratio for telemetry.
+    Zstd(i32),
+    /// Snappy: fast, a lower ratio.
+    Snappy,
+    /// LZ4 (the raw block format of Parquet's `LZ4_RAW`).
+    Lz4,
+    /// No compression.
+    None,
+}
+
+impl ParquetCompression {
+    pub(crate) fn to_parquet(self) -> Result<parquet::basic::Compression> {
+        use parquet::basic::{Compression, ZstdLevel};
+        Ok(match self {
+            ParquetCompression::Zstd(level) => {
+                Compression::ZSTD(ZstdLevel::try_new(level).map_err(|_| Error::InvalidConfig {
+                    reason: format!("ZSTD level {level} is outside 1..=22"),
+                })?)
+            }
+            ParquetCompression::Snappy => Compression::SNAPPY,
+            ParquetCompression::Lz4 => Compression::LZ4_RAW,
+            ParquetCompression::None => Compression::UNCOMPRESSED,
+        })
+    }
+}
+
+/// Settings of a [`ParquetSink`](crate::ParquetSink).
+///
+/// ```
+/// use std::time::Duration;
+/// use wit_store::{NodeName, ParquetCompression, SinkConfig};
+///
+/// let config = SinkConfig::new(NodeName::try_new("node-a")?)
+///     .with_max_file_bytes(64 << 20)
+///     .with_max_file_age(Duration::from_secs(60))
+///     .with_compression(ParquetCompression::Zstd(6));
+/// assert_eq!(config.max_file_bytes(), 64 << 20);
+/// # Ok::<_, wit_store::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkConfig {
+    pub(crate) node: NodeName,
+    pub(crate) max_file_bytes: u64,
+    pub(crate) max_file_age: Duration,
+    pub(crate) compression: ParquetCompression,
+    pub(crate) row_group_rows: usize,
+    pub(crate) page_statistics: bool,
+    pub(crate) bloom_filters: bool,
+    pub(crate) staging_dir: Option<PathBuf>,
+    pub(crate) keep_staged: bool,
+    pub(crate) upload_attempts: u32,
+    pub(crate) upload_backoff: Duration,
+    pub(crate) upload_part_bytes: usize,
+}
+
+impl SinkConfig {
+    /// The defaults for files written by `node`: files closed at 256 MiB or 10 minutes,
+    /// ZSTD level 3, row groups of 131,072 rows, page statistics and page index on, bloom
+    /// filters on id-like columns, uploads in 16 MiB parts tried 3 times 500 ms apart
+    /// (doubling), staged files kept after a successful upload.
+    pub fn new(node: NodeName) -> Self {
+        SinkConfig {
+            node,
+            max_file_bytes: 256 << 20,
+            max_file_age: Duration::from_secs(600),
+            compression: ParquetCompression::Zstd(3),
+            row_group_rows: 128 << 10,
+            page_statistics: true,
+            bloom_filters: true,
+            staging_dir: None,
+            keep_staged: true,
+            upload_attempts: 3,
+            upload_backoff: Duration::from_millis(500),
+            upload_part_bytes: 16 << 20,
+        }
+    }
+
+    /// The node named in file paths.
+    pub fn node(&self) -> &NodeName {
+        &self.node
+    }
+
+    /// Closes a file once it holds about this many bytes (checked after each row group).
+    pub fn with_max_file_bytes(mut self, bytes: u64) -> Self {
+        self.max_file_bytes = bytes;
+        self
+    }
+
+    /// The size at which files are closed.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_bytes
+    }
+
+    /// Closes a file this long after it was opened (on [`poll`](crate::ParquetSink::poll)).
+    pub fn with_max_file_age(mut self, age: Duration) -> Self {
+        self.max_file_age = age;
+        self
+    }
+
+    /// Page compression.
+    pub fn with_compression(mut self, compression: ParquetCompression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Rows per row group; rows are sorted by event time within each.
+    pub fn with_row_group_rows(mut self, rows: usize) -> Self {
+        self.row_group_rows = rows.max(1);
+        self
+    }
+
+    /// Page-level statistics and the page index (column and offset indexes), for pruning
+    /// inside a file. Row-group statistics are always written.
+    pub fn with_page_statistics(mut self, on: bool) -> Self {
+        self.page_statistics = on;
+        self
+    }
+
+    /// Bloom filters on the id-like columns present in a schema: `trace_id`, `span_id`,
+    /// `parent_span_id` and `service_name`.
+    pub fn with_bloom_filters(mut self, on: bool) -> Self {
+        self.bloom_filters = on;
+        self
+    }
+
+    /// Where files are written before they are published. Default: `.staging/` under a local
+    /// destination's root; for object storage, `wit-store-staging/{node}` in the system's
+    /// temporary directory. Files still staged (written but not uploaded) are found here again
+    /// when a sink opens, so point it at a persistent disk.
+    pub fn with_staging_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.staging_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether the local staged copy stays after a successful upload to object storage
+    /// (default true: deleting it is opt-in).
+    pub fn with_keep_staged(mut self, keep: bool) -> Self {
+        self.keep_staged = keep;
+        self
+    }
+
+    /// How often an upload is tried before the error is reported (at least once), and the
+    /// wait before the first retry (doubling after each).
+    pub fn with_upload_retries(mut self, attempts: u32, backoff: Duration) -> Self {
+        self.upload_attempts = attempts.max(1);
+        self.upload_backoff = backoff;
+        self
+    }
+
+    /// Files larger than this are uploaded in parts of this size (at least 5 MiB, S3's
+    /// minimum part).
+    pub fn with_upload_part_bytes(mut self, bytes: usize) -> Self {
+        self.upload_part_bytes = bytes.max(5 << 20);
+        self
+    }
+}

@@ -1,0 +1,380 @@
+//! Where complete files are published: a local directory (by hard link, then rename-free and
+//! atomic) or any `object_store` (uploaded, in parts when large, retried with backoff).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use crate::runtime::OwnedRuntime;
+use crate::writer::{Staged, sync_dir};
+use crate::{Error, NodeName, Result, SinkConfig};
+
+/// Where a store's files live.
+///
+/// ```
+/// use wit_store::Destination;
+///
+/// let dir = tempfile::tempdir()?;
+/// let local = Destination::local(dir.path())?;
+/// assert!(local.to_string().starts_with("file://"));
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Destination {
+    target: Target,
+}
+
+#[derive(Clone)]
+enum Target {
+    Local {
+        root: PathBuf,
+    },
+    Object {
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+        url: String,
+        runtime: Arc<OwnedRuntime>,
+    },
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Destination({self})")
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Target::Local { root } => write!(f, "file://{}", root.display()),
+            Target::Object { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Destination {
+    /// A directory on a local file system (created if missing). Files are published by hard
+    /// link from the staging directory (`.staging/` under `root` by default), which is atomic
+    /// and copies nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the directory cannot be created.
+    pub fn local(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        let root = root.canonicalize().map_err(io(root))?;
+        Ok(Destination {
+            target: Target::Local { root },
+        })
+    }
+
+    /// Any object store, under `prefix` (may be empty). Files are uploaded from a local
+    /// staging directory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for an invalid prefix; [`Error::Io`] when the sink's runtime
+    /// cannot start.
+    pub fn object_store(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Self> {
+        let prefix = ObjectPath::parse(prefix).map_err(|e| Error::InvalidConfig {
+            reason: format!("object store prefix `{prefix}`: {e}"),
+        })?;
+        let url = format!("{store}/{prefix}");
+        let runtime = OwnedRuntime::new("wit-store-io").map_err(|source| Error::Io {
+            path: PathBuf::from("<runtime>"),
+            source,
+        })?;
+        Ok(Destination {
+            target: Target::Object {
+                store,
+                prefix,
+                url,
+                runtime: Arc::new(runtime),
+            },
+        })
+    }
+
+    /// A destination from a URL: a plain path or `file://` URL for a local directory;
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` (and the other
+    /// forms `object_store` parses) for object storage, configured from the environment as
+    /// usual (`AWS_*`, `GOOGLE_*`, `AZURE_*`) plus `options` (object_store's configuration
+    /// keys, e.g. `("aws_endpoint", "http://127.0.0.1:9000")`). The client retries failed
+    /// requests `retries` times with exponential backoff, for at most `retry_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for an unparsable URL, an unknown scheme or option;
+    /// [`Error::Io`] for a local directory that cannot be created.
+    pub fn from_url<K: AsRef<str>, V: Into<String>>(
+        url: &str,
+        options: impl IntoIterator<Item = (K, V)>,
+        retries: usize,
+        retry_timeout: Duration,
+    ) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidConfig { reason };
+        if !url.contains("://") {
+            return Destination::local(Path::new(url));
+        }
+        let parsed = url::Url::parse(url).map_err(|e| invalid(format!("destination URL `{url}`: {e}")))?;
+        if parsed.scheme() == "file" {
+            let path = parsed
+                .to_file_path()
+                .map_err(|()| invalid(format!("`{url}` is not a local path")))?;
+            return Destination::local(&path);
+        }
+        let retry = object_store::RetryConfig {
+            backoff: object_store::BackoffConfig::default(),
+            max_retries: retries,
+            retry_timeout,
+        };
+        let (scheme, path) =
+            object_store::ObjectStoreScheme::parse(&parsed).map_err(|e| invalid(format!("`{url}`: {e}")))?;
+        let bad_option = |k: &str, e: object_store::Error| invalid(format!("option `{k}` for `{url}`: {e}"));
+        let store: Arc<dyn ObjectStore> = match scheme {
+            object_store::ObjectStoreScheme::AmazonS3 => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_retry(retry);
+                for (k, v) in options {
+                    let key = k.as_ref().parse().map_err(|e| bad_option(k.as_ref(), e))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| invalid(format!("`{url}`: {e}")))?)
+            }
+            object_store::ObjectStoreScheme::GoogleCloudStorage => {
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(url)
+                    .with_retry(retry);
+                for (k, v) in options {
+                    let key = k.as_ref().parse().map_err(|e| bad_option(k.as_ref(), e))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| invalid(format!("`{url}`: {e}")))?)
+            }
+            object_store::ObjectStoreScheme::MicrosoftAzure => {
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(url)
+                    .with_retry(retry);
+                for (k, v) in options {
+                    let key = k.as_ref().parse().map_err(|e| bad_option(k.as_ref(), e))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| invalid(format!("`{url}`: {e}")))?)
+            }
+            other => return Err(invalid(format!("`{url}`: {other:?} is not a supported destination"))),
+        };
+        let mut dest = Destination::object_store(store, path.as_ref())?;
+        if let Target::Object { url: shown, .. } = &mut dest.target {
+            *shown = url.to_owned();
+        }
+        Ok(dest)
+    }
+
+    /// The staging directory used when the configuration names none.
+    pub(crate) fn default_staging(&self, node: &NodeName) -> PathBuf {
+        match &self.target {
+            Target::Local { root } => root.join(".staging"),
+            Target::Object { .. } => std::env::temp_dir().join("wit-store-staging").join(node.as_str()),
+        }
+    }
+
+    pub(crate) fn is_local(&self) -> bool {
+        matches!(self.target, Target::Local { .. })
+    }
+
+    fn object_path(prefix: &ObjectPath, path: &str) -> ObjectPath {
+        prefix.parts().chain(ObjectPath::from(path).parts()).collect()
+    }
+
+    /// Publishes a staged file under its final path, blocking until it is there.
+    pub(crate) fn publish(&self, staged: &Staged, config: &SinkConfig) -> Result<()> {
+        match &self.target {
+            Target::Local { root } => publish_local(root, staged),
+            Target::Object {
+                store, prefix, runtime, ..
+            } => {
+                let (store, local) = (store.clone(), staged.local.clone());
+                let dest = Self::object_path(prefix, &staged.file.path);
+                let (attempts, backoff, part) =
+                    (config.upload_attempts, config.upload_backoff, config.upload_part_bytes);
+                let url = self.to_string();
+                runtime.run(async move {
+                    let mut wait = backoff;
+                    let mut attempt = 1;
+                    loop {
+                        match upload(store.as_ref(), &local, &dest, part).await {
+                            Ok(()) => return Ok(()),
+                            Err(source) if attempt >= attempts => {
+                                return Err(Error::Upload {
+                                    path: dest.to_string(),
+                                    destination: url,
+                                    local,
+                                    attempts,
+                                    source: Box::new(source),
+                                });
+                            }
+                            Err(_) => {
+                                tokio::time::sleep(wait).await;
+                                wait = wait.saturating_mul(2);
+                                attempt += 1;
+                            }
+                        }
+                    }
+                })
+            }
+        }
+    }
+
+    /// The bytes of a published file.
+    pub(crate) fn read(&self, path: &str) -> Result<Bytes> {
+        match &self.target {
+            Target::Local { root } => {
+                let full = root.join(path);
+                std::fs::read(&full).map(Bytes::from).map_err(io(&full))
+            }
+            Target::Object {
+                store, prefix, runtime, ..
+            } => {
+                let (store, dest) = (store.clone(), Self::object_path(prefix, path));
+                let shown = dest.to_string();
+                runtime
+                    .run(async move {
+                        let got = store.get(&dest).await?;
+                        got.bytes().await
+                    })
+                    .map_err(|source| Error::ObjectStore {
+                        path: shown,
+                        source: Box::new(source),
+                    })
+            }
+        }
+    }
+
+    /// Deletes a published file; one already gone is fine.
+    pub(crate) fn delete(&self, path: &str) -> Result<()> {
+        match &self.target {
+            Target::Local { root } => {
+                let full = root.join(path);
+                match std::fs::remove_file(&full) {
+                    Ok(()) => sync_dir(full.parent().unwrap_or(root)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::Io { path: full, source: e }),
+                }
+            }
+            Target::Object {
+                store, prefix, runtime, ..
+            } => {
+                let (store, dest) = (store.clone(), Self::object_path(prefix, path));
+                let shown = dest.to_string();
+                runtime
+                    .run(async move {
+                        match store.delete(&dest).await {
+                            Err(object_store::Error::NotFound { .. }) => Ok(()),
+                            other => other,
+                        }
+                    })
+                    .map_err(|source| Error::ObjectStore {
+                        path: shown,
+                        source: Box::new(source),
+                    })
+            }
+        }
+    }
+}
+
+/// Links the staged file under `root/path`, then syncs every directory from its parent up to
+/// `root`, so the new entries survive a crash. A link that already exists to the same file is
+/// fine (a publish repeated after a crash).
+fn publish_local(root: &Path, staged: &Staged) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let target = root.join(&staged.file.path);
+    let parent = target.parent().unwrap_or(root);
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    if let Err(e) = std::fs::hard_link(&staged.local, &target) {
+        let same = e.kind() == std::io::ErrorKind::AlreadyExists
+            && std::fs::metadata(&target)
+                .ok()
+                .zip(std::fs::metadata(&staged.local).ok())
+                .is_some_and(|(a, b)| a.ino() == b.ino() && a.dev() == b.dev());
+        if !same {
+            return Err(Error::Io {
+                path: target,
+                source: e,
+            });
+        }
+    }
+    let mut dir = Some(parent);
+    while let Some(d) = dir {
+        sync_dir(d)?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+/// Uploads a local file: in one request when it fits one part, else as a multipart upload
+/// (aborted on failure, so no parts are left behind).
+async fn upload(store: &dyn ObjectStore, local: &Path, dest: &ObjectPath, part: usize) -> object_store::Result<()> {
+    let local_err = |source: std::io::Error| object_store::Error::Generic {
+        store: "local staging",
+        source: Box::new(Error::Io {
+            path: local.to_owned(),
+            source,
+        }),
+    };
+    let mut file = File::open(local).map_err(local_err)?;
+    let len = file.metadata().map_err(local_err)?.len();
+    if len <= part as u64 {
+        let mut data = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut data).map_err(local_err)?;
+        store.put(dest, PutPayload::from(data)).await?;
+        return Ok(());
+    }
+    let mut writer = WriteMultipart::new_with_chunk_size(store.put_multipart(dest).await?, part);
+    let mut buf = vec![0; part];
+    let result = async {
+        loop {
+            let n = read_full(&mut file, &mut buf).map_err(local_err)?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(2).await?;
+            writer.write(&buf[..n]);
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => writer.finish().await.map(drop),
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e)
+        }
+    }
+}
+
+fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,255 @@
+//! Compaction, retention and the deletion of retired files, all through the catalog.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arrow::array::RecordBatch;
+use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use wit_batch::{BatchId, Signal, Tenant};
+
+use crate::layout::partition_of;
+use crate::writer::{FileWriter, Staged, same_schema, time_column};
+use crate::{Destination, Error, FileCatalog, Result, SinkConfig, StoredFile};
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// The files replaced (now retired).
+    pub retired: Vec<String>,
+    /// The files that replaced them.
+    pub published: Vec<StoredFile>,
+}
+
+/// Keeps a store tidy: merges small files, applies retention, deletes retired files once
+/// their grace period has passed. Every change goes through the [`FileCatalog`], so a query
+/// sees either the old files or the new ones, and a file it listed stays readable for the
+/// grace period (default 10 minutes).
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::{Duration, SystemTime};
+/// use wit_store::{Destination, InMemoryFileCatalog, Maintenance, NodeName, SinkConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let catalog = Arc::new(InMemoryFileCatalog::default());
+/// let maintenance = Maintenance::new(Destination::local(dir.path())?, catalog, SinkConfig::new(NodeName::try_new("node-a")?))
+///     .with_grace(Duration::from_secs(60));
+/// assert_eq!(maintenance.delete_retired(SystemTime::now())?, 0);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub struct Maintenance {
+    destination: Destination,
+    catalog: Arc<dyn FileCatalog>,
+    config: SinkConfig,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Maintenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maintenance")
+            .field("destination", &self.destination)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Maintenance {
+    /// Maintenance of the files in `destination` that `catalog` lists. Compacted files are
+    /// written with `config`'s settings, staged in `compaction/` under its staging directory.
+    pub fn new(destination: Destination, catalog: Arc<dyn FileCatalog>, config: SinkConfig) -> Self {
+        Maintenance {
+            destination,
+            catalog,
+            config,
+            grace: Duration::from_secs(600),
+        }
+    }
+
+    /// How long a retired file stays readable before it may be deleted.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    fn staging(&self) -> PathBuf {
+        let base = self
+            .config
+            .staging_dir
+            .clone()
+            .unwrap_or_else(|| self.destination.default_staging(&self.config.node));
+        base.join("compaction")
+    }
+
+    /// Merges the small files (under half of `target_bytes`) of each partition (directory) of
+    /// `tenant`'s `signal` into files of about `target_bytes`, rows in time order, and swaps
+    /// them in through [`FileCatalog::replace`]; the old files are retired until `now` plus
+    /// the grace period. A partition with fewer than two small files is left alone, as is one
+    /// whose files have different schemas.
+    ///
+    /// Each new file lists the batch ids of every file it merged. The small files of one
+    /// partition are read into memory together.
+    ///
+    /// # Errors
+    ///
+    /// Reading, writing, uploading or catalog errors. Partitions compacted before the error
+    /// stay compacted; the failing one is unchanged (its new files, if uploaded, are not
+    /// catalogued and never listed).
+    pub fn compact(
+        &self,
+        tenant: &Tenant,
+        signal: Signal,
+        target_bytes: u64,
+        now: SystemTime,
+    ) -> Result<CompactionReport> {
+        let staging = self.staging();
+        std::fs::create_dir_all(&staging).map_err(|source| Error::Io {
+            path: staging.clone(),
+            source,
+        })?;
+        // Leftovers of an interrupted compaction are redone from the catalog's view.
+        for entry in std::fs::read_dir(&staging).map_err(|source| Error::Io {
+            path: staging.clone(),
+            source,
+        })? {
+            let path = entry
+                .map_err(|source| Error::Io {
+                    path: staging.clone(),
+                    source,
+                })?
+                .path();
+            std::fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
+        }
+        let mut partitions: BTreeMap<String, Vec<StoredFile>> = BTreeMap::new();
+        for file in self.catalog.list(tenant, signal, None)? {
+            if file.bytes < target_bytes / 2 {
+                partitions
+                    .entry(partition_of(&file.path).to_owned())
+                    .or_default()
+                    .push(file);
+            }
+        }
+        let mut report = CompactionReport::default();
+        for (_, files) in partitions.into_iter().filter(|(_, f)| f.len() > 1) {
+            let Some(merged) = self.read_sorted(&files)? else {
+                continue;
+            };
+            let mut ids: Vec<BatchId> = files.iter().flat_map(|f| f.batch_ids.iter().copied()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let staged = self.write_merged(&staging, tenant, signal, &merged, &ids, target_bytes)?;
+            for file in &staged {
+                self.destination.publish(file, &self.config)?;
+            }
+            let old: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+            let new: Vec<StoredFile> = staged.iter().map(|s| s.file.clone()).collect();
+            self.catalog.replace(&old, &new, now + self.grace)?;
+            for file in staged {
+                std::fs::remove_file(&file.local).map_err(|source| Error::Io {
+                    path: file.local,
+                    source,
+                })?;
+            }
+            report.retired.extend(old);
+            report.published.extend(new);
+        }
+        Ok(report)
+    }
+
+    /// All rows of `files`, sorted by event time; `None` when their schemas differ.
+    fn read_sorted(&self, files: &[StoredFile]) -> Result<Option<RecordBatch>> {
+        let mut batches = Vec::new();
+        for file in files {
+            let bytes = self.destination.read(&file.path)?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+            for batch in reader {
+                batches.push(batch?);
+            }
+        }
+        let Some(first) = batches.first() else { return Ok(None) };
+        let schema = first.schema();
+        if batches.iter().any(|b| !same_schema(&b.schema(), &schema)) {
+            return Ok(None);
+        }
+        let all = concat_batches(&schema, &batches)?;
+        let order = sort_to_indices(all.column(time_column(&schema)?), Some(SortOptions::default()), None)?;
+        Ok(Some(take_record_batch(&all, &order)?))
+    }
+
+    fn write_merged(
+        &self,
+        staging: &std::path::Path,
+        tenant: &Tenant,
+        signal: Signal,
+        rows: &RecordBatch,
+        ids: &[BatchId],
+        target_bytes: u64,
+    ) -> Result<Vec<Staged>> {
+        let idx = time_column(&rows.schema())?;
+        let step = self.config.row_group_rows;
+        let mut out = Vec::new();
+        let mut writer = FileWriter::create(staging, tenant, signal, rows.schema(), &self.config)?;
+        let mut offset = 0;
+        while offset < rows.num_rows() {
+            let slice = rows.slice(offset, step.min(rows.num_rows() - offset));
+            offset += slice.num_rows();
+            let bounds = crate::writer::time_bounds(&slice, idx)?;
+            writer.write(slice, bounds, ids)?;
+            if writer.encoded_bytes() >= target_bytes && offset < rows.num_rows() {
+                let full = std::mem::replace(
+                    &mut writer,
+                    FileWriter::create(staging, tenant, signal, rows.schema(), &self.config)?,
+                );
+                out.extend(full.finish()?);
+            }
+        }
+        out.extend(writer.finish()?);
+        Ok(out)
+    }
+
+    /// Retires the files of `tenant` (every signal) whose newest event is older than `days`
+    /// days before `now`; they are deleted after the grace period. Returns how many it retired.
+    ///
+    /// # Errors
+    ///
+    /// Catalog errors.
+    pub fn apply_retention(&self, tenant: &Tenant, days: u32, now: SystemTime) -> Result<u64> {
+        let cutoff = now
+            .checked_sub(Duration::from_secs(u64::from(days) * 86_400))
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(i64::MIN, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let mut retired = 0;
+        for signal in Signal::ALL {
+            let old: Vec<String> = self
+                .catalog
+                .list(tenant, signal, None)?
+                .into_iter()
+                .filter(|f| f.time_range.max < cutoff)
+                .map(|f| f.path)
+                .collect();
+            if !old.is_empty() {
+                self.catalog.retire(&old, now + self.grace)?;
+                retired += old.len() as u64;
+            }
+        }
+        Ok(retired)
+    }
+
+    /// Deletes the retired files whose grace period has passed at `now`, then forgets them in
+    /// the catalog. Returns how many it deleted. Safe to repeat after a crash.
+    ///
+    /// # Errors
+    ///
+    /// Deletion or catalog errors; files deleted before the error are forgotten on the next
+    /// call.
+    pub fn delete_retired(&self, now: SystemTime) -> Result<u64> {
+        let due = self.catalog.deletable(now)?;
+        for file in &due {
+            self.destination.delete(&file.path)?;
+        }
+        let paths: Vec<String> = due.into_iter().map(|f| f.path).collect();
+        self.catalog.forget(&paths)
+    }
+}

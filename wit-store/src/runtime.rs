@@ -1,0 +1,61 @@
+//! The sink's own runtime for object-storage I/O, so the blocking API needs none from its
+//! host. (The same pattern as `wit-tracker`'s PostgreSQL backend; a dozen lines each, kept
+//! apart rather than shared through a grab-bag crate.)
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake};
+
+/// A runtime shut down without blocking when dropped (which may happen inside a host's task).
+pub(crate) struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnedRuntime {
+    pub(crate) fn new(name: &str) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .enable_all()
+            .build()?;
+        Ok(OwnedRuntime(Some(runtime)))
+    }
+
+    /// Runs `future` on this runtime and waits for it on the calling thread, which needs no
+    /// runtime of its own.
+    pub(crate) fn run<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> T {
+        let runtime = self.0.as_ref().expect("the runtime lives until dropped");
+        match block_on(runtime.spawn(future)) {
+            Ok(value) => value,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("the store's runtime stopped while running a task: {e}"),
+        }
+    }
+}
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let waker = Arc::new(ThreadWaker(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+        std::thread::park();
+    }
+}

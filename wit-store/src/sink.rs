@@ -1,0 +1,336 @@
+//! The Parquet sink: one open file per (tenant, signal), closed by size, age or on demand,
+//! published only once complete.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use parking_lot::Mutex;
+use wit_batch::{BatchId, Signal, Tenant};
+
+use crate::writer::{FileWriter, Staged, read_staged, same_schema, sync_dir, time_bounds, time_column};
+use crate::{Destination, Error, FileCatalog, Result, SinkConfig, StoredFile};
+
+/// Streams Arrow batches into Parquet files, one open file per tenant and signal.
+///
+/// A file is written in the staging directory under a temporary name, closed when it reaches
+/// [`SinkConfig::with_max_file_bytes`] (checked after each row group), when it is older than
+/// [`SinkConfig::with_max_file_age`] ([`poll`](Self::poll)), or on [`flush`](Self::flush). A
+/// closed file is complete and durable in staging; [`publish`](Self::publish) (which `poll`
+/// and `flush` call) then links or uploads it under its final path and, when the sink has a
+/// [`FileCatalog`], records it there (a tracker marks its batches `STORED` in the same
+/// transaction). A file that fails to publish stays staged and is tried again on the next
+/// publish, and on the next open after a crash; it is never dropped.
+///
+/// Rows are sorted by event time (`timestamp`) within each row group. A batch whose schema
+/// differs from the open file's closes that file and starts a new one.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{RecordBatch, StringArray, TimestampNanosecondArray};
+/// use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+/// use wit_batch::{BatchId, Signal, Tenant};
+/// use wit_store::{Destination, NodeName, ParquetSink, SinkConfig};
+///
+/// let schema = Arc::new(Schema::new(vec![
+///     Field::new("timestamp", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+///     Field::new("body", DataType::Utf8, true),
+/// ]));
+/// let batch = RecordBatch::try_new(schema, vec![
+///     Arc::new(TimestampNanosecondArray::from(vec![2_000, 1_000]).with_timezone("UTC")),
+///     Arc::new(StringArray::from(vec!["second", "first"])),
+/// ])?;
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut sink = ParquetSink::open(Destination::local(dir.path())?, SinkConfig::new(NodeName::try_new("node-a")?))?;
+/// sink.write(&Tenant::try_new("acme")?, Signal::Logs, &batch, &[BatchId::new()])?;
+/// let files = sink.flush()?;
+/// assert_eq!(files[0].rows, 2);
+/// assert!(files[0].path.starts_with("acme/logs/1970/01/01/00/node-a/"));
+/// assert!(dir.path().join(&files[0].path).exists());
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub struct ParquetSink {
+    destination: Destination,
+    config: SinkConfig,
+    staging: PathBuf,
+    catalog: Option<Arc<dyn FileCatalog>>,
+    open: HashMap<(Tenant, Signal), FileWriter>,
+    /// Closed files not yet published, oldest first.
+    ready: Vec<Staged>,
+}
+
+impl std::fmt::Debug for ParquetSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetSink")
+            .field("destination", &self.destination)
+            .field("staging", &self.staging)
+            .field("open", &self.open.len())
+            .field("ready", &self.ready.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl ParquetSink {
+    /// Opens a sink writing to `destination`. Its staging directory is created if needed;
+    /// files left half-written there by a crash are deleted, and complete files left
+    /// unpublished are queued to be published again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the staging directory cannot be used; [`Error::Schema`] for a
+    /// complete staged file without Wit's metadata.
+    pub fn open(destination: Destination, config: SinkConfig) -> Result<Self> {
+        let staging = config
+            .staging_dir
+            .clone()
+            .unwrap_or_else(|| destination.default_staging(&config.node));
+        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        let mut ready = Vec::new();
+        let mut removed = false;
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&staging)
+            .map_err(io(&staging))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        for path in names {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.ends_with(".parquet.tmp") {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                removed = true;
+            } else if name.ends_with(".parquet") {
+                ready.push(read_staged(&path)?);
+            }
+        }
+        if removed {
+            sync_dir(&staging)?;
+        }
+        Ok(ParquetSink {
+            destination,
+            config,
+            staging,
+            catalog: None,
+            open: HashMap::new(),
+            ready,
+        })
+    }
+
+    /// Records every published file in `catalog`.
+    pub fn with_catalog(mut self, catalog: Arc<dyn FileCatalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
+    /// The staging directory.
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Appends `batch` (rows of `batch_ids`) to the open file of `tenant` and `signal`,
+    /// opening one if needed. May close files (schema change, size) into the publish queue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Schema`] when the batch has no non-null nanosecond `timestamp` column: then
+    /// nothing of it is written. [`Error::Io`], [`Error::Parquet`] when encoding fails.
+    pub fn write(&mut self, tenant: &Tenant, signal: Signal, batch: &RecordBatch, batch_ids: &[BatchId]) -> Result<()> {
+        let schema = batch.schema();
+        let idx = time_column(&schema)?;
+        // Checked for the whole batch first, so a bad batch writes nothing.
+        time_bounds(batch, idx)?;
+        let key = (tenant.clone(), signal);
+        if self.open.get(&key).is_some_and(|w| !same_schema(w.schema(), &schema)) {
+            self.close(&key)?;
+        }
+        // Fed a row group at a time, so a large batch can fill several files.
+        let step = self.config.row_group_rows;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let slice = batch.slice(offset, step.min(batch.num_rows() - offset));
+            offset += slice.num_rows();
+            if !self.open.contains_key(&key) {
+                let writer = FileWriter::create(&self.staging, tenant, signal, schema.clone(), &self.config)?;
+                self.open.insert(key.clone(), writer);
+            }
+            let writer = self.open.get_mut(&key).expect("opened above");
+            let bounds = time_bounds(&slice, idx)?;
+            writer.write(slice, bounds, batch_ids)?;
+            if writer.encoded_bytes() >= self.config.max_file_bytes {
+                self.close(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, key: &(Tenant, Signal)) -> Result<()> {
+        if let Some(writer) = self.open.remove(key)
+            && let Some(staged) = writer.finish()?
+        {
+            self.ready.push(staged);
+        }
+        Ok(())
+    }
+
+    /// When the oldest open file reaches its age limit.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.open.values().map(|w| w.opened() + self.config.max_file_age).min()
+    }
+
+    /// Closes the files older than the age limit at `now`, then [`publish`](Self::publish)es.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish), and encoding errors of the files closed.
+    pub fn poll(&mut self, now: Instant) -> Result<Vec<StoredFile>> {
+        let due: Vec<(Tenant, Signal)> = self
+            .open
+            .iter()
+            .filter(|(_, w)| now >= w.opened() + self.config.max_file_age)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.close(&key)?;
+        }
+        self.publish()
+    }
+
+    /// Closes every open file (on demand, or at shutdown), then [`publish`](Self::publish)es.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish), and encoding errors of the files closed.
+    pub fn flush(&mut self) -> Result<Vec<StoredFile>> {
+        let keys: Vec<(Tenant, Signal)> = self.open.keys().cloned().collect();
+        for key in keys {
+            self.close(&key)?;
+        }
+        self.publish()
+    }
+
+    /// Publishes the closed files, oldest first: under their final path, then in the catalog.
+    /// Returns the files published. For object storage the staged copy is then deleted if so
+    /// configured; for a local destination it always is (the published file is the same
+    /// inode).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Upload`] (the file stays staged and queued; a later call tries it again),
+    /// [`Error::Catalog`] and the other catalog errors (likewise), [`Error::Io`].
+    pub fn publish(&mut self) -> Result<Vec<StoredFile>> {
+        let mut published = Vec::new();
+        while let Some(staged) = self.ready.first() {
+            self.destination.publish(staged, &self.config)?;
+            if let Some(catalog) = &self.catalog {
+                catalog.publish(std::slice::from_ref(&staged.file))?;
+            }
+            let staged = self.ready.remove(0);
+            if self.destination.is_local() || !self.config.keep_staged {
+                std::fs::remove_file(&staged.local).map_err(io(&staged.local))?;
+            } else {
+                let kept = staged.local.with_extension("parquet.published");
+                std::fs::rename(&staged.local, &kept).map_err(io(&kept))?;
+            }
+            sync_dir(&self.staging)?;
+            published.push(staged.file);
+        }
+        Ok(published)
+    }
+
+    /// The closed files waiting to be published (after a failed upload, say).
+    pub fn pending(&self) -> Vec<StoredFile> {
+        self.ready.iter().map(|s| s.file.clone()).collect()
+    }
+
+    /// Rows in open files, not yet closed.
+    pub fn open_rows(&self) -> u64 {
+        self.open.values().map(FileWriter::rows).sum()
+    }
+}
+
+/// The async face of a [`ParquetSink`]: each call runs the sink's work on the runtime's
+/// blocking pool (encoding is CPU work; uploads run on the sink's own I/O runtime), so an
+/// async host never blocks a worker thread. Clones share the sink.
+///
+/// # Cancel safety
+///
+/// A call whose future is dropped still runs to its end on the blocking pool.
+#[derive(Clone, Debug)]
+pub struct AsyncParquetSink {
+    inner: Arc<Mutex<ParquetSink>>,
+}
+
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+impl AsyncParquetSink {
+    /// Wraps a sink.
+    pub fn new(sink: ParquetSink) -> Self {
+        AsyncParquetSink {
+            inner: Arc::new(Mutex::new(sink)),
+        }
+    }
+
+    /// [`ParquetSink::write`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ParquetSink::write`].
+    pub async fn write(
+        &self,
+        tenant: &Tenant,
+        signal: Signal,
+        batch: RecordBatch,
+        batch_ids: Vec<BatchId>,
+    ) -> Result<()> {
+        let (inner, tenant) = (self.inner.clone(), tenant.clone());
+        blocking(move || inner.lock().write(&tenant, signal, &batch, &batch_ids)).await
+    }
+
+    /// [`ParquetSink::poll`] at the current instant.
+    ///
+    /// # Errors
+    ///
+    /// As [`ParquetSink::poll`].
+    pub async fn poll(&self) -> Result<Vec<StoredFile>> {
+        let inner = self.inner.clone();
+        blocking(move || inner.lock().poll(Instant::now())).await
+    }
+
+    /// [`ParquetSink::flush`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ParquetSink::flush`].
+    pub async fn flush(&self) -> Result<Vec<StoredFile>> {
+        let inner = self.inner.clone();
+        blocking(move || inner.lock().flush()).await
+    }
+
+    /// [`ParquetSink::publish`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ParquetSink::publish`].
+    pub async fn publish(&self) -> Result<Vec<StoredFile>> {
+        let inner = self.inner.clone();
+        blocking(move || inner.lock().publish()).await
+    }
+
+    /// [`ParquetSink::pending`].
+    pub fn pending(&self) -> Vec<StoredFile> {
+        self.inner.lock().pending()
+    }
+}

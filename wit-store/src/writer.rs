@@ -1,0 +1,383 @@
+//! One Parquet file being written: rows buffered per row group, sorted by event time, encoded
+//! into a staging file, finished with Wit's key-value metadata and made durable.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
+use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use wit_batch::{BatchId, Signal, Tenant};
+
+use crate::layout::file_path;
+use crate::{Error, NodeName, Result, SinkConfig, StoredFile, TimeRange};
+
+/// The event-time column every Wit table has.
+pub(crate) const TIME_COLUMN: &str = "timestamp";
+
+/// The version of the key-value metadata below.
+pub(crate) const SCHEMA_VERSION: &str = "1";
+
+/// Key-value metadata keys written into every file.
+pub(crate) mod keys {
+    pub(crate) const SCHEMA_VERSION: &str = "wit.schema_version";
+    pub(crate) const PATH: &str = "wit.path";
+    pub(crate) const TENANT: &str = "wit.tenant";
+    pub(crate) const SIGNAL: &str = "wit.signal";
+    pub(crate) const NODE: &str = "wit.node";
+    pub(crate) const BATCH_IDS: &str = "wit.batch_ids";
+    pub(crate) const ROWS: &str = "wit.rows";
+    pub(crate) const MIN_TIME: &str = "wit.min_time";
+    pub(crate) const MAX_TIME: &str = "wit.max_time";
+}
+
+/// Columns that get bloom filters when present.
+const BLOOM_COLUMNS: [&str; 4] = ["trace_id", "span_id", "parent_span_id", "service_name"];
+
+/// A complete file in the staging directory, with what the catalog will record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Staged {
+    pub(crate) local: PathBuf,
+    pub(crate) file: StoredFile,
+}
+
+/// Finds the event-time column and checks its type.
+pub(crate) fn time_column(schema: &SchemaRef) -> Result<usize> {
+    let (idx, field) = schema.column_with_name(TIME_COLUMN).ok_or_else(|| Error::Schema {
+        reason: format!("no `{TIME_COLUMN}` column: every stored table needs its event time"),
+    })?;
+    match field.data_type() {
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => Ok(idx),
+        other => Err(Error::Schema {
+            reason: format!("`{TIME_COLUMN}` is {other}, not a nanosecond timestamp"),
+        }),
+    }
+}
+
+/// The smallest and largest event time of a batch.
+///
+/// # Errors
+///
+/// [`Error::Schema`] when a time is null.
+pub(crate) fn time_bounds(batch: &RecordBatch, idx: usize) -> Result<Option<(i64, i64)>> {
+    let times = batch
+        .column(idx)
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .ok_or_else(|| Error::Schema {
+            reason: format!("`{TIME_COLUMN}` is not a nanosecond timestamp array"),
+        })?;
+    if times.null_count() > 0 {
+        return Err(Error::Schema {
+            reason: format!(
+                "`{TIME_COLUMN}` holds {} null(s): every row needs an event time",
+                times.null_count()
+            ),
+        });
+    }
+    Ok(arrow::compute::min(times).zip(arrow::compute::max(times)))
+}
+
+pub(crate) struct FileWriter {
+    tenant: Tenant,
+    signal: Signal,
+    node: NodeName,
+    file_id: uuid::Uuid,
+    staging: PathBuf,
+    writer: ArrowWriter<File>,
+    /// A second handle on the staging file, to sync it once the writer is done.
+    handle: File,
+    schema: SchemaRef,
+    time_idx: usize,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    row_group_rows: usize,
+    batch_ids: BTreeSet<BatchId>,
+    rows: u64,
+    bounds: Option<(i64, i64)>,
+    opened: Instant,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Syncs a directory, so that a rename or a new entry in it survives a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+fn properties(config: &SinkConfig, schema: &SchemaRef) -> Result<WriterProperties> {
+    let statistics = if config.page_statistics {
+        EnabledStatistics::Page
+    } else {
+        EnabledStatistics::Chunk
+    };
+    let parquet_schema = ArrowSchemaConverter::new().convert(schema)?;
+    let time_leaf = parquet_schema
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == TIME_COLUMN)
+        .ok_or_else(|| Error::Schema {
+            reason: format!("`{TIME_COLUMN}` is not a leaf column"),
+        })?;
+    let mut builder = WriterProperties::builder()
+        .set_compression(config.compression.to_parquet()?)
+        .set_max_row_group_row_count(Some(config.row_group_rows))
+        .set_statistics_enabled(statistics)
+        .set_offset_index_disabled(!config.page_statistics)
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: i32::try_from(time_leaf).unwrap_or(i32::MAX),
+            descending: false,
+            nulls_first: true,
+        }]));
+    if config.bloom_filters {
+        for name in BLOOM_COLUMNS {
+            if schema.column_with_name(name).is_some() {
+                builder = builder.set_column_bloom_filter_enabled(ColumnPath::from(name), true);
+            }
+        }
+    }
+    Ok(builder.build())
+}
+
+impl FileWriter {
+    /// Starts a file for `schema` in `staging` (as `{id}.parquet.tmp`).
+    pub(crate) fn create(
+        staging: &Path,
+        tenant: &Tenant,
+        signal: Signal,
+        schema: SchemaRef,
+        config: &SinkConfig,
+    ) -> Result<Self> {
+        let time_idx = time_column(&schema)?;
+        let props = properties(config, &schema)?;
+        let file_id = uuid::Uuid::now_v7();
+        let tmp = staging.join(format!("{file_id}.parquet.tmp"));
+        let file = File::create(&tmp).map_err(io(&tmp))?;
+        let handle = file.try_clone().map_err(io(&tmp))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        Ok(FileWriter {
+            tenant: tenant.clone(),
+            signal,
+            node: config.node.clone(),
+            file_id,
+            staging: staging.to_owned(),
+            writer,
+            handle,
+            schema,
+            time_idx,
+            pending: Vec::new(),
+            pending_rows: 0,
+            row_group_rows: config.row_group_rows,
+            batch_ids: BTreeSet::new(),
+            rows: 0,
+            bounds: None,
+            opened: Instant::now(),
+        })
+    }
+
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub(crate) fn opened(&self) -> Instant {
+        self.opened
+    }
+
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes encoded so far: row groups written plus the one in progress (rows still
+    /// buffered for sorting are not counted).
+    pub(crate) fn encoded_bytes(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
+    /// Adds a batch (of this file's schema, with valid times: the sink checks both first).
+    pub(crate) fn write(&mut self, batch: RecordBatch, bounds: Option<(i64, i64)>, ids: &[BatchId]) -> Result<()> {
+        self.batch_ids.extend(ids.iter().copied());
+        if let Some((lo, hi)) = bounds {
+            self.bounds = Some(match self.bounds {
+                Some((min, max)) => (min.min(lo), max.max(hi)),
+                None => (lo, hi),
+            });
+        }
+        self.rows += batch.num_rows() as u64;
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch);
+        while self.pending_rows >= self.row_group_rows {
+            self.write_row_group(self.row_group_rows)?;
+        }
+        Ok(())
+    }
+
+    /// Sorts the buffered rows by event time and writes the first `n` of them as one row
+    /// group, keeping the rest buffered. Rows that arrived in time order (the common case)
+    /// are written as they are, without copying them.
+    fn write_row_group(&mut self, n: usize) -> Result<()> {
+        if self.pending_rows == 0 {
+            return Ok(());
+        }
+        if !self.pending_in_order() {
+            let all = concat_batches(&self.schema, &self.pending)?;
+            let order = sort_to_indices(
+                all.column(self.time_idx),
+                Some(SortOptions {
+                    descending: false,
+                    nulls_first: true,
+                }),
+                None,
+            )?;
+            self.pending = vec![take_record_batch(&all, &order)?];
+        }
+        let mut left = n.min(self.pending_rows);
+        let mut rest = Vec::new();
+        for batch in std::mem::take(&mut self.pending) {
+            if left == 0 {
+                rest.push(batch);
+            } else if batch.num_rows() <= left {
+                left -= batch.num_rows();
+                self.writer.write(&batch)?;
+            } else {
+                self.writer.write(&batch.slice(0, left))?;
+                rest.push(batch.slice(left, batch.num_rows() - left));
+                left = 0;
+            }
+        }
+        self.writer.flush()?;
+        self.pending_rows = rest.iter().map(RecordBatch::num_rows).sum();
+        self.pending = rest;
+        Ok(())
+    }
+
+    /// Whether the buffered batches, one after the other, are already in time order.
+    fn pending_in_order(&self) -> bool {
+        let mut last = i64::MIN;
+        for batch in &self.pending {
+            let Some(times) = batch
+                .column(self.time_idx)
+                .as_any()
+                .downcast_ref::<TimestampNanosecondArray>()
+            else {
+                return false;
+            };
+            for &t in times.values() {
+                if t < last {
+                    return false;
+                }
+                last = t;
+            }
+        }
+        true
+    }
+
+    /// Writes what is buffered, the metadata and the footer, syncs the file and renames it to
+    /// `{id}.parquet` in the staging directory (synced too): from then on it is complete and
+    /// durable. A file without rows is removed instead and `None` returned.
+    pub(crate) fn finish(mut self) -> Result<Option<Staged>> {
+        let tmp = self.staging.join(format!("{}.parquet.tmp", self.file_id));
+        let Some((min, max)) = self.bounds.filter(|_| self.rows > 0) else {
+            drop(self.writer);
+            std::fs::remove_file(&tmp).map_err(io(&tmp))?;
+            return Ok(None);
+        };
+        while self.pending_rows > 0 {
+            self.write_row_group(self.row_group_rows)?;
+        }
+        let path = file_path(&self.tenant, self.signal, min, &self.node, self.file_id);
+        let ids: Vec<String> = self.batch_ids.iter().map(ToString::to_string).collect();
+        for (key, value) in [
+            (keys::SCHEMA_VERSION, SCHEMA_VERSION.to_owned()),
+            (keys::PATH, path.clone()),
+            (keys::TENANT, self.tenant.as_str().to_owned()),
+            (keys::SIGNAL, self.signal.as_str().to_owned()),
+            (keys::NODE, self.node.as_str().to_owned()),
+            (keys::BATCH_IDS, ids.join(",")),
+            (keys::ROWS, self.rows.to_string()),
+            (keys::MIN_TIME, min.to_string()),
+            (keys::MAX_TIME, max.to_string()),
+        ] {
+            self.writer
+                .append_key_value_metadata(KeyValue::new(key.to_owned(), value));
+        }
+        self.writer.close()?;
+        self.handle.sync_all().map_err(io(&tmp))?;
+        let bytes = self.handle.metadata().map_err(io(&tmp))?.len();
+        let local = self.staging.join(format!("{}.parquet", self.file_id));
+        std::fs::rename(&tmp, &local).map_err(io(&local))?;
+        sync_dir(&self.staging)?;
+        Ok(Some(Staged {
+            local,
+            file: StoredFile {
+                path,
+                tenant: self.tenant,
+                signal: self.signal,
+                time_range: TimeRange::new(min, max),
+                rows: self.rows,
+                bytes,
+                batch_ids: self.batch_ids.into_iter().collect(),
+            },
+        }))
+    }
+}
+
+/// Reads a complete staged file's description back from its key-value metadata (a file
+/// written before a crash and not yet published).
+pub(crate) fn read_staged(local: &Path) -> Result<Staged> {
+    let file = File::open(local).map_err(io(local))?;
+    let bytes = file.metadata().map_err(io(local))?.len();
+    let reader = parquet::file::reader::SerializedFileReader::new(file)?;
+    let meta = parquet::file::reader::FileReader::metadata(&reader);
+    let kv = meta.file_metadata().key_value_metadata().cloned().unwrap_or_default();
+    let get = |key: &str| -> Result<String> {
+        kv.iter()
+            .find(|e| e.key == key)
+            .and_then(|e| e.value.clone())
+            .ok_or_else(|| Error::Schema {
+                reason: format!("staged file `{}` has no `{key}` metadata", local.display()),
+            })
+    };
+    let bad = |what: &str| Error::Schema {
+        reason: format!("staged file `{}` has an invalid `{what}`", local.display()),
+    };
+    let ids = get(keys::BATCH_IDS)?;
+    let batch_ids = if ids.is_empty() {
+        Vec::new()
+    } else {
+        ids.split(',')
+            .map(|s| s.parse::<BatchId>().map_err(|_| bad(keys::BATCH_IDS)))
+            .collect::<Result<_>>()?
+    };
+    Ok(Staged {
+        local: local.to_owned(),
+        file: StoredFile {
+            path: get(keys::PATH)?,
+            tenant: Tenant::try_new(get(keys::TENANT)?).map_err(|_| bad(keys::TENANT))?,
+            signal: get(keys::SIGNAL)?.parse().map_err(|_| bad(keys::SIGNAL))?,
+            time_range: TimeRange::new(
+                get(keys::MIN_TIME)?.parse().map_err(|_| bad(keys::MIN_TIME))?,
+                get(keys::MAX_TIME)?.parse().map_err(|_| bad(keys::MAX_TIME))?,
+            ),
+            rows: get(keys::ROWS)?.parse().map_err(|_| bad(keys::ROWS))?,
+            bytes,
+            batch_ids,
+        },
+    })
+}
+
+/// A schema as shared by every batch written to one file.
+pub(crate) fn same_schema(a: &SchemaRef, b: &SchemaRef) -> bool {
+    Arc::ptr_eq(a, b) || a.fields() == b.fields()
+}
