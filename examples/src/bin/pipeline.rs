@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Log records arrive as OTLP export requests, are batched into envelopes, made durable in the
-//! write-ahead log and converted to Arrow behind it:
+//! write-ahead log, converted to Arrow behind it and stored in Parquet, every batch tracked:
 //!
 //! 1. **Producers** (threads) stand in for OTLP/HTTP clients and the receiver in front of the
 //!    log. Each generates `ExportLogsServiceRequest`s of a few log records (the service and
@@ -19,18 +19,22 @@
 //!    `flush_all` sends the last batch.
 //! 2. **The consumer** follows the log with a [`wit_wal::Reader`], decodes each record as an
 //!    [`Envelope`], converts each part with [`otlp::logs::decode`] straight into an Arrow
-//!    [`RecordBatch`] and hands the batches to the [`Processor`]s (for now: counting per
-//!    service and severity from the Arrow columns). Later steps plug in here: Parquet
-//!    storage, indexing, SQL.
+//!    [`RecordBatch`] and hands the batches to the [`Processor`]s: one counts per service and
+//!    severity from the Arrow columns; the other streams the rows into a [`ParquetSink`]
+//!    (files under `data/`, closed every half second), whose catalog is the tracker. Indexing
+//!    and SQL plug in here later.
 //! 3. **The lifecycle** of every batch is tracked in [`Stage`]s in the embedded
 //!    [`SqliteTracker`] (`tracker.db` beside the log), which checks each move against the
 //!    lifecycle, so an illegal one (a batch converted twice, say) fails the run:
-//!    `CREATED` when the batcher emits it, `WAL_WRITTEN` with its LSN when the consumer reads it (a reader
-//!    yields only durable records, often before the producer's acknowledgment arrives) and
-//!    `INGESTED` once converted. `STORED`, `INDEXED` and `COMPLETED` come with the storage and
-//!    index steps; the lifecycle allows no shortcut to them, so batches end here `INGESTED`.
+//!    `CREATED` when the batcher emits it, `WAL_WRITTEN` with its LSN when the consumer reads
+//!    it (a reader yields only durable records, often before the producer's acknowledgment
+//!    arrives), `INGESTED` once converted, and `STORED` when the Parquet file holding it is
+//!    published: the tracker records the file and marks its batches in one transaction.
+//!    `INDEXED` and `COMPLETED` come with the index step; the lifecycle allows no shortcut to
+//!    them, so batches end here `STORED`.
 //! 4. **The janitor** truncates the log behind the point that every processor no longer
-//!    needs, and fails the run if a batch behind that point is not `INGESTED` in the tracker.
+//!    needs (the store holds it back until a batch's file is published), and fails the run if
+//!    a batch behind that point is not `STORED` in the tracker.
 //! 5. **Recovery**: the log is closed and reopened, and what recovery found is shown.
 //!
 //! It runs in a fresh temporary directory unless `--dir` names a new or empty one, and exits
@@ -39,7 +43,7 @@
 //! batch ids they were acknowledged with; each envelope converts to exactly the records its
 //! producer batched into it (found by their producer and sequence-number attributes), so
 //! rows converted equal records acknowledged; and the requests of each encoding arrive as
-//! often as they were sent.
+//! often as they were sent; and the files the tracker's catalog lists hold as many rows.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write as _;
@@ -47,7 +51,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -59,18 +63,20 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, S
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 use wit_batch::{BatchId, BatchKey, Batcher, BatcherConfig, Compression, Envelope, Part, PayloadFormat, Push};
-use wit_batch::{BatchMeta, Signal, SourceKind, Stage, Tenant, Transition, otlp};
+use wit_batch::{BatchMeta, Signal, SourceKind, Stage, Tenant, otlp};
+use wit_store::{Destination, FileCatalog, NodeName, ParquetSink, SinkConfig, StoredFile};
 use wit_tracker::{Advance, Registration, SqliteTracker, Tracker as _, TrackerConfig, TrackerExt, Window};
 use wit_wal::{Commit, Config, Lsn, Record, Wal};
 
 const USAGE: &str = "\
-pipeline: Wit's example pipeline (OTLP producers -> batcher -> WAL -> Arrow, janitor, recovery)
+pipeline: Wit's example pipeline (OTLP producers -> batcher -> WAL -> Arrow -> Parquet, tracked in SQLite; janitor, recovery)
 
 Usage:
     pipeline [--dir PATH] [--records N] [--producers N]
 
 Options:
-    --dir PATH        where the run keeps its WAL (PATH/wal) and tracker (PATH/tracker.db);
+    --dir PATH        where the run keeps its WAL (PATH/wal), tracker (PATH/tracker.db) and
+                      Parquet files (PATH/data);
                       must be new or empty (default: a temporary directory)
     --records N       log records to send in all (default 20000)
     --producers N     producer threads (default 4)
@@ -92,6 +98,8 @@ const MAX_RECORDS_PER_REQUEST: u64 = 8;
 const PRODUCER_WINDOW: usize = 8;
 /// How long the consumer may see no new record, with all producers done, before it fails.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// The Parquet sink closes (and publishes) a file after this long.
+const FILE_MAX_AGE: Duration = Duration::from_millis(500);
 /// Problems listed in the failure message; the rest are counted.
 const MAX_PROBLEMS_SHOWN: usize = 20;
 
@@ -248,7 +256,7 @@ fn run(options: &Options) -> Result<(), String> {
     );
 
     let wal = Wal::open(&dir, config.clone()).map_err(|e| e.to_string())?;
-    let run = run_stages(&wal, &tracker_path, options)?;
+    let run = run_stages(&wal, &tracker_path, &root.join("data"), options)?;
     wal.close().map_err(|e| format!("closing the log failed: {e}"))?;
 
     let reopened = reopen(&dir, config)?;
@@ -282,6 +290,8 @@ struct RunOutcome {
     consumer: Consumer,
     janitor: JanitorReport,
     lifecycle: LifecycleReport,
+    /// Rows in the Parquet files the tracker's catalog lists.
+    stored_rows: u64,
     /// The first error of a producer, if any (the other stages still finish).
     producer_error: Option<String>,
 }
@@ -298,7 +308,7 @@ impl RunOutcome {
 
 /// Runs producers, consumer and janitor on threads that share the log, until every
 /// acknowledged envelope has been consumed.
-fn run_stages(wal: &Wal, tracker_path: &Path, options: &Options) -> Result<RunOutcome, String> {
+fn run_stages(wal: &Wal, tracker_path: &Path, data_dir: &Path, options: &Options) -> Result<RunOutcome, String> {
     let key = BatchKey::new(
         Tenant::try_new(TENANT).map_err(|e| e.to_string())?,
         Signal::Logs,
@@ -314,7 +324,8 @@ fn run_stages(wal: &Wal, tracker_path: &Path, options: &Options) -> Result<RunOu
     };
     let tracker = Tracker::open(tracker_path)?;
     let first = wal.stats().next_lsn;
-    let processors: Vec<Box<dyn Processor + Send>> = vec![Box::new(ServiceCounts::default())];
+    let store = ParquetStore::open(data_dir, Arc::new(tracker.db.clone()))?;
+    let processors: Vec<Box<dyn Processor + Send>> = vec![Box::new(ServiceCounts::default()), Box::new(store)];
     std::thread::scope(|s| {
         let (progress, tracker) = (&progress, &tracker);
         let consumer = s.spawn(move || Consumer::new(options.producers, first, processors).run(wal, tracker, progress));
@@ -363,6 +374,7 @@ fn run_stages(wal: &Wal, tracker_path: &Path, options: &Options) -> Result<RunOu
             consumer: consumer?,
             janitor,
             lifecycle: tracker.report()?,
+            stored_rows: tracker.stored_rows()?,
             producer_error,
         })
     })
@@ -397,8 +409,6 @@ struct TrackerState {
     lsns: HashMap<BatchId, Lsn>,
     /// Batches by LSN that the janitor's truncation point has not passed yet.
     retained: BTreeMap<Lsn, BatchId>,
-    /// Per stage (indexed like [`Stage::ALL`]), how many batches reached it.
-    reached: [u64; Stage::ALL.len()],
     /// Batches behind the janitor's truncation point.
     released: u64,
 }
@@ -438,10 +448,7 @@ impl Tracker {
     /// Registers a batch the batcher just emitted, as `CREATED`.
     fn created(&self, meta: &BatchMeta) -> Result<(), String> {
         match self.db.register_one(meta).map_err(|e| format!("tracker: {e}"))? {
-            Registration::Registered => {
-                self.lock().reached[stage_index(Stage::Created)] += 1;
-                Ok(())
-            }
+            Registration::Registered => Ok(()),
             Registration::AlreadyRegistered => Err(format!("batch {} was created twice", meta.id)),
         }
     }
@@ -464,7 +471,8 @@ impl Tracker {
     }
 
     /// Moves a batch to stage `to` in the tracker (with its WAL position when that is
-    /// `WAL_WRITTEN`): a move already applied changes nothing, an illegal one is an error.
+    /// `WAL_WRITTEN`): a move already applied changes nothing (`AlreadyApplied`), an illegal
+    /// one is an error.
     fn advance(&self, id: BatchId, to: Stage) -> Result<(), String> {
         let mut step = Advance::new(id, to, SystemTime::now());
         if to == Stage::WalWritten {
@@ -472,16 +480,12 @@ impl Tracker {
             let lsn = lsn.ok_or_else(|| format!("batch {id} has no LSN"))?;
             step = step.with_wal_position(lsn.0);
         }
-        let outcome = self.db.advance(&[step]).map_err(|e| format!("tracker: {e}"))?;
-        if outcome[0] == Transition::Applied {
-            self.lock().reached[stage_index(to)] += 1;
-        }
+        self.db.advance(&[step]).map_err(|e| format!("tracker: {e}"))?;
         Ok(())
     }
 
-    /// Notes that the log was truncated before `lsn`: every batch there must be `INGESTED`
-    /// in the tracker, since nothing else holds its records. Returns how many batches it
-    /// passed.
+    /// Notes that the log was truncated before `lsn`: every batch there must be `STORED` in
+    /// the tracker, since nothing else holds its records. Returns how many batches it passed.
     fn release_before(&self, lsn: Lsn) -> Result<u64, String> {
         let released = {
             let mut state = self.lock();
@@ -490,9 +494,9 @@ impl Tracker {
         };
         for (at, id) in &released {
             let stage = self.db.batch(*id).map_err(|e| format!("tracker: {e}"))?.stage;
-            if stage != Stage::Ingested {
+            if stage != Stage::Stored {
                 return Err(format!(
-                    "janitor: truncated before LSN {lsn}, past batch {id} (LSN {at}), which is {stage}, not INGESTED"
+                    "janitor: truncated before LSN {lsn}, past batch {id} (LSN {at}), which is {stage}, not STORED"
                 ));
             }
         }
@@ -500,13 +504,33 @@ impl Tracker {
         Ok(released.len() as u64)
     }
 
+    /// Rows in the files the tracker's catalog lists for the pipeline's tenant.
+    fn stored_rows(&self) -> Result<u64, String> {
+        let tenant = Tenant::try_new(TENANT).map_err(|e| e.to_string())?;
+        let files = self
+            .db
+            .list(&tenant, Signal::Logs, None)
+            .map_err(|e| format!("tracker: {e}"))?;
+        Ok(files.iter().map(|f| f.rows).sum())
+    }
+
     fn report(&self) -> Result<LifecycleReport, String> {
         let everything = Window::new(SystemTime::UNIX_EPOCH, SystemTime::now() + Duration::from_secs(86_400));
         let counts = self.db.stage_counts(everything).map_err(|e| format!("tracker: {e}"))?;
         let state = self.lock();
+        // The stages reached, as the tracker recorded them (STORED comes through the catalog).
+        let mut reached = [0; Stage::ALL.len()];
+        for id in state.lsns.keys() {
+            let record = self.db.batch(*id).map_err(|e| format!("tracker: {e}"))?;
+            for stage in Stage::ALL {
+                if record.completed_at.get(stage).is_some() {
+                    reached[stage_index(stage)] += 1;
+                }
+            }
+        }
         Ok(LifecycleReport {
             n_batches: counts.total(),
-            reached: state.reached,
+            reached,
             current: Stage::ALL.map(|stage| counts.get(stage)),
             released: state.released,
         })
@@ -839,15 +863,16 @@ fn int_attribute(key: &str, value: i64) -> KeyValue {
 /// An envelope from the log, converted once for all processors.
 struct Batch<'a> {
     lsn: Lsn,
+    id: BatchId,
     /// One logs table per request.
     logs: &'a [RecordBatch],
 }
 
 /// One step of processing behind the log. Batches arrive in LSN order, each once.
 ///
-/// Later issues add processors here (Parquet storage, indexing); one that stores batches
-/// elsewhere reports through [`Processor::retain_from`] how far that storage is durable, and
-/// the janitor never truncates the log beyond what every processor has stored.
+/// A processor that stores batches elsewhere (the Parquet store; indexing later) reports
+/// through [`Processor::retain_from`] how far that storage is durable, and the janitor never
+/// truncates the log beyond what every processor has stored.
 trait Processor {
     /// Processes one batch.
     fn process(&mut self, batch: &Batch<'_>) -> Result<(), String>;
@@ -857,6 +882,98 @@ trait Processor {
 
     /// Lines for the final report.
     fn summary(&self) -> Vec<String>;
+
+    /// Called once every batch was processed: whatever is still held is made durable.
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Stores every batch in Parquet through a [`ParquetSink`] (files under `data/`, closed
+/// every half second and at the end), with the tracker as the sink's catalog: publishing a
+/// file marks its batches `STORED` in the same transaction. It holds the log back until the
+/// file holding a batch is published.
+struct ParquetStore {
+    sink: ParquetSink,
+    tenant: Tenant,
+    /// Batches written to the sink whose file is not published yet, by LSN.
+    unstored: BTreeMap<Lsn, BatchId>,
+    next: Lsn,
+    files: u64,
+    rows: u64,
+    bytes: u64,
+    dir: PathBuf,
+}
+
+impl ParquetStore {
+    fn open(dir: &Path, catalog: Arc<dyn FileCatalog>) -> Result<Self, String> {
+        let node = NodeName::try_new("pipeline").map_err(|e| e.to_string())?;
+        let config = SinkConfig::new(node).with_max_file_age(FILE_MAX_AGE);
+        let destination = Destination::local(dir).map_err(|e| format!("store: {e}"))?;
+        let sink = ParquetSink::open(destination, config)
+            .map_err(|e| format!("store: {e}"))?
+            .with_catalog(catalog);
+        Ok(ParquetStore {
+            sink,
+            tenant: Tenant::try_new(TENANT).map_err(|e| e.to_string())?,
+            unstored: BTreeMap::new(),
+            next: Lsn::FIRST,
+            files: 0,
+            rows: 0,
+            bytes: 0,
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn published(&mut self, files: Vec<StoredFile>) {
+        for file in files {
+            self.files += 1;
+            self.rows += file.rows;
+            self.bytes += file.bytes;
+            self.unstored.retain(|_, id| !file.batch_ids.contains(id));
+        }
+    }
+}
+
+impl Processor for ParquetStore {
+    fn process(&mut self, batch: &Batch<'_>) -> Result<(), String> {
+        for logs in batch.logs {
+            self.sink
+                .write(&self.tenant, Signal::Logs, logs, &[batch.id])
+                .map_err(|e| format!("store: {e}"))?;
+        }
+        self.unstored.insert(batch.lsn, batch.id);
+        self.next = batch.lsn.next();
+        let files = self.sink.poll(Instant::now()).map_err(|e| format!("store: {e}"))?;
+        self.published(files);
+        Ok(())
+    }
+
+    fn retain_from(&self) -> Lsn {
+        self.unstored.keys().next().copied().unwrap_or(self.next)
+    }
+
+    fn summary(&self) -> Vec<String> {
+        vec![format!(
+            "stored:       {} rows in {} Parquet file(s), {:.1} KiB (ZSTD) under {}",
+            self.rows,
+            self.files,
+            self.bytes as f64 / 1024.0,
+            self.dir.display()
+        )]
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        let files = self.sink.flush().map_err(|e| format!("store: {e}"))?;
+        self.published(files);
+        if !self.sink.pending().is_empty() {
+            return Err(format!(
+                "store: {} file(s) could not be published",
+                self.sink.pending().len()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Counts log records per service and severity, from the Arrow columns. It keeps nothing
@@ -1056,6 +1173,16 @@ impl Consumer {
                 }
             }
         }
+        for processor in &mut self.processors {
+            processor.finish()?;
+        }
+        let retain_from = self
+            .processors
+            .iter()
+            .map(|p| p.retain_from())
+            .min()
+            .unwrap_or(self.next);
+        progress.retain_from.store(retain_from.0, Ordering::Release);
         self.elapsed = started.elapsed();
         Ok(self)
     }
@@ -1149,11 +1276,12 @@ impl Consumer {
             None => self.problems.push(format!("LSN {lsn}, batch {id}: no log records")),
         }
 
-        let batch = Batch { lsn, logs: &logs };
+        // Converted: INGESTED, before any processor stores it.
+        tracker.advance(id, Stage::Ingested)?;
+        let batch = Batch { lsn, id, logs: &logs };
         for processor in &mut self.processors {
             processor.process(&batch)?;
         }
-        tracker.advance(id, Stage::Ingested)?;
         Ok(())
     }
 }
@@ -1315,7 +1443,8 @@ fn report(run: &RunOutcome, reopened: &Reopened) {
 }
 
 /// Checks that every log record was sent, acknowledged and converted exactly once, in order,
-/// that every batch ended `INGESTED`, and that the reopened log holds what it should.
+/// that every batch ended `STORED` with its rows in the catalogued Parquet files, and that the
+/// reopened log holds what it should.
 fn check(run: &RunOutcome, reopened: &Reopened) -> Result<(), String> {
     let c = &run.consumer;
     let mut problems = c.problems.clone();
@@ -1368,12 +1497,19 @@ fn check(run: &RunOutcome, reopened: &Reopened) -> Result<(), String> {
         ));
     }
     let l = &run.lifecycle;
-    let ingested = l.current[stage_index(Stage::Ingested)];
-    if l.n_batches != run.n_batches_acked() || ingested != l.n_batches {
+    let stored = l.current[stage_index(Stage::Stored)];
+    if l.n_batches != run.n_batches_acked() || stored != l.n_batches {
         problems.push(format!(
-            "{} batches acknowledged, {} tracked, {ingested} of them INGESTED",
+            "{} batches acknowledged, {} tracked, {stored} of them STORED",
             run.n_batches_acked(),
             l.n_batches
+        ));
+    }
+    if run.stored_rows != run.n_records_acked() {
+        problems.push(format!(
+            "{} log records acknowledged but {} rows in the stored files",
+            run.n_records_acked(),
+            run.stored_rows
         ));
     }
     if reopened.stats.next_lsn != c.next {

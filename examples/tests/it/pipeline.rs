@@ -97,13 +97,22 @@ fn pipeline_runs_to_completion_and_leaves_an_intact_log() {
         assert!(number_after(severities, &format!("{severity} ")) > 0, "{report}");
     }
 
-    // Lifecycle: every batch went CREATED -> WAL_WRITTEN -> INGESTED, and the janitor's final
-    // truncation point is past all of them.
+    // Storage: every record is in a Parquet file under data/.
+    let stored = report
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with("stored: "))
+        .unwrap_or_else(|| panic!("no stored line in\n{report}"));
+    assert!(stored.starts_with("stored:       20000 rows in "), "{report}");
+    assert!(number_after(stored, "rows in ") >= 1, "{report}");
+
+    // Lifecycle: every batch went CREATED -> WAL_WRITTEN -> INGESTED -> STORED (through the
+    // catalog), and the janitor's final truncation point is past all of them.
     assert!(
         line(&report, "lifecycle: ").starts_with(&format!(
             "lifecycle: {n_batches} batches reached CREATED {n_batches} -> WAL_WRITTEN {n_batches} -> \
-             INGESTED {n_batches}; now INGESTED {n_batches}, {n_batches} of them behind the janitor's \
-             truncation point (LSN {})",
+             INGESTED {n_batches} -> STORED {n_batches}; now STORED {n_batches}, {n_batches} of them behind \
+             the janitor's truncation point (LSN {})",
             n_batches + 1
         )),
         "{report}"

@@ -504,8 +504,11 @@ fn batches_each_in_order_but_overlapping_are_still_sorted() {
         false,
     )]));
     let batch = |t: Vec<i64>| {
-        RecordBatch::try_new(schema.clone(), vec![Arc::new(TimestampNanosecondArray::from(t).with_timezone("UTC"))])
-            .expect("batch")
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(TimestampNanosecondArray::from(t).with_timezone("UTC"))],
+        )
+        .expect("batch")
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sink = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config()).expect("open");
