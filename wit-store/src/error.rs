@@ -79,6 +79,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// Another sink (or compaction) is using this staging directory.
+    #[error("staging directory `{dir}` is in use by another sink or compaction")]
+    Locked {
+        /// The staging directory.
+        dir: PathBuf,
+    },
+
     /// A local file operation failed.
     #[error("I/O error on `{path}`")]
     Io {

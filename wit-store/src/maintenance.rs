@@ -11,7 +11,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use wit_batch::{BatchId, Signal, Tenant};
 
 use crate::layout::partition_of;
-use crate::writer::{FileWriter, Staged, same_schema, time_column};
+use crate::writer::{FileWriter, Staged, lock_dir, same_schema, time_column};
 use crate::{Destination, Error, FileCatalog, Result, SinkConfig, StoredFile};
 
 /// What a compaction did.
@@ -94,7 +94,8 @@ impl Maintenance {
     ///
     /// # Errors
     ///
-    /// Reading, writing, uploading or catalog errors. Partitions compacted before the error
+    /// [`Error::Locked`] when another compaction uses the same staging directory; reading,
+    /// writing, uploading or catalog errors. Partitions compacted before the error
     /// stay compacted; the failing one is unchanged (its new files, if uploaded, are not
     /// catalogued and never listed).
     pub fn compact(
@@ -109,6 +110,7 @@ impl Maintenance {
             path: staging.clone(),
             source,
         })?;
+        let _lock = lock_dir(&staging)?;
         // Leftovers of an interrupted compaction are redone from the catalog's view.
         for entry in std::fs::read_dir(&staging).map_err(|source| Error::Io {
             path: staging.clone(),
@@ -120,7 +122,9 @@ impl Maintenance {
                     source,
                 })?
                 .path();
-            std::fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
+            if path.file_name().is_some_and(|n| n != ".lock") {
+                std::fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
+            }
         }
         let mut partitions: BTreeMap<String, Vec<StoredFile>> = BTreeMap::new();
         for file in self.catalog.list(tenant, signal, None)? {

@@ -10,7 +10,7 @@ use arrow::array::RecordBatch;
 use parking_lot::Mutex;
 use wit_batch::{BatchId, Signal, Tenant};
 
-use crate::writer::{FileWriter, Staged, read_staged, same_schema, sync_dir, time_bounds, time_column};
+use crate::writer::{FileWriter, Staged, lock_dir, read_staged, same_schema, sync_dir, time_bounds, time_column};
 use crate::{Destination, Error, FileCatalog, Result, SinkConfig, StoredFile};
 
 /// Streams Arrow batches into Parquet files, one open file per tenant and signal.
@@ -60,6 +60,8 @@ pub struct ParquetSink {
     open: HashMap<(Tenant, Signal), FileWriter>,
     /// Closed files not yet published, oldest first.
     ready: Vec<Staged>,
+    /// Held while the sink is open: one sink per staging directory.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for ParquetSink {
@@ -87,14 +89,15 @@ impl ParquetSink {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the staging directory cannot be used; [`Error::Schema`] for a
-    /// complete staged file without Wit's metadata.
+    /// [`Error::Locked`] when another sink has the staging directory open; [`Error::Io`] when
+    /// it cannot be used; [`Error::Schema`] for a complete staged file without Wit's metadata.
     pub fn open(destination: Destination, config: SinkConfig) -> Result<Self> {
         let staging = config
             .staging_dir
             .clone()
             .unwrap_or_else(|| destination.default_staging(&config.node));
         std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        let lock = lock_dir(&staging)?;
         let mut ready = Vec::new();
         let mut removed = false;
         let mut names: Vec<PathBuf> = std::fs::read_dir(&staging)
@@ -121,6 +124,7 @@ impl ParquetSink {
             catalog: None,
             open: HashMap::new(),
             ready,
+            _lock: lock,
         })
     }
 

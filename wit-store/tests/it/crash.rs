@@ -140,5 +140,5 @@ fn a_killed_writer_never_leaves_a_partial_file_published() {
     for file in &late {
         assert_eq!(read_back(&dir.path().join(&file.path)).num_rows() as u64, file.rows);
     }
-    assert_eq!(std::fs::read_dir(&staging).expect("staging").count(), 0);
+    assert_eq!(crate::sink::staged_files(&staging), 0);
 }

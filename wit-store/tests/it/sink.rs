@@ -28,6 +28,14 @@ fn acme() -> Tenant {
     Tenant::try_new("acme").expect("tenant")
 }
 
+/// Files in a staging directory, its lock file aside.
+pub fn staged_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("staging")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name() != ".lock"))
+        .count()
+}
+
 /// Every row of a Parquet file.
 pub fn read_back(path: &Path) -> RecordBatch {
     let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("open"))
@@ -168,8 +176,10 @@ fn round_trip_sorted_with_metadata_and_pruning_structures() {
         assert_eq!(sorting[0].column_idx as usize, timestamp);
     }
 
-    // The staging directory is empty again.
-    assert_eq!(std::fs::read_dir(sink.staging_dir()).expect("staging").count(), 0);
+    // The staging directory is empty again, and it is this sink's alone.
+    assert_eq!(staged_files(sink.staging_dir()), 0);
+    let err = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config()).expect_err("in use");
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
 }
 
 #[test]
@@ -232,6 +242,7 @@ fn files_rotate_by_size_age_and_schema() {
     assert!(by_size.windows(2).all(|w| w[0].path != w[1].path));
 
     // Age: nothing is due before the deadline, the open file is after it.
+    drop(sink);
     let mut sink = ParquetSink::open(
         Destination::local(dir.path()).expect("dest"),
         super::sink::config().with_max_file_age(Duration::from_secs(60)),
