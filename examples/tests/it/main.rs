@@ -2,6 +2,7 @@
 
 mod cli;
 mod pipeline;
+mod tidy;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
