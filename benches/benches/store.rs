@@ -9,7 +9,10 @@
 //!   file, then `sync_all`.
 //! - `wit_sink`: `ParquetSink` on a local destination with its defaults: the same batches
 //!   (rows checked for time order, sorted when needed), the key-value metadata, `fsync` of the
-//!   file and its directories, publication under the final path by hard link.
+//!   file and its directories, publication under the final path by hard link. The requests
+//!   arrive in time order, as from one exporter, so the sort is skipped.
+//! - `wit_sink_out_of_order`: the same, with the 10 batches given newest first, so the sink
+//!   must sort the row group (concatenate, sort, gather) before encoding.
 //!
 //! Throughput is in bytes of Arrow input (`RecordBatch::get_array_memory_size`). Printed too:
 //! spans per second of each, and the size of the Parquet file beside the OTLP protobuf size
@@ -79,9 +82,14 @@ fn store(c: &mut Criterion) {
         SinkConfig::new(NodeName::try_new("bench").expect("node")),
     )
     .expect("sink");
-    let mut wit = || -> u64 {
-        for (batch, id) in batches.iter().zip(&ids) {
-            sink.write(&tenant, Signal::Traces, batch, std::slice::from_ref(id))
+    let mut wit = |newest_first: bool| -> u64 {
+        let order: Vec<usize> = if newest_first {
+            (0..batches.len()).rev().collect()
+        } else {
+            (0..batches.len()).collect()
+        };
+        for i in order {
+            sink.write(&tenant, Signal::Traces, &batches[i], std::slice::from_ref(&ids[i]))
                 .expect("write");
         }
         let files = sink.flush().expect("flush");
@@ -91,7 +99,8 @@ fn store(c: &mut Criterion) {
 
     // Sizes, outside the timings.
     let raw_size = raw(&base.path().join("raw.parquet"));
-    let wit_size = wit();
+    let wit_size = wit(false);
+    assert_eq!(wit(true), wit_size, "the same rows in the same order either way");
     let mut group = c.benchmark_group("store_spans_zstd3");
     group.sample_size(10).measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Bytes(arrow_bytes as u64));
@@ -104,13 +113,14 @@ fn store(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                black_box(wit());
+                black_box(wit(false));
             }
             let took = start.elapsed();
             times.push(took / iters as u32);
             took
         })
     });
+    group.bench_function("wit_sink_out_of_order", |b| b.iter(|| black_box(wit(true))));
     group.finish();
     let per_run = times.iter().copied().min().unwrap_or_default();
     println!(
