@@ -534,3 +534,20 @@ fn batches_each_in_order_but_overlapping_are_still_sorted() {
         assert_eq!(times(&read_back(&dir.path().join(&file.path))), expected);
     }
 }
+
+/// Any `object_store` works as a destination, object_store's own local file system included
+/// (the default `Destination::local` adds the fsyncs that one lacks).
+#[test]
+fn object_store_local_file_system_as_a_destination() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("local store");
+    let destination = Destination::object_store(Arc::new(store), "prefix").expect("destination");
+    let staging = tempfile::tempdir().expect("staging");
+    let mut sink = ParquetSink::open(destination, config().with_staging_dir(staging.path())).expect("open");
+    sink.write(&acme(), Signal::Logs, &spans(40, 1_700_000_000, 12), &[BatchId::new()])
+        .expect("write");
+    let file = sink.flush().expect("flush").remove(0);
+    let uploaded = dir.path().join("prefix").join(&file.path);
+    assert_eq!(read_back(&uploaded).num_rows(), 40);
+    assert_eq!(std::fs::metadata(&uploaded).expect("meta").len(), file.bytes);
+}
