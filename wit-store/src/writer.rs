@@ -241,23 +241,31 @@ impl FileWriter {
     }
 
     /// Sorts the buffered rows by event time and writes the first `n` of them as one row
-    /// group, keeping the rest buffered. Rows that arrived in time order (the common case)
-    /// are written as they are, without copying them.
+    /// group, keeping the rest buffered. Rows that arrived in time order (the common case),
+    /// or in batches that are each in order, are written as they are, without copying them.
     fn write_row_group(&mut self, n: usize) -> Result<()> {
         if self.pending_rows == 0 {
             return Ok(());
         }
-        if !self.pending_in_order() {
-            let all = concat_batches(&self.schema, &self.pending)?;
-            let order = sort_to_indices(
-                all.column(self.time_idx),
-                Some(SortOptions {
-                    descending: false,
-                    nulls_first: true,
-                }),
-                None,
-            )?;
-            self.pending = vec![take_record_batch(&all, &order)?];
+        if !in_time_order(&self.pending, self.time_idx) {
+            // Batches that are each in order and merely arrive out of turn (a late batch)
+            // only need reordering, not a row-by-row sort.
+            let mut reordered = self.pending.clone();
+            reordered.sort_by_key(|b| first_time(b, self.time_idx));
+            if in_time_order(&reordered, self.time_idx) {
+                self.pending = reordered;
+            } else {
+                let all = concat_batches(&self.schema, &self.pending)?;
+                let order = sort_to_indices(
+                    all.column(self.time_idx),
+                    Some(SortOptions {
+                        descending: false,
+                        nulls_first: true,
+                    }),
+                    None,
+                )?;
+                self.pending = vec![take_record_batch(&all, &order)?];
+            }
         }
         let mut left = n.min(self.pending_rows);
         let mut rest = Vec::new();
@@ -277,27 +285,6 @@ impl FileWriter {
         self.pending_rows = rest.iter().map(RecordBatch::num_rows).sum();
         self.pending = rest;
         Ok(())
-    }
-
-    /// Whether the buffered batches, one after the other, are already in time order.
-    fn pending_in_order(&self) -> bool {
-        let mut last = i64::MIN;
-        for batch in &self.pending {
-            let Some(times) = batch
-                .column(self.time_idx)
-                .as_any()
-                .downcast_ref::<TimestampNanosecondArray>()
-            else {
-                return false;
-            };
-            for &t in times.values() {
-                if t < last {
-                    return false;
-                }
-                last = t;
-            }
-        }
-        true
     }
 
     /// Writes what is buffered, the metadata and the footer, syncs the file and renames it to
@@ -348,6 +335,32 @@ impl FileWriter {
             },
         }))
     }
+}
+
+fn times(batch: &RecordBatch, idx: usize) -> &[i64] {
+    batch
+        .column(idx)
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .map_or(&[], |t| t.values())
+}
+
+fn first_time(batch: &RecordBatch, idx: usize) -> i64 {
+    times(batch, idx).first().copied().unwrap_or(i64::MIN)
+}
+
+/// Whether `batches`, one after the other, are in time order.
+fn in_time_order(batches: &[RecordBatch], idx: usize) -> bool {
+    let mut last = i64::MIN;
+    for batch in batches {
+        for &t in times(batch, idx) {
+            if t < last {
+                return false;
+            }
+            last = t;
+        }
+    }
+    true
 }
 
 /// Reads a complete staged file's description back from its key-value metadata (a file

@@ -508,7 +508,7 @@ print(json.dumps({
 }
 
 #[test]
-fn batches_each_in_order_but_overlapping_are_still_sorted() {
+fn batches_out_of_turn_or_overlapping_are_still_sorted() {
     let schema = Arc::new(Schema::new(vec![Field::new(
         "timestamp",
         DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, Some("UTC".into())),
@@ -526,6 +526,8 @@ fn batches_each_in_order_but_overlapping_are_still_sorted() {
     for (input, expected) in [
         (vec![vec![10, 20, 30], vec![15, 25]], vec![10, 15, 20, 25, 30]),
         (vec![vec![1, 2], vec![2, 3], vec![4]], vec![1, 2, 2, 3, 4]),
+        (vec![vec![50, 60], vec![7, 8], vec![30]], vec![7, 8, 30, 50, 60]),
+        (vec![vec![9, 3], vec![1]], vec![1, 3, 9]),
     ] {
         for times in input {
             sink.write(&acme(), Signal::Events, &batch(times), &[]).expect("write");
