@@ -143,37 +143,21 @@ impl Destination {
         let (scheme, path) =
             object_store::ObjectStoreScheme::parse(&parsed).map_err(|e| invalid(format!("`{url}`: {e}")))?;
         let bad_option = |k: &str, e: object_store::Error| invalid(format!("option `{k}` for `{url}`: {e}"));
-        let store: Arc<dyn ObjectStore> = match scheme {
-            object_store::ObjectStoreScheme::AmazonS3 => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(url)
-                    .with_retry(retry);
+        // The three builders share no trait: one body, expanded for each.
+        macro_rules! build {
+            ($builder:ty) => {{
+                let mut b = <$builder>::from_env().with_url(url).with_retry(retry);
                 for (k, v) in options {
                     let key = k.as_ref().parse().map_err(|e| bad_option(k.as_ref(), e))?;
                     b = b.with_config(key, v);
                 }
-                Arc::new(b.build().map_err(|e| invalid(format!("`{url}`: {e}")))?)
-            }
-            object_store::ObjectStoreScheme::GoogleCloudStorage => {
-                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(url)
-                    .with_retry(retry);
-                for (k, v) in options {
-                    let key = k.as_ref().parse().map_err(|e| bad_option(k.as_ref(), e))?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(|e| invalid(format!("`{url}`: {e}")))?)
-            }
-            object_store::ObjectStoreScheme::MicrosoftAzure => {
-                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(url)
-                    .with_retry(retry);
-                for (k, v) in options {
-                    let key = k.as_ref().parse().map_err(|e| bad_option(k.as_ref(), e))?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(|e| invalid(format!("`{url}`: {e}")))?)
-            }
+                Arc::new(b.build().map_err(|e| invalid(format!("`{url}`: {e}")))?) as Arc<dyn ObjectStore>
+            }};
+        }
+        let store = match scheme {
+            object_store::ObjectStoreScheme::AmazonS3 => build!(object_store::aws::AmazonS3Builder),
+            object_store::ObjectStoreScheme::GoogleCloudStorage => build!(object_store::gcp::GoogleCloudStorageBuilder),
+            object_store::ObjectStoreScheme::MicrosoftAzure => build!(object_store::azure::MicrosoftAzureBuilder),
             other => return Err(invalid(format!("`{url}`: {other:?} is not a supported destination"))),
         };
         let mut dest = Destination::object_store(store, path.as_ref())?;

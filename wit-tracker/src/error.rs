@@ -99,6 +99,14 @@ impl Error {
         Error::InvalidArgument { what: what.into() }
     }
 
+    pub(crate) fn corrupt(backend: &'static str, what: &'static str, value: impl ToString) -> Self {
+        Error::Corrupt {
+            backend,
+            what,
+            value: value.to_string(),
+        }
+    }
+
     pub(crate) fn from_lifecycle(error: wit_batch::Error) -> Self {
         match error {
             wit_batch::Error::InvalidTransition { batch, from, to } => Error::InvalidTransition { batch, from, to },

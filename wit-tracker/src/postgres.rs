@@ -200,11 +200,7 @@ fn row_err(e: tokio_postgres::Error) -> Error {
 }
 
 fn corrupt(what: &'static str, value: impl ToString) -> Error {
-    Error::Corrupt {
-        backend: BACKEND,
-        what,
-        value: value.to_string(),
-    }
+    Error::corrupt(BACKEND, what, value)
 }
 
 fn uuid(id: BatchId) -> Uuid {

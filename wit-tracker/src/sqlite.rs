@@ -145,11 +145,7 @@ fn db_err(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
 }
 
 fn corrupt(what: &'static str, value: impl ToString) -> Error {
-    Error::Corrupt {
-        backend: BACKEND,
-        what,
-        value: value.to_string(),
-    }
+    Error::corrupt(BACKEND, what, value)
 }
 
 impl SqliteTracker {
@@ -182,7 +178,13 @@ impl SqliteTracker {
         &self.inner.path
     }
 
-    fn write<T>(&self, operation: &'static str, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed if it succeeds. Generic over
+    /// the error so the tracker's and the catalog's methods share it.
+    fn write<T, E: From<Error>>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.inner.conn.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -706,25 +708,9 @@ fn retire_files(tx: &Transaction<'_>, paths: &[String], delete_after: SystemTime
     Ok(())
 }
 
-impl SqliteTracker {
-    fn catalog_write<T>(
-        &self,
-        operation: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> wit_store::Result<T>,
-    ) -> wit_store::Result<T> {
-        let mut conn = self.inner.conn.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err(operation))?;
-        let value = f(&tx)?;
-        tx.commit().map_err(db_err(operation))?;
-        Ok(value)
-    }
-}
-
 impl FileCatalog for SqliteTracker {
     fn publish(&self, files: &[StoredFile]) -> wit_store::Result<()> {
-        self.catalog_write("publish", |tx| {
+        self.write("publish", |tx| {
             let new = plan::files_to_publish(files, |path| Ok(get_file(tx, path)?.map(|f| f.0)))?;
             let ids = plan::file_batch_ids(&new);
             let mut records = load(tx, &ids)?;
@@ -750,7 +736,7 @@ impl FileCatalog for SqliteTracker {
     }
 
     fn replace(&self, old: &[String], new: &[StoredFile], delete_after: SystemTime) -> wit_store::Result<()> {
-        self.catalog_write("replace", |tx| {
+        self.write("replace", |tx| {
             plan::check_live(old, |path| Ok(get_file(tx, path)?.map(|f| f.1)))?;
             let new = plan::files_to_publish(new, |path| Ok(get_file(tx, path)?.map(|f| f.0)))?;
             retire_files(tx, old, delete_after)?;
@@ -777,7 +763,7 @@ impl FileCatalog for SqliteTracker {
     }
 
     fn forget(&self, paths: &[String]) -> wit_store::Result<u64> {
-        self.catalog_write("forget", |tx| {
+        self.write("forget", |tx| {
             plan::check_not_live(paths, |path| Ok(get_file(tx, path)?.map(|f| f.1)))?;
             let mut n = 0;
             for path in paths {

@@ -8,17 +8,22 @@ use wit_tracker::{Advance, AsyncTracker, Error, PostgresTracker, Tracker, Tracke
 use crate::conformance::meta;
 use crate::pg_server::PgServer;
 
+/// The schema named in connection parameters made by `PgServer::fresh_schema`.
+fn schema_of(params: &str) -> String {
+    params
+        .rsplit("search_path=")
+        .next()
+        .expect("schema")
+        .trim_end_matches('\'')
+        .to_owned()
+}
+
 /// Seed 000's monitoring queries, as written there, against the table the tracker keeps.
 #[test]
 fn seed_monitoring_queries_run_unchanged() {
     let Some(server) = PgServer::shared() else { return };
     let params = server.fresh_schema("seed");
-    let schema = params
-        .rsplit("search_path=")
-        .next()
-        .expect("schema")
-        .trim_end_matches('\'')
-        .to_owned();
+    let schema = schema_of(&params);
     let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("connect");
     let now = SystemTime::now();
     let stuck = meta("acme", now - Duration::from_secs(2 * 3600), 40);
@@ -151,12 +156,7 @@ fn database_outage_gives_typed_errors_and_recovers() {
 fn migrations_apply_once_and_refuse_a_newer_schema() {
     let Some(server) = PgServer::shared() else { return };
     let params = server.fresh_schema("migrations");
-    let schema = params
-        .rsplit("search_path=")
-        .next()
-        .expect("schema")
-        .trim_end_matches('\'')
-        .to_owned();
+    let schema = schema_of(&params);
     // Two nodes opening the same fresh database at once: the advisory lock serializes them.
     std::thread::scope(|s| {
         let a = s.spawn(|| PostgresTracker::connect(&params, TrackerConfig::default()).map(drop));
