@@ -1,11 +1,7 @@
 //! The sink's own runtime for object-storage I/O, so the blocking API needs none from its
-//! host. (The same pattern as `wit-tracker`'s PostgreSQL backend; a dozen lines each, kept
-//! apart rather than shared through a grab-bag crate.)
+//! host: work is spawned there and the caller's thread waits for it.
 
 use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake};
 
 /// A runtime shut down without blocking when dropped (which may happen inside a host's task).
 pub(crate) struct OwnedRuntime(Option<tokio::runtime::Runtime>);
@@ -24,7 +20,7 @@ impl OwnedRuntime {
     /// runtime of its own.
     pub(crate) fn run<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> T {
         let runtime = self.0.as_ref().expect("the runtime lives until dropped");
-        match block_on(runtime.spawn(future)) {
+        match futures::executor::block_on(runtime.spawn(future)) {
             Ok(value) => value,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => panic!("the store's runtime stopped while running a task: {e}"),
@@ -37,25 +33,5 @@ impl Drop for OwnedRuntime {
         if let Some(runtime) = self.0.take() {
             runtime.shutdown_background();
         }
-    }
-}
-
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let waker = Arc::new(ThreadWaker(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-            return value;
-        }
-        std::thread::park();
     }
 }

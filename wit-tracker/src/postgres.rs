@@ -7,10 +7,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake};
 use std::time::SystemTime;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -207,28 +205,6 @@ fn uuid(id: BatchId) -> Uuid {
     Uuid::from_u128(id.as_u128())
 }
 
-/// Wakes a thread parked in [`block_on`].
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Waits on the calling thread for a future that runs elsewhere (on the tracker's runtime).
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let waker = Arc::new(ThreadWaker(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-            return value;
-        }
-        std::thread::park();
-    }
-}
-
 impl PostgresTracker {
     /// Connects to the database named by `params` (libpq `key=value` pairs or a URL), with a
     /// pool of [`TrackerConfig::with_pool_size`] connections, and brings the schema up to date.
@@ -242,7 +218,7 @@ impl PostgresTracker {
     /// server cannot be reached; [`Error::SchemaTooNew`]; [`Error::Database`].
     pub fn connect(params: &str, config: TrackerConfig) -> Result<Self> {
         let (tracker, migrated) = Self::start(params, config)?;
-        block_on(migrated)?;
+        futures::executor::block_on(migrated)?;
         Ok(tracker)
     }
 
@@ -304,8 +280,8 @@ impl PostgresTracker {
         Ok((tracker, migrated))
     }
 
-    /// Runs `f` on the tracker's runtime; [`joined`] waits for it on any executor (or on a
-    /// parked thread).
+    /// Runs `f` on the tracker's runtime; [`joined`] waits for it on any executor (or, for the
+    /// blocking API, on the calling thread).
     fn spawn<T, F>(&self, f: impl FnOnce(Arc<Inner>) -> F) -> JoinHandle<Result<T>>
     where
         F: Future<Output = Result<T>> + Send + 'static,
@@ -330,7 +306,7 @@ impl PostgresTracker {
             .as_ref()
             .expect("the runtime lives as long as the tracker");
         let handle = runtime.spawn(f(self.inner.clone()));
-        match block_on(handle) {
+        match futures::executor::block_on(handle) {
             Ok(value) => value,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(wit_store::Error::Catalog { source: Box::new(e) }),
@@ -801,14 +777,14 @@ async fn purge_completed(inner: &Inner, completed_before: SystemTime) -> Result<
 }
 
 /// Implements both [`Tracker`] and [`AsyncTracker`] from the async functions above: each call
-/// runs on the tracker's runtime; the blocking side parks the calling thread until it is done.
+/// runs on the tracker's runtime; the blocking side waits for it on the calling thread.
 macro_rules! both_apis {
     ($( fn $name:ident(&self $(, $arg:ident : $ty:ty $(=> $own:expr)?)*) -> $ret:ty; )*) => {
         impl Tracker for PostgresTracker {
             $(
                 fn $name(&self $(, $arg: $ty)*) -> Result<$ret> {
                     $($(let $arg = $own;)?)*
-                    block_on(joined(self.spawn(move |inner| async move { self::$name(&inner $(, $arg)*).await })))
+                    futures::executor::block_on(joined(self.spawn(move |inner| async move { self::$name(&inner $(, $arg)*).await })))
                 }
             )*
         }
