@@ -20,11 +20,11 @@ use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, StoredFile, TimeRange};
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Lease, Registration, SourceOffset, StageCounts,
-    StageTimes, TrackerConfig, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts,
+    TrackerConfig, Window,
 };
 use crate::plan::{micros, sql_limit, to_i64};
-use crate::sql::{FIRST_TIME_COLUMN, RECORD_COLUMNS, STAGES_IN_CODE_ORDER, stage_list};
+use crate::sql::{FIRST_TIME_COLUMN, RECORD_COLUMNS, RawRecord, stage_list};
 use crate::{AsyncTracker, Error, Result, Tracker, plan};
 
 const BACKEND: &str = "postgres";
@@ -365,55 +365,35 @@ async fn migrate(inner: &Inner) -> Result<()> {
     tx.commit().await.map_err(pg_err(op))
 }
 
-fn opt_stage(value: Option<String>) -> Result<Option<Stage>> {
-    value.map(|s| plan::parse_stage(BACKEND, &s)).transpose()
-}
-
 fn read_record(row: &Row) -> Result<BatchRecord> {
-    let id: Uuid = row.try_get(0).map_err(row_err)?;
-    let tenant: String = row.try_get(1).map_err(row_err)?;
-    let signal: String = row.try_get(2).map_err(row_err)?;
-    let source: String = row.try_get(3).map_err(row_err)?;
-    let stage: String = row.try_get(4).map_err(row_err)?;
-    let byte_size: i64 = row.try_get(6).map_err(row_err)?;
-    let message_count: i64 = row.try_get(7).map_err(row_err)?;
-    let wal_position: Option<i64> = row.try_get(11).map_err(row_err)?;
-    let mut completed_at = StageTimes::default();
-    for (i, s) in STAGES_IN_CODE_ORDER.into_iter().enumerate() {
-        let t: Option<SystemTime> = row.try_get(FIRST_TIME_COLUMN + i).map_err(row_err)?;
-        completed_at.set(s, t);
+    let get = |i: usize| row.try_get(i).map_err(row_err);
+    let mut times = [None; 8];
+    for (i, time) in times.iter_mut().enumerate() {
+        *time = get(FIRST_TIME_COLUMN + i)?;
     }
-    let retry_count: i32 = row.try_get(22).map_err(row_err)?;
-    let claimed_by: Option<String> = row.try_get(23).map_err(row_err)?;
-    let lease_until: Option<SystemTime> = row.try_get(24).map_err(row_err)?;
-    Ok(BatchRecord {
-        meta: BatchMeta {
-            id: BatchId::from_u128(id.as_u128()),
-            tenant: Tenant::try_new(tenant.clone()).map_err(|_| corrupt("client id", tenant))?,
-            signal: signal.parse().map_err(|_| corrupt("signal", &signal))?,
-            source: source.parse().map_err(|_| corrupt("source", &source))?,
-            message_count: u64::try_from(message_count).map_err(|_| corrupt("message count", message_count))?,
-            byte_size: u64::try_from(byte_size).map_err(|_| corrupt("batch size", byte_size))?,
-            first_offset: row.try_get(8).map_err(row_err)?,
-            last_offset: row.try_get(9).map_err(row_err)?,
-            topics: row.try_get(10).map_err(row_err)?,
-            created_at: row.try_get(FIRST_TIME_COLUMN).map_err(row_err)?,
-        },
-        stage: plan::parse_stage(BACKEND, &stage)?,
-        failed_in: opt_stage(row.try_get(5).map_err(row_err)?)?,
-        completed_at,
-        wal_position: wal_position
-            .map(|p| u64::try_from(p).map_err(|_| corrupt("WAL position", p)))
-            .transpose()?,
-        error_stage: opt_stage(row.try_get(20).map_err(row_err)?)?,
+    let id: Uuid = row.try_get(0).map_err(row_err)?;
+    RawRecord {
+        id: BatchId::from_u128(id.as_u128()),
+        tenant: row.try_get(1).map_err(row_err)?,
+        signal: row.try_get(2).map_err(row_err)?,
+        source: row.try_get(3).map_err(row_err)?,
+        stage: row.try_get(4).map_err(row_err)?,
+        failed_in: row.try_get(5).map_err(row_err)?,
+        byte_size: row.try_get(6).map_err(row_err)?,
+        message_count: row.try_get(7).map_err(row_err)?,
+        first_offset: row.try_get(8).map_err(row_err)?,
+        last_offset: row.try_get(9).map_err(row_err)?,
+        topics: row.try_get(10).map_err(row_err)?,
+        wal_position: row.try_get(11).map_err(row_err)?,
+        times,
+        error_stage: row.try_get(20).map_err(row_err)?,
         error_message: row.try_get(21).map_err(row_err)?,
-        retry_count: u32::try_from(retry_count).map_err(|_| corrupt("retry count", retry_count))?,
-        lease: match (claimed_by, lease_until) {
-            (Some(worker), Some(until)) => Some(Lease { worker, until }),
-            _ => None,
-        },
+        retry_count: i64::from(row.try_get::<_, i32>(22).map_err(row_err)?),
+        claimed_by: row.try_get(23).map_err(row_err)?,
+        lease_until: row.try_get(24).map_err(row_err)?,
         updated_at: row.try_get(25).map_err(row_err)?,
-    })
+    }
+    .into_record(BACKEND)
 }
 
 fn read_records(rows: &[Row]) -> Result<Vec<BatchRecord>> {

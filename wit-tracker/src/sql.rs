@@ -1,7 +1,12 @@
-//! What the SQL backends share: the schema's column order and names, and how a record maps
-//! to them.
+//! What the SQL backends share: the schema's column order and names, and how a row read in
+//! that order becomes a record.
 
-use wit_batch::Stage;
+use std::time::SystemTime;
+
+use wit_batch::{BatchId, BatchMeta, Stage, Tenant};
+
+use crate::model::{BatchRecord, Lease, StageTimes};
+use crate::{Error, Result, plan};
 
 /// The columns of a batch record, in the order both SQL backends read them.
 pub(crate) const RECORD_COLUMNS: &str = "batch_id, client_id, signal, source, stage, failed_in, batch_size, \
@@ -34,4 +39,72 @@ pub(crate) fn stage_list(stages: &[Stage]) -> String {
         .map(|s| format!("'{}'", s.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A batch row as a backend reads it, before the values are checked.
+pub(crate) struct RawRecord {
+    pub(crate) id: BatchId,
+    pub(crate) tenant: String,
+    pub(crate) signal: String,
+    pub(crate) source: String,
+    pub(crate) stage: String,
+    pub(crate) failed_in: Option<String>,
+    pub(crate) byte_size: i64,
+    pub(crate) message_count: i64,
+    pub(crate) first_offset: Option<i64>,
+    pub(crate) last_offset: Option<i64>,
+    pub(crate) topics: Vec<String>,
+    pub(crate) wal_position: Option<i64>,
+    /// The completion times, in [`STAGES_IN_CODE_ORDER`].
+    pub(crate) times: [Option<SystemTime>; 8],
+    pub(crate) error_stage: Option<String>,
+    pub(crate) error_message: Option<String>,
+    pub(crate) retry_count: i64,
+    pub(crate) claimed_by: Option<String>,
+    pub(crate) lease_until: Option<SystemTime>,
+    pub(crate) updated_at: SystemTime,
+}
+
+impl RawRecord {
+    /// Checks every value and builds the record; a value the tracker never writes is
+    /// [`Error::Corrupt`].
+    pub(crate) fn into_record(self, backend: &'static str) -> Result<BatchRecord> {
+        let corrupt = |what, value: &dyn ToString| Error::corrupt(backend, what, value.to_string());
+        let stage = |s: Option<String>| s.map(|s| plan::parse_stage(backend, &s)).transpose();
+        let mut completed_at = StageTimes::default();
+        for (stage, time) in STAGES_IN_CODE_ORDER.into_iter().zip(self.times) {
+            completed_at.set(stage, time);
+        }
+        let created_at = self.times[0].ok_or_else(|| corrupt("created_at", &"NULL"))?;
+        Ok(BatchRecord {
+            meta: BatchMeta {
+                id: self.id,
+                tenant: Tenant::try_new(self.tenant.clone()).map_err(|_| corrupt("client id", &self.tenant))?,
+                signal: self.signal.parse().map_err(|_| corrupt("signal", &self.signal))?,
+                source: self.source.parse().map_err(|_| corrupt("source", &self.source))?,
+                message_count: u64::try_from(self.message_count)
+                    .map_err(|_| corrupt("message count", &self.message_count))?,
+                byte_size: u64::try_from(self.byte_size).map_err(|_| corrupt("batch size", &self.byte_size))?,
+                first_offset: self.first_offset,
+                last_offset: self.last_offset,
+                topics: self.topics,
+                created_at,
+            },
+            stage: plan::parse_stage(backend, &self.stage)?,
+            failed_in: stage(self.failed_in)?,
+            completed_at,
+            wal_position: self
+                .wal_position
+                .map(|p| u64::try_from(p).map_err(|_| corrupt("WAL position", &p)))
+                .transpose()?,
+            error_stage: stage(self.error_stage)?,
+            error_message: self.error_message,
+            retry_count: u32::try_from(self.retry_count).map_err(|_| corrupt("retry count", &self.retry_count))?,
+            lease: match (self.claimed_by, self.lease_until) {
+                (Some(worker), Some(until)) => Some(Lease { worker, until }),
+                _ => None,
+            },
+            updated_at: self.updated_at,
+        })
+    }
 }

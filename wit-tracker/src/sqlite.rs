@@ -11,11 +11,11 @@ use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, StoredFile, TimeRange};
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Lease, Registration, SourceOffset, StageCounts,
-    StageTimes, TrackerConfig, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts,
+    TrackerConfig, Window,
 };
 use crate::plan::{from_micros, micros, sql_limit, to_i64, to_micros};
-use crate::sql::{FIRST_TIME_COLUMN, RECORD_COLUMNS, STAGES_IN_CODE_ORDER, stage_list};
+use crate::sql::{FIRST_TIME_COLUMN, RECORD_COLUMNS, RawRecord, stage_list};
 use crate::{Error, Result, Tracker, plan};
 
 const BACKEND: &str = "sqlite";
@@ -231,75 +231,42 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     tx.commit().map_err(db_err("migrate"))
 }
 
-fn opt_time(value: Option<i64>) -> Option<SystemTime> {
-    value.map(from_micros)
-}
-
-fn opt_stage(value: Option<String>) -> Result<Option<Stage>> {
-    value.map(|s| plan::parse_stage(BACKEND, &s)).transpose()
-}
-
 fn read_record(row: &Row<'_>) -> Result<BatchRecord> {
-    let get_err = db_err("read");
-    (|| -> rusqlite::Result<Result<BatchRecord>> {
-        let id: String = row.get(0)?;
-        let tenant: String = row.get(1)?;
-        let signal: String = row.get(2)?;
-        let source: String = row.get(3)?;
-        let stage: String = row.get(4)?;
-        let failed_in: Option<String> = row.get(5)?;
-        let byte_size: i64 = row.get(6)?;
-        let message_count: i64 = row.get(7)?;
-        let topics: String = row.get(10)?;
-        let wal_position: Option<i64> = row.get(11)?;
-        let mut completed_at = StageTimes::default();
-        for (i, stage) in STAGES_IN_CODE_ORDER.into_iter().enumerate() {
-            completed_at.set(stage, opt_time(row.get(FIRST_TIME_COLUMN + i)?));
-        }
-        let error_stage: Option<String> = row.get(20)?;
-        let retry_count: i64 = row.get(22)?;
-        let claimed_by: Option<String> = row.get(23)?;
-        let lease_until: Option<i64> = row.get(24)?;
-        let created_at: i64 = row.get(FIRST_TIME_COLUMN)?;
-        let updated_at: i64 = row.get(25)?;
-        let first_offset: Option<i64> = row.get(8)?;
-        let last_offset: Option<i64> = row.get(9)?;
-        let error_message: Option<String> = row.get(21)?;
-        Ok((|| -> Result<BatchRecord> {
-            Ok(BatchRecord {
-                meta: BatchMeta {
-                    id: id.parse().map_err(|_| corrupt("batch id", &id))?,
-                    tenant: Tenant::try_new(tenant.clone()).map_err(|_| corrupt("client id", &tenant))?,
-                    signal: signal.parse().map_err(|_| corrupt("signal", &signal))?,
-                    source: source.parse().map_err(|_| corrupt("source", &source))?,
-                    message_count: u64::try_from(message_count).map_err(|_| corrupt("message count", message_count))?,
-                    byte_size: u64::try_from(byte_size).map_err(|_| corrupt("batch size", byte_size))?,
-                    first_offset,
-                    last_offset,
-                    topics: serde_json::from_str(&topics).map_err(|_| corrupt("topics", &topics))?,
-                    created_at: from_micros(created_at),
-                },
-                stage: plan::parse_stage(BACKEND, &stage)?,
-                failed_in: opt_stage(failed_in)?,
-                completed_at,
-                wal_position: wal_position
-                    .map(|p| u64::try_from(p).map_err(|_| corrupt("WAL position", p)))
-                    .transpose()?,
-                error_stage: opt_stage(error_stage)?,
-                error_message,
-                retry_count: u32::try_from(retry_count).map_err(|_| corrupt("retry count", retry_count))?,
-                lease: match (claimed_by, lease_until) {
-                    (Some(worker), Some(until)) => Some(Lease {
-                        worker,
-                        until: from_micros(until),
-                    }),
-                    _ => None,
-                },
-                updated_at: from_micros(updated_at),
-            })
-        })())
+    let text = |i: usize| row.get::<_, String>(i).map_err(db_err("read"));
+    let (id, topics) = (text(0)?, text(10)?);
+    let id: BatchId = id.parse().map_err(|_| corrupt("batch id", &id))?;
+    let topics: Vec<String> = serde_json::from_str(&topics).map_err(|_| corrupt("topics", &topics))?;
+    let micros =
+        |i: usize| -> rusqlite::Result<Option<SystemTime>> { Ok(row.get::<_, Option<i64>>(i)?.map(from_micros)) };
+    let mut times = [None; 8];
+    for (i, time) in times.iter_mut().enumerate() {
+        *time = micros(FIRST_TIME_COLUMN + i).map_err(db_err("read"))?;
+    }
+    (|| -> rusqlite::Result<RawRecord> {
+        Ok(RawRecord {
+            id,
+            tenant: row.get(1)?,
+            signal: row.get(2)?,
+            source: row.get(3)?,
+            stage: row.get(4)?,
+            failed_in: row.get(5)?,
+            byte_size: row.get(6)?,
+            message_count: row.get(7)?,
+            first_offset: row.get(8)?,
+            last_offset: row.get(9)?,
+            topics,
+            wal_position: row.get(11)?,
+            times,
+            error_stage: row.get(20)?,
+            error_message: row.get(21)?,
+            retry_count: row.get(22)?,
+            claimed_by: row.get(23)?,
+            lease_until: micros(24)?,
+            updated_at: from_micros(row.get(25)?),
+        })
     })()
-    .map_err(get_err)?
+    .map_err(db_err("read"))?
+    .into_record(BACKEND)
 }
 
 fn load(tx: &Transaction<'_>, ids: &[BatchId]) -> Result<HashMap<BatchId, BatchRecord>> {
