@@ -16,20 +16,8 @@ pub(crate) const RECORD_COLUMNS: &str = "batch_id, client_id, signal, source, st
      updated_at";
 
 /// The index in [`RECORD_COLUMNS`] of the completion time of the first stage (`CREATED`);
-/// the others follow in stage-code order.
+/// the others follow in stage-code order, the order of [`Stage::ALL`].
 pub(crate) const FIRST_TIME_COLUMN: usize = 12;
-
-/// Stage names in the order of their codes: the column order above.
-pub(crate) const STAGES_IN_CODE_ORDER: [Stage; 8] = [
-    Stage::Created,
-    Stage::WalWritten,
-    Stage::SourceCommitted,
-    Stage::Ingested,
-    Stage::Stored,
-    Stage::Indexed,
-    Stage::Completed,
-    Stage::Failed,
-];
 
 /// The names of `stages` as a SQL list of string literals: `'A', 'B'`. Stage names are
 /// constants of ours, never input.
@@ -55,7 +43,7 @@ pub(crate) struct RawRecord {
     pub(crate) last_offset: Option<i64>,
     pub(crate) topics: Vec<String>,
     pub(crate) wal_position: Option<i64>,
-    /// The completion times, in [`STAGES_IN_CODE_ORDER`].
+    /// The completion times, in the order of [`Stage::ALL`].
     pub(crate) times: [Option<SystemTime>; 8],
     pub(crate) error_stage: Option<String>,
     pub(crate) error_message: Option<String>,
@@ -72,7 +60,7 @@ impl RawRecord {
         let corrupt = |what, value: &dyn ToString| Error::corrupt(backend, what, value.to_string());
         let stage = |s: Option<String>| s.map(|s| plan::parse_stage(backend, &s)).transpose();
         let mut completed_at = StageTimes::default();
-        for (stage, time) in STAGES_IN_CODE_ORDER.into_iter().zip(self.times) {
+        for (stage, time) in Stage::ALL.into_iter().zip(self.times) {
             completed_at.set(stage, time);
         }
         let created_at = self.times[0].ok_or_else(|| corrupt("created_at", &"NULL"))?;
