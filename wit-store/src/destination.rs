@@ -279,15 +279,24 @@ impl Destination {
     }
 }
 
-/// Links the staged file under `root/path`, then syncs every directory from its parent up to
-/// `root`, so the new entries survive a crash. A link that already exists to the same file is
-/// fine (a publish repeated after a crash).
+/// Links the staged file under `root/path` (or, when staging is on another file system,
+/// copies it there under a temporary name, syncs and renames it), then syncs every directory
+/// from its parent up to `root`, so the new entries survive a crash. A link that already
+/// exists to the same file is fine (a publish repeated after a crash).
 fn publish_local(root: &Path, staged: &Staged) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let target = root.join(&staged.file.path);
     let parent = target.parent().unwrap_or(root);
     std::fs::create_dir_all(parent).map_err(io(parent))?;
     if let Err(e) = std::fs::hard_link(&staged.local, &target) {
+        if e.kind() == std::io::ErrorKind::CrossesDevices {
+            // Staging on another file system: copy, sync, then rename into place.
+            let tmp = target.with_extension("parquet.tmp");
+            std::fs::copy(&staged.local, &tmp).map_err(io(&tmp))?;
+            File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
+            std::fs::rename(&tmp, &target).map_err(io(&target))?;
+            return sync_up_to(root, parent);
+        }
         let same = e.kind() == std::io::ErrorKind::AlreadyExists
             && std::fs::metadata(&target)
                 .ok()
@@ -300,7 +309,12 @@ fn publish_local(root: &Path, staged: &Staged) -> Result<()> {
             });
         }
     }
-    let mut dir = Some(parent);
+    sync_up_to(root, parent)
+}
+
+/// Syncs `dir` and each directory above it up to `root`.
+fn sync_up_to(root: &Path, dir: &Path) -> Result<()> {
+    let mut dir = Some(dir);
     while let Some(d) = dir {
         sync_dir(d)?;
         if d == root {

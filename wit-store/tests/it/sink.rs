@@ -553,3 +553,32 @@ fn object_store_local_file_system_as_a_destination() {
     assert_eq!(read_back(&uploaded).num_rows(), 40);
     assert_eq!(std::fs::metadata(&uploaded).expect("meta").len(), file.bytes);
 }
+
+/// Staging on another file system than the destination (here tmpfs): the file is copied,
+/// synced and renamed into place instead of linked.
+#[test]
+fn staging_on_another_file_system_is_copied_into_place() {
+    let Ok(staging) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm: nothing to test");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sink = ParquetSink::open(
+        Destination::local(dir.path()).expect("dest"),
+        config().with_staging_dir(staging.path()),
+    )
+    .expect("open");
+    sink.write(
+        &acme(),
+        Signal::Traces,
+        &spans(25, 1_700_000_000, 13),
+        &[BatchId::new()],
+    )
+    .expect("write");
+    let file = sink.flush().expect("flush").remove(0);
+    let local = dir.path().join(&file.path);
+    assert_eq!(read_back(&local).num_rows(), 25);
+    assert_eq!(std::fs::metadata(&local).expect("meta").len(), file.bytes);
+    assert_eq!(staged_files(staging.path()), 0);
+    assert!(!local.with_extension("parquet.tmp").exists());
+}
