@@ -122,3 +122,70 @@ fn a_parquet_sink_publishes_into_the_tracker() {
     assert_eq!(sink.pending().len(), 1);
     assert_eq!(tracker.list(&tenant, Signal::Logs, None).expect("list").len(), 1);
 }
+
+/// Compaction through the tracker's catalog: the merged file replaces the small ones in one
+/// transaction, and they are deleted only after the grace period.
+#[test]
+fn compaction_swaps_files_through_the_tracker() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use wit_batch::otlp::logs;
+    use wit_batch::{Compression, PayloadFormat, Signal, Tenant};
+    use wit_store::{Destination, FileCatalog, Maintenance, NodeName, ParquetSink, SinkConfig};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = SqliteTracker::open(&dir.path().join("tracker.db"), TrackerConfig::default()).expect("open");
+    let data = dir.path().join("data");
+    let config = SinkConfig::new(NodeName::try_new("node-a").expect("node"));
+    let mut sink = ParquetSink::open(Destination::local(&data).expect("dest"), config.clone())
+        .expect("sink")
+        .with_catalog(Arc::new(tracker.clone()));
+    let tenant = Tenant::try_new("acme").expect("tenant");
+    let mut ids = Vec::new();
+    for second in 0..3 {
+        let m = meta("acme", SystemTime::now(), 1);
+        tracker.register_one(&m).expect("register");
+        for stage in [Stage::WalWritten, Stage::Ingested] {
+            tracker.mark(m.id, stage, SystemTime::now()).expect("mark");
+        }
+        let body = format!(
+            r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"timeUnixNano":"17000000{second}0000000000","body":{{"stringValue":"x"}}}}]}}]}}]}}"#
+        );
+        let rows = logs::decode(body.as_bytes(), PayloadFormat::OtlpJson, Compression::None).expect("decode");
+        sink.write(&tenant, Signal::Logs, &rows, &[m.id]).expect("write");
+        sink.flush().expect("flush");
+        ids.push(m.id);
+    }
+    let before = tracker.list(&tenant, Signal::Logs, None).expect("list");
+    assert_eq!(before.len(), 3);
+
+    let now = SystemTime::now();
+    let maintenance = Maintenance::new(
+        Destination::local(&data).expect("dest"),
+        Arc::new(tracker.clone()),
+        config,
+    )
+    .with_grace(Duration::from_secs(300));
+    let report = maintenance
+        .compact(&tenant, Signal::Logs, 64 << 20, now)
+        .expect("compact");
+    assert_eq!((report.retired.len(), report.published.len()), (3, 1));
+    let after = tracker.list(&tenant, Signal::Logs, None).expect("list");
+    assert_eq!(after, report.published);
+    ids.sort();
+    assert_eq!(after[0].batch_ids, ids);
+    assert_eq!(after[0].rows, 3);
+    assert!(
+        ids.iter()
+            .all(|id| tracker.batch(*id).expect("batch").stage == Stage::Stored)
+    );
+    assert_eq!(maintenance.delete_retired(now).expect("too early"), 0);
+    assert!(before.iter().all(|f| data.join(&f.path).exists()));
+    assert_eq!(
+        maintenance
+            .delete_retired(now + Duration::from_secs(301))
+            .expect("delete"),
+        3
+    );
+    assert!(before.iter().all(|f| !data.join(&f.path).exists()));
+}
