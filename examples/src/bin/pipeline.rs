@@ -1147,13 +1147,7 @@ impl Consumer {
             match reader.next() {
                 Some(Ok(record)) => {
                     self.take(&record, tracker).map_err(|e| format!("consumer: {e}"))?;
-                    let retain_from = self
-                        .processors
-                        .iter()
-                        .map(|p| p.retain_from())
-                        .min()
-                        .unwrap_or(self.next);
-                    progress.retain_from.store(retain_from.0, Ordering::Release);
+                    self.publish_watermark(progress);
                     last_progress = Instant::now();
                 }
                 Some(Err(e)) => return Err(format!("consumer: reading the log failed: {e}")),
@@ -1176,6 +1170,13 @@ impl Consumer {
         for processor in &mut self.processors {
             processor.finish()?;
         }
+        self.publish_watermark(progress);
+        self.elapsed = started.elapsed();
+        Ok(self)
+    }
+
+    /// Tells the janitor the LSN below which no processor needs the log any more.
+    fn publish_watermark(&self, progress: &Progress) {
         let retain_from = self
             .processors
             .iter()
@@ -1183,8 +1184,6 @@ impl Consumer {
             .min()
             .unwrap_or(self.next);
         progress.retain_from.store(retain_from.0, Ordering::Release);
-        self.elapsed = started.elapsed();
-        Ok(self)
     }
 
     fn take(&mut self, record: &Record, tracker: &Tracker) -> Result<(), String> {
