@@ -9,10 +9,16 @@
 //! 3. `replay_1GiB/*`: read back 1 GiB of 1 KiB records (2^20 of them) from the page cache,
 //!    checksums verified. okaywal and mrecordlog replay only by reopening (`*_reopen`, open
 //!    included in the time); wit-wal is measured both reading from an open log and reopening.
-//! 4. Per-append latency of workload 1 at 1 KiB: criterion reports means and medians only, so
-//!    every append is also timed on its own and p50/p99/p99.9/max are printed at the end of
-//!    workload 1 and written to `$CARGO_TARGET_TMPDIR/wal-bench-latency.txt`. The samples
-//!    include criterion's warm-up.
+//! 4. `paired_1_writer`: workload 1 again (1 KiB and 64 KiB), with the contenders taking
+//!    turns. Criterion measures one contender after another, and on a shared machine the disk's
+//!    speed drifts between them by more than the differences being measured (the same raw
+//!    loop was seen at 119 µs and 231 µs mean a minute apart). Here every contender appends
+//!    a block of records in each round, in an order that rotates from round to round, and
+//!    every append is timed on its own. Printed (and written to
+//!    `$CARGO_TARGET_TMPDIR/wal-bench-paired.txt`): per contender records/s, p50, p99, p99.9
+//!    and max, and against the raw ceiling the ratio of the overall means and the median of
+//!    the per-round ratios. Not a criterion benchmark, so it runs unless a filter that does
+//!    not match its name is given.
 //!
 //! The contenders, and what "durable" means for each:
 //!
@@ -78,7 +84,7 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))
         .without_plots();
-    targets = append_1_writer, append_8_writers, replay
+    targets = append_1_writer, paired_1_writer, append_8_writers, replay
 }
 criterion_main!(benches);
 
@@ -88,14 +94,10 @@ criterion_main!(benches);
 fn append_1_writer(c: &mut Criterion) {
     let mut group = c.benchmark_group("append_1_writer");
     group.throughput(Throughput::Elements(1));
-    let mut latencies: Vec<(&'static str, Vec<Duration>)> = Vec::new();
     for size in [128, 1024, 64 << 10] {
         let rec = record(size, 1);
         let label = size_label(size);
-        // Per-append latencies are kept for 1 KiB only.
-        let track = size == 1024;
 
-        let mut lat = Vec::new();
         let mut raw = None;
         group.bench_function(BenchmarkId::new("raw_pwrite_fdatasync", &label), |b| {
             let (_dir, raw) = raw.get_or_insert_with(|| {
@@ -104,23 +106,16 @@ fn append_1_writer(c: &mut Criterion) {
                 settle(dir.path());
                 (dir, raw)
             });
-            b.iter_custom(|iters| timed_loop(iters, track.then_some(&mut lat), || raw.append(&rec)));
+            b.iter_custom(|iters| timed_loop(iters, || raw.append(&rec)));
         });
         drop(raw);
-        latencies.push(("raw_pwrite_fdatasync", lat));
 
-        let mut lat = Vec::new();
         let mut wal = None;
         group.bench_function(BenchmarkId::new("wit-wal", &label), |b| {
             let (_dir, wal) = wal.get_or_insert_with(fresh_wit_wal);
-            b.iter_custom(|iters| {
-                timed_loop(iters, track.then_some(&mut lat), || {
-                    black_box(wal.append(&rec).expect("wit-wal append"));
-                })
-            });
+            b.iter_custom(|iters| timed_loop(iters, || black_box_append(wal, &rec)));
         });
         drop(wal);
-        latencies.push(("wit-wal", lat));
 
         if size == 64 << 10 {
             // Large records fill a segment a second; without truncation every new segment is
@@ -130,19 +125,11 @@ fn append_1_writer(c: &mut Criterion) {
             let mut wal = None;
             group.bench_function(BenchmarkId::new("wit-wal_truncating", &label), |b| {
                 let (_dir, wal) = wal.get_or_insert_with(fresh_wit_wal);
-                b.iter_custom(|iters| {
-                    timed_loop(iters, None, || {
-                        let lsn = wal.append(&rec).expect("wit-wal append");
-                        if lsn.0 % 256 == 0 {
-                            wal.truncate_before(lsn).expect("wit-wal truncate_before");
-                        }
-                    })
-                });
+                b.iter_custom(|iters| timed_loop(iters, || append_truncating(wal, &rec)));
             });
             drop(wal);
         }
 
-        let mut lat = Vec::new();
         let mut okay = None;
         group.bench_function(BenchmarkId::new("okaywal", &label), |b| {
             let (_dir, log) = okay.get_or_insert_with(|| {
@@ -151,12 +138,10 @@ fn append_1_writer(c: &mut Criterion) {
                 settle(dir.path());
                 (dir, log)
             });
-            b.iter_custom(|iters| timed_loop(iters, track.then_some(&mut lat), || okaywal_append(log, &rec)));
+            b.iter_custom(|iters| timed_loop(iters, || okaywal_append(log, &rec)));
         });
         shutdown_okaywal(okay);
-        latencies.push(("okaywal", lat));
 
-        let mut lat = Vec::new();
         let mut mrl = None;
         group.bench_function(BenchmarkId::new("mrecordlog", &label), |b| {
             let (_dir, log) = mrl.get_or_insert_with(|| {
@@ -165,49 +150,132 @@ fn append_1_writer(c: &mut Criterion) {
                 settle(dir.path());
                 (dir, log)
             });
-            b.iter_custom(|iters| timed_loop(iters, track.then_some(&mut lat), || log.append(&rec)));
+            b.iter_custom(|iters| timed_loop(iters, || log.append(&rec)));
         });
         drop(mrl);
-        latencies.push(("mrecordlog", lat));
     }
     group.finish();
-    report_latencies(&latencies);
 }
 
-/// Runs `op` `iters` times; with `lat`, also records how long each call took.
-fn timed_loop(iters: u64, mut lat: Option<&mut Vec<Duration>>, mut op: impl FnMut()) -> Duration {
+fn black_box_append(wal: &Wal, rec: &[u8]) {
+    black_box(wal.append(rec).expect("wit-wal append"));
+}
+
+/// An append to a log that is truncated every 256 records, so sealed segments are recycled.
+fn append_truncating(wal: &Wal, rec: &[u8]) {
+    let lsn = wal.append(rec).expect("wit-wal append");
+    if lsn.0.is_multiple_of(256) {
+        wal.truncate_before(lsn).expect("wit-wal truncate_before");
+    }
+}
+
+/// Runs `op` `iters` times and returns how long that took.
+fn timed_loop(iters: u64, mut op: impl FnMut()) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
-        let t = Instant::now();
         op();
-        if let Some(lat) = lat.as_deref_mut() {
-            lat.push(t.elapsed());
-        }
     }
     start.elapsed()
 }
 
-/// Prints p50/p99/p99.9/max of the per-append latencies and writes them to a file.
-fn report_latencies(latencies: &[(&'static str, Vec<Duration>)]) {
-    let mut out = String::from("per-append latency, 1 writer, 1 KiB records (warm-up included)\n");
-    for (name, lat) in latencies.iter().filter(|(_, lat)| !lat.is_empty()) {
-        let mut sorted = lat.clone();
-        sorted.sort_unstable();
-        let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
-        out.push_str(&format!(
-            "{name:<22} n={:>7}  p50={:>9.1?}  p99={:>9.1?}  p99.9={:>9.1?}  max={:>9.1?}\n",
-            sorted.len(),
-            q(0.50),
-            q(0.99),
-            q(0.999),
-            sorted[sorted.len() - 1],
-        ));
+// ---------------------------------------------------------------------------------------------
+// Workload 4: workload 1 with the contenders taking turns.
+
+/// Rounds of the paired workload, and records per contender per round, by record size.
+const PAIRED: [(usize, usize, usize); 2] = [(1024, 100, 200), (64 << 10, 100, 50)];
+
+/// One contender of the paired workload: its name and one durable append.
+type Contender<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
+fn paired_1_writer(_: &mut Criterion) {
+    // Criterion's filter is the one argument that is not an option.
+    let name = "paired_1_writer";
+    if let Some(filter) = std::env::args().skip(1).rfind(|a| !a.starts_with('-'))
+        && !name.contains(&filter)
+    {
+        return;
+    }
+    let mut out = String::new();
+    for (size, rounds, block) in PAIRED {
+        let rec = record(size, 4);
+        let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| scratch()).collect();
+        let mut raw = RawLog::create(&dirs[0].path().join("raw.log"), SEGMENT_SIZE);
+        let wal = open_wit_wal(dirs[1].path(), SyncMode::SyncData);
+        let truncating = open_wit_wal(dirs[2].path(), SyncMode::SyncData);
+        let okay = open_okaywal(dirs[3].path());
+        let mut mrl = DurableMrecordlog::open(dirs[4].path());
+        dirs.iter().for_each(|d| settle(d.path()));
+        let mut contenders: Vec<Contender<'_>> = vec![
+            ("raw_pwrite_fdatasync", Box::new(|| raw.append(&rec))),
+            ("wit-wal", Box::new(|| black_box_append(&wal, &rec))),
+            ("wit-wal_truncating", Box::new(|| append_truncating(&truncating, &rec))),
+            ("okaywal", Box::new(|| okaywal_append(&okay, &rec))),
+            ("mrecordlog", Box::new(|| mrl.append(&rec))),
+        ];
+        if size < 64 << 10 {
+            // Truncation only matters once segments fill up within the run.
+            drop(contenders.remove(2));
+        }
+        // Warm-up, then the rounds: blocks[c][r] holds contender c's appends of round r.
+        for (_, append) in &mut contenders {
+            (0..block).for_each(|_| append());
+        }
+        let k = contenders.len();
+        let mut blocks: Vec<Vec<Vec<Duration>>> = vec![Vec::with_capacity(rounds); k];
+        for r in 0..rounds {
+            for c in (0..k).map(|i| (i + r) % k) {
+                let append = &mut contenders[c].1;
+                let timed = (0..block).map(|_| {
+                    let t = Instant::now();
+                    append();
+                    t.elapsed()
+                });
+                blocks[c].push(timed.collect());
+            }
+        }
+        let names: Vec<&str> = contenders.iter().map(|(n, _)| *n).collect();
+        drop(contenders);
+        drop((raw, wal, truncating, mrl));
+        okay.shutdown().expect("okaywal shutdown");
+        drop(dirs);
+        out.push_str(&paired_report(&size_label(size), &names, &blocks));
     }
     eprintln!("\n{out}");
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wal-bench-latency.txt");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wal-bench-paired.txt");
     if let Err(e) = std::fs::write(&path, &out) {
         eprintln!("could not write {}: {e}", path.display());
     }
+}
+
+/// The paired workload's table for one record size; contender 0 is the ceiling.
+fn paired_report(label: &str, names: &[&str], blocks: &[Vec<Vec<Duration>>]) -> String {
+    let mean = |d: &[Duration]| d.iter().sum::<Duration>().as_secs_f64() / d.len() as f64;
+    let ceiling: Vec<f64> = blocks[0].iter().map(|b| mean(b)).collect();
+    let mut out = format!(
+        "paired_1_writer/{label}: {} rounds of {} appends each, order rotating\n",
+        blocks[0].len(),
+        blocks[0][0].len()
+    );
+    for (name, rounds) in names.iter().zip(blocks) {
+        let mut all: Vec<Duration> = rounds.concat();
+        let overall = mean(&all);
+        all.sort_unstable();
+        let q = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
+        let mut per_round: Vec<f64> = rounds.iter().zip(&ceiling).map(|(b, c)| c / mean(b)).collect();
+        per_round.sort_unstable_by(f64::total_cmp);
+        out.push_str(&format!(
+            "  {name:<22} {:>8.0} rec/s  p50={:>8.1?}  p99={:>8.1?}  p99.9={:>8.1?}  max={:>8.1?}  \
+             vs ceiling: {:.2}x (means), {:.2}x (median round)\n",
+            1.0 / overall,
+            q(0.50),
+            q(0.99),
+            q(0.999),
+            all[all.len() - 1],
+            mean(&blocks[0].concat()) / overall,
+            per_round[per_round.len() / 2],
+        ));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
