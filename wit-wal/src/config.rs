@@ -50,6 +50,7 @@ pub struct Config {
     pub(crate) sync_mode: SyncMode,
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) max_spare_segments: usize,
+    pub(crate) direct_io: bool,
     pub(crate) faults: Option<std::sync::Arc<crate::faults::IoFaults>>,
 }
 
@@ -61,6 +62,7 @@ impl Default for Config {
             sync_mode: SyncMode::default(),
             recovery_mode: RecoveryMode::default(),
             max_spare_segments: 2,
+            direct_io: true,
             faults: None,
         }
     }
@@ -105,6 +107,19 @@ impl Config {
         self
     }
 
+    /// Whether groups are written with direct I/O (`O_DIRECT`, Linux; default on).
+    ///
+    /// A synced append then skips the page cache: the group goes straight to the device in
+    /// whole 4 KiB blocks, and the sync only has to flush the device's cache. The log falls
+    /// back to buffered writes by itself where the file system refuses direct I/O, and always
+    /// writes through the page cache in [`SyncMode::Buffer`] and on other systems;
+    /// [`Stats::direct_io`](crate::Stats::direct_io) tells which is in use. The files are
+    /// the same either way.
+    pub fn with_direct_io(mut self, on: bool) -> Self {
+        self.direct_io = on;
+        self
+    }
+
     /// Segment size in bytes.
     pub fn segment_size(&self) -> u64 {
         self.segment_size
@@ -124,6 +139,11 @@ impl Config {
     /// The recovery mode.
     pub fn recovery_mode(&self) -> RecoveryMode {
         self.recovery_mode
+    }
+
+    /// Whether direct I/O is asked for (see [`Config::with_direct_io`]).
+    pub fn direct_io(&self) -> bool {
+        self.direct_io
     }
 
     /// Injects I/O failures, for tests of the poisoning behaviour.

@@ -1,12 +1,13 @@
 //! Injected I/O failures for tests. Not part of the supported API.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 /// Counters that make the N-th write or sync fail. Negative means "never".
 #[derive(Debug)]
 pub struct IoFaults {
     writes_until_failure: AtomicI64,
     syncs_until_failure: AtomicI64,
+    refuse_direct: AtomicBool,
 }
 
 impl Default for IoFaults {
@@ -14,6 +15,7 @@ impl Default for IoFaults {
         Self {
             writes_until_failure: AtomicI64::new(-1),
             syncs_until_failure: AtomicI64::new(-1),
+            refuse_direct: AtomicBool::new(false),
         }
     }
 }
@@ -29,10 +31,17 @@ impl IoFaults {
         self.syncs_until_failure.store(n, Ordering::SeqCst);
     }
 
+    /// Every direct write fails with `EINVAL`, as on a file system or device that takes
+    /// `O_DIRECT` at open but not the log's 4 KiB blocks.
+    pub fn refuse_direct_io(&self, on: bool) {
+        self.refuse_direct.store(on, Ordering::SeqCst);
+    }
+
     /// Stops injecting.
     pub fn clear(&self) {
         self.fail_write_after(-1);
         self.fail_sync_after(-1);
+        self.refuse_direct_io(false);
     }
 
     fn hit(counter: &AtomicI64) -> bool {
@@ -53,6 +62,13 @@ impl IoFaults {
             return Err(std::io::Error::other("injected write failure"));
         }
         Ok(())
+    }
+
+    pub(crate) fn direct_write(&self) -> std::io::Result<()> {
+        if self.refuse_direct.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        self.write()
     }
 
     pub(crate) fn sync(&self) -> std::io::Result<()> {

@@ -244,11 +244,12 @@ fn crc32(bytes: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Appends one record frame to `out`.
-pub(crate) fn encode_record(out: &mut Vec<u8>, payload: &[u8], crc: u32) {
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(payload);
+/// The header of one record frame; the payload follows it.
+pub(crate) fn record_header(payload_len: usize, crc: u32) -> [u8; RECORD_HEADER_LEN] {
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    h[..4].copy_from_slice(&crc.to_le_bytes());
+    h[4..].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    h
 }
 
 /// Bytes a record of `len` payload bytes takes on disk, without its group header.
@@ -444,7 +445,8 @@ mod tests {
         let mut body = Vec::new();
         for (i, r) in records.iter().enumerate() {
             let crc = finish_record_crc(start_record_crc(r), first_lsn + i as u64, generation);
-            encode_record(&mut body, r, crc);
+            body.extend_from_slice(&record_header(r.len(), crc));
+            body.extend_from_slice(r);
         }
         let g = GroupHeader {
             count: records.len() as u32,

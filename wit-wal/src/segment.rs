@@ -121,13 +121,38 @@ pub(crate) fn open_rw(path: &Path) -> Result<File> {
         .map_err(|e| Error::io("open segment", path, e))
 }
 
+/// Opens `path` a second time for direct I/O (`O_DIRECT`), or `None` where the file system
+/// (or the system) does not offer it.
+pub(crate) fn open_direct(path: &Path) -> Result<Option<File>> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+            Err(e) => Err(Error::io("open segment for direct I/O", path, e)),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        Ok(None)
+    }
+}
+
 /// Maps a whole file read-only.
 pub(crate) fn map(file: &File, path: &Path) -> Result<Arc<Mmap>> {
     // SAFETY: segment files are private to the WAL directory, which the lock file reserves for
-    // one `Wal`. Bytes are only read below the durable end, and bytes there are never written
-    // again while a map of the file exists: a released segment is reused only once no map of
-    // it is alive (see `Segment::is_unreferenced`). Read-only inspection of a live log is
-    // documented as racy, like any reader of another process's files.
+    // one `Wal`. Bytes are only read below the durable end, and bytes there never change
+    // while a map of the file exists: a released segment is reused only once no map of it is
+    // alive (see `Segment::is_unreferenced`), and a direct write of the tail's partly filled
+    // block rewrites the durable bytes at its start with the very same bytes. Read-only
+    // inspection of a live log is documented as racy, like any reader of another process's
+    // files.
     #[allow(unsafe_code)]
     let map = unsafe { Mmap::map(file) }.map_err(|e| Error::io("map segment", path, e))?;
     Ok(Arc::new(map))

@@ -6,17 +6,19 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use aligned_vec::{AVec, ConstAlign};
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::config::{Config, SyncMode};
 use crate::faults::IoFaults;
 use crate::format::{
-    GROUP_HEADER_LEN, GroupHeader, HEADER_LEN, SegmentHeader, SegmentTrailer, TRAILER_LEN, encode_record,
-    finish_record_crc, record_frame_len, start_record_crc,
+    GROUP_HEADER_LEN, GroupHeader, HEADER_LEN, SegmentHeader, SegmentTrailer, TRAILER_LEN, finish_record_crc,
+    record_frame_len, record_header, start_record_crc,
 };
 use crate::reader::Reader;
 use crate::recovery::{Recovery, recover};
@@ -60,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) view: RwLock<View>,
     spares: Mutex<Spares>,
     recovery: Recovery,
+    /// Whether the tail is being written with direct I/O (for [`Stats::direct_io`]).
+    direct_io: Arc<AtomicBool>,
 }
 
 /// What readers see: the segments and how far the log is durable.
@@ -84,7 +88,10 @@ struct State {
     poisoned: Option<Poison>,
     closed: bool,
     plan: Plan,
-    free_buffers: Vec<Vec<u8>>,
+    /// Whether a new group keeps room in front for the earlier bytes of its first block,
+    /// so that it can be written directly as whole blocks.
+    block_leads: bool,
+    free_buffers: Vec<GroupBuf>,
     /// Submissions (append calls) queued since a leader last took the pending groups.
     submissions: u64,
     /// How many submissions the next group should hold: those that arrived during the last
@@ -102,6 +109,12 @@ struct Plan {
     limit: u64,
 }
 
+/// The unit of direct I/O: offsets, lengths and buffer addresses are multiples of it.
+const BLOCK: usize = 4096;
+
+/// A group's bytes, aligned in memory for direct I/O.
+type GroupBuf = AVec<u8, ConstAlign<BLOCK>>;
+
 /// One group: what a leader writes with one `pwrite`.
 struct Chunk {
     /// Seal the current tail and start segment `generation` before writing this group.
@@ -110,8 +123,11 @@ struct Chunk {
     offset: u64,
     first_lsn: u64,
     count: u32,
-    /// Starts with `GROUP_HEADER_LEN` bytes reserved for the header.
-    buf: Vec<u8>,
+    /// Bytes kept at the start of `buf` for the earlier bytes of the group's first block
+    /// (`offset % BLOCK` when planned for direct I/O, else 0).
+    lead: usize,
+    /// `lead` bytes, then `GROUP_HEADER_LEN` bytes reserved for the header, then the records.
+    buf: GroupBuf,
 }
 
 #[derive(Clone)]
@@ -159,6 +175,14 @@ struct Io {
     faults: Option<Arc<IoFaults>>,
     tail_file: File,
     tail: Arc<Segment>,
+    /// The tail opened a second time with `O_DIRECT`, while direct I/O is in use.
+    direct: Option<File>,
+    /// Whether new segments are opened for direct I/O (cleared once it is refused).
+    direct_wanted: bool,
+    direct_io: Arc<AtomicBool>,
+    /// The tail's bytes from the start of the block holding `written_end` up to it: what a
+    /// direct write of that block starts with.
+    block: Box<[u8; BLOCK]>,
     written_end: u64,
     next_lsn: u64,
     preallocating: Option<JoinHandle<Result<PathBuf>>>,
@@ -260,17 +284,26 @@ impl Wal {
             offset: written_end,
             limit: tail.header.data_limit(),
         };
-        let io = Io {
+        let direct_io = Arc::new(AtomicBool::new(false));
+        let mut block = Box::new([0u8; BLOCK]);
+        let block_start = written_end / BLOCK as u64 * BLOCK as u64;
+        block[..(written_end - block_start) as usize].copy_from_slice(&tail.map[block_start as usize..written_end as usize]);
+        let mut io = Io {
             dir: dir.into(),
             sync_mode: config.sync_mode,
             segment_size: config.segment_size,
             faults: config.faults.clone(),
             tail_file,
             tail,
+            direct: None,
+            direct_wanted: config.direct_io && config.sync_mode != SyncMode::Buffer,
+            direct_io: Arc::clone(&direct_io),
+            block,
             written_end,
             next_lsn,
             preallocating: None,
         };
+        io.open_direct()?;
         let shared = Arc::new(Shared {
             dir: dir.into(),
             state: Mutex::new(State {
@@ -283,6 +316,7 @@ impl Wal {
                 poisoned: None,
                 closed: false,
                 plan,
+                block_leads: io.direct.is_some(),
                 free_buffers: Vec::new(),
                 submissions: 0,
                 gather_target: 0,
@@ -298,6 +332,7 @@ impl Wal {
             }),
             spares: Mutex::new(spares),
             recovery: rec.report,
+            direct_io,
             config,
         });
         let committer = {
@@ -491,6 +526,7 @@ impl Wal {
             spare_segments: spares,
             bytes_on_disk: view.segments.iter().map(|s| s.header.segment_len).sum::<u64>()
                 + spares as u64 * self.shared.config.segment_size,
+            direct_io: self.shared.direct_io.load(Ordering::Relaxed),
         }
     }
 
@@ -610,6 +646,8 @@ pub struct Stats {
     pub spare_segments: usize,
     /// Bytes of segment and spare files (they are preallocated in full).
     pub bytes_on_disk: u64,
+    /// Whether groups are being written with direct I/O (see [`Config::with_direct_io`]).
+    pub direct_io: bool,
 }
 
 impl State {
@@ -638,20 +676,28 @@ impl State {
                 plan.offset = HEADER_LEN;
                 plan.limit = segment_size - TRAILER_LEN;
             }
-            let mut buf = self.free_buffers.pop().unwrap_or_default();
-            buf.resize(GROUP_HEADER_LEN, 0);
+            let lead = if self.block_leads {
+                (plan.offset % BLOCK as u64) as usize
+            } else {
+                0
+            };
+            let mut buf = self.free_buffers.pop().unwrap_or_else(|| GroupBuf::new(BLOCK));
+            buf.resize(lead + GROUP_HEADER_LEN, 0);
             self.pending.push(Chunk {
                 rotate_before: rotate,
                 generation: plan.generation,
                 offset: plan.offset,
                 first_lsn: lsn,
                 count: 0,
+                lead,
                 buf,
             });
             plan.offset += GROUP_HEADER_LEN as u64;
         }
         let chunk = self.pending.last_mut().expect("a pending group");
-        encode_record(&mut chunk.buf, payload, finish_record_crc(crc, lsn, chunk.generation));
+        let crc = finish_record_crc(crc, lsn, chunk.generation);
+        chunk.buf.extend_from_slice(&record_header(payload.len(), crc));
+        chunk.buf.extend_from_slice(payload);
         chunk.count += 1;
         plan.offset += frame;
         self.next_lsn += 1;
@@ -825,6 +871,79 @@ impl Io {
             .map_err(|e| Error::io("write", &self.tail.path, e))
     }
 
+    /// Writes one group at `written_end`: directly as whole blocks where it can, else
+    /// through the page cache.
+    fn write_group(&mut self, c: &mut Chunk) -> Result<()> {
+        let lead = c.lead;
+        let len = c.buf.len();
+        let header = GroupHeader {
+            count: c.count,
+            first_lsn: c.first_lsn,
+            bytes: (len - lead - GROUP_HEADER_LEN) as u32,
+        };
+        c.buf[lead..lead + GROUP_HEADER_LEN].copy_from_slice(&header.encode(c.generation));
+        // `start` is block-aligned when the group was planned with its block's earlier bytes.
+        let start = c.offset - lead as u64;
+        let end = start + len as u64;
+        let whole_blocks = start % BLOCK as u64 == 0;
+        if whole_blocks {
+            c.buf[..lead].copy_from_slice(&self.block[..lead]);
+        }
+        let padded = len.next_multiple_of(BLOCK);
+        // The block holding the trailer slot is only ever written through the page cache:
+        // zeros written over a clean close's checkpoint would take its evidence away.
+        let direct_limit = (self.tail.header.segment_len - TRAILER_LEN) / BLOCK as u64 * BLOCK as u64;
+        let mut written = false;
+        if let Some(direct) = self.direct.as_ref().filter(|_| whole_blocks && start + padded as u64 <= direct_limit) {
+            // The zeros after the group cover only bytes past the log's end: zeros already,
+            // or bytes of the file's earlier use, which recovery never takes for records.
+            c.buf.resize(padded, 0);
+            let r = match &self.faults {
+                Some(f) => f.direct_write(),
+                None => Ok(()),
+            }
+            .and_then(|()| direct.write_all_at(&c.buf, start));
+            c.buf.truncate(len);
+            match r {
+                Ok(()) => written = true,
+                // Refused (an alignment this device does not take): nothing was written.
+                // Carry on through the page cache, now and for good.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.stop_direct(),
+                Err(e) => return Err(Error::io("write", &self.tail.path, e)),
+            }
+        }
+        if !written {
+            self.write_at(&c.buf[lead..], c.offset)?;
+        }
+        if whole_blocks {
+            let block_start = end / BLOCK as u64 * BLOCK as u64;
+            let from = (block_start - start) as usize;
+            self.block[..len - from].copy_from_slice(&c.buf[from..]);
+        }
+        self.written_end = end;
+        self.next_lsn = c.first_lsn + c.count as u64;
+        Ok(())
+    }
+
+    /// Opens the tail for direct I/O if that is wanted; gives it up where it is refused.
+    fn open_direct(&mut self) -> Result<()> {
+        self.direct = None;
+        if self.direct_wanted {
+            self.direct = segment::open_direct(&self.tail.path)?;
+            if self.direct.is_none() {
+                self.stop_direct();
+            }
+        }
+        self.direct_io.store(self.direct.is_some(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn stop_direct(&mut self) {
+        self.direct = None;
+        self.direct_wanted = false;
+        self.direct_io.store(false, Ordering::Relaxed);
+    }
+
     fn sync(&self, mode: SyncMode) -> Result<()> {
         if let Some(f) = &self.faults {
             f.sync().map_err(|e| Error::io("sync", &self.tail.path, e))?;
@@ -846,15 +965,7 @@ impl Io {
             }
             debug_assert_eq!(c.generation, self.tail.generation());
             debug_assert_eq!(c.offset, self.written_end);
-            let header = GroupHeader {
-                count: c.count,
-                first_lsn: c.first_lsn,
-                bytes: (c.buf.len() - GROUP_HEADER_LEN) as u32,
-            };
-            c.buf[..GROUP_HEADER_LEN].copy_from_slice(&header.encode(c.generation));
-            self.write_at(&c.buf, c.offset)?;
-            self.written_end = c.offset + c.buf.len() as u64;
-            self.next_lsn = c.first_lsn + c.count as u64;
+            self.write_group(c)?;
         }
         let sync_started = Instant::now();
         self.sync(self.sync_mode)?;
@@ -939,8 +1050,9 @@ impl Io {
         self.tail_file = file;
         self.tail = seg;
         self.written_end = HEADER_LEN;
+        self.block[..HEADER_LEN as usize].copy_from_slice(&self.tail.header.encode());
         self.ensure_spare(&mut sp);
-        Ok(())
+        self.open_direct()
     }
 
     /// Starts preallocating the next spare in the background if none is ready.

@@ -2,6 +2,7 @@
 
 mod concurrency;
 mod crash;
+mod direct;
 mod faults;
 mod fuzz_corpus;
 mod model;

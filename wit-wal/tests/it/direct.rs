@@ -1,0 +1,131 @@
+//! Direct I/O: groups written as whole blocks with `O_DIRECT` leave exactly the files that
+//! writes through the page cache leave, and a refusal of direct I/O falls back without losing
+//! or changing anything.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use wit_wal::{Config, IoFaults, Lsn, Wal};
+
+/// Whether the file system under `dir` takes `O_DIRECT` (what the log finds out for itself).
+fn takes_direct_io(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join("probe");
+    std::fs::write(&probe, [0u8; 4096]).unwrap();
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    std::fs::remove_file(&probe).unwrap();
+    opened.is_ok()
+}
+
+/// Records of awkward sizes: empty, odd, exactly a block, across several blocks.
+fn records() -> Vec<Vec<u8>> {
+    let sizes = [0usize, 1, 7, 100, 1000, 4064, 4096, 4097, 5000, 12_000, 33, 2048, 8192, 3];
+    (0..60)
+        .map(|i| {
+            let len = sizes[i % sizes.len()];
+            (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
+        })
+        .collect()
+}
+
+fn config(direct: bool, faults: &Arc<IoFaults>) -> Config {
+    Config::default()
+        .with_segment_size(64 << 10)
+        .with_direct_io(direct)
+        .with_io_faults(Arc::clone(faults))
+}
+
+/// The same appends (singles and batches, a clean reopen in the middle of a block, several
+/// rotations); returns the segment files' bytes by name.
+fn write_log(dir: &Path, direct: bool, refuse_after: Option<usize>) -> (BTreeMap<String, Vec<u8>>, Vec<bool>) {
+    let faults = Arc::new(IoFaults::default());
+    let recs = records();
+    let mut seen_direct = Vec::new();
+    let mut wal = Wal::open(dir, config(direct, &faults)).unwrap();
+    let mut next = 1u64;
+    for round in 0..3 {
+        for (i, r) in recs.iter().enumerate() {
+            if refuse_after == Some(round * recs.len() + i) {
+                faults.refuse_direct_io(true);
+            }
+            assert_eq!(wal.append(r).unwrap(), Lsn(next));
+            next += 1;
+            if i % 9 == 0 {
+                let batch = &recs[i..(i + 4).min(recs.len())];
+                let range = wal.append_batch(batch).unwrap();
+                assert_eq!(range.start, Lsn(next));
+                next = range.end.0;
+            }
+            seen_direct.push(wal.stats().direct_io);
+        }
+        // Reopen with the tail's end in the middle of a block.
+        wal.close().unwrap();
+        wal = Wal::open(dir, config(direct, &faults)).unwrap();
+        assert_eq!(wal.stats().next_lsn, Lsn(next));
+    }
+    let all: Vec<_> = wal.read_from(Lsn::FIRST).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(all.len() as u64, next - 1);
+    wal.close().unwrap();
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".wal") {
+            files.insert(name, std::fs::read(entry.path()).unwrap());
+        }
+    }
+    (files, seen_direct)
+}
+
+#[test]
+fn direct_writes_leave_the_same_files_as_buffered_writes() {
+    let base = tempfile::tempdir().unwrap();
+    let supported = takes_direct_io(base.path());
+    let (direct_files, direct_seen) = write_log(&base.path().join("direct"), true, None);
+    let (buffered_files, buffered_seen) = write_log(&base.path().join("buffered"), false, None);
+
+    // Direct I/O is really in use where the file system takes it, and never when turned off.
+    assert!(direct_seen.iter().all(|&d| d == supported));
+    assert!(buffered_seen.iter().all(|&d| !d));
+    assert!(direct_files.len() > 3, "the log rotated: {:?}", direct_files.keys());
+    assert_eq!(
+        direct_files.keys().collect::<Vec<_>>(),
+        buffered_files.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &direct_files {
+        let other = &buffered_files[name];
+        let first_difference = bytes.iter().zip(other).position(|(a, b)| a != b);
+        assert_eq!(first_difference, None, "{name} differs");
+        assert_eq!(bytes.len(), other.len());
+    }
+}
+
+#[test]
+fn refused_direct_io_falls_back_to_the_page_cache() {
+    let base = tempfile::tempdir().unwrap();
+    let supported = takes_direct_io(base.path());
+    // Refused in the middle of the first segment, after some direct writes.
+    let (files, seen) = write_log(&base.path().join("refused"), true, Some(25));
+    let (buffered, _) = write_log(&base.path().join("buffered"), false, None);
+    assert!(seen[..25].iter().all(|&d| d == supported));
+    assert!(seen[25..].iter().all(|&d| !d), "direct I/O stays off once refused");
+    assert_eq!(files, buffered);
+}
+
+#[test]
+fn buffer_mode_never_writes_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(
+        dir.path(),
+        Config::default()
+            .with_segment_size(64 << 10)
+            .with_sync_mode(wit_wal::SyncMode::Buffer),
+    )
+    .unwrap();
+    wal.append(b"through the page cache").unwrap();
+    assert!(!wal.stats().direct_io);
+}
