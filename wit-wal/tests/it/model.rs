@@ -27,6 +27,9 @@ enum Op {
     ReadFrom(u16),
     TruncateBefore(u16),
     Reopen,
+    /// Direct writes fail with `EINVAL` from here on (until the next crash): the log carries
+    /// on through the page cache.
+    RefuseDirect,
     /// A sync fails while `records` are being appended (so they are written, never
     /// acknowledged); the process then dies and the unsynced bytes are damaged.
     Crash {
@@ -55,22 +58,40 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<u16>().prop_map(Op::ReadFrom),
         2 => any::<u16>().prop_map(Op::TruncateBefore),
         1 => Just(Op::Reopen),
+        1 => Just(Op::RefuseDirect),
         2 => (proptest::collection::vec(payload(), 1..6), damage)
             .prop_map(|(records, damage)| Op::Crash { records, damage }),
     ]
 }
 
-/// Small segments, so rotation, sealing and truncation happen all the time.
-fn config(faults: &Arc<IoFaults>) -> Config {
+/// How a run's log is laid out and written.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// Small segments, so rotation, sealing and truncation happen all the time. At 4 KiB no
+    /// group is written directly (the trailer's block never is); at 16 KiB the first three
+    /// blocks are.
+    segment_size: u64,
+    direct_io: bool,
+}
+
+fn layout() -> impl Strategy<Value = Layout> {
+    (prop_oneof![Just(4096u64), Just(16384)], any::<bool>()).prop_map(|(segment_size, direct_io)| Layout {
+        segment_size,
+        direct_io,
+    })
+}
+
+fn config(layout: Layout, faults: &Arc<IoFaults>) -> Config {
     Config::default()
-        .with_segment_size(4096)
+        .with_segment_size(layout.segment_size)
         .with_max_record_size(1000)
+        .with_direct_io(layout.direct_io)
         .with_io_faults(Arc::clone(faults))
 }
 
 /// Opens the log; on failure, says why and what the directory held.
-fn reopen(dir: &std::path::Path, faults: &Arc<IoFaults>) -> Wal {
-    Wal::open(dir, config(faults)).unwrap_or_else(|e| {
+fn reopen(dir: &std::path::Path, layout: Layout, faults: &Arc<IoFaults>) -> Wal {
+    Wal::open(dir, config(layout, faults)).unwrap_or_else(|e| {
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|f| {
@@ -132,10 +153,10 @@ fn check_all(wal: &Wal, model: &Model) -> Result<(), TestCaseError> {
     check_read(wal, model, first)
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(layout: Layout, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(IoFaults::default());
-    let mut wal = reopen(dir.path(), &faults);
+    let mut wal = reopen(dir.path(), layout, &faults);
     let mut model = Model {
         records: Vec::new(),
         floor: 0,
@@ -177,10 +198,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Reopen => {
                 wal.close().unwrap();
-                wal = reopen(dir.path(), &faults);
+                wal = reopen(dir.path(), layout, &faults);
                 prop_assert!(wal.recovery().torn_tail.is_none(), "a clean close leaves no torn tail");
                 check_all(&wal, &model)?;
             }
+            Op::RefuseDirect => faults.refuse_direct_io(true),
             Op::Crash { records, damage } => {
                 faults.fail_sync_after(0);
                 let result = wal.append_batch(&records);
@@ -228,7 +250,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 // Damage that rewrote bytes with what they held (zeros over zeros) is none.
                 let damaged = region(&path) != before;
-                wal = reopen(dir.path(), &faults);
+                wal = reopen(dir.path(), layout, &faults);
                 // Unacknowledged records may survive as a prefix of the batch (its groups
                 // before a rotation were synced by the seal), never in part of a group: the
                 // damaged last group is always lost.
@@ -247,7 +269,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
     }
     wal.close().unwrap();
-    let wal = reopen(dir.path(), &faults);
+    let wal = reopen(dir.path(), layout, &faults);
     check_all(&wal, &model)
 }
 
@@ -255,7 +277,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, max_shrink_iters: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn log_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
-        run(ops)?;
+    fn log_matches_model(layout in layout(), ops in proptest::collection::vec(op(), 1..60)) {
+        run(layout, ops)?;
     }
 }
