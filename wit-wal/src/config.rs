@@ -109,12 +109,14 @@ impl Config {
 
     /// Whether groups are written with direct I/O (`O_DIRECT`, Linux; default on).
     ///
-    /// A synced append then skips the page cache: the group goes straight to the device in
-    /// whole 4 KiB blocks, and the sync only has to flush the device's cache. The log falls
-    /// back to buffered writes by itself where the file system refuses direct I/O, and always
-    /// writes through the page cache in [`SyncMode::Buffer`] and on other systems;
-    /// [`Stats::direct_io`](crate::Stats::direct_io) tells which is in use. The files are
-    /// the same either way.
+    /// A small group (up to 16 KiB of whole blocks) then skips the page cache: it goes
+    /// straight to the device as the 4 KiB blocks it touches, and the sync only has to flush
+    /// the device's cache, which makes a lone writer's synced append a few per cent faster.
+    /// Larger groups are written through the page cache, where they were measured faster.
+    /// The log falls back to buffered writes by itself where the file system refuses direct
+    /// I/O, and always writes through the page cache in [`SyncMode::Buffer`] and on other
+    /// systems; [`Stats::direct_io`](crate::Stats::direct_io) tells which is in use. The
+    /// files are the same either way.
     pub fn with_direct_io(mut self, on: bool) -> Self {
         self.direct_io = on;
         self
