@@ -127,11 +127,7 @@ pub(crate) fn open_direct(path: &Path) -> Result<Option<File>> {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
+        match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
             Err(e) => Err(Error::io("open segment for direct I/O", path, e)),

@@ -118,6 +118,10 @@ const BLOCK: usize = 4096;
 /// ones were slower directly (0.80–0.91× the ceiling against 0.92–0.96× through the cache).
 const MAX_DIRECT_WRITE: usize = 16 << 10;
 
+/// Records at least this large are written from the appender's own slice, without a copy,
+/// when the appender can write and sync at once (see `Shared::append_inline`).
+const INLINE_MIN: usize = 16 << 10;
+
 /// A group's bytes, aligned in memory for direct I/O.
 type GroupBuf = AVec<u8, ConstAlign<BLOCK>>;
 
@@ -134,6 +138,9 @@ struct Chunk {
     lead: usize,
     /// `lead` bytes, then `GROUP_HEADER_LEN` bytes reserved for the header, then the records.
     buf: GroupBuf,
+    /// Bytes of the group's one payload that follow `buf` from the appender's own slice
+    /// (see `Shared::append_inline`); 0 when the whole group is in `buf`.
+    detached: usize,
 }
 
 #[derive(Clone)]
@@ -293,7 +300,8 @@ impl Wal {
         let direct_io = Arc::new(AtomicBool::new(false));
         let mut block = Box::new([0u8; BLOCK]);
         let block_start = written_end / BLOCK as u64 * BLOCK as u64;
-        block[..(written_end - block_start) as usize].copy_from_slice(&tail.map[block_start as usize..written_end as usize]);
+        block[..(written_end - block_start) as usize]
+            .copy_from_slice(&tail.map[block_start as usize..written_end as usize]);
         let mut io = Io {
             dir: dir.into(),
             sync_mode: config.sync_mode,
@@ -367,6 +375,12 @@ impl Wal {
     /// [`Error::RecordTooLarge`]; [`Error::Poisoned`] if a write or sync failed (now or
     /// earlier); [`Error::Closed`].
     pub fn append(&self, record: &[u8]) -> Result<Lsn> {
+        if record.len() >= INLINE_MIN && record.len() <= self.shared.config.max_record_size() {
+            let crc = start_record_crc(record);
+            if let Some(lsn) = self.shared.append_inline(record, crc)? {
+                return Ok(lsn);
+            }
+        }
         Ok(self.submit(record)?.wait()?.start)
     }
 
@@ -427,7 +441,7 @@ impl Wal {
         st.check_open()?;
         let start = st.next_lsn;
         for (r, crc) in records.iter().zip(crcs) {
-            st.push_record(r.as_ref(), crc, self.shared.config.segment_size);
+            st.push_record(r.as_ref(), crc, self.shared.config.segment_size, false);
         }
         st.submissions += 1;
         let range = LsnRange {
@@ -667,13 +681,16 @@ impl State {
         Ok(())
     }
 
-    /// Frames one record into the pending groups, planning where it will land.
-    fn push_record(&mut self, payload: &[u8], crc: u32, segment_size: u64) {
+    /// Frames one record into the pending groups, planning where it will land. A `detached`
+    /// payload is not copied: only its header is, into a group of its own, which the caller
+    /// takes out of the pending groups and writes itself.
+    fn push_record(&mut self, payload: &[u8], crc: u32, segment_size: u64, detached: bool) {
         let frame = record_frame_len(payload.len()) as u64;
         let lsn = self.next_lsn;
         let plan = &mut self.plan;
         let extend = matches!(self.pending.last(), Some(c) if c.generation == plan.generation)
-            && plan.offset + frame <= plan.limit;
+            && plan.offset + frame <= plan.limit
+            && !detached;
         if !extend {
             let rotate = plan.offset + GROUP_HEADER_LEN as u64 + frame > plan.limit;
             if rotate {
@@ -697,13 +714,18 @@ impl State {
                 count: 0,
                 lead,
                 buf,
+                detached: 0,
             });
             plan.offset += GROUP_HEADER_LEN as u64;
         }
         let chunk = self.pending.last_mut().expect("a pending group");
         let crc = finish_record_crc(crc, lsn, chunk.generation);
         chunk.buf.extend_from_slice(&record_header(payload.len(), crc));
-        chunk.buf.extend_from_slice(payload);
+        if detached {
+            chunk.detached = payload.len();
+        } else {
+            chunk.buf.extend_from_slice(payload);
+        }
         chunk.count += 1;
         plan.offset += frame;
         self.next_lsn += 1;
@@ -748,8 +770,50 @@ impl Shared {
         let end = st.next_lsn;
         drop(st);
 
-        let result = self.io.lock().write_groups(&mut chunks, &self.view, &self.spares);
+        let result = self.io.lock().write_groups(&mut chunks, &[], &self.view, &self.spares);
+        self.finish_round(result, chunks, taken, end)
+    }
 
+    /// Appends one large record as a group of its own, written from `payload` itself rather
+    /// than copied into a group buffer, if the caller can lead at once: no leader is active,
+    /// nothing is pending and no returning writers are expected. The slice never leaves this
+    /// call: no other thread sees it. `None` if the caller cannot lead at once; it then
+    /// queues the record as usual.
+    fn append_inline(&self, payload: &[u8], crc: u32) -> Result<Option<Lsn>> {
+        let mut st = self.state.lock();
+        st.check_open()?;
+        if st.leader_active || !st.pending.is_empty() || st.submissions + 1 < st.gather_target {
+            return Ok(None);
+        }
+        let lsn = st.next_lsn;
+        st.push_record(payload, crc, self.config.segment_size, true);
+        st.submissions += 1;
+        st.leader_active = true;
+        let mut chunks = std::mem::take(&mut st.pending);
+        let taken = std::mem::take(&mut st.submissions);
+        let end = st.next_lsn;
+        drop(st);
+
+        let result = self
+            .io
+            .lock()
+            .write_groups(&mut chunks, payload, &self.view, &self.spares);
+        let st = self.finish_round(result, chunks, taken, end);
+        if st.durable_next > lsn {
+            return Ok(Some(Lsn(lsn)));
+        }
+        Err(st.poisoned.as_ref().map_or(Error::Closed, Poison::error))
+    }
+
+    /// The end of a leader's round: publishes how far the log is durable (or poisons it),
+    /// recycles the group buffers and wakes everyone waiting. Returns with the lock held.
+    fn finish_round(
+        &self,
+        result: Result<Duration>,
+        chunks: Vec<Chunk>,
+        taken: u64,
+        end: u64,
+    ) -> MutexGuard<'_, State> {
         let mut st = self.state.lock();
         st.leader_active = false;
         if let Ok(sync_time) = &result {
@@ -810,6 +874,36 @@ impl Shared {
     }
 }
 
+/// `pwritev` of all of `parts` at `offset`, checking every write's length: short writes
+/// continue where they stopped, a write of zero bytes is an error.
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
+    if let [one] | [one, []] = parts {
+        return file.write_all_at(one, offset);
+    }
+    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut first = 0;
+    while first < parts.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = parts[first..].iter().map(|p| std::io::IoSlice::new(p)).collect();
+        let mut n = match rustix::io::pwritev(file, &slices, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e == rustix::io::Errno::INTR => continue,
+            Err(e) => return Err(e.into()),
+        };
+        offset += n as u64;
+        while n > 0 {
+            let p = &mut parts[first];
+            let step = n.min(p.len());
+            *p = &p[step..];
+            n -= step;
+            if p.is_empty() {
+                first += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn take_spare(dir: &Path, len: u64, spares: &mut Spares, pre: Option<JoinHandle<Result<PathBuf>>>) -> Result<PathBuf> {
     if let Some(handle) = pre {
         match handle.join() {
@@ -866,31 +960,28 @@ fn start_segment(
 }
 
 impl Io {
-    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+    /// Writes `parts`, one after another, at `offset` through the page cache.
+    fn write_at(&self, parts: &[&[u8]], offset: u64) -> Result<()> {
         if let Some(f) = &self.faults {
             f.write().map_err(|e| Error::io("write", &self.tail.path, e))?;
         }
-        // `write_all_at` checks every write's length: short writes continue, a write of zero
-        // bytes is an error.
-        self.tail_file
-            .write_all_at(buf, offset)
-            .map_err(|e| Error::io("write", &self.tail.path, e))
+        write_all_vectored_at(&self.tail_file, parts, offset).map_err(|e| Error::io("write", &self.tail.path, e))
     }
 
     /// Writes one group at `written_end`: directly as whole blocks where it can, else
     /// through the page cache.
-    fn write_group(&mut self, c: &mut Chunk) -> Result<()> {
+    fn write_group(&mut self, c: &mut Chunk, detached: &[u8]) -> Result<()> {
         let lead = c.lead;
         let len = c.buf.len();
         let header = GroupHeader {
             count: c.count,
             first_lsn: c.first_lsn,
-            bytes: (len - lead - GROUP_HEADER_LEN) as u32,
+            bytes: (len - lead - GROUP_HEADER_LEN + detached.len()) as u32,
         };
         c.buf[lead..lead + GROUP_HEADER_LEN].copy_from_slice(&header.encode(c.generation));
         // `start` is block-aligned when the group was planned with its block's earlier bytes.
         let start = c.offset - lead as u64;
-        let end = start + len as u64;
+        let end = start + (len + detached.len()) as u64;
         let whole_blocks = start % BLOCK as u64 == 0;
         if whole_blocks {
             c.buf[..lead].copy_from_slice(&self.block[..lead]);
@@ -900,7 +991,8 @@ impl Io {
         // zeros written over a clean close's checkpoint would take its evidence away.
         let direct_limit = (self.tail.header.segment_len - TRAILER_LEN) / BLOCK as u64 * BLOCK as u64;
         let mut written = false;
-        let fits = whole_blocks && padded <= MAX_DIRECT_WRITE && start + padded as u64 <= direct_limit;
+        let fits =
+            whole_blocks && detached.is_empty() && padded <= MAX_DIRECT_WRITE && start + padded as u64 <= direct_limit;
         if let Some(direct) = self.direct.as_ref().filter(|_| fits) {
             // The zeros after the group cover only bytes past the log's end: zeros already,
             // or bytes of the file's earlier use, which recovery never takes for records.
@@ -920,12 +1012,15 @@ impl Io {
             }
         }
         if !written {
-            self.write_at(&c.buf[lead..], c.offset)?;
+            self.write_at(&[&c.buf[lead..], detached], c.offset)?;
         }
         if whole_blocks {
-            let block_start = end / BLOCK as u64 * BLOCK as u64;
-            let from = (block_start - start) as usize;
-            self.block[..len - from].copy_from_slice(&c.buf[from..]);
+            // The block holding the end: its bytes from `buf`, then from `detached`.
+            let keep = (end % BLOCK as u64) as usize;
+            let from_detached = keep.min(detached.len());
+            let from_buf = keep - from_detached;
+            self.block[..from_buf].copy_from_slice(&c.buf[len - from_buf..]);
+            self.block[from_buf..keep].copy_from_slice(&detached[detached.len() - from_detached..]);
         }
         self.written_end = end;
         self.next_lsn = c.first_lsn + c.count as u64;
@@ -965,14 +1060,24 @@ impl Io {
 
     /// Writes the groups (rotating where planned) and syncs, then publishes the new end.
     /// Returns how long the final sync took.
-    fn write_groups(&mut self, chunks: &mut [Chunk], view: &RwLock<View>, spares: &Mutex<Spares>) -> Result<Duration> {
-        for c in chunks.iter_mut() {
+    /// `detached` is the payload that follows the last group's buffer (see `Chunk::detached`).
+    fn write_groups(
+        &mut self,
+        chunks: &mut [Chunk],
+        detached: &[u8],
+        view: &RwLock<View>,
+        spares: &Mutex<Spares>,
+    ) -> Result<Duration> {
+        let last = chunks.len().saturating_sub(1);
+        for (i, c) in chunks.iter_mut().enumerate() {
             if c.rotate_before {
                 self.rotate(c.generation, c.first_lsn, view, spares)?;
             }
             debug_assert_eq!(c.generation, self.tail.generation());
             debug_assert_eq!(c.offset, self.written_end);
-            self.write_group(c)?;
+            let detached = if i == last { detached } else { &[] };
+            debug_assert_eq!(c.detached, detached.len());
+            self.write_group(c, detached)?;
         }
         let sync_started = Instant::now();
         self.sync(self.sync_mode)?;
@@ -1026,7 +1131,7 @@ impl Io {
             SyncMode::SyncData
         };
         self.sync(mode)?;
-        self.write_at(&trailer.encode(), h.segment_len - TRAILER_LEN)?;
+        self.write_at(&[&trailer.encode()], h.segment_len - TRAILER_LEN)?;
         self.sync(mode)?;
 
         let mut sp = spares.lock();

@@ -21,9 +21,12 @@ fn takes_direct_io(dir: &Path) -> bool {
     opened.is_ok()
 }
 
-/// Records of awkward sizes: empty, odd, exactly a block, across several blocks.
+/// Records of awkward sizes: empty, odd, exactly a block, across several blocks, large.
 fn records() -> Vec<Vec<u8>> {
-    let sizes = [0usize, 1, 7, 100, 1000, 4064, 4096, 4097, 5000, 12_000, 33, 2048, 8192, 3];
+    // 16 KiB and more: written from the appender's slice, through the page cache.
+    let sizes = [
+        0usize, 1, 7, 100, 1000, 4064, 4096, 4097, 5000, 12_000, 33, 2048, 8192, 3, 16_384, 20_001, 40_000,
+    ];
     (0..60)
         .map(|i| {
             let len = sizes[i % sizes.len()];

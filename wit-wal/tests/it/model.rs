@@ -42,6 +42,9 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         3 => proptest::collection::vec(any::<u8>(), 0..64),
         2 => proptest::collection::vec(any::<u8>(), 64..700),
+        // Large enough to be written from the appender's slice (cut to what fits where the
+        // segments are small).
+        1 => proptest::collection::vec(any::<u8>(), 16_384..20_000),
     ]
 }
 
@@ -69,22 +72,33 @@ fn op() -> impl Strategy<Value = Op> {
 struct Layout {
     /// Small segments, so rotation, sealing and truncation happen all the time. At 4 KiB no
     /// group is written directly (the trailer's block never is); at 16 KiB the first three
-    /// blocks are.
+    /// blocks are; 64 KiB ones take records of up to 20 KB.
     segment_size: u64,
     direct_io: bool,
 }
 
 fn layout() -> impl Strategy<Value = Layout> {
-    (prop_oneof![Just(4096u64), Just(16384)], any::<bool>()).prop_map(|(segment_size, direct_io)| Layout {
+    (prop_oneof![Just(4096u64), Just(16384), Just(65536)], any::<bool>()).prop_map(|(segment_size, direct_io)| Layout {
         segment_size,
         direct_io,
     })
 }
 
+impl Layout {
+    fn max_record(&self) -> usize {
+        if self.segment_size >= 65536 { 20_000 } else { 1000 }
+    }
+
+    fn fit(&self, mut payload: Vec<u8>) -> Vec<u8> {
+        payload.truncate(self.max_record());
+        payload
+    }
+}
+
 fn config(layout: Layout, faults: &Arc<IoFaults>) -> Config {
     Config::default()
         .with_segment_size(layout.segment_size)
-        .with_max_record_size(1000)
+        .with_max_record_size(layout.max_record())
         .with_direct_io(layout.direct_io)
         .with_io_faults(Arc::clone(faults))
 }
@@ -162,6 +176,15 @@ fn run(layout: Layout, ops: Vec<Op>) -> Result<(), TestCaseError> {
         floor: 0,
     };
     for op in ops {
+        let op = match op {
+            Op::Append(p) => Op::Append(layout.fit(p)),
+            Op::AppendBatch(ps) => Op::AppendBatch(ps.into_iter().map(|p| layout.fit(p)).collect()),
+            Op::Crash { records, damage } => Op::Crash {
+                records: records.into_iter().map(|p| layout.fit(p)).collect(),
+                damage,
+            },
+            other => other,
+        };
         match op {
             Op::Append(p) => {
                 let lsn = wal.append(&p).unwrap();
