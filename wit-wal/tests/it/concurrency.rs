@@ -10,9 +10,12 @@ const THREADS: usize = 8;
 const TASKS: usize = 8;
 const PER_WRITER: usize = 300;
 
+/// Mostly small records; every seventh one large enough that a thread appending it alone
+/// writes it from its own slice (racing the queued groups of the others).
 fn payload(writer: usize, seq: usize) -> Vec<u8> {
     let mut p = format!("writer {writer} record {seq} ").into_bytes();
-    p.resize(20 + (writer * 131 + seq * 17) % 900, b'a' + (seq % 26) as u8);
+    let base = if seq % 7 == 3 { 16 << 10 } else { 20 };
+    p.resize(base + (writer * 131 + seq * 17) % 900, b'a' + (seq % 26) as u8);
     p
 }
 
