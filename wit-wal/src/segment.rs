@@ -85,6 +85,9 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("sync directory", dir, e))
 }
 
+/// How many zeros a preallocation writes between syncs.
+const PREALLOCATION_STEP: usize = 4 << 20;
+
 /// Creates a zero-filled file of `len` bytes under a temporary name, syncs it and renames it
 /// to `path`. Writing the zeros (rather than `fallocate`) means later `fdatasync`s of the
 /// file never have to update extent metadata.
@@ -102,11 +105,19 @@ pub(crate) fn create_preallocated(path: &Path, len: u64) -> Result<File> {
         .map_err(|e| Error::io("create segment", &tmp, e))?;
     let zeros = vec![0u8; 1 << 20];
     let mut left = len;
+    let mut unsynced = 0;
     while left > 0 {
         let n = left.min(zeros.len() as u64) as usize;
         file.write_all(&zeros[..n])
             .map_err(|e| Error::io("preallocate segment", &tmp, e))?;
         left -= n as u64;
+        // Written back a few MiB at a time: a sync of the whole file at the end would queue
+        // all of it on the device at once, ahead of the log's own (small, waited-for) writes.
+        unsynced += n;
+        if unsynced >= PREALLOCATION_STEP {
+            file.sync_data().map_err(|e| Error::io("sync segment", &tmp, e))?;
+            unsynced = 0;
+        }
     }
     file.sync_all().map_err(|e| Error::io("sync segment", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename segment", &tmp, e))?;

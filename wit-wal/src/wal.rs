@@ -1088,7 +1088,7 @@ impl Io {
             v.tail_end = self.written_end;
         }
         // Have the next segment ready before this one fills up.
-        if self.preallocating.is_none() && self.written_end > self.tail.header.segment_len / 2 {
+        if self.preallocating.is_none() && self.written_end > self.tail.header.segment_len / 4 {
             self.ensure_spare(&mut spares.lock());
         }
         Ok(sync_time)
