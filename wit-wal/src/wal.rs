@@ -982,7 +982,7 @@ impl Io {
         // `start` is block-aligned when the group was planned with its block's earlier bytes.
         let start = c.offset - lead as u64;
         let end = start + (len + detached.len()) as u64;
-        let whole_blocks = start % BLOCK as u64 == 0;
+        let whole_blocks = start.is_multiple_of(BLOCK as u64);
         if whole_blocks {
             c.buf[..lead].copy_from_slice(&self.block[..lead]);
         }
