@@ -34,6 +34,10 @@
 //! and every later call gets [`Error::Poisoned`], because a retried fsync can report success
 //! for data the kernel already dropped. Reopen the directory to recover.
 //!
+//! On Linux, small groups are written with direct I/O (see [`Config::with_direct_io`]): the
+//! `fdatasync` after them then only flushes the device's cache. What "durable" means does
+//! not change.
+//!
 //! # Async
 //!
 //! [`Commit`] is a future: `wal.submit(record)?.await` suspends the task while a dedicated
