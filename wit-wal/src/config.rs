@@ -102,6 +102,11 @@ impl Config {
     }
 
     /// How many released segments are kept, preallocated, for reuse (default 2).
+    ///
+    /// A new segment is made from a spare: a released segment when there is one, else a
+    /// file zero-filled in the background (so that syncs never change its extents). A log
+    /// that is truncated as it goes ([`Wal::truncate_before`](crate::Wal::truncate_before))
+    /// reuses its segments; one that only grows writes each segment twice, zeros first.
     pub fn with_max_spare_segments(mut self, n: usize) -> Self {
         self.max_spare_segments = n;
         self
