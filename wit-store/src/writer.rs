@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
@@ -112,8 +112,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
+/// How long a held lock is retried before it counts as another sink's.
+const LOCK_PATIENCE: Duration = Duration::from_millis(500);
+
 /// Takes the lock file `.lock` in `dir`, held while the returned file is open: one sink (or
 /// one compaction) per staging directory.
+///
+/// A child process that the host forks shares the locked descriptor until it execs (and
+/// closes it), so a lock that this process has just released can look held for a moment:
+/// a held lock is retried for [`LOCK_PATIENCE`] before it is [`Error::Locked`].
 pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join(".lock");
     let file = File::options()
@@ -122,10 +129,16 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(io(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { dir: dir.to_owned() }),
-        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io { path, source }),
+    let deadline = Instant::now() + LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { dir: dir.to_owned() }),
+            Err(std::fs::TryLockError::Error(source)) => return Err(Error::Io { path, source }),
+        }
     }
 }
 
