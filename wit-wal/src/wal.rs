@@ -458,17 +458,23 @@ impl Wal {
     /// Makes every record queued so far durable, with a real `fdatasync` even in
     /// [`SyncMode::Buffer`].
     ///
+    /// A failed `fdatasync` poisons the log exactly as a failed group sync does: it is never
+    /// retried, since a retry can succeed for pages the kernel has already dropped.
+    ///
     /// # Errors
     ///
-    /// [`Error::Poisoned`], [`Error::Io`].
+    /// [`Error::Poisoned`] if a write or sync failed (now or earlier).
     pub fn sync(&self) -> Result<()> {
-        let end = self.shared.state.lock().next_lsn;
+        let end = {
+            let st = self.shared.state.lock();
+            if let Some(p) = &st.poisoned {
+                return Err(p.error());
+            }
+            st.next_lsn
+        };
         self.shared.wait_durable(end)?;
         if self.shared.config.sync_mode == SyncMode::Buffer {
-            let io = self.shared.io.lock();
-            io.tail_file
-                .sync_data()
-                .map_err(|e| Error::io("sync segment", &io.tail.path, e))?;
+            self.shared.sync_as_leader()?;
         }
         Ok(())
     }
@@ -805,6 +811,30 @@ impl Shared {
         Err(st.poisoned.as_ref().map_or(Error::Closed, Poison::error))
     }
 
+    /// One real `fdatasync` of the tail, for [`Wal::sync`] in [`SyncMode::Buffer`], made as a
+    /// leader's round: no group is written while it runs, and a failure poisons the log
+    /// through `end_round`, as a failed group sync does.
+    fn sync_as_leader(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        while st.leader_active && st.poisoned.is_none() {
+            self.waiters.wait(&mut st);
+        }
+        if let Some(p) = &st.poisoned {
+            return Err(p.error());
+        }
+        st.leader_active = true;
+        let end = st.durable_next;
+        drop(st);
+
+        let result = self.io.lock().sync(SyncMode::SyncData);
+        let failed = result.is_err();
+        let st = self.end_round(self.state.lock(), result.map(|()| end));
+        match &st.poisoned {
+            Some(p) if failed => Err(p.error()),
+            _ => Ok(()),
+        }
+    }
+
     /// The end of a leader's round: publishes how far the log is durable (or poisons it),
     /// recycles the group buffers and wakes everyone waiting. Returns with the lock held.
     fn finish_round(
@@ -815,21 +845,29 @@ impl Shared {
         end: u64,
     ) -> MutexGuard<'_, State> {
         let mut st = self.state.lock();
-        st.leader_active = false;
         if let Ok(sync_time) = &result {
             st.last_sync = *sync_time;
         }
         st.gather_target = st.submissions + taken;
-        match result {
-            Ok(_) => st.durable_next = end,
-            Err(e) => {
-                st.poisoned.get_or_insert(Poison::from_error(e));
-            }
-        }
         for mut c in chunks {
             if st.free_buffers.len() < MAX_POOLED_BUFFERS && c.buf.capacity() <= MAX_POOLED_CAPACITY {
                 c.buf.clear();
                 st.free_buffers.push(c.buf);
+            }
+        }
+        self.end_round(st, result.map(|_| end))
+    }
+
+    /// Ends any leader's round: publishes `end` as durable, or poisons the log with the
+    /// round's error (for good: a failed write or sync is never retried), then wakes every
+    /// waiter concerned (all of them once poisoned) and whoever leads next. Returns with the
+    /// lock held.
+    fn end_round<'a>(&'a self, mut st: MutexGuard<'a, State>, result: Result<u64>) -> MutexGuard<'a, State> {
+        st.leader_active = false;
+        match result {
+            Ok(end) => st.durable_next = end,
+            Err(e) => {
+                st.poisoned.get_or_insert(Poison::from_error(e));
             }
         }
         let durable = st.durable_next;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use wit_wal::{Config, Error, IoFaults, Lsn, Wal};
+use wit_wal::{Config, Error, IoFaults, Lsn, SyncMode, Wal};
 
 fn open_with_faults(dir: &std::path::Path) -> (Wal, Arc<IoFaults>) {
     let faults = Arc::new(IoFaults::default());
@@ -114,6 +114,52 @@ fn failure_during_rotation_poisons() {
         assert_eq!(rec.payload.len(), 60 << 10);
         assert!(rec.payload.iter().all(|&b| b == i));
     }
+}
+
+#[test]
+fn failed_sync_in_buffer_mode_poisons_and_is_never_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(IoFaults::default());
+    let config = || {
+        Config::default()
+            .with_segment_size(64 << 10)
+            .with_sync_mode(SyncMode::Buffer)
+    };
+    let wal = Wal::open(dir.path(), config().with_io_faults(Arc::clone(&faults))).unwrap();
+    let synced: Vec<Lsn> = (0..5u8).map(|i| wal.append(&[i; 100]).unwrap()).collect();
+    wal.sync().unwrap();
+    wal.append(b"written, never synced").unwrap();
+
+    faults.fail_sync_after(0);
+    let first = wal.sync().expect_err("the failed fdatasync is reported");
+    assert!(first.to_string().contains("injected"), "the cause is named: {first}");
+    faults.clear();
+    // The kernel may have dropped the dirty pages the failed fdatasync was about; a retry
+    // would succeed and vouch for data that is gone. The log refuses instead, for good.
+    let err = wal.sync().expect_err("a failed fdatasync is not retried");
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    let err = wal.append(b"after").unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    assert!(matches!(wal.submit(b"after"), Err(Error::Poisoned { .. })));
+    assert!(
+        matches!(first, Error::Poisoned { .. }),
+        "the failing call reports what a failed group sync reports: {first}"
+    );
+    drop(wal);
+
+    // Reopened, the log holds every record the successful sync covered, and accepts appends.
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    let records: Vec<_> = wal
+        .read_from(synced[0])
+        .unwrap()
+        .take(synced.len())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        records.iter().map(|r| (r.lsn, r.payload.to_vec())).collect::<Vec<_>>(),
+        (0..5u8).map(|i| (synced[i as usize], vec![i; 100])).collect::<Vec<_>>()
+    );
+    assert!(wal.append(b"recovered").unwrap() > synced[4]);
 }
 
 #[test]
