@@ -306,7 +306,8 @@ pub(crate) enum Stop {
     /// reach the disk. Nothing of this generation that is intact can be there.
     End,
     /// A group header of this generation, but the group does not check out: a group that was
-    /// being written when the process or machine died (or damage, if an intact group follows).
+    /// being written when the process or machine died (or damage, if an intact group follows:
+    /// see [`find_later_group`]).
     Torn(String),
 }
 
@@ -408,21 +409,58 @@ pub(crate) fn scan_groups(
     }
 }
 
-/// Looks for an intact group header of `generation` anywhere in `data[from..limit]`. Finding
-/// one behind a bad group means the bad group was once followed by a durable write: that is
-/// corruption, not a torn tail.
+/// Looks, after a scan that stopped at `end`, for an intact group header of `generation`
+/// that only a later write of this log can have left there. Finding one means the bad group
+/// at `end` was once followed by a durable write: corruption, not a torn tail.
+///
+/// Rounds are written one after another, each synced before the next begins, and groups are
+/// written at increasing offsets, each where the one before ends. What the search may trust:
+///
+/// - The bad group's header checks out (its checksum is keyed by the generation: this log
+///   wrote it there) and is plausible (it names the expected LSN, holds records, and ends
+///   within the segment's data): its length is the writer's, so the next group would have
+///   started where the header says the group ends. Everything before that is the group's own
+///   payload, which may hold any bytes, a valid group header of this generation included (a
+///   record carrying another log's group): it is no evidence. The search starts at the
+///   group's declared end, for a header naming an LSN at or past the group's last.
+/// - The header is damaged or implausible: the group's extent is unknown. The search starts
+///   right after the bad group's first byte, for a header naming any LSN past the expected
+///   one: starting later could pass over the groups that followed a rotted header, and
+///   appending in place would then overwrite acknowledged records. (A false alarm remains
+///   possible only where a torn group's header missed the disk while a later part of its
+///   payload, holding such a header, reached it; salvage resolves it.)
+pub(crate) fn find_later_group(data: &[u8], end: &ScanEnd, limit: u64, generation: u64) -> Option<(u64, GroupHeader)> {
+    let limit = (limit as usize).min(data.len());
+    let at = end.data_end as usize;
+    let declared = data
+        .get(at..limit)
+        .and_then(|head| GroupHeader::decode(head, generation).ok())
+        .filter(|g| g.first_lsn == end.next_lsn && g.count > 0)
+        .and_then(|g| {
+            let group_end = (at + GROUP_HEADER_LEN).checked_add(g.bytes as usize)?;
+            (group_end <= limit).then_some((group_end, end.next_lsn + g.count as u64))
+        });
+    let (from, min_lsn) = declared.unwrap_or((at + 1, end.next_lsn + 1));
+    find_intact_group_header(data, from as u64, limit as u64, generation, min_lsn)
+}
+
+/// Looks for an intact group header of `generation` naming an LSN of at least `min_lsn`
+/// anywhere in `data[from..limit]`.
 pub(crate) fn find_intact_group_header(
     data: &[u8],
     from: u64,
     limit: u64,
     generation: u64,
+    min_lsn: u64,
 ) -> Option<(u64, GroupHeader)> {
     let limit = (limit as usize).min(data.len());
     let mut at = from as usize;
     while at < limit {
         let hit = memchr::memmem::find(&data[at..limit], &GROUP_MAGIC)?;
         let pos = at + hit;
-        if let Ok(g) = GroupHeader::decode(&data[pos..limit], generation) {
+        if let Ok(g) = GroupHeader::decode(&data[pos..limit], generation)
+            && g.first_lsn >= min_lsn
+        {
             return Some((pos as u64, g));
         }
         at = pos + 1;
@@ -457,6 +495,95 @@ mod tests {
         data[at..at + GROUP_HEADER_LEN].copy_from_slice(&g.encode(generation));
         data[at + GROUP_HEADER_LEN..at + GROUP_HEADER_LEN + body.len()].copy_from_slice(&body);
         (data, header)
+    }
+
+    /// A segment of `groups` (each a list of records) from `first_lsn`, and each group's offset.
+    fn segment_of(groups: &[Vec<Vec<u8>>], generation: u64, first_lsn: u64) -> (Vec<u8>, SegmentHeader, Vec<usize>) {
+        let header = SegmentHeader {
+            generation,
+            first_lsn,
+            segment_len: 4096,
+        };
+        let mut data = header.encode().to_vec();
+        let mut offsets = Vec::new();
+        let mut lsn = first_lsn;
+        for records in groups {
+            offsets.push(data.len());
+            data.extend(group_of(records, generation, lsn));
+            lsn += records.len() as u64;
+        }
+        data.resize(4096, 0);
+        (data, header, offsets)
+    }
+
+    /// One group as the log writes it.
+    fn group_of(records: &[Vec<u8>], generation: u64, first_lsn: u64) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            let crc = finish_record_crc(start_record_crc(r), first_lsn + i as u64, generation);
+            body.extend_from_slice(&record_header(r.len(), crc));
+            body.extend_from_slice(r);
+        }
+        let g = GroupHeader {
+            count: records.len() as u32,
+            first_lsn,
+            bytes: body.len() as u32,
+        };
+        let mut b = g.encode(generation).to_vec();
+        b.extend(body);
+        b
+    }
+
+    /// A record whose bytes hold a whole group of generation 9 at `lsn`.
+    fn carrier(lsn: u64) -> Vec<u8> {
+        let mut r = vec![0xab; 40];
+        r.extend(group_of(&[b"inner".to_vec()], 9, lsn));
+        r.extend([0xcd; 40]);
+        r
+    }
+
+    fn stop_and_later(data: &[u8], h: &SegmentHeader) -> (ScanEnd, Option<(u64, GroupHeader)>) {
+        let end = scan_groups(data, HEADER_LEN, h.data_limit(), h.generation, h.first_lsn, |_, _| {});
+        let later = find_later_group(data, &end, h.data_limit(), h.generation);
+        (end, later)
+    }
+
+    #[test]
+    fn a_later_group_is_searched_past_a_trusted_header_extent() {
+        // LSN 2's record carries a group that names LSN 3, as the next group would.
+        let groups = [vec![b"one".to_vec()], vec![carrier(3)], vec![b"three".to_vec()]];
+        let (mut data, h, at) = segment_of(&groups, 9, 1);
+        // Torn: the carrier's last bytes are lost. Its header is intact, so its extent is
+        // trusted: the embedded group is no evidence, and nothing follows the extent.
+        let mut torn = data.clone();
+        torn[at[2] - 10..].fill(0);
+        let (end, later) = stop_and_later(&torn, &h);
+        assert!(matches!(end.stop, Stop::Torn(_)), "{:?}", end.stop);
+        assert_eq!((end.data_end, end.next_lsn), (at[1] as u64, 2));
+        assert_eq!(later, None);
+        // Damaged with an intact group after it: corruption, found where that group really is.
+        data[at[2] - 10] ^= 1;
+        let (_, later) = stop_and_later(&data, &h);
+        assert_eq!(later.map(|(off, g)| (off, g.first_lsn)), Some((at[2] as u64, 3)));
+    }
+
+    #[test]
+    fn a_later_group_behind_a_damaged_header_names_a_later_lsn() {
+        // LSN 2's record carries a group naming LSN 1, an LSN this log had used already.
+        let groups = [vec![b"one".to_vec()], vec![carrier(1)], vec![b"three".to_vec()]];
+        let (mut data, h, at) = segment_of(&groups, 9, 1);
+        // The carrier's header never reached the disk: its extent is unknown, so the search
+        // goes on right after it, and an embedded header naming an earlier LSN is no evidence.
+        data[at[1]..at[1] + GROUP_HEADER_LEN].fill(0);
+        let mut torn = data.clone();
+        torn[at[2]..].fill(0);
+        let (end, later) = stop_and_later(&torn, &h);
+        assert_eq!((end.stop, end.data_end, end.next_lsn), (Stop::End, at[1] as u64, 2));
+        assert_eq!(later, None);
+        // A rotted header with an intact group after it: corruption.
+        let (end, later) = stop_and_later(&data, &h);
+        assert_eq!(end.stop, Stop::End);
+        assert_eq!(later.map(|(off, g)| (off, g.first_lsn)), Some((at[2] as u64, 3)));
     }
 
     #[test]
@@ -514,8 +641,8 @@ mod tests {
         let end = scan_groups(&data, HEADER_LEN, h.data_limit(), 6, 100, |_, _| {});
         assert_eq!(end.next_lsn, 100);
         assert_eq!(end.stop, Stop::End);
-        assert_eq!(find_intact_group_header(&data, HEADER_LEN, h.data_limit(), 6), None);
-        assert!(find_intact_group_header(&data, HEADER_LEN, h.data_limit(), 5).is_some());
+        assert_eq!(find_intact_group_header(&data, HEADER_LEN, h.data_limit(), 6, 0), None);
+        assert!(find_intact_group_header(&data, HEADER_LEN, h.data_limit(), 5, 0).is_some());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use memmap2::Mmap;
 
 use crate::format::{
-    GROUP_HEADER_LEN, GroupHeader, HEADER_LEN, SegmentHeader, SegmentTrailer, Stop, find_intact_group_header,
-    generation_mix, read_record, scan_groups,
+    GROUP_HEADER_LEN, GroupHeader, HEADER_LEN, SegmentHeader, SegmentTrailer, Stop, find_later_group, generation_mix,
+    read_record, scan_groups,
 };
 use crate::recovery::Damage;
 use crate::segment::{self, MapOwner};
@@ -258,7 +258,7 @@ fn scan_segment(seg: &SegmentFile, last: bool, expected: &mut Option<u64>) -> Ve
             Stop::Torn(r) => r.clone(),
             Stop::End => "no intact group where data was expected".into(),
         };
-        let intact_later = find_intact_group_header(&bytes, end.data_end + 1, limit, h.generation);
+        let intact_later = find_later_group(&bytes, &end, limit, h.generation);
         let checkpoint = seg
             .checkpoint
             .filter(|cp| end.data_end < cp.data_end || end.next_lsn < cp.next_lsn);

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Config, RecoveryMode};
-use crate::format::{
-    HEADER_LEN, SegmentHeader, SegmentTrailer, Stop, TRAILER_LEN, find_intact_group_header, scan_groups,
-};
+use crate::format::{HEADER_LEN, SegmentHeader, SegmentTrailer, Stop, TRAILER_LEN, find_later_group, scan_groups};
 use crate::segment::{self, CORRUPT_EXT, Sealed, Segment};
 use crate::{Error, Lsn, Result};
 
@@ -306,7 +304,11 @@ fn scan_tail(e: &Entry, report: &mut Recovery) -> Result<TailScan> {
         Stop::Torn(r) => r.clone(),
         Stop::End => "no intact group".into(),
     };
-    if let Some((off, g)) = find_intact_group_header(&map, end.data_end + 1, limit, h.generation) {
+    // Evidence of a later write: a group header of this generation past the bad group's
+    // extent when its header checks out (its length is the writer's, and its payload may hold
+    // any bytes), else anywhere past its first byte; either way naming a later LSN. See
+    // `find_later_group` for why each may be trusted.
+    if let Some((off, g)) = find_later_group(&map, &end, limit, h.generation) {
         let reason = format!(
             "{reason}; yet an intact group (LSN {}) follows at offset {off}",
             g.first_lsn
@@ -438,4 +440,84 @@ fn check_salvage(entries: &[Entry], report: &mut Recovery) -> Result<Outcome> {
         }
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::format::{
+        GROUP_HEADER_LEN, GroupHeader, RECORD_HEADER_LEN, finish_record_crc, record_header, start_record_crc,
+    };
+    use crate::{Inspector, IoFaults, Wal};
+
+    fn config() -> Config {
+        Config::default().with_segment_size(16 << 10)
+    }
+
+    /// One group of `generation` holding `payload` at `lsn`, exactly as the log writes it.
+    fn group_bytes(generation: u64, lsn: u64, payload: &[u8]) -> Vec<u8> {
+        let crc = finish_record_crc(start_record_crc(payload), lsn, generation);
+        let header = GroupHeader {
+            count: 1,
+            first_lsn: lsn,
+            bytes: (RECORD_HEADER_LEN + payload.len()) as u32,
+        };
+        let mut b = header.encode(generation).to_vec();
+        b.extend_from_slice(&record_header(payload.len(), crc));
+        b.extend_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn a_torn_group_whose_payload_holds_a_group_header_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(IoFaults::default());
+        let wal = Wal::open(dir.path(), config().with_io_faults(Arc::clone(&faults))).unwrap();
+        for i in 0..3u8 {
+            wal.append(&[i; 50]).unwrap();
+        }
+        let (path, _, _) = wal.tail_extent();
+        let generation = segment::read_header(&File::open(&path).unwrap(), &path)
+            .unwrap()
+            .generation;
+        // A record that carries a group of this very generation, at the LSN that would follow
+        // it: what a log storing other logs' groups may well hold.
+        let mut payload = vec![0xab; 100];
+        payload.extend(group_bytes(generation, 5, b"an embedded record"));
+        payload.extend([0xcd; 200]);
+        // Its group is written, but its sync fails: never acknowledged.
+        faults.fail_sync_after(0);
+        assert!(wal.append(&payload).is_err());
+        let (_, durable_end, written_end) = wal.tail_extent();
+        assert_eq!(
+            written_end - durable_end,
+            (GROUP_HEADER_LEN + RECORD_HEADER_LEN + payload.len()) as u64
+        );
+        wal.crash();
+        // The crash tore the group: its header and the embedded group reached the disk, its
+        // last bytes did not.
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[0; 64], written_end - 64).unwrap();
+        drop(f);
+
+        let report = Inspector::open(dir.path()).unwrap().verify();
+        let wal = Wal::open(dir.path(), config()).expect("a torn tail, not corruption");
+        assert!(report.is_intact(), "verify agrees with open: {:?}", report.problem);
+        assert_eq!(report.torn_tail.map(|d| d.lsn), Some(Lsn(4)));
+        let torn = wal.recovery().torn_tail.clone().expect("the torn tail is reported");
+        assert_eq!((torn.path, torn.offset, torn.lsn), (path, durable_end, Lsn(4)));
+        let records: Vec<_> = wal
+            .read_from(Lsn::FIRST)
+            .unwrap()
+            .map(|r| r.map(|r| (r.lsn.0, r.payload.to_vec())))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(
+            records,
+            (0..3u8).map(|i| (i as u64 + 1, vec![i; 50])).collect::<Vec<_>>()
+        );
+        assert_eq!(wal.append(b"next").unwrap(), Lsn(4));
+    }
 }
