@@ -12,10 +12,13 @@ use crate::{BatchId, Error, Result};
 /// Where a batch is in its lifecycle.
 ///
 /// ```text
-/// CREATED -> WAL_WRITTEN -> (SOURCE_COMMITTED) -> INGESTED -> STORED -> INDEXED -> COMPLETED
+/// CREATED -> WAL_WRITTEN -> (SOURCE_COMMITTED) -> INGESTED -> STORED -> (INDEXED) -> COMPLETED
 ///    \            \                 \                \          \          \
 ///     `------------`-----------------`----------------`----------`----------`--> FAILED
 /// ```
+///
+/// `INDEXED` is only for pipelines that index what they store: a pipeline without a
+/// full-text index completes a batch straight from `STORED`.
 ///
 /// `SOURCE_COMMITTED` is only for sources with offsets (Kafka): the source's offsets were
 /// committed once the batch was durable in the WAL. Other batches go from `WAL_WRITTEN`
@@ -29,7 +32,7 @@ use crate::{BatchId, Error, Result};
 /// assert!(Stage::Created.can_transition_to(Stage::WalWritten));
 /// assert!(Stage::WalWritten.can_transition_to(Stage::Ingested)); // no offsets to commit
 /// assert!(!Stage::Ingested.can_transition_to(Stage::Indexed)); // no skipping storage
-/// assert_eq!(Stage::Stored.next_stages(), &[Stage::Indexed, Stage::Failed]);
+/// assert_eq!(Stage::Stored.next_stages(), &[Stage::Indexed, Stage::Completed, Stage::Failed]);
 /// assert_eq!(Stage::WalWritten.as_str(), "WAL_WRITTEN");
 /// assert_eq!("COMPLETED".parse::<Stage>()?, Stage::Completed);
 /// assert!(Stage::Completed.is_terminal());
@@ -82,7 +85,7 @@ impl Stage {
             WalWritten => &[SourceCommitted, Ingested, Failed],
             SourceCommitted => &[Ingested, Failed],
             Ingested => &[Stored, Failed],
-            Stored => &[Indexed, Failed],
+            Stored => &[Indexed, Completed, Failed],
             Indexed => &[Completed, Failed],
             Completed => &[],
             Failed => &[],

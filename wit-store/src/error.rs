@@ -27,6 +27,18 @@ pub enum Error {
         path: String,
     },
 
+    /// A file holds a batch that another live catalogued file already holds: publishing it
+    /// would store the batch's rows twice.
+    #[error("stored file `{path}` holds batch {batch}, which `{stored_in}` already holds")]
+    BatchAlreadyStored {
+        /// The batch.
+        batch: wit_batch::BatchId,
+        /// The refused file's path in the store.
+        path: String,
+        /// The live file that holds the batch.
+        stored_in: String,
+    },
+
     /// A path the catalog does not hold.
     #[error("stored file `{path}` is not in the catalog")]
     UnknownFile {

@@ -60,6 +60,10 @@ pub struct ParquetSink {
     open: HashMap<(Tenant, Signal), FileWriter>,
     /// Closed files not yet published, oldest first.
     ready: Vec<Staged>,
+    /// Files published by calls that then failed, returned by the next successful call.
+    published: Vec<StoredFile>,
+    /// Files the catalog refused, until [`ParquetSink::take_refused`].
+    refused: Vec<(StoredFile, Error)>,
     /// Held while the sink is open: one sink per staging directory.
     _lock: std::fs::File,
 }
@@ -124,6 +128,8 @@ impl ParquetSink {
             catalog: None,
             open: HashMap::new(),
             ready,
+            published: Vec::new(),
+            refused: Vec::new(),
             _lock: lock,
         })
     }
@@ -140,7 +146,16 @@ impl ParquetSink {
     }
 
     /// Appends `batch` (rows of `batch_ids`) to the open file of `tenant` and `signal`,
-    /// opening one if needed. May close files (schema change, size) into the publish queue.
+    /// opening one if needed.
+    ///
+    /// **All the rows of one call land in one file**: a file is closed only between calls
+    /// (after this call when it reached [`SinkConfig::with_max_file_bytes`], before it when
+    /// the schema changes, or by [`poll`](Self::poll) and [`flush`](Self::flush)). So a caller
+    /// that writes each batch in one call knows that the batch is wholly stored once the one
+    /// file holding it is published, and never partly.
+    ///
+    /// A batch without rows is stored nowhere: nothing is written, and no file records its
+    /// ids (its caller decides what such a batch means; `wit-pipeline` marks it `STORED`).
     ///
     /// # Errors
     ///
@@ -150,27 +165,24 @@ impl ParquetSink {
         let schema = batch.schema();
         let idx = time_column(&schema)?;
         // Checked for the whole batch first, so a bad batch writes nothing.
-        time_bounds(batch, idx)?;
+        let bounds = time_bounds(batch, idx)?;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
         let key = (tenant.clone(), signal);
         if self.open.get(&key).is_some_and(|w| !same_schema(w.schema(), &schema)) {
             self.close(&key)?;
         }
-        // Fed a row group at a time, so a large batch can fill several files.
-        let step = self.config.row_group_rows;
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let slice = batch.slice(offset, step.min(batch.num_rows() - offset));
-            offset += slice.num_rows();
-            if !self.open.contains_key(&key) {
-                let writer = FileWriter::create(&self.staging, tenant, signal, schema.clone(), &self.config)?;
-                self.open.insert(key.clone(), writer);
-            }
-            let writer = self.open.get_mut(&key).expect("opened above");
-            let bounds = time_bounds(&slice, idx)?;
-            writer.write(slice, bounds, batch_ids)?;
-            if writer.encoded_bytes() >= self.config.max_file_bytes {
-                self.close(&key)?;
-            }
+        if !self.open.contains_key(&key) {
+            let writer = FileWriter::create(&self.staging, tenant, signal, schema.clone(), &self.config)?;
+            self.open.insert(key.clone(), writer);
+        }
+        let writer = self.open.get_mut(&key).expect("opened above");
+        // The writer encodes a row group at a time as rows arrive; the file is only closed
+        // after the whole batch is in it.
+        writer.write(batch.clone(), bounds, batch_ids)?;
+        if writer.encoded_bytes() >= self.config.max_file_bytes {
+            self.close(&key)?;
         }
         Ok(())
     }
@@ -221,20 +233,40 @@ impl ParquetSink {
     }
 
     /// Publishes the closed files, oldest first: under their final path, then in the catalog.
-    /// Returns the files published. For object storage the staged copy is then deleted if so
-    /// configured; for a local destination it always is (the published file is the same
-    /// inode).
+    /// Returns the files published since the last call that returned `Ok` (a call that fails
+    /// part way keeps the files it did publish, and the next successful call returns them
+    /// too). For object storage the staged copy is then deleted if so configured; for a local
+    /// destination it always is (the published file is the same inode).
+    ///
+    /// A file the catalog **refuses** ([`Error::FileExists`], [`Error::InvalidFile`],
+    /// [`Error::BatchAlreadyStored`]: publishing it again could never succeed) does not block
+    /// the files behind it: its published copy is deleted again (unless the path is another catalogued file's), its staged copy is kept as
+    /// `{id}.parquet.refused` (never published, never queued again on open), and it is
+    /// reported by [`take_refused`](Self::take_refused).
     ///
     /// # Errors
     ///
     /// [`Error::Upload`] (the file stays staged and queued; a later call tries it again),
-    /// [`Error::Catalog`] and the other catalog errors (likewise), [`Error::Io`].
+    /// [`Error::Catalog`] and the other catalog errors that may pass (likewise), [`Error::Io`].
     pub fn publish(&mut self) -> Result<Vec<StoredFile>> {
-        let mut published = Vec::new();
         while let Some(staged) = self.ready.first() {
             self.destination.publish(staged, &self.config)?;
-            if let Some(catalog) = &self.catalog {
-                catalog.publish(std::slice::from_ref(&staged.file))?;
+            if let Some(catalog) = &self.catalog
+                && let Err(error) = catalog.publish(std::slice::from_ref(&staged.file))
+            {
+                if !is_refusal(&error) {
+                    return Err(error);
+                }
+                let staged = self.ready.remove(0);
+                // Under a path the catalog holds for another file, the object is that file's.
+                if !matches!(error, Error::FileExists { .. }) {
+                    self.destination.delete(&staged.file.path)?;
+                }
+                let kept = staged.local.with_extension("parquet.refused");
+                std::fs::rename(&staged.local, &kept).map_err(io(&kept))?;
+                sync_dir(&self.staging)?;
+                self.refused.push((staged.file, error));
+                continue;
             }
             let staged = self.ready.remove(0);
             if self.destination.is_local() || !self.config.keep_staged {
@@ -244,9 +276,15 @@ impl ParquetSink {
                 std::fs::rename(&staged.local, &kept).map_err(io(&kept))?;
             }
             sync_dir(&self.staging)?;
-            published.push(staged.file);
+            self.published.push(staged.file);
         }
-        Ok(published)
+        Ok(std::mem::take(&mut self.published))
+    }
+
+    /// The files the catalog refused since the last call, each with the catalog's error
+    /// (see [`publish`](Self::publish)). Their batches are not stored by them.
+    pub fn take_refused(&mut self) -> Vec<(StoredFile, Error)> {
+        std::mem::take(&mut self.refused)
     }
 
     /// The closed files waiting to be published (after a failed upload, say).
@@ -258,6 +296,14 @@ impl ParquetSink {
     pub fn open_rows(&self) -> u64 {
         self.open.values().map(FileWriter::rows).sum()
     }
+}
+
+/// Whether a catalog error refuses a file for good: publishing it again could not succeed.
+fn is_refusal(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::FileExists { .. } | Error::InvalidFile { .. } | Error::BatchAlreadyStored { .. }
+    )
 }
 
 /// The async face of a [`ParquetSink`]: each call runs the sink's work on the runtime's
