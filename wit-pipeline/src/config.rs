@@ -1,0 +1,174 @@
+//! The pipeline's settings.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wit_batch::BatcherConfig;
+use wit_batch::events::EventOptions;
+use wit_store::{NodeName, SinkConfig};
+
+use crate::{Error, Result};
+
+/// How a [`Pipeline`](crate::Pipeline) runs.
+///
+/// Its directory holds the write-ahead log (`wal/`) and the dead-letter envelopes of failed
+/// batches (`failed/`); the Parquet files go to the store's destination, and the sink stages
+/// them where [`SinkConfig`] says (by default under the destination).
+///
+/// ```
+/// use std::time::Duration;
+/// use wit_pipeline::PipelineConfig;
+/// use wit_store::NodeName;
+///
+/// let config = PipelineConfig::new("/var/lib/wit", NodeName::try_new("node-a")?)
+///     .with_max_unstored_bytes(256 << 20)
+///     .with_janitor_interval(Duration::from_secs(5));
+/// assert_eq!(config.wal_dir(), std::path::Path::new("/var/lib/wit/wal"));
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub(crate) dir: PathBuf,
+    pub(crate) node: NodeName,
+    pub(crate) wal: wit_wal::Config,
+    pub(crate) batcher: BatcherConfig,
+    pub(crate) sink: SinkConfig,
+    pub(crate) events: EventOptions,
+    pub(crate) max_unstored_bytes: u64,
+    pub(crate) janitor_interval: Duration,
+    pub(crate) retry_backoff: Duration,
+    pub(crate) read_batch: usize,
+    pub(crate) retention: Option<Duration>,
+    pub(crate) compaction_target_bytes: Option<u64>,
+    pub(crate) grace: Duration,
+}
+
+impl PipelineConfig {
+    /// A pipeline in `dir` on node `node` (the name its WAL positions carry in the tracker,
+    /// and its store's file paths): default WAL, batcher and sink settings, 1 GiB of
+    /// unstored data at most, a janitor pass every second.
+    pub fn new(dir: impl Into<PathBuf>, node: NodeName) -> Self {
+        PipelineConfig {
+            dir: dir.into(),
+            sink: SinkConfig::new(node.clone()),
+            node,
+            wal: wit_wal::Config::default(),
+            batcher: BatcherConfig::default(),
+            events: EventOptions::default(),
+            max_unstored_bytes: 1 << 30,
+            janitor_interval: Duration::from_secs(1),
+            retry_backoff: Duration::from_millis(200),
+            read_batch: 256,
+            retention: None,
+            compaction_target_bytes: None,
+            grace: Duration::from_secs(600),
+        }
+    }
+
+    /// The write-ahead log's settings (segment size, sync mode ...).
+    pub fn with_wal(mut self, wal: wit_wal::Config) -> Self {
+        self.wal = wal;
+        self
+    }
+
+    /// How parts are gathered into batches.
+    pub fn with_batcher(mut self, batcher: BatcherConfig) -> Self {
+        self.batcher = batcher;
+        self
+    }
+
+    /// How Parquet files are written and published. Its node must be the pipeline's.
+    pub fn with_sink(mut self, sink: SinkConfig) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// How NDJSON event payloads are read (time field, units ...).
+    pub fn with_event_options(mut self, events: EventOptions) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The most payload bytes of batches that are submitted but not yet stored (in the
+    /// batcher, in the WAL, in open files). Beyond it, submitting pushes back. This bounds the
+    /// WAL too while the store is unreachable.
+    pub fn with_max_unstored_bytes(mut self, bytes: u64) -> Self {
+        self.max_unstored_bytes = bytes;
+        self
+    }
+
+    /// How often the janitor truncates the WAL, marks batches `COMPLETED` and deletes
+    /// retired files.
+    pub fn with_janitor_interval(mut self, interval: Duration) -> Self {
+        self.janitor_interval = interval;
+        self
+    }
+
+    /// The wait before a batch whose step failed is tried again (doubled each time).
+    pub fn with_retry_backoff(mut self, backoff: Duration) -> Self {
+        self.retry_backoff = backoff;
+        self
+    }
+
+    /// Retires stored files whose newest event is older than this (whole days, at least
+    /// one); the janitor applies it to every tenant this pipeline has seen. Off by default.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// Has the janitor merge each partition's small files into files of about this many
+    /// bytes (see `wit_store::Maintenance::compact`). Off by default.
+    pub fn with_compaction(mut self, target_bytes: u64) -> Self {
+        self.compaction_target_bytes = Some(target_bytes);
+        self
+    }
+
+    /// How long a retired file (compacted or past retention) stays readable before the
+    /// janitor deletes it (default 10 minutes).
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The pipeline's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where its write-ahead log is: `{dir}/wal`.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.dir.join("wal")
+    }
+
+    /// Where the envelopes of failed batches are kept: `{dir}/failed`.
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        self.dir.join("failed")
+    }
+
+    /// The node name.
+    pub fn node(&self) -> &NodeName {
+        &self.node
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let reason = if self.sink.node() != &self.node {
+            format!(
+                "the sink's node `{}` is not the pipeline's `{}`",
+                self.sink.node().as_str(),
+                self.node.as_str()
+            )
+        } else if self.max_unstored_bytes < self.batcher.max_bytes() {
+            format!(
+                "max_unstored_bytes ({}) is below the batcher's max_bytes ({})",
+                self.max_unstored_bytes,
+                self.batcher.max_bytes()
+            )
+        } else if self.janitor_interval.is_zero() {
+            "the janitor interval must be more than zero".to_owned()
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidConfig { reason })
+    }
+}

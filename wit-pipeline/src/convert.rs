@@ -1,0 +1,66 @@
+//! An envelope's parts converted to one Arrow batch, by the batch's signal.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use wit_batch::events::{self, EventOptions};
+use wit_batch::{Envelope, Signal, otlp};
+
+use crate::{Error, Result};
+
+/// Converts every part of `envelope` and concatenates them into one batch (a batch is
+/// written to one file whole). All or nothing: one bad part fails the batch.
+pub(crate) fn convert(envelope: &Envelope, events_options: &EventOptions) -> Result<RecordBatch> {
+    let meta = envelope.meta();
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Convert {
+        batch: meta.id,
+        source,
+    };
+    let (schema, batches) = match meta.signal {
+        Signal::Events => events(envelope, events_options).map_err(|e| fail(Box::new(e)))?,
+        signal => {
+            let (schema, decode): (SchemaRef, fn(&[u8], _, _) -> wit_batch::Result<RecordBatch>) = match signal {
+                Signal::Traces => (otlp::traces::schema(), otlp::traces::decode),
+                Signal::Logs => (otlp::logs::schema(), otlp::logs::decode),
+                Signal::Metrics => (otlp::metrics::schema(), otlp::metrics::decode),
+                other => {
+                    return Err(fail(format!("no conversion for signal `{other}`").into()));
+                }
+            };
+            let batches = envelope
+                .parts()
+                .iter()
+                .map(|p| decode(&p.payload, p.format, p.compression))
+                .collect::<wit_batch::Result<Vec<_>>>()
+                .map_err(|e| fail(Box::new(e)))?;
+            (schema, batches)
+        }
+    };
+    match batches.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => {
+            let schema = batches.first().map_or(schema, RecordBatch::schema);
+            arrow::compute::concat_batches(&schema, &batches).map_err(|e| fail(Box::new(e)))
+        }
+    }
+}
+
+/// NDJSON parts: one schema inferred over every part, then each part read with it.
+fn events(envelope: &Envelope, options: &EventOptions) -> wit_batch::Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut schemas = Vec::with_capacity(envelope.parts().len());
+    for part in envelope.parts() {
+        let options = options.clone().with_compression(part.compression);
+        schemas.push(events::infer_schema(&part.payload, None, &options)?.as_ref().clone());
+    }
+    let schema: SchemaRef = Arc::new(Schema::try_merge(schemas).map_err(wit_batch::Error::from)?);
+    let batches = envelope
+        .parts()
+        .iter()
+        .map(|part| {
+            let options = options.clone().with_compression(part.compression);
+            events::decode(&part.payload, Some(schema.clone()), &options)
+        })
+        .collect::<wit_batch::Result<Vec<_>>>()?;
+    Ok((schema, batches))
+}

@@ -1,0 +1,678 @@
+//! The pipeline: ingest (batcher → WAL, acknowledgments), and the threads behind it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use wit_batch::{BatchId, BatchKey, Batcher, Envelope, Part, Push, Signal, Tenant};
+use wit_store::{Destination, FileCatalog, ParquetSink};
+use wit_tracker::Tracker;
+use wit_wal::Wal;
+
+use crate::ack::Slot;
+use crate::dead_letter::DeadLetters;
+use crate::error::chain;
+use crate::process::Processor;
+use crate::{Ack, AckLevel, Error, PipelineConfig, Result};
+
+/// What the pipeline needs of a tracker: the batch lifecycle and the catalog of stored files
+/// in one backend, so that publishing a file marks its batches `STORED` in one transaction.
+/// Every `wit-tracker` backend is one.
+pub trait TrackerCatalog: Tracker + FileCatalog {}
+
+impl<T: Tracker + FileCatalog + ?Sized> TrackerCatalog for T {}
+
+/// What [`Pipeline::try_submit`] did with a part.
+#[derive(Debug)]
+#[must_use = "a `Submitted::Full` hands the part back: submit it again later"]
+pub enum Submitted {
+    /// The part was taken; the handle resolves at the level asked for.
+    Accepted(Ack),
+    /// The pipeline holds as much unstored data as it may: here is the part back, untouched.
+    Full(Part),
+}
+
+/// What recovery did when the pipeline was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// What the WAL's own recovery found (a torn tail cut off, say).
+    pub wal: wit_wal::Recovery,
+    /// Complete files left in staging by the last run, published now.
+    pub staged_published: usize,
+    /// Batches found in the WAL that were already stored (and so not stored again).
+    pub already_stored: u64,
+    /// Batches found in the WAL that were not stored yet, and were written again.
+    pub replayed: u64,
+    /// `FAILED` batches found in the WAL (kept in the dead-letter directory).
+    pub failed: u64,
+    /// Batches the tracker had not seen, registered now.
+    pub registered: u64,
+}
+
+/// A snapshot of the pipeline's progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// Payload bytes of batches submitted and not yet stored (the bound is
+    /// [`PipelineConfig::with_max_unstored_bytes`]).
+    pub unstored_bytes: u64,
+    /// Batches read from the WAL and not yet stored (or given up).
+    pub batches_in_flight: u64,
+    /// Batches stored since the pipeline was opened.
+    pub batches_stored: u64,
+    /// Batches given up since the pipeline was opened.
+    pub batches_failed: u64,
+    /// The WAL is kept from this LSN on: every batch below it is stored (or given up).
+    pub safe_lsn: u64,
+    /// The last error a background thread met and lived through (a failed upload, say).
+    pub last_error: Option<String>,
+}
+
+/// A batch the batcher emitted, on its way to the WAL writer.
+pub(crate) struct Emitted {
+    pub(crate) id: BatchId,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// What is waiting on one emitted batch.
+pub(crate) struct Waiting {
+    pub(crate) slots: Vec<Arc<Slot>>,
+}
+
+struct Ingest {
+    batcher: Batcher,
+    /// Per key, the slots of the parts in its open batch, oldest first.
+    parts: HashMap<BatchKey, VecDeque<Arc<Slot>>>,
+}
+
+/// State shared by the pipeline's handle and threads.
+pub(crate) struct Shared {
+    pub(crate) config: PipelineConfig,
+    pub(crate) wal: Wal,
+    pub(crate) tracker: Arc<dyn TrackerCatalog>,
+    pub(crate) destination: Destination,
+    pub(crate) dead: DeadLetters,
+    ingest: Mutex<Ingest>,
+    tx: Mutex<Option<mpsc::Sender<Emitted>>>,
+    pub(crate) acks: Mutex<HashMap<BatchId, Waiting>>,
+    unstored: Mutex<u64>,
+    room: Condvar,
+    room_generation: AtomicU64,
+    room_wakers: Mutex<Vec<Waker>>,
+    durable_rounds: Mutex<u64>,
+    durable_cond: Condvar,
+    pub(crate) safe_lsn: AtomicU64,
+    pub(crate) stop: AtomicBool,
+    /// Whether stopping drains (closes and publishes every open file) or just stops.
+    pub(crate) drain: AtomicBool,
+    fatal: Mutex<Option<String>>,
+    pub(crate) status: Mutex<Status>,
+    /// Stored batches (LSN, id) to mark `COMPLETED` once the WAL released them.
+    pub(crate) completable: Mutex<Vec<(u64, BatchId)>>,
+    /// Tenants and signals seen, for the janitor's retention and compaction.
+    pub(crate) seen: Mutex<HashSet<(Tenant, Signal)>>,
+}
+
+impl Shared {
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if let Some(reason) = self.fatal.lock().clone() {
+            return Err(Error::Closed { reason: Some(reason) });
+        }
+        if self.stop.load(Ordering::Acquire) {
+            return Err(Error::Closed { reason: None });
+        }
+        Ok(())
+    }
+
+    /// Stops the pipeline for good after an error it cannot live through: every waiting
+    /// acknowledgment is abandoned.
+    pub(crate) fn fail(&self, error: &Error) {
+        let reason = chain(error);
+        self.fatal.lock().get_or_insert(reason.clone());
+        self.stop.store(true, Ordering::Release);
+        for (_, waiting) in self.acks.lock().drain() {
+            waiting.slots.iter().for_each(|s| s.abandon(&reason));
+        }
+        self.wake_all();
+    }
+
+    pub(crate) fn note_error(&self, error: &Error) {
+        self.status.lock().last_error = Some(chain(error));
+    }
+
+    fn wake_all(&self) {
+        self.durable_cond.notify_all();
+        self.bump_room();
+    }
+
+    fn bump_room(&self) {
+        self.room_generation.fetch_add(1, Ordering::AcqRel);
+        self.room.notify_all();
+        for waker in std::mem::take(&mut *self.room_wakers.lock()) {
+            waker.wake();
+        }
+    }
+
+    pub(crate) fn hold(&self, bytes: u64) {
+        *self.unstored.lock() += bytes;
+    }
+
+    pub(crate) fn release(&self, bytes: u64) {
+        {
+            let mut unstored = self.unstored.lock();
+            *unstored = unstored.saturating_sub(bytes);
+        }
+        self.bump_room();
+    }
+
+    pub(crate) fn unstored(&self) -> u64 {
+        *self.unstored.lock()
+    }
+
+    /// Waits until the writer made another round durable, or `timeout`.
+    pub(crate) fn wait_durable(&self, seen: &mut u64, timeout: Duration) {
+        let mut rounds = self.durable_rounds.lock();
+        if *rounds == *seen && !self.stop.load(Ordering::Acquire) {
+            let _ = self.durable_cond.wait_for(&mut rounds, timeout);
+        }
+        *seen = *rounds;
+    }
+
+    fn durable_round(&self) {
+        *self.durable_rounds.lock() += 1;
+        self.durable_cond.notify_all();
+    }
+
+    /// Takes the parts' slots for emitted batches and registers them; returns what the
+    /// writer gets. Called with the ingest lock held.
+    fn emitted(&self, ingest: &mut Ingest, ready: Vec<Envelope>) -> Vec<(BatchId, Envelope)> {
+        if ready.is_empty() {
+            return Vec::new();
+        }
+        let mut acks = self.acks.lock();
+        let mut out = Vec::with_capacity(ready.len());
+        for envelope in ready {
+            let meta = envelope.meta();
+            let mut key = BatchKey::new(meta.tenant.clone(), meta.signal, meta.source);
+            if let Some(topic) = meta.topics.first() {
+                key = key.with_topic(topic.clone());
+            }
+            let queue = ingest.parts.entry(key.clone()).or_default();
+            let n = envelope.parts().len().min(queue.len());
+            let slots: Vec<Arc<Slot>> = queue.drain(..n).collect();
+            if queue.is_empty() {
+                ingest.parts.remove(&key);
+            }
+            slots.iter().for_each(|s| s.set_batch(meta.id));
+            acks.insert(meta.id, Waiting { slots });
+            *self.unstored.lock() += meta.byte_size;
+            out.push((meta.id, envelope));
+        }
+        out
+    }
+
+    /// Encodes emitted batches and hands them to the writer (outside the ingest lock).
+    fn send(&self, batches: Vec<(BatchId, Envelope)>) -> Result<()> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        self.bump_room();
+        let encoded: Vec<Emitted> = batches
+            .into_iter()
+            .map(|(id, envelope)| Emitted {
+                id,
+                bytes: envelope.encode(),
+            })
+            .collect();
+        let tx = self.tx.lock().clone();
+        let Some(tx) = tx else {
+            return Err(Error::Closed { reason: None });
+        };
+        for item in encoded {
+            tx.send(item).map_err(|_| Error::Closed { reason: None })?;
+        }
+        Ok(())
+    }
+
+    fn emit_expired(&self, now: Instant) -> Result<Option<Instant>> {
+        let (batches, next) = {
+            let mut ingest = self.ingest.lock();
+            let ready = ingest.batcher.poll_expired(now);
+            let batches = self.emitted(&mut ingest, ready);
+            (batches, ingest.batcher.next_deadline())
+        };
+        self.send(batches)?;
+        Ok(next)
+    }
+
+    fn flush_batcher(&self) -> Result<()> {
+        let batches = {
+            let mut ingest = self.ingest.lock();
+            let ready = ingest.batcher.flush_all();
+            self.emitted(&mut ingest, ready)
+        };
+        self.send(batches)
+    }
+}
+
+/// Wit's crates wired into one running pipeline: parts are submitted, batched, made durable
+/// in the WAL and acknowledged at the level asked for; a processing thread follows the WAL,
+/// converts each batch to Arrow by its signal and stores it in Parquet through the store's
+/// sink, moving it through its stages in the tracker; a janitor truncates the WAL behind
+/// what is stored, marks batches `COMPLETED` and deletes retired files.
+///
+/// Opening it recovers: staged complete files are published first, then every WAL batch
+/// that is not yet stored is written again, skipping batches already in a published or
+/// staged file, so no batch is stored twice.
+///
+/// See the [crate docs](crate) for an example.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    recovery: RecoveryReport,
+    writer: Option<JoinHandle<()>>,
+    processor: Option<JoinHandle<Result<()>>>,
+    janitor: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("dir", &self.shared.config.dir)
+            .field("destination", &self.shared.destination)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Opens the pipeline in `config`'s directory, storing to `destination` and tracking in
+    /// `tracker`, and recovers (see the type's docs) before it returns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`]; [`Error::Wal`] when the log cannot be opened (another
+    /// process holds it, or it is corrupt); [`Error::Store`] when staging cannot be used;
+    /// [`Error::Tracker`] when the tracker fails during replay; [`Error::Io`].
+    pub fn open(config: PipelineConfig, destination: Destination, tracker: Arc<dyn TrackerCatalog>) -> Result<Self> {
+        config.validate()?;
+        let dead = DeadLetters::open(config.dead_letter_dir())?;
+        let wal = Wal::open(&config.wal_dir(), config.wal.clone()).map_err(Error::wal("open"))?;
+        let catalog: Arc<dyn FileCatalog> = tracker.clone();
+        let mut sink = ParquetSink::open(destination.clone(), config.sink.clone())
+            .map_err(Error::store("open the sink"))?
+            .with_catalog(catalog);
+        let mut recovery = RecoveryReport {
+            wal: wal.recovery().clone(),
+            ..RecoveryReport::default()
+        };
+        let (tx, rx) = mpsc::channel();
+        let batcher = Batcher::try_new(config.batcher.clone()).map_err(|e| Error::InvalidConfig {
+            reason: e.to_string(),
+        })?;
+        let shared = Arc::new(Shared {
+            config,
+            wal,
+            tracker,
+            destination,
+            dead,
+            ingest: Mutex::new(Ingest {
+                batcher,
+                parts: HashMap::new(),
+            }),
+            tx: Mutex::new(Some(tx)),
+            acks: Mutex::new(HashMap::new()),
+            unstored: Mutex::new(0),
+            room: Condvar::new(),
+            room_generation: AtomicU64::new(0),
+            room_wakers: Mutex::new(Vec::new()),
+            durable_rounds: Mutex::new(0),
+            durable_cond: Condvar::new(),
+            safe_lsn: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            drain: AtomicBool::new(true),
+            fatal: Mutex::new(None),
+            status: Mutex::new(Status::default()),
+            completable: Mutex::new(Vec::new()),
+            seen: Mutex::new(HashSet::new()),
+        });
+
+        // Recovery, step 1: complete files the last run staged are published first.
+        match sink.publish() {
+            Ok(files) => recovery.staged_published = files.len(),
+            Err(e) => shared.note_error(&Error::store("publish staged files")(e)),
+        }
+        // Step 2: the WAL is read from its start; batches not stored yet are written again.
+        let mut processor = Processor::new(shared.clone(), sink)?;
+        processor.replay(&mut recovery)?;
+
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("wit-pipeline-wal".into())
+                .spawn(move || writer_loop(&shared, &rx))
+                .map_err(Error::io(std::path::Path::new("<thread>")))?
+        };
+        let processor = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("wit-pipeline-process".into())
+                .spawn(move || {
+                    let result = processor.run();
+                    if let Err(e) = &result {
+                        shared.fail(e);
+                    }
+                    result
+                })
+                .map_err(Error::io(std::path::Path::new("<thread>")))?
+        };
+        let janitor = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("wit-pipeline-janitor".into())
+                .spawn(move || crate::janitor::run(&shared))
+                .map_err(Error::io(std::path::Path::new("<thread>")))?
+        };
+        Ok(Pipeline {
+            shared,
+            recovery,
+            writer: Some(writer),
+            processor: Some(processor),
+            janitor: Some(janitor),
+        })
+    }
+
+    /// What recovery did when the pipeline was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Submits `part` for `key` (tenant, signal, source and topic), to be acknowledged at
+    /// `level`, without waiting: the part goes into its key's open batch, and the returned
+    /// [`Ack`] resolves once the level holds. When the pipeline already holds its bound of
+    /// unstored data (or the batcher its bound of open batches), the part comes back as
+    /// [`Submitted::Full`], untouched: nothing is ever dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the pipeline is closed or stopped after a fatal error.
+    pub fn try_submit(&self, key: &BatchKey, part: Part, level: AckLevel) -> Result<Submitted> {
+        self.shared.check_open()?;
+        let shared = &self.shared;
+        let len = part.payload.len() as u64;
+        let slot = Arc::new(Slot::default());
+        let batches = {
+            let mut ingest = shared.ingest.lock();
+            let held = shared.unstored() + ingest.batcher.buffered_bytes();
+            if held > 0 && held + len > shared.config.max_unstored_bytes {
+                return Ok(Submitted::Full(part));
+            }
+            match ingest.batcher.push(key, part, Instant::now()) {
+                Push::Full(part) => return Ok(Submitted::Full(part)),
+                Push::Accepted { ready } => {
+                    ingest.parts.entry(key.clone()).or_default().push_back(slot.clone());
+                    shared.emitted(&mut ingest, ready)
+                }
+            }
+        };
+        shared.send(batches)?;
+        Ok(Submitted::Accepted(Ack::new(slot, level)))
+    }
+
+    /// [`try_submit`](Self::try_submit), blocking while the pipeline is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit).
+    pub fn blocking_submit(&self, key: &BatchKey, mut part: Part, level: AckLevel) -> Result<Ack> {
+        loop {
+            let generation = self.shared.room_generation.load(Ordering::Acquire);
+            match self.try_submit(key, part, level)? {
+                Submitted::Accepted(ack) => return Ok(ack),
+                Submitted::Full(back) => {
+                    part = back;
+                    let mut unstored = self.shared.unstored.lock();
+                    if self.shared.room_generation.load(Ordering::Acquire) == generation {
+                        let _ = self.shared.room.wait_for(&mut unstored, Duration::from_millis(50));
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`try_submit`](Self::try_submit), waiting (without blocking a thread) while the
+    /// pipeline is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future while it waits drops the part, which was not submitted.
+    pub async fn submit(&self, key: &BatchKey, mut part: Part, level: AckLevel) -> Result<Ack> {
+        loop {
+            let generation = self.shared.room_generation.load(Ordering::Acquire);
+            match self.try_submit(key, part, level)? {
+                Submitted::Accepted(ack) => return Ok(ack),
+                Submitted::Full(back) => {
+                    part = back;
+                    Room {
+                        shared: &self.shared,
+                        generation,
+                    }
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Emits every open batch now, whatever its size and age (their acknowledgments follow
+    /// as usual).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`].
+    pub fn flush(&self) -> Result<()> {
+        self.shared.check_open()?;
+        self.shared.flush_batcher()
+    }
+
+    /// The pipeline's progress.
+    pub fn status(&self) -> Status {
+        let mut status = self.shared.status.lock().clone();
+        status.unstored_bytes = self.shared.unstored();
+        status.safe_lsn = self.shared.safe_lsn.load(Ordering::Acquire);
+        status
+    }
+
+    /// The write-ahead log (for its statistics; the pipeline appends and truncates it).
+    pub fn wal(&self) -> &Wal {
+        &self.shared.wal
+    }
+
+    /// Submits a `FAILED` batch's kept envelope again, as a new batch with the same parts,
+    /// and returns once that batch is durable in the WAL; the kept copy is then removed. The
+    /// failed batch stays `FAILED` in the tracker, as the record of what happened.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotDeadLettered`] when no envelope is kept for `batch`; [`Error::Convert`]
+    /// when the kept bytes are not an envelope; as [`blocking_submit`](Self::blocking_submit)
+    /// and [`Ack::wait`].
+    pub fn resubmit_failed(&self, batch: BatchId) -> Result<Vec<crate::Acked>> {
+        let bytes = bytes::Bytes::from(self.shared.dead.read(batch)?);
+        let envelope = Envelope::decode(&bytes).map_err(|e| Error::Convert {
+            batch,
+            source: Box::new(e),
+        })?;
+        let (meta, parts) = envelope.into_inner();
+        let mut key = BatchKey::new(meta.tenant, meta.signal, meta.source);
+        if let Some(topic) = meta.topics.first() {
+            key = key.with_topic(topic.clone());
+        }
+        let acks = parts
+            .into_iter()
+            .map(|part| self.blocking_submit(&key, part, AckLevel::WalDurable))
+            .collect::<Result<Vec<_>>>()?;
+        self.flush()?;
+        let acked = acks.into_iter().map(Ack::wait).collect::<Result<Vec<_>>>()?;
+        self.shared.dead.remove(batch)?;
+        Ok(acked)
+    }
+
+    /// Closes the pipeline: open batches are emitted and made durable, everything in the WAL
+    /// is stored (open files closed and published), the janitor makes a last pass, and the
+    /// WAL is closed cleanly.
+    ///
+    /// # Errors
+    ///
+    /// The first error met; whatever was not stored stays in the WAL (and staging) and is
+    /// stored when the pipeline is opened again.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown(true)
+    }
+
+    fn shutdown(&mut self, drain: bool) -> Result<()> {
+        let mut first = None;
+        if drain && self.shared.check_open().is_ok() {
+            if let Err(e) = self.shared.flush_batcher() {
+                first.get_or_insert(e);
+            }
+        }
+        // The writer ends once its queue is empty and closed.
+        self.shared.tx.lock().take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        self.shared.drain.store(drain, Ordering::Release);
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake_all();
+        if let Some(processor) = self.processor.take() {
+            match processor.join() {
+                Ok(Err(e)) => {
+                    first.get_or_insert(e);
+                }
+                Ok(Ok(())) => {}
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        if let Some(janitor) = self.janitor.take() {
+            let _ = janitor.join();
+        }
+        if drain && first.is_none() {
+            if let Err(e) = crate::janitor::pass(&self.shared) {
+                first.get_or_insert(e);
+            }
+        }
+        let reason = first.as_ref().map_or_else(|| "the pipeline was closed".to_owned(), |e| chain(e));
+        for (_, waiting) in self.shared.acks.lock().drain() {
+            waiting.slots.iter().for_each(|s| s.abandon(&reason));
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Pipeline {
+    /// Stops the threads without waiting for open batches or files: what is durable in the
+    /// WAL is stored on the next open. Use [`Pipeline::close`] to drain.
+    fn drop(&mut self) {
+        if self.writer.is_some() || self.processor.is_some() {
+            let _ = self.shutdown(false);
+        }
+    }
+}
+
+/// Resolves when room was made after `generation`.
+struct Room<'a> {
+    shared: &'a Shared,
+    generation: u64,
+}
+
+impl Future for Room<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.room_generation.load(Ordering::Acquire) != self.generation {
+            return Poll::Ready(());
+        }
+        self.shared.room_wakers.lock().push(cx.waker().clone());
+        if self.shared.room_generation.load(Ordering::Acquire) != self.generation {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// The WAL writer: takes emitted batches, appends each round as one group, waits for it to be
+/// durable and acknowledges; emits the batcher's expired batches on time.
+fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<Emitted>) {
+    const ROUND_BYTES: usize = 8 << 20;
+    let mut next_deadline: Option<Instant> = None;
+    loop {
+        let timeout = next_deadline.map_or(Duration::from_millis(100), |d| {
+            d.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
+        });
+        let mut round = Vec::new();
+        let mut disconnected = false;
+        match rx.recv_timeout(timeout) {
+            Ok(item) => round.push(item),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => disconnected = true,
+        }
+        if !disconnected {
+            match shared.emit_expired(Instant::now()) {
+                Ok(next) => next_deadline = next,
+                Err(_) => next_deadline = None,
+            }
+        }
+        let mut bytes: usize = round.iter().map(|e| e.bytes.len()).sum();
+        while bytes < ROUND_BYTES {
+            match rx.try_recv() {
+                Ok(item) => {
+                    bytes += item.bytes.len();
+                    round.push(item);
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
+            }
+        }
+        if !round.is_empty() {
+            let records: Vec<&[u8]> = round.iter().map(|e| e.bytes.as_slice()).collect();
+            let written = shared
+                .wal
+                .submit_batch(&records)
+                .and_then(wit_wal::Commit::wait)
+                .map_err(Error::wal("append"));
+            match written {
+                Ok(range) => {
+                    let acks = shared.acks.lock();
+                    for (item, lsn) in round.iter().zip(range.start.0..) {
+                        if let Some(waiting) = acks.get(&item.id) {
+                            waiting.slots.iter().for_each(|s| s.durable(lsn));
+                        }
+                    }
+                    drop(acks);
+                    shared.durable_round();
+                }
+                Err(e) => {
+                    shared.fail(&e);
+                    return;
+                }
+            }
+        }
+        if disconnected {
+            shared.durable_round();
+            return;
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The processing thread: follows the WAL, converts each batch by its signal, writes it to
+//! the sink whole, and moves it through its stages in the tracker.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use wit_batch::{BatchId, BatchMeta, Envelope, Stage};
+use wit_store::{ParquetSink, StoredFile};
+use wit_tracker::{Advance, ErrorOutcome};
+use wit_wal::{Lsn, Reader};
+
+use crate::convert::convert;
+use crate::error::chain;
+use crate::pipeline::{RecoveryReport, Shared};
+use crate::{Error, Result};
+
+/// A batch read from the WAL and not yet stored (or given up).
+struct Flight {
+    id: BatchId,
+    /// Payload bytes it holds of the unstored bound.
+    bytes: u64,
+}
+
+/// A batch whose step failed and waits to be tried again.
+struct Retry {
+    lsn: u64,
+    due: Instant,
+    stage: Stage,
+    envelope: Envelope,
+}
+
+pub(crate) struct Processor {
+    shared: Arc<Shared>,
+    reader: Reader,
+    sink: ParquetSink,
+    /// The LSN after the last record read.
+    next_lsn: u64,
+    /// Records below this were written before the pipeline was opened: their batches may be
+    /// known to the tracker already.
+    replay_end: u64,
+    /// Batches in complete files still waiting in staging (found on open).
+    staged: HashSet<BatchId>,
+    flights: BTreeMap<u64, Flight>,
+    by_batch: HashMap<BatchId, u64>,
+    retries: Vec<Retry>,
+}
+
+/// Tracker calls are retried while the tracker is unreachable, until the pipeline stops.
+fn persist<T>(shared: &Shared, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match f() {
+            Ok(value) => return Ok(value),
+            Err(e) if shared.stop.load(Ordering::Acquire) => return Err(e),
+            Err(
+                e @ (Error::Tracker { .. }
+                | Error::Store {
+                    source: wit_store::Error::Catalog { .. },
+                    ..
+                }),
+            ) => {
+                shared.note_error(&e);
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Processor {
+    pub(crate) fn new(shared: Arc<Shared>, sink: ParquetSink) -> Result<Self> {
+        let stats = shared.wal.stats();
+        let start = stats.first_lsn.map_or(stats.next_lsn, |l| l).0;
+        let reader = shared.wal.read_from(Lsn(start)).map_err(Error::wal("read"))?;
+        let staged = sink.pending().iter().flat_map(|f| f.batch_ids.iter().copied()).collect();
+        shared.safe_lsn.store(start, Ordering::Release);
+        Ok(Processor {
+            shared,
+            reader,
+            sink,
+            next_lsn: start,
+            replay_end: stats.next_lsn.0,
+            staged,
+            flights: BTreeMap::new(),
+            by_batch: HashMap::new(),
+            retries: Vec::new(),
+        })
+    }
+
+    /// Reads the WAL up to where it ended when the pipeline was opened, storing again what
+    /// is not stored yet.
+    pub(crate) fn replay(&mut self, report: &mut RecoveryReport) -> Result<()> {
+        while self.next_lsn < self.replay_end {
+            let records = self.read()?;
+            if records.is_empty() {
+                break;
+            }
+            self.handle(records, Some(report))?;
+        }
+        self.after_round();
+        Ok(())
+    }
+
+    /// Follows the WAL until the pipeline stops, then stores everything read.
+    pub(crate) fn run(mut self) -> Result<()> {
+        let mut seen_rounds = 0;
+        loop {
+            let stopping = self.shared.stop.load(Ordering::Acquire);
+            let records = self.read()?;
+            let idle = records.is_empty();
+            if !idle {
+                self.handle(records, None)?;
+            }
+            self.retry_due(stopping)?;
+            self.after_round();
+            if stopping && idle {
+                break;
+            }
+            if idle {
+                let wait = self
+                    .sink
+                    .next_deadline()
+                    .map_or(Duration::from_millis(50), |d| d.saturating_duration_since(Instant::now()))
+                    .clamp(Duration::from_millis(1), Duration::from_millis(50));
+                self.shared.wait_durable(&mut seen_rounds, wait);
+            }
+        }
+        if !self.shared.drain.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Drain: every open file is closed and published.
+        let flushed = self.sink.flush().map_err(Error::store("flush"));
+        match flushed {
+            Ok(files) => self.published(&files),
+            Err(e) => {
+                self.after_round();
+                return Err(e);
+            }
+        }
+        self.refused()?;
+        self.after_round();
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<Vec<(u64, Bytes)>> {
+        let mut records = Vec::new();
+        while records.len() < self.shared.config.read_batch {
+            match self.reader.next() {
+                Some(Ok(record)) => {
+                    self.next_lsn = record.lsn.0 + 1;
+                    records.push((record.lsn.0, record.payload));
+                }
+                Some(Err(e)) => return Err(Error::wal("read")(e)),
+                None => break,
+            }
+        }
+        Ok(records)
+    }
+
+    /// Publishes what is due, and lets the janitor know how far the WAL is stored.
+    fn after_round(&mut self) {
+        match self.sink.poll(Instant::now()) {
+            Ok(files) => self.published(&files),
+            Err(e) => self.shared.note_error(&Error::store("publish")(e)),
+        }
+        if let Err(e) = self.refused() {
+            self.shared.note_error(&e);
+        }
+        let safe = self.flights.keys().next().copied().unwrap_or(self.next_lsn);
+        self.shared.safe_lsn.store(safe, Ordering::Release);
+        let mut status = self.shared.status.lock();
+        status.batches_in_flight = self.flights.len() as u64;
+    }
+
+    /// Handles records read from the WAL: registers their batches, converts and writes them.
+    fn handle(&mut self, records: Vec<(u64, Bytes)>, mut report: Option<&mut RecoveryReport>) -> Result<()> {
+        let mut fresh: Vec<(u64, Envelope, Option<Stage>)> = Vec::with_capacity(records.len());
+        for (lsn, payload) in records {
+            let envelope = match Envelope::decode(&payload) {
+                Ok(envelope) => envelope,
+                Err(e) => {
+                    // Not a batch this pipeline can read: kept aside, never blocks the log.
+                    self.shared.dead.keep_record(lsn, &payload)?;
+                    self.shared.status.lock().last_error =
+                        Some(format!("WAL record {lsn} is not a batch envelope (kept aside): {e}"));
+                    continue;
+                }
+            };
+            let known = if lsn < self.replay_end {
+                match self.replay_decision(lsn, &envelope, &payload, report.as_deref_mut())? {
+                    Some(stage) => stage,
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            let id = envelope.meta().id;
+            self.flights.insert(
+                lsn,
+                Flight {
+                    id,
+                    bytes: envelope.meta().byte_size,
+                },
+            );
+            self.by_batch.insert(id, lsn);
+            if lsn < self.replay_end {
+                // Batches written before this run hold the bound again until stored.
+                self.shared.hold(envelope.meta().byte_size);
+            }
+            fresh.push((lsn, envelope, known));
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut seen = self.shared.seen.lock();
+            for (_, envelope, _) in &fresh {
+                seen.insert((envelope.meta().tenant.clone(), envelope.meta().signal));
+            }
+        }
+
+        let converted: Vec<Result<RecordBatch>> = fresh
+            .iter()
+            .map(|(_, envelope, _)| convert(envelope, &self.shared.config.events))
+            .collect();
+
+        // The tracker learns of the batches (one call each for all of them): registered,
+        // durable at their WAL position, converted. Steps already taken are skipped.
+        let metas: Vec<BatchMeta> = fresh
+            .iter()
+            .filter(|(_, _, known)| known.is_none())
+            .map(|(_, e, _)| e.meta().clone())
+            .collect();
+        let now = SystemTime::now();
+        let mut steps = Vec::with_capacity(fresh.len() * 2);
+        for ((lsn, envelope, known), converted) in fresh.iter().zip(&converted) {
+            let id = envelope.meta().id;
+            let reached = known.map_or(0, |s| s.code());
+            if reached < Stage::WalWritten.code() {
+                steps.push(Advance::new(id, Stage::WalWritten, now).with_wal_position(*lsn));
+            }
+            if converted.is_ok() && reached < Stage::Ingested.code() {
+                steps.push(Advance::new(id, Stage::Ingested, now));
+            }
+        }
+        let tracker = self.shared.tracker.clone();
+        let registered = persist(&self.shared, || {
+            tracker.register(&metas).map_err(Error::tracker("register batches"))
+        })?;
+        if let Some(report) = report.as_deref_mut() {
+            report.registered += registered
+                .iter()
+                .filter(|r| **r == wit_tracker::Registration::Registered)
+                .count() as u64;
+        }
+        persist(&self.shared, || {
+            tracker.advance(&steps).map_err(Error::tracker("advance batches"))
+        })?;
+
+        let mut empty = Vec::new();
+        for ((lsn, envelope, _), converted) in fresh.into_iter().zip(converted) {
+            match converted {
+                Err(e) => self.step_failed(lsn, envelope, Stage::Ingested, &e)?,
+                Ok(batch) if batch.num_rows() == 0 => empty.push(envelope.meta().id),
+                Ok(batch) => self.write(lsn, envelope, &batch)?,
+            }
+        }
+        self.store_empty(&empty)
+    }
+
+    /// For a record written before this run: `None` when its batch needs nothing more (it is
+    /// stored, waiting in a staged file, or failed), else the stage the tracker has it in.
+    fn replay_decision(
+        &mut self,
+        lsn: u64,
+        envelope: &Envelope,
+        payload: &[u8],
+        mut report: Option<&mut RecoveryReport>,
+    ) -> Result<Option<Option<Stage>>> {
+        let id = envelope.meta().id;
+        let tracker = self.shared.tracker.clone();
+        let record = persist(&self.shared, || match tracker.batch(id) {
+            Ok(record) => Ok(Some(record)),
+            Err(wit_tracker::Error::UnknownBatch { .. }) => Ok(None),
+            Err(e) => Err(Error::tracker("look up a batch")(e)),
+        })?;
+        let stage = record.as_ref().map(|r| r.stage);
+        match stage {
+            Some(Stage::Stored | Stage::Indexed) => {
+                self.shared.completable.lock().push((lsn, id));
+                if let Some(r) = report.as_deref_mut() {
+                    r.already_stored += 1;
+                }
+                return Ok(None);
+            }
+            Some(Stage::Completed) => return Ok(None),
+            Some(Stage::Failed) => {
+                if !self.shared.dead.contains(id) {
+                    self.shared.dead.keep(id, payload)?;
+                }
+                if let Some(r) = report.as_deref_mut() {
+                    r.failed += 1;
+                }
+                return Ok(None);
+            }
+            _ => {}
+        }
+        // The catalog is the tracker: a batch in a published file is STORED (one transaction),
+        // so the look-up above already found it.
+        if self.staged.contains(&id) {
+            // Its file is complete in staging and is published (marking it STORED) as soon as
+            // the destination takes it; until then the batch holds the log.
+            self.flights.insert(
+                lsn,
+                Flight {
+                    id,
+                    bytes: envelope.meta().byte_size,
+                },
+            );
+            self.by_batch.insert(id, lsn);
+            self.shared.hold(envelope.meta().byte_size);
+            if let Some(r) = report.as_deref_mut() {
+                r.already_stored += 1;
+            }
+            return Ok(None);
+        }
+        if let Some(r) = report {
+            r.replayed += 1;
+        }
+        Ok(Some(stage))
+    }
+
+    /// Writes a converted batch to the sink, whole, into one file.
+    fn write(&mut self, lsn: u64, envelope: Envelope, batch: &RecordBatch) -> Result<()> {
+        let meta = envelope.meta();
+        match self.sink.write(&meta.tenant, meta.signal, batch, &[meta.id]) {
+            Ok(()) => Ok(()),
+            Err(e) => self.step_failed(lsn, envelope, Stage::Stored, &Error::store("write")(e)),
+        }
+    }
+
+    /// Batches without rows have nothing to store: they are `STORED` as they are.
+    fn store_empty(&mut self, ids: &[BatchId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = SystemTime::now();
+        let steps: Vec<Advance> = ids.iter().map(|id| Advance::new(*id, Stage::Stored, now)).collect();
+        let tracker = self.shared.tracker.clone();
+        persist(&self.shared, || {
+            tracker.advance(&steps).map_err(Error::tracker("store empty batches"))
+        })?;
+        for id in ids {
+            self.stored(*id);
+        }
+        Ok(())
+    }
+
+    /// Records a failed step: tried again later, or given up (kept in the dead-letter
+    /// directory first, so the WAL may release it).
+    fn step_failed(&mut self, lsn: u64, envelope: Envelope, stage: Stage, error: &Error) -> Result<()> {
+        let id = envelope.meta().id;
+        let message = chain(error);
+        self.shared.note_error(error);
+        let tracker = self.shared.tracker.clone();
+        let outcome = persist(&self.shared, || {
+            tracker
+                .record_error(id, stage, &message, SystemTime::now())
+                .map_err(Error::tracker("record an error"))
+        })?;
+        match outcome {
+            ErrorOutcome::Retry { retry_count } => {
+                let backoff = self.shared.config.retry_backoff * 2u32.saturating_pow(retry_count.saturating_sub(1).min(10));
+                self.retries.push(Retry {
+                    lsn,
+                    due: Instant::now() + backoff,
+                    stage,
+                    envelope,
+                });
+            }
+            ErrorOutcome::Failed { .. } => {
+                self.shared.dead.keep(id, &envelope.encode())?;
+                if let Some(flight) = self.flights.remove(&lsn) {
+                    self.by_batch.remove(&flight.id);
+                    self.shared.release(flight.bytes);
+                }
+                if let Some(waiting) = self.shared.acks.lock().remove(&id) {
+                    waiting.slots.iter().for_each(|s| s.failed(&message));
+                }
+                self.shared.status.lock().batches_failed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tries again the failed steps that are due (all of them when stopping).
+    fn retry_due(&mut self, all: bool) -> Result<()> {
+        let now = Instant::now();
+        let (due, later): (Vec<Retry>, Vec<Retry>) = std::mem::take(&mut self.retries)
+            .into_iter()
+            .partition(|r| all || r.due <= now);
+        self.retries = later;
+        for retry in due {
+            let id = retry.envelope.meta().id;
+            match convert(&retry.envelope, &self.shared.config.events) {
+                Err(e) => self.step_failed(retry.lsn, retry.envelope, retry.stage, &e)?,
+                Ok(batch) => {
+                    if retry.stage == Stage::Ingested {
+                        let tracker = self.shared.tracker.clone();
+                        let steps = [Advance::new(id, Stage::Ingested, SystemTime::now())];
+                        persist(&self.shared, || {
+                            tracker.advance(&steps).map_err(Error::tracker("advance a retried batch"))
+                        })?;
+                    }
+                    if batch.num_rows() == 0 {
+                        self.store_empty(&[id])?;
+                    } else {
+                        self.write(retry.lsn, retry.envelope, &batch)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Files published: their batches are stored.
+    fn published(&mut self, files: &[StoredFile]) {
+        for file in files {
+            for id in &file.batch_ids {
+                self.stored(*id);
+            }
+        }
+    }
+
+    fn stored(&mut self, id: BatchId) {
+        self.staged.remove(&id);
+        let Some(lsn) = self.by_batch.remove(&id) else {
+            return;
+        };
+        if let Some(flight) = self.flights.remove(&lsn) {
+            self.shared.release(flight.bytes);
+        }
+        if let Some(waiting) = self.shared.acks.lock().remove(&id) {
+            waiting.slots.iter().for_each(|s| s.stored(lsn));
+        }
+        self.shared.completable.lock().push((lsn, id));
+        self.shared.status.lock().batches_stored += 1;
+    }
+
+    /// Files the catalog refused: batches that are stored elsewhere count as stored; the
+    /// others are read again from the WAL and written once more.
+    fn refused(&mut self) -> Result<()> {
+        for (file, error) in self.sink.take_refused() {
+            let error = Error::store("publish")(error);
+            self.shared.note_error(&error);
+            for id in file.batch_ids {
+                let Some(&lsn) = self.by_batch.get(&id) else {
+                    continue;
+                };
+                let tracker = self.shared.tracker.clone();
+                let stage = persist(&self.shared, || {
+                    tracker.batch(id).map(|r| r.stage).map_err(Error::tracker("look up a batch"))
+                })?;
+                if matches!(stage, Stage::Stored | Stage::Indexed | Stage::Completed) {
+                    self.stored(id);
+                    continue;
+                }
+                let mut reader = self.shared.wal.read_from(Lsn(lsn)).map_err(Error::wal("read"))?;
+                let record = reader
+                    .next()
+                    .ok_or_else(|| Error::Closed {
+                        reason: Some(format!("WAL record {lsn} of batch {id} is gone")),
+                    })?
+                    .map_err(Error::wal("read"))?;
+                let envelope = Envelope::decode(&record.payload).map_err(|e| Error::Convert {
+                    batch: id,
+                    source: Box::new(e),
+                })?;
+                self.step_failed(lsn, envelope, Stage::Stored, &error)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,324 @@
+//! The pipeline end to end on SQLite and a local store, read back with pyarrow.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use wit_batch::{BatchKey, Compression, Part, PayloadFormat, RetryPolicy, Signal, SourceKind, Stage, Tenant};
+use wit_pipeline::{AckLevel, Error, Pipeline, Submitted};
+use wit_store::{Destination, FileCatalog};
+use wit_tracker::{SqliteTracker, Tracker, TrackerConfig};
+
+use crate::support::{self, config, gauge, logs, proto, spans};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn key(tenant: &str, signal: Signal) -> BatchKey {
+    BatchKey::new(Tenant::try_new(tenant).expect("tenant"), signal, SourceKind::Http)
+}
+
+/// How many live files of tenant `acme` hold `batch`, read from the catalog.
+fn files_holding(catalog: &dyn FileCatalog, batch: wit_batch::BatchId) -> usize {
+    let acme = Tenant::try_new("acme").expect("tenant");
+    [Signal::Traces, Signal::Logs, Signal::Metrics, Signal::Events]
+        .into_iter()
+        .flat_map(|signal| catalog.list(&acme, signal, None).expect("list"))
+        .filter(|f| f.batch_ids.contains(&batch))
+        .count()
+}
+
+fn stored_or_later(stage: Stage) -> bool {
+    matches!(stage, Stage::Stored | Stage::Indexed | Stage::Completed)
+}
+
+#[test]
+fn every_signal_is_stored_and_acknowledged_at_the_level_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let data = dir.path().join("data");
+    let pipeline = Pipeline::open(config(dir.path()), Destination::local(&data).expect("dest"), tracker.clone())
+        .expect("open");
+
+    let mut acks = Vec::new();
+    for i in 0..20u64 {
+        let ids: Vec<u64> = (i * 3..i * 3 + 3).collect();
+        acks.push(
+            pipeline
+                .blocking_submit(&key("acme", Signal::Traces), proto(spans(&ids), 1), AckLevel::Stored)
+                .expect("traces"),
+        );
+        acks.push(
+            pipeline
+                .blocking_submit(&key("acme", Signal::Logs), proto(logs(&ids), 1), AckLevel::WalDurable)
+                .expect("logs"),
+        );
+        acks.push(
+            pipeline
+                .blocking_submit(&key("acme", Signal::Metrics), proto(gauge(&ids), 1), AckLevel::Stored)
+                .expect("metrics"),
+        );
+        let events = format!("{{\"timestamp\": \"2026-01-01T00:00:{:02}Z\", \"n\": {i}}}\n", i % 60);
+        acks.push(
+            pipeline
+                .blocking_submit(
+                    &key("acme", Signal::Events),
+                    Part::new(PayloadFormat::Ndjson, Compression::None, 1, events.into_bytes()),
+                    AckLevel::Stored,
+                )
+                .expect("events"),
+        );
+    }
+    let received = pipeline
+        .blocking_submit(&key("acme", Signal::Traces), proto(spans(&[60]), 1), AckLevel::Received)
+        .expect("received");
+    let at_once = received.try_get().expect("resolved at once").expect("ok");
+    assert_eq!((at_once.level, at_once.batch), (AckLevel::Received, None));
+
+    let mut batches = Vec::new();
+    for ack in acks {
+        let level = ack.level();
+        let acked = ack.wait_timeout(LONG).expect("acknowledged in time").expect("acknowledged");
+        assert_eq!(acked.level, level);
+        let batch = acked.batch.expect("a batch");
+        assert!(acked.lsn.is_some());
+        if level == AckLevel::Stored {
+            assert!(stored_or_later(tracker.batch(batch).expect("record").stage));
+            assert_eq!(files_holding(&*tracker, batch), 1, "one file holds a batch");
+        }
+        batches.push(batch);
+    }
+    pipeline.close().expect("close");
+
+    // Everything is stored once closed, and the WAL released what it held.
+    for batch in &batches {
+        let record = tracker.batch(*batch).expect("record");
+        assert!(stored_or_later(record.stage), "{batch}: {}", record.stage);
+    }
+    let acme = Tenant::try_new("acme").expect("tenant");
+    let rows = |signal| -> u64 {
+        tracker
+            .list(&acme, signal, None)
+            .expect("list")
+            .iter()
+            .map(|f| f.rows)
+            .sum()
+    };
+    assert_eq!(rows(Signal::Traces), 61);
+    assert_eq!(rows(Signal::Logs), 60);
+    assert_eq!(rows(Signal::Metrics), 60);
+    assert_eq!(rows(Signal::Events), 20);
+
+    if support::has_pyarrow() {
+        for (table, expected) in [("traces", 61), ("logs", 60)] {
+            let found = support::pyarrow_read(&data, table);
+            let mut ids = found.ids.clone();
+            ids.sort_unstable();
+            let want: Vec<i64> = (0..expected).collect();
+            assert_eq!(ids, want, "{table}: every record once");
+            let catalogued: Vec<(String, u64)> = {
+                let signal: Signal = table.parse().expect("signal");
+                let mut files: Vec<_> = tracker
+                    .list(&acme, signal, None)
+                    .expect("list")
+                    .into_iter()
+                    .map(|f| (f.path, f.rows))
+                    .collect();
+                files.sort();
+                files
+            };
+            assert_eq!(found.files, catalogued, "{table}: the files on disk are the catalogued ones");
+        }
+    }
+}
+
+#[test]
+fn an_empty_export_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let pipeline = Pipeline::open(
+        config(dir.path()),
+        Destination::local(&dir.path().join("data")).expect("dest"),
+        tracker.clone(),
+    )
+    .expect("open");
+    // A legal OTLP export with no spans at all.
+    let ack = pipeline
+        .blocking_submit(&key("acme", Signal::Traces), proto(spans(&[]), 1), AckLevel::Stored)
+        .expect("submit");
+    let acked = ack.wait_timeout(LONG).expect("stored in time").expect("stored");
+    let record = tracker.batch(acked.batch.expect("batch")).expect("record");
+    assert!(stored_or_later(record.stage), "{}", record.stage);
+    assert_eq!(files_holding(&*tracker, record.meta.id), 0, "no rows, no file");
+    pipeline.close().expect("close");
+}
+
+#[test]
+fn a_malformed_batch_fails_after_its_retries_without_holding_back_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = std::sync::Arc::new(
+        SqliteTracker::open(
+            &dir.path().join("tracker.db"),
+            TrackerConfig::default().with_retry_policy(RetryPolicy::default().with_max_retries(2)),
+        )
+        .expect("tracker"),
+    );
+    let config = config(dir.path());
+    let dead_letters = config.dead_letter_dir();
+    let pipeline = Pipeline::open(config, Destination::local(&dir.path().join("data")).expect("dest"), tracker.clone())
+        .expect("open");
+    let bad = pipeline
+        .blocking_submit(&key("bad", Signal::Traces), proto(vec![0xff, 0xff, 0xff], 1), AckLevel::Stored)
+        .expect("submit");
+    let good: Vec<_> = (0..10u64)
+        .map(|i| {
+            pipeline
+                .blocking_submit(&key("acme", Signal::Traces), proto(spans(&[i]), 1), AckLevel::Stored)
+                .expect("submit")
+        })
+        .collect();
+    for ack in good {
+        ack.wait_timeout(LONG).expect("in time").expect("the rest is stored");
+    }
+    let failed = match bad.wait_timeout(LONG).expect("in time") {
+        Err(Error::BatchFailed { batch, reason }) => {
+            assert!(reason.contains("conversion"), "{reason}");
+            batch
+        }
+        other => panic!("{other:?}"),
+    };
+    let record = tracker.batch(failed).expect("record");
+    assert_eq!(record.stage, Stage::Failed);
+    assert_eq!(record.retry_count, 3, "the first attempt and two retries");
+    let kept = dead_letters.join(format!("{failed}.envelope"));
+    assert!(kept.exists(), "the envelope is kept in the dead-letter directory");
+
+    // The failed batch no longer holds the WAL: the janitor's point passes it.
+    let position = record.wal_position.expect("position");
+    let deadline = std::time::Instant::now() + LONG;
+    while pipeline.status().safe_lsn <= position {
+        assert!(std::time::Instant::now() < deadline, "{:?}", pipeline.status());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pipeline.status().batches_failed, 1);
+
+    // An operator may send it again; it fails again, as its payload is still malformed.
+    let again = pipeline.resubmit_failed(failed).expect("resubmitted");
+    assert_eq!(again.len(), 1);
+    assert!(!kept.exists(), "the kept copy is removed once the new batch is durable");
+    assert!(matches!(
+        pipeline.resubmit_failed(failed),
+        Err(Error::NotDeadLettered { .. })
+    ));
+    pipeline.close().expect("close");
+}
+
+#[test]
+fn a_reopened_pipeline_stores_what_was_durable_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let data = dir.path().join("data");
+    let mut acked = BTreeMap::new();
+    {
+        // Files are closed by size only here, so most batches are not stored when the
+        // pipeline is dropped without draining.
+        let config = config(dir.path()).with_sink(
+            wit_store::SinkConfig::new(wit_store::NodeName::try_new("node-a").expect("node"))
+                .with_max_file_age(Duration::from_secs(3600))
+                .with_max_file_bytes(20_000),
+        );
+        let pipeline =
+            Pipeline::open(config, Destination::local(&data).expect("dest"), tracker.clone()).expect("open");
+        for i in 0..200u64 {
+            let ack = pipeline
+                .blocking_submit(&key("acme", Signal::Traces), proto(spans(&[i]), 1), AckLevel::WalDurable)
+                .expect("submit");
+            acked.insert(i, ack);
+        }
+        pipeline.flush().expect("flush");
+        let acked: Vec<_> = std::mem::take(&mut acked).into_values().collect();
+        for ack in acked {
+            ack.wait_timeout(LONG).expect("in time").expect("durable");
+        }
+        drop(pipeline); // stops without draining: open files are lost, the WAL has them
+    }
+    let pipeline = Pipeline::open(config(dir.path()), Destination::local(&data).expect("dest"), tracker.clone())
+        .expect("reopen");
+    let report = pipeline.recovery().clone();
+    assert!(report.replayed > 0, "{report:?}");
+    pipeline.close().expect("close");
+    let acme = Tenant::try_new("acme").expect("tenant");
+    let rows: u64 = tracker
+        .list(&acme, Signal::Traces, None)
+        .expect("list")
+        .iter()
+        .map(|f| f.rows)
+        .sum();
+    assert_eq!(rows, 200, "every record once: {report:?}");
+    if support::has_pyarrow() {
+        let mut ids = support::pyarrow_read(&data, "traces").ids;
+        ids.sort_unstable();
+        assert_eq!(ids, (0..200).collect::<Vec<i64>>());
+    }
+}
+
+#[test]
+fn submitting_pushes_back_at_the_unstored_bound_and_nothing_is_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let data = dir.path().join("data");
+    let node = wit_store::NodeName::try_new("node-a").expect("node");
+    // Nothing is stored until close: files never reach their size or age.
+    let config = config(dir.path())
+        .with_sink(wit_store::SinkConfig::new(node).with_max_file_age(Duration::from_secs(3600)))
+        .with_batcher(wit_batch::BatcherConfig::default().with_max_messages(1).with_max_bytes(4096))
+        .with_max_unstored_bytes(16 << 10);
+    let pipeline = Pipeline::open(config, Destination::local(&data).expect("dest"), tracker.clone()).expect("open");
+    let mut acks = Vec::new();
+    let mut full = None;
+    for i in 0..10_000u64 {
+        match pipeline
+            .try_submit(&key("acme", Signal::Traces), proto(spans(&[i]), 1), AckLevel::WalDurable)
+            .expect("submit")
+        {
+            Submitted::Accepted(ack) => acks.push(ack),
+            Submitted::Full(part) => {
+                full = Some((i, part));
+                break;
+            }
+        }
+    }
+    let (refused_at, part) = full.expect("the bound is reached");
+    assert_eq!(part.payload.as_ref(), spans(&[refused_at]).as_slice(), "the part comes back untouched");
+    assert!(pipeline.status().unstored_bytes <= 16 << 10);
+    for ack in acks {
+        ack.wait_timeout(LONG).expect("in time").expect("durable");
+    }
+    pipeline.close().expect("close");
+    let rows: u64 = tracker
+        .list(&Tenant::try_new("acme").expect("tenant"), Signal::Traces, None)
+        .expect("list")
+        .iter()
+        .map(|f| f.rows)
+        .sum();
+    assert_eq!(rows, refused_at, "every accepted record is stored");
+}
+
+#[test]
+fn async_submit_waits_for_room_and_the_ack_is_a_future() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let pipeline = Pipeline::open(
+        config(dir.path()),
+        Destination::local(&dir.path().join("data")).expect("dest"),
+        tracker.clone(),
+    )
+    .expect("open");
+    let acked = support::block_on(async {
+        let ack = pipeline
+            .submit(&key("acme", Signal::Logs), proto(logs(&[1, 2, 3]), 1), AckLevel::Stored)
+            .await
+            .expect("submit");
+        ack.await.expect("stored")
+    });
+    assert!(stored_or_later(tracker.batch(acked.batch.expect("batch")).expect("record").stage));
+    pipeline.close().expect("close");
+}
