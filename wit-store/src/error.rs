@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use wit_batch::BatchId;
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -25,6 +27,21 @@ pub enum Error {
     FileExists {
         /// The file's path in the store.
         path: String,
+    },
+
+    /// A file holds a batch that another live file already holds, so publishing it would
+    /// store the batch's rows twice (a batch replayed after a crash and written again, say).
+    /// Retired files do not count, nor, in [`replace`](crate::FileCatalog::replace), the
+    /// files that call retires.
+    #[error("stored file `{path}` holds batch {batch}, which live file `{stored_in}` already holds")]
+    BatchAlreadyStored {
+        /// The batch.
+        batch: BatchId,
+        /// The file refused.
+        path: String,
+        /// The live file holding the batch; for two new files of one call that share it, the
+        /// one listed first.
+        stored_in: String,
     },
 
     /// A path the catalog does not hold.
