@@ -10,7 +10,7 @@
 //! implements it transactionally in SQLite and PostgreSQL, where publishing a file also marks
 //! its batches `STORED` in the same transaction.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -141,12 +141,17 @@ pub trait FileCatalog: Send + Sync {
     /// repeated after a crash succeeds. A tracker marks the files' batches `STORED` in the
     /// same transaction.
     ///
+    /// A batch is stored in at most one live file: a file holding a batch that another live
+    /// file (under another path) holds is refused, as are two files of one call that share a
+    /// batch. Retired files do not count.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidFile`] (see [`StoredFile::validate`], or one path twice in `files`);
     /// [`Error::FileExists`] for a path already catalogued with other contents;
     /// [`Error::Catalog`] when the backend refuses, e.g. a tracker that does not know a batch
-    /// or whose batch cannot move to `STORED`. On any error nothing is published.
+    /// or whose batch cannot move to `STORED`; [`Error::BatchAlreadyStored`] for a batch
+    /// another live file holds. On any error nothing is published.
     fn publish(&self, files: &[StoredFile]) -> Result<()>;
 
     /// The live files of `tenant` and `signal` whose time range overlaps `time` (all of them
@@ -159,6 +164,9 @@ pub trait FileCatalog: Send + Sync {
 
     /// Publishes `new` and retires `old` (deletable after `delete_after`) in one step, as a
     /// compaction does: a reader lists either all the old files or all the new ones.
+    ///
+    /// The new files may hold the batches of the files this call retires, but, as in
+    /// [`publish`](Self::publish), no batch of any other live file, and no batch twice.
     ///
     /// # Errors
     ///
@@ -204,6 +212,53 @@ pub fn validate_all(files: &[StoredFile]) -> Result<()> {
                 path: file.path.clone(),
                 reason: "the path is given twice".to_owned(),
             });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the files a `publish` or `replace` inserts hold no batch that another live
+/// file holds, and share none among themselves. Shared by every backend.
+///
+/// `insert` are the files the call inserts (identical republished files left out), in the
+/// call's order; `retiring` the paths the same call retires, whose batches the new files may
+/// take over; `live_holders` the `(batch, path)` of every live file holding a batch of
+/// `insert`, in any order.
+///
+/// # Errors
+///
+/// [`Error::BatchAlreadyStored`] for the first file, in `insert`'s order, holding such a
+/// batch (its smallest such batch id, held by the live file with the smallest path).
+#[doc(hidden)]
+pub fn check_batches_not_stored(
+    insert: &[StoredFile],
+    retiring: &[String],
+    live_holders: &[(BatchId, String)],
+) -> Result<()> {
+    let retiring: HashSet<&str> = retiring.iter().map(String::as_str).collect();
+    let mut held: HashMap<BatchId, &str> = HashMap::with_capacity(live_holders.len());
+    for (batch, path) in live_holders {
+        if !retiring.contains(path.as_str()) {
+            held.entry(*batch)
+                .and_modify(|p| *p = (*p).min(path.as_str()))
+                .or_insert(path.as_str());
+        }
+    }
+    for file in insert {
+        let mut ids = file.batch_ids.clone();
+        ids.sort_unstable();
+        let taken = ids
+            .iter()
+            .find_map(|id| held.get(id).filter(|p| **p != file.path).map(|p| (*id, *p)));
+        if let Some((batch, stored_in)) = taken {
+            return Err(Error::BatchAlreadyStored {
+                batch,
+                path: file.path.clone(),
+                stored_in: stored_in.to_owned(),
+            });
+        }
+        for id in ids {
+            held.insert(id, file.path.as_str());
         }
     }
     Ok(())
@@ -256,8 +311,13 @@ impl InMemoryFileCatalog {
 }
 
 /// The part of publishing shared by `publish` and `replace`: validates `new` against the
-/// files held and returns the ones to insert (identical republished files are skipped).
-fn plan_publish(held: &BTreeMap<String, (StoredFile, FileState)>, new: &[StoredFile]) -> Result<Vec<StoredFile>> {
+/// files held (of which `retiring` are retired by the same call) and returns the ones to
+/// insert (identical republished files are skipped).
+fn plan_publish(
+    held: &BTreeMap<String, (StoredFile, FileState)>,
+    new: &[StoredFile],
+    retiring: &[String],
+) -> Result<Vec<StoredFile>> {
     validate_all(new)?;
     let mut insert = Vec::with_capacity(new.len());
     for file in new {
@@ -268,6 +328,18 @@ fn plan_publish(held: &BTreeMap<String, (StoredFile, FileState)>, new: &[StoredF
             None => insert.push(file),
         }
     }
+    let ids: HashSet<BatchId> = insert.iter().flat_map(|f| f.batch_ids.iter().copied()).collect();
+    let holders: Vec<(BatchId, String)> = held
+        .values()
+        .filter(|(_, state)| *state == FileState::Live)
+        .flat_map(|(f, _)| {
+            f.batch_ids
+                .iter()
+                .filter(|id| ids.contains(id))
+                .map(|id| (*id, f.path.clone()))
+        })
+        .collect();
+    check_batches_not_stored(&insert, retiring, &holders)?;
     Ok(insert)
 }
 
@@ -291,7 +363,7 @@ fn check_live(held: &BTreeMap<String, (StoredFile, FileState)>, paths: &[String]
 impl FileCatalog for InMemoryFileCatalog {
     fn publish(&self, files: &[StoredFile]) -> Result<()> {
         let mut held = self.files.lock();
-        for file in plan_publish(&held, files)? {
+        for file in plan_publish(&held, files, &[])? {
             held.insert(file.path.clone(), (file, FileState::Live));
         }
         Ok(())
@@ -316,7 +388,7 @@ impl FileCatalog for InMemoryFileCatalog {
     fn replace(&self, old: &[String], new: &[StoredFile], delete_after: SystemTime) -> Result<()> {
         let mut held = self.files.lock();
         check_live(&held, old)?;
-        let insert = plan_publish(&held, new)?;
+        let insert = plan_publish(&held, new, old)?;
         for path in old {
             if let Some((_, state)) = held.get_mut(path) {
                 *state = FileState::Retired { delete_after };

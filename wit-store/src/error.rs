@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use wit_batch::BatchId;
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -27,15 +29,18 @@ pub enum Error {
         path: String,
     },
 
-    /// A file holds a batch that another live catalogued file already holds: publishing it
-    /// would store the batch's rows twice.
-    #[error("stored file `{path}` holds batch {batch}, which `{stored_in}` already holds")]
+    /// A file holds a batch that another live file already holds, so publishing it would
+    /// store the batch's rows twice (a batch replayed after a crash and written again, say).
+    /// Retired files do not count, nor, in [`replace`](crate::FileCatalog::replace), the
+    /// files that call retires.
+    #[error("stored file `{path}` holds batch {batch}, which live file `{stored_in}` already holds")]
     BatchAlreadyStored {
         /// The batch.
-        batch: wit_batch::BatchId,
-        /// The refused file's path in the store.
+        batch: BatchId,
+        /// The file refused.
         path: String,
-        /// The live file that holds the batch.
+        /// The live file holding the batch; for two new files of one call that share it, the
+        /// one listed first.
         stored_in: String,
     },
 

@@ -32,6 +32,12 @@ const BACKEND: &str = "postgres";
 /// A lock number that serializes migrations across nodes opening the same database.
 const MIGRATION_LOCK: i64 = 0x7769_745f_7472_6163; // "wit_trac"
 
+/// The first key of the advisory locks a publish or replace takes on the batches of its new
+/// files (the second is [`batch_lock`]), so that two nodes never both find a batch unstored
+/// and both catalogue a file holding it. The two-key lock space is apart from
+/// [`MIGRATION_LOCK`]'s.
+const BATCH_LOCK_CLASS: i32 = 0x7769_7462; // "witb"
+
 /// The schema, one migration per version. `batch_tracker` keeps seed 000's column names and
 /// meanings, so its monitoring queries run unchanged; the rest are Wit's additions.
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -874,6 +880,56 @@ async fn insert_files(tx: &deadpool_postgres::Transaction<'_>, files: &[StoredFi
     Ok(())
 }
 
+/// The second key of a batch's advisory lock: its id folded to 32 bits. Two batches that
+/// share a key only wait for each other.
+fn batch_lock(id: BatchId) -> i32 {
+    let v = id.as_u128();
+    let x = (v as u64) ^ ((v >> 64) as u64);
+    (x ^ (x >> 32)) as u32 as i32
+}
+
+/// Takes the advisory locks of `ids` until the transaction ends, in key order (so two calls
+/// never wait on each other in a cycle), before the batch rows.
+async fn lock_batches(tx: &deadpool_postgres::Transaction<'_>, ids: &[BatchId], op: &'static str) -> Result<()> {
+    let mut keys: Vec<i32> = ids.iter().copied().map(batch_lock).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock($1, u.k) FROM unnest($2::int4[]) WITH ORDINALITY AS u(k, n) ORDER BY u.n",
+        )
+        .await
+        .map_err(pg_err(op))?;
+    tx.query(&stmt, &[&BATCH_LOCK_CLASS, &keys]).await.map_err(pg_err(op))?;
+    Ok(())
+}
+
+/// The `(batch, path)` of every live file holding one of `ids`.
+async fn live_holders(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ids: &[BatchId],
+    op: &'static str,
+) -> Result<Vec<(BatchId, String)>> {
+    let ids: Vec<Uuid> = ids.iter().copied().map(uuid).collect();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT b.batch_id, b.path FROM stored_file_batches b JOIN stored_files f ON f.path = b.path \
+             WHERE b.batch_id = ANY($1) AND f.state = 'live'",
+        )
+        .await
+        .map_err(pg_err(op))?;
+    let rows = tx.query(&stmt, &[&ids]).await.map_err(pg_err(op))?;
+    rows.iter()
+        .map(|r| {
+            let id: Uuid = r.try_get(0).map_err(row_err)?;
+            Ok((BatchId::from_u128(id.as_u128()), r.try_get(1).map_err(row_err)?))
+        })
+        .collect()
+}
+
 fn all_paths<'a>(old: &'a [String], new: &'a [StoredFile]) -> Vec<&'a str> {
     old.iter()
         .map(String::as_str)
@@ -888,8 +944,10 @@ async fn publish(inner: &Inner, files: Vec<StoredFile>) -> wit_store::Result<()>
     let held = lock_files(&tx, &all_paths(&[], &files), op).await?;
     let new = plan::files_to_publish(&files, |path| Ok(held.get(path).map(|f| f.0.clone())))?;
     let ids = plan::file_batch_ids(&new);
+    lock_batches(&tx, &ids, op).await?;
     let mut records = load(&tx, &ids, op).await?;
     let changed = plan::store_all(&mut records, &ids, SystemTime::now())?;
+    wit_store::catalog::check_batches_not_stored(&new, &[], &live_holders(&tx, &ids, op).await?)?;
     insert_files(&tx, &new, op).await?;
     store(&tx, &records, &changed, op).await?;
     tx.commit().await.map_err(pg_err(op))?;
@@ -908,6 +966,9 @@ async fn replace(
     let held = lock_files(&tx, &all_paths(&old, &new), op).await?;
     plan::check_live(&old, |path| Ok(held.get(path).map(|f| f.1)))?;
     let new = plan::files_to_publish(&new, |path| Ok(held.get(path).map(|f| f.0.clone())))?;
+    let ids = plan::file_batch_ids(&new);
+    lock_batches(&tx, &ids, op).await?;
+    wit_store::catalog::check_batches_not_stored(&new, &old, &live_holders(&tx, &ids, op).await?)?;
     tx.execute(
         "UPDATE stored_files SET state = 'retired', delete_after = $2 WHERE path = ANY($1)",
         &[&old, &micros(delete_after)],

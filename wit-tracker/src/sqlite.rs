@@ -664,6 +664,26 @@ fn insert_files(tx: &Transaction<'_>, files: &[StoredFile]) -> Result<()> {
     Ok(())
 }
 
+/// The `(batch, path)` of every live file holding one of `ids`.
+fn live_holders(tx: &Transaction<'_>, ids: &[BatchId]) -> Result<Vec<(BatchId, String)>> {
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT b.path FROM stored_file_batches b JOIN stored_files f ON f.path = b.path \
+             WHERE b.batch_id = ?1 AND f.state = 'live'",
+        )
+        .map_err(db_err("read file batches"))?;
+    let mut holders = Vec::new();
+    for id in ids {
+        let paths = stmt
+            .query_map([id.to_string()], |r| r.get::<_, String>(0))
+            .map_err(db_err("read file batches"))?;
+        for path in paths {
+            holders.push((*id, path.map_err(db_err("read file batches"))?));
+        }
+    }
+    Ok(holders)
+}
+
 fn retire_files(tx: &Transaction<'_>, paths: &[String], delete_after: SystemTime) -> Result<()> {
     let mut stmt = tx
         .prepare_cached("UPDATE stored_files SET state = 'retired', delete_after = ?2 WHERE path = ?1")
@@ -682,6 +702,7 @@ impl FileCatalog for SqliteTracker {
             let ids = plan::file_batch_ids(&new);
             let mut records = load(tx, &ids)?;
             let changed = plan::store_all(&mut records, &ids, SystemTime::now())?;
+            wit_store::catalog::check_batches_not_stored(&new, &[], &live_holders(tx, &ids)?)?;
             insert_files(tx, &new)?;
             store(tx, &records, &changed)?;
             Ok(())
@@ -706,6 +727,8 @@ impl FileCatalog for SqliteTracker {
         self.write("replace", |tx| {
             plan::check_live(old, |path| Ok(get_file(tx, path)?.map(|f| f.1)))?;
             let new = plan::files_to_publish(new, |path| Ok(get_file(tx, path)?.map(|f| f.0)))?;
+            let holders = live_holders(tx, &plan::file_batch_ids(&new))?;
+            wit_store::catalog::check_batches_not_stored(&new, old, &holders)?;
             retire_files(tx, old, delete_after)?;
             insert_files(tx, &new)?;
             Ok(())

@@ -239,6 +239,119 @@ pub fn retire_and_forget(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
     catalog.publish(&[a]).expect("publish again");
 }
 
+/// A file holding a batch that another live file holds is `BatchAlreadyStored`, and nothing
+/// of that call is published; so is a call whose new files share a batch. An identical
+/// republish is still a no-op, and a retired file no longer counts.
+pub fn duplicate_batch_is_refused(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let a = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    catalog.publish(std::slice::from_ref(&a)).expect("publish");
+
+    // `dup` holds one of a's batches (say, a batch replayed after a crash and written again).
+    let mut dup = file(prepare, "acme/logs/dup.parquet", "acme", Signal::Logs, 0, 99);
+    dup.batch_ids.push(a.batch_ids[1]);
+    let fresh = file(prepare, "acme/logs/fresh.parquet", "acme", Signal::Logs, 0, 99);
+    let err = catalog
+        .publish(&[fresh.clone(), dup.clone()])
+        .expect_err("a's batch again");
+    assert!(
+        matches!(&err, Error::BatchAlreadyStored { batch, path, stored_in }
+            if *batch == a.batch_ids[1] && *path == dup.path && *stored_in == a.path),
+        "{err}"
+    );
+    assert_eq!(
+        live(catalog, "acme", Signal::Logs),
+        [a.path.as_str()],
+        "the call published nothing"
+    );
+    catalog
+        .publish(std::slice::from_ref(&a))
+        .expect("an identical republish is still accepted");
+
+    // Two new files of one call may not share a batch either.
+    let mut twin = file(prepare, "acme/logs/twin.parquet", "acme", Signal::Logs, 0, 99);
+    twin.batch_ids.push(fresh.batch_ids[0]);
+    let err = catalog
+        .publish(&[fresh.clone(), twin.clone()])
+        .expect_err("one batch in two new files");
+    assert!(
+        matches!(&err, Error::BatchAlreadyStored { batch, path, stored_in }
+            if *batch == fresh.batch_ids[0] && *path == twin.path && *stored_in == fresh.path),
+        "{err}"
+    );
+    assert_eq!(live(catalog, "acme", Signal::Logs), [a.path.as_str()]);
+
+    // Once `a` is retired its batches may be stored again.
+    catalog.retire(std::slice::from_ref(&a.path), now).expect("retire");
+    catalog.publish(&[dup.clone(), fresh]).expect("a no longer counts");
+    assert_eq!(
+        live(catalog, "acme", Signal::Logs),
+        [dup.path.as_str(), "acme/logs/fresh.parquet"]
+    );
+}
+
+/// In `replace`, the new files may hold the batches of the files that call retires
+/// (compaction), but not those of any other live file, and may not share one among
+/// themselves; a refused replace changes nothing.
+pub fn replace_batch_guard(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let grace = now + Duration::from_secs(600);
+    let a = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    let b = file(prepare, "acme/logs/b.parquet", "acme", Signal::Logs, 100, 199);
+    let c = file(prepare, "acme/logs/c.parquet", "acme", Signal::Logs, 200, 299);
+    catalog.publish(&[a.clone(), b.clone(), c.clone()]).expect("publish");
+    let all = [a.path.as_str(), b.path.as_str(), c.path.as_str()];
+    let with_ids = |path: &str, ids: Vec<BatchId>| {
+        let mut f = file(prepare, path, "acme", Signal::Logs, 0, 199);
+        f.batch_ids = ids;
+        f
+    };
+
+    // a and b merged, plus one of c's batches: c is not retired by this call.
+    let ab_c = with_ids(
+        "acme/logs/abc.parquet",
+        a.batch_ids
+            .iter()
+            .chain(&b.batch_ids)
+            .chain(&c.batch_ids[..1])
+            .copied()
+            .collect(),
+    );
+    let err = catalog
+        .replace(&[a.path.clone(), b.path.clone()], std::slice::from_ref(&ab_c), grace)
+        .expect_err("c's batch");
+    assert!(
+        matches!(&err, Error::BatchAlreadyStored { batch, path, stored_in }
+            if *batch == c.batch_ids[0] && *path == ab_c.path && *stored_in == c.path),
+        "{err}"
+    );
+    assert_eq!(live(catalog, "acme", Signal::Logs), all);
+    assert!(catalog.deletable(grace).expect("deletable").is_empty());
+
+    // a split in two, both halves holding the same batch.
+    let a1 = with_ids("acme/logs/a1.parquet", vec![a.batch_ids[0]]);
+    let a2 = with_ids("acme/logs/a2.parquet", a.batch_ids.clone());
+    let err = catalog
+        .replace(std::slice::from_ref(&a.path), &[a1.clone(), a2.clone()], grace)
+        .expect_err("a's first batch twice");
+    assert!(
+        matches!(&err, Error::BatchAlreadyStored { batch, path, stored_in }
+            if *batch == a.batch_ids[0] && *path == a2.path && *stored_in == a1.path),
+        "{err}"
+    );
+    assert_eq!(live(catalog, "acme", Signal::Logs), all);
+
+    // Split cleanly, a's batches move to the new files.
+    let a2 = with_ids("acme/logs/a2.parquet", vec![a.batch_ids[1]]);
+    catalog
+        .replace(std::slice::from_ref(&a.path), &[a1.clone(), a2.clone()], grace)
+        .expect("replace");
+    assert_eq!(
+        live(catalog, "acme", Signal::Logs),
+        [a1.path.as_str(), a2.path.as_str(), b.path.as_str(), c.path.as_str()]
+    );
+}
+
 /// Turns every check of [`conformance`](crate::catalog::conformance) into a `#[test]`.
 ///
 /// `$make` is a function returning `Option<(catalog, prepare)>`; `None` skips (a backend
@@ -247,7 +360,8 @@ pub fn retire_and_forget(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
 #[macro_export]
 macro_rules! file_catalog_conformance {
     ($make:path) => {
-        $crate::file_catalog_conformance!(@each $make, publish_and_list, republish, invalid_files, replace, retire_and_forget);
+        $crate::file_catalog_conformance!(@each $make, publish_and_list, republish, invalid_files, replace, retire_and_forget,
+            duplicate_batch_is_refused, replace_batch_guard);
     };
     (@each $make:path, $($check:ident),+) => {
         $(

@@ -1,10 +1,12 @@
-//! Several workers claiming the same stage at once never get the same batch.
+//! Several workers claiming the same stage at once never get the same batch; several nodes
+//! cataloguing a batch at once store it once.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use wit_batch::{BatchId, Stage, Transition};
-use wit_tracker::{Advance, ClaimRequest, Tracker};
+use wit_batch::{BatchId, Signal, Stage, Tenant, Transition};
+use wit_store::{FileCatalog, StoredFile, TimeRange};
+use wit_tracker::{Advance, ClaimRequest, Tracker, TrackerExt};
 
 use crate::conformance::{at, meta};
 
@@ -122,4 +124,88 @@ fn postgres_pooled_connections_share_without_overlap() {
         tracker.clone(),
         tracker,
     ]);
+}
+
+/// Two nodes at once each compact a file of their own into one that also holds the same
+/// fresh batch: every round exactly one replace succeeds, the other is `BatchAlreadyStored`,
+/// and one live file holds the batch.
+pub fn one_batch_is_catalogued_once<T: Tracker + FileCatalog + 'static>(nodes: [T; 2]) {
+    const ROUNDS: u64 = 40;
+    let tenant = Tenant::try_new("acme").expect("tenant");
+    let file = |path: String, ids: Vec<BatchId>| StoredFile {
+        path,
+        tenant: tenant.clone(),
+        signal: Signal::Logs,
+        time_range: TimeRange::new(0, 1),
+        rows: 1,
+        bytes: 1,
+        batch_ids: ids,
+    };
+    let start = std::sync::Barrier::new(2);
+    for round in 0..ROUNDS {
+        let metas: Vec<_> = (0..3).map(|_| meta("acme", at(round), 1)).collect();
+        nodes[0].register(&metas).expect("register");
+        for m in &metas {
+            for stage in [Stage::WalWritten, Stage::Ingested] {
+                nodes[0].mark(m.id, stage, at(round)).expect("mark");
+            }
+        }
+        let (shared, own) = (metas[0].id, [metas[1].id, metas[2].id]);
+        let old: Vec<StoredFile> = (0..2)
+            .map(|n| file(format!("acme/logs/{round}/old-{n}.parquet"), vec![own[n]]))
+            .collect();
+        nodes[0].publish(&old).expect("publish");
+
+        let results: Vec<wit_store::Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|n| {
+                    let (node, start, old) = (&nodes[n], &start, &old[n]);
+                    let new = file(format!("acme/logs/{round}/new-{n}.parquet"), vec![own[n], shared]);
+                    scope.spawn(move || {
+                        start.wait();
+                        node.replace(std::slice::from_ref(&old.path), &[new], at(round))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("node")).collect()
+        });
+        let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(refused.len(), 1, "round {round}: {results:?}");
+        assert!(
+            matches!(refused[0], wit_store::Error::BatchAlreadyStored { batch, .. } if *batch == shared),
+            "round {round}: {}",
+            refused[0]
+        );
+        let holding = nodes[0]
+            .list(&tenant, Signal::Logs, None)
+            .expect("list")
+            .into_iter()
+            .filter(|f| f.batch_ids.contains(&shared))
+            .count();
+        assert_eq!(holding, 1, "round {round}");
+    }
+}
+
+#[test]
+fn memory_nodes_catalogue_a_batch_once() {
+    let tracker = wit_tracker::InMemoryTracker::default();
+    one_batch_is_catalogued_once([tracker.clone(), tracker]);
+}
+
+#[test]
+fn sqlite_nodes_catalogue_a_batch_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    let open = || wit_tracker::SqliteTracker::open(&path, Default::default()).expect("open");
+    one_batch_is_catalogued_once([open(), open()]);
+}
+
+#[test]
+fn postgres_nodes_catalogue_a_batch_once() {
+    let Some(server) = crate::pg_server::PgServer::shared() else {
+        return;
+    };
+    let params = server.fresh_schema("catalogue_once");
+    let connect = || wit_tracker::PostgresTracker::connect(&params, Default::default()).expect("connect");
+    one_batch_is_catalogued_once([connect(), connect()]);
 }
