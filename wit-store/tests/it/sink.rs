@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
@@ -254,17 +255,20 @@ fn files_rotate_by_size_age_and_schema() {
         .with_max_file_bytes(1)
         .with_max_file_age(Duration::from_secs(60));
     let mut sink = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config).expect("open");
-    // Size: any row group reaches a 1-byte limit, so each closes its file.
-    sink.write(
-        &acme(),
-        Signal::Traces,
-        &spans(1_000, 1_700_000_000, 4),
-        &[BatchId::new()],
-    )
-    .expect("write");
+    // Size: every write reaches a 1-byte limit, so each closes its file after it.
+    for seed in 0..5 {
+        sink.write(
+            &acme(),
+            Signal::Traces,
+            &spans(200, 1_700_000_000, 40 + seed),
+            &[BatchId::new()],
+        )
+        .expect("write");
+        assert_eq!(sink.open_rows(), 0, "closed after the write");
+    }
     let by_size = sink.publish().expect("publish");
     assert_eq!(by_size.len(), 5);
-    assert!(by_size.iter().all(|f| f.rows == 200));
+    assert!(by_size.iter().all(|f| f.rows == 200 && f.batch_ids.len() == 1));
     assert!(by_size.windows(2).all(|w| w[0].path != w[1].path));
 
     // Age: nothing is due before the deadline, the open file is after it.
@@ -315,6 +319,91 @@ fn files_rotate_by_size_age_and_schema() {
         files[0].starts_with("acme/logs/") && files[1].starts_with("umbrella/traces/"),
         "{files:?}"
     );
+}
+
+/// The published Parquet files under a local destination's root (its staging directory
+/// aside), read with the `parquet` crate: each file's path under the root, its rows, and the
+/// batch ids its metadata lists.
+fn published_files(root: &Path) -> Vec<(String, usize, String)> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                if path.file_name() != Some(".staging".as_ref()) {
+                    dirs.push(path);
+                }
+            } else if path.extension() == Some("parquet".as_ref()) {
+                let ids = key_values(&path)
+                    .into_iter()
+                    .find(|(key, _)| key == "wit.batch_ids")
+                    .map(|(_, ids)| ids)
+                    .expect("wit.batch_ids");
+                let relative = path.strip_prefix(root).expect("under the root");
+                found.push((relative.display().to_string(), read_back(&path).num_rows(), ids));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A file over its size limit is closed after the write that took it there, never in the
+/// middle of one: a batch lands whole in one file, so it is never marked stored while part of
+/// it waits in another, unpublished file.
+#[test]
+fn a_batch_larger_than_a_file_is_written_whole_into_one() {
+    const MAX_FILE_BYTES: u64 = 4 << 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sink = ParquetSink::open(
+        Destination::local(dir.path()).expect("dest"),
+        config()
+            .with_row_group_rows(100)
+            .with_max_file_bytes(MAX_FILE_BYTES)
+            .with_bloom_filters(false),
+    )
+    .expect("open");
+    let (input, id) = (spans(1_000, 1_700_000_000, 14), BatchId::new());
+    sink.write(&acme(), Signal::Traces, &input, &[id]).expect("write");
+    let open_after_write = sink.open_rows();
+    let files = sink.flush().expect("flush");
+    assert_eq!(files.len(), 1, "one batch, one file: {files:#?}");
+    let file = files[0].clone();
+    assert_eq!((file.rows, file.batch_ids.as_slice()), (1_000, [id].as_slice()));
+    assert!(
+        file.bytes > 4 * MAX_FILE_BYTES,
+        "the batch is several files' worth: {} bytes",
+        file.bytes
+    );
+    assert_eq!(
+        open_after_write, 0,
+        "over its limit, the file was closed after the write"
+    );
+
+    // Read back without the sink: the one file on disk holds every row, in 10 row groups.
+    let local = dir.path().join(&file.path);
+    assert_eq!(
+        published_files(dir.path()),
+        [(file.path.clone(), 1_000, id.to_string())]
+    );
+    assert_eq!(
+        sorted_by_time(&read_back(&local)),
+        sorted_by_time(&input),
+        "the same rows"
+    );
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&local).expect("open")).expect("reader");
+    assert_eq!(builder.metadata().num_row_groups(), 10);
+
+    // The next batch goes into a new file, and the first is unchanged.
+    let (second, other) = (spans(50, 1_700_000_000, 15), BatchId::new());
+    sink.write(&acme(), Signal::Traces, &second, &[other]).expect("write");
+    let next = sink.flush().expect("flush").remove(0);
+    assert_ne!(next.path, file.path, "a new file");
+    assert_eq!((next.rows, next.batch_ids.as_slice()), (50, [other].as_slice()));
+    let mut expected = vec![(file.path, 1_000, id.to_string()), (next.path, 50, other.to_string())];
+    expected.sort();
+    assert_eq!(published_files(dir.path()), expected);
 }
 
 #[test]
@@ -428,6 +517,194 @@ fn a_catalog_refusal_keeps_the_file_for_a_later_publish() {
     assert_eq!(catalog.list(&acme(), Signal::Traces, None).expect("list"), pending);
     assert!(sink.pending().is_empty());
     assert_eq!(read_back(&dir.path().join(&pending[0].path)).num_rows(), 20);
+}
+
+/// How a [`Scripted`] catalog answers a `publish` call: with an error, or `None` to publish.
+type Answer = Box<dyn Fn(usize, &[StoredFile]) -> Option<Error> + Send + Sync>;
+
+/// A catalog whose `publish` gives `answer(call, files)`'s error when there is one (`call`
+/// counts the calls from 0) and otherwise publishes into `inner`.
+struct Scripted {
+    inner: InMemoryFileCatalog,
+    calls: AtomicUsize,
+    answer: Answer,
+}
+
+impl Scripted {
+    fn new(answer: impl Fn(usize, &[StoredFile]) -> Option<Error> + Send + Sync + 'static) -> Self {
+        Scripted {
+            inner: InMemoryFileCatalog::default(),
+            calls: AtomicUsize::new(0),
+            answer: Box::new(answer),
+        }
+    }
+}
+
+impl FileCatalog for Scripted {
+    fn publish(&self, files: &[StoredFile]) -> wit_store::Result<()> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        match (self.answer)(call, files) {
+            Some(error) => Err(error),
+            None => self.inner.publish(files),
+        }
+    }
+    fn list(&self, t: &Tenant, s: Signal, r: Option<wit_store::TimeRange>) -> wit_store::Result<Vec<StoredFile>> {
+        self.inner.list(t, s, r)
+    }
+    fn replace(&self, o: &[String], n: &[StoredFile], d: std::time::SystemTime) -> wit_store::Result<()> {
+        self.inner.replace(o, n, d)
+    }
+    fn retire(&self, p: &[String], d: std::time::SystemTime) -> wit_store::Result<()> {
+        self.inner.retire(p, d)
+    }
+    fn deletable(&self, now: std::time::SystemTime) -> wit_store::Result<Vec<StoredFile>> {
+        self.inner.deletable(now)
+    }
+    fn forget(&self, p: &[String]) -> wit_store::Result<u64> {
+        self.inner.forget(p)
+    }
+}
+
+/// A publish call that fails part way keeps the files it did publish: the next successful
+/// call returns them with its own, so a caller that acts on the files returned misses none.
+#[test]
+fn a_publish_that_fails_part_way_returns_its_published_files_on_the_next_call() {
+    let catalog = Arc::new(Scripted::new(|call, _| {
+        (call == 1).then(|| Error::Catalog {
+            source: "tracker unavailable".into(),
+        })
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sink = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config())
+        .expect("open")
+        .with_catalog(catalog.clone());
+    let umbrella = Tenant::try_new("umbrella").expect("tenant");
+    let catalogued = || {
+        let mut files = catalog.list(&acme(), Signal::Traces, None).expect("list");
+        files.extend(catalog.list(&umbrella, Signal::Traces, None).expect("list"));
+        files
+    };
+    sink.write(
+        &acme(),
+        Signal::Traces,
+        &spans(20, 1_700_000_000, 16),
+        &[BatchId::new()],
+    )
+    .expect("write");
+    sink.write(
+        &umbrella,
+        Signal::Traces,
+        &spans(30, 1_700_000_000, 17),
+        &[BatchId::new()],
+    )
+    .expect("write");
+
+    // Two files closed: the first is published, the second's catalog call fails.
+    let err = sink.flush().expect_err("the second file's publish fails");
+    assert!(matches!(err, Error::Catalog { .. }), "{err}");
+    let first = catalogued();
+    let pending = sink.pending();
+    assert_eq!((first.len(), pending.len()), (1, 1));
+    assert_ne!(first[0].path, pending[0].path);
+
+    // The next call publishes the second and returns both, each once.
+    let published = sink.publish().expect("publish");
+    assert_eq!(published, [first[0].clone(), pending[0].clone()]);
+    assert!(sink.pending().is_empty());
+    let mut all = catalogued();
+    all.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut expected = published.clone();
+    expected.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(all, expected, "both are in the catalog");
+    for file in &published {
+        assert_eq!(read_back(&dir.path().join(&file.path)).num_rows() as u64, file.rows);
+    }
+    assert!(sink.publish().expect("publish").is_empty(), "returned once");
+}
+
+/// A file the catalog refuses for good does not block the files behind it: it is set aside
+/// in staging as `{id}.parquet.refused` (never queued again, not even on reopen), its
+/// published copy is deleted again (but for `FileExists`, where the object at that path is
+/// the catalogued file's), and `take_refused` reports it once.
+#[test]
+fn a_file_the_catalog_refuses_is_set_aside_and_the_next_is_published() {
+    type Refusal = fn(&StoredFile) -> Error;
+    let refusals: [(Refusal, bool); 3] = [
+        (
+            |f| Error::BatchAlreadyStored {
+                batch: f.batch_ids[0],
+                path: f.path.clone(),
+                stored_in: "x".into(),
+            },
+            true,
+        ),
+        (
+            |f| Error::InvalidFile {
+                path: f.path.clone(),
+                reason: "refused".into(),
+            },
+            true,
+        ),
+        (|f| Error::FileExists { path: f.path.clone() }, false),
+    ];
+    for (refusal, copy_deleted) in refusals {
+        let refused_id = BatchId::new();
+        let catalog = Arc::new(Scripted::new(move |_, files| {
+            files.iter().find(|f| f.batch_ids.contains(&refused_id)).map(refusal)
+        }));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || {
+            ParquetSink::open(
+                Destination::local(dir.path()).expect("dest"),
+                config().with_max_file_bytes(1),
+            )
+            .expect("open")
+            .with_catalog(catalog.clone())
+        };
+        let mut sink = open();
+        sink.write(&acme(), Signal::Traces, &spans(20, 1_700_000_000, 18), &[refused_id])
+            .expect("write");
+        sink.write(
+            &acme(),
+            Signal::Traces,
+            &spans(30, 1_700_000_000, 19),
+            &[BatchId::new()],
+        )
+        .expect("write");
+        let pending = sink.pending();
+        assert_eq!(pending.len(), 2, "each write closed its file");
+        let (refused, kept) = (pending[0].clone(), pending[1].clone());
+
+        let published = sink.flush().expect("a refusal does not fail the call");
+        assert_eq!(published, std::slice::from_ref(&kept));
+        let taken = sink.take_refused();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].0, refused);
+        assert_eq!(taken[0].1.to_string(), refusal(&refused).to_string());
+        assert!(sink.take_refused().is_empty(), "reported once");
+        assert_eq!(
+            catalog.list(&acme(), Signal::Traces, None).expect("list"),
+            std::slice::from_ref(&kept)
+        );
+        assert!(dir.path().join(&kept.path).exists());
+        assert_eq!(dir.path().join(&refused.path).exists(), !copy_deleted, "{}", taken[0].1);
+
+        // Set aside whole in staging, and left there by a reopened sink.
+        let staging = sink.staging_dir().to_owned();
+        let set_aside: Vec<_> = std::fs::read_dir(&staging)
+            .expect("staging")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.to_string_lossy().ends_with(".parquet.refused"))
+            .collect();
+        assert_eq!((set_aside.len(), staged_files(&staging)), (1, 1));
+        assert_eq!(read_back(&set_aside[0]).num_rows(), 20);
+        drop(sink);
+        let mut sink = open();
+        assert!(sink.pending().is_empty(), "a refused file is not queued again");
+        assert!(sink.flush().expect("flush").is_empty());
+        assert!(sink.take_refused().is_empty());
+        assert!(set_aside[0].exists());
+    }
 }
 
 #[test]
