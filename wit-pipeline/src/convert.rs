@@ -9,18 +9,18 @@ use wit_batch::{Envelope, Signal, otlp};
 
 use crate::{Error, Result};
 
+/// An OTLP decoder of `wit_batch::otlp`.
+type Decode = fn(&[u8], wit_batch::PayloadFormat, wit_batch::Compression) -> wit_batch::Result<RecordBatch>;
+
 /// Converts every part of `envelope` and concatenates them into one batch (a batch is
 /// written to one file whole). All or nothing: one bad part fails the batch.
 pub(crate) fn convert(envelope: &Envelope, events_options: &EventOptions) -> Result<RecordBatch> {
     let meta = envelope.meta();
-    let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Convert {
-        batch: meta.id,
-        source,
-    };
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Convert { batch: meta.id, source };
     let (schema, batches) = match meta.signal {
         Signal::Events => events(envelope, events_options).map_err(|e| fail(Box::new(e)))?,
         signal => {
-            let (schema, decode): (SchemaRef, fn(&[u8], _, _) -> wit_batch::Result<RecordBatch>) = match signal {
+            let (schema, decode): (SchemaRef, Decode) = match signal {
                 Signal::Traces => (otlp::traces::schema(), otlp::traces::decode),
                 Signal::Logs => (otlp::logs::schema(), otlp::logs::decode),
                 Signal::Metrics => (otlp::metrics::schema(), otlp::metrics::decode),

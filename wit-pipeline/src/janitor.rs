@@ -37,10 +37,7 @@ pub(crate) fn pass(shared: &Shared) -> Result<()> {
         .oldest_incomplete_wal_position()
         .map_err(Error::tracker("find the oldest unstored batch"))?;
     let point = floor.map_or(safe, |f| f.min(safe));
-    shared
-        .wal
-        .truncate_before(Lsn(point))
-        .map_err(Error::wal("truncate"))?;
+    shared.wal.truncate_before(Lsn(point)).map_err(Error::wal("truncate"))?;
 
     // Batches whose WAL records are released are complete.
     let stats = shared.wal.stats();
@@ -55,7 +52,10 @@ pub(crate) fn pass(shared: &Shared) -> Result<()> {
     };
     if !done.is_empty() {
         let now = SystemTime::now();
-        let steps: Vec<Advance> = done.iter().map(|(_, id)| Advance::new(*id, Stage::Completed, now)).collect();
+        let steps: Vec<Advance> = done
+            .iter()
+            .map(|(_, id)| Advance::new(*id, Stage::Completed, now))
+            .collect();
         if shared.tracker.advance(&steps).is_err() {
             // One batch the tracker will not complete (retried by hand, say) must not hold
             // back the others.

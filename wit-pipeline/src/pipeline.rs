@@ -313,9 +313,8 @@ impl Pipeline {
             ..RecoveryReport::default()
         };
         let (tx, rx) = mpsc::channel();
-        let batcher = Batcher::try_new(config.batcher.clone()).map_err(|e| Error::InvalidConfig {
-            reason: e.to_string(),
-        })?;
+        let batcher =
+            Batcher::try_new(config.batcher.clone()).map_err(|e| Error::InvalidConfig { reason: e.to_string() })?;
         let shared = Arc::new(Shared {
             config,
             wal,
@@ -541,10 +540,11 @@ impl Pipeline {
 
     fn shutdown(&mut self, drain: bool) -> Result<()> {
         let mut first = None;
-        if drain && self.shared.check_open().is_ok() {
-            if let Err(e) = self.shared.flush_batcher() {
-                first.get_or_insert(e);
-            }
+        if drain
+            && self.shared.check_open().is_ok()
+            && let Err(e) = self.shared.flush_batcher()
+        {
+            first.get_or_insert(e);
         }
         // The writer ends once its queue is empty and closed.
         self.shared.tx.lock().take();
@@ -566,12 +566,15 @@ impl Pipeline {
         if let Some(janitor) = self.janitor.take() {
             let _ = janitor.join();
         }
-        if drain && first.is_none() {
-            if let Err(e) = crate::janitor::pass(&self.shared) {
-                first.get_or_insert(e);
-            }
+        if drain
+            && first.is_none()
+            && let Err(e) = crate::janitor::pass(&self.shared)
+        {
+            first.get_or_insert(e);
         }
-        let reason = first.as_ref().map_or_else(|| "the pipeline was closed".to_owned(), |e| chain(e));
+        let reason = first
+            .as_ref()
+            .map_or_else(|| "the pipeline was closed".to_owned(), |e| chain(e));
         for (_, waiting) in self.shared.acks.lock().drain() {
             waiting.slots.iter().for_each(|s| s.abandon(&reason));
         }
@@ -617,7 +620,8 @@ fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<Emitted>) {
     let mut next_deadline: Option<Instant> = None;
     loop {
         let timeout = next_deadline.map_or(Duration::from_millis(100), |d| {
-            d.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
+            d.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
         });
         let mut round = Vec::new();
         let mut disconnected = false;

@@ -77,7 +77,11 @@ impl Processor {
         let stats = shared.wal.stats();
         let start = stats.first_lsn.map_or(stats.next_lsn, |l| l).0;
         let reader = shared.wal.read_from(Lsn(start)).map_err(Error::wal("read"))?;
-        let staged = sink.pending().iter().flat_map(|f| f.batch_ids.iter().copied()).collect();
+        let staged = sink
+            .pending()
+            .iter()
+            .flat_map(|f| f.batch_ids.iter().copied())
+            .collect();
         shared.safe_lsn.store(start, Ordering::Release);
         Ok(Processor {
             shared,
@@ -125,7 +129,9 @@ impl Processor {
                 let wait = self
                     .sink
                     .next_deadline()
-                    .map_or(Duration::from_millis(50), |d| d.saturating_duration_since(Instant::now()))
+                    .map_or(Duration::from_millis(50), |d| {
+                        d.saturating_duration_since(Instant::now())
+                    })
                     .clamp(Duration::from_millis(1), Duration::from_millis(50));
                 self.shared.wait_durable(&mut seen_rounds, wait);
             }
@@ -252,7 +258,7 @@ impl Processor {
         let registered = persist(&self.shared, || {
             tracker.register(&metas).map_err(Error::tracker("register batches"))
         })?;
-        if let Some(report) = report.as_deref_mut() {
+        if let Some(report) = report {
             report.registered += registered
                 .iter()
                 .filter(|r| **r == wit_tracker::Registration::Registered)
@@ -375,7 +381,8 @@ impl Processor {
         })?;
         match outcome {
             ErrorOutcome::Retry { retry_count } => {
-                let backoff = self.shared.config.retry_backoff * 2u32.saturating_pow(retry_count.saturating_sub(1).min(10));
+                let backoff =
+                    self.shared.config.retry_backoff * 2u32.saturating_pow(retry_count.saturating_sub(1).min(10));
                 self.retries.push(Retry {
                     lsn,
                     due: Instant::now() + backoff,
@@ -414,7 +421,9 @@ impl Processor {
                         let tracker = self.shared.tracker.clone();
                         let steps = [Advance::new(id, Stage::Ingested, SystemTime::now())];
                         persist(&self.shared, || {
-                            tracker.advance(&steps).map_err(Error::tracker("advance a retried batch"))
+                            tracker
+                                .advance(&steps)
+                                .map_err(Error::tracker("advance a retried batch"))
                         })?;
                     }
                     if batch.num_rows() == 0 {
@@ -464,7 +473,10 @@ impl Processor {
                 };
                 let tracker = self.shared.tracker.clone();
                 let stage = persist(&self.shared, || {
-                    tracker.batch(id).map(|r| r.stage).map_err(Error::tracker("look up a batch"))
+                    tracker
+                        .batch(id)
+                        .map(|r| r.stage)
+                        .map_err(Error::tracker("look up a batch"))
                 })?;
                 if matches!(stage, Stage::Stored | Stage::Indexed | Stage::Completed) {
                     self.stored(id);

@@ -16,7 +16,7 @@ use crate::{Destination, Error, FileCatalog, Result, SinkConfig, StoredFile};
 /// Streams Arrow batches into Parquet files, one open file per tenant and signal.
 ///
 /// A file is written in the staging directory under a temporary name, closed when it reaches
-/// [`SinkConfig::with_max_file_bytes`] (checked after each row group), when it is older than
+/// [`SinkConfig::with_max_file_bytes`] (checked after each write, so that a write's rows stay in one file), when it is older than
 /// [`SinkConfig::with_max_file_age`] ([`poll`](Self::poll)), or on [`flush`](Self::flush). A
 /// closed file is complete and durable in staging; [`publish`](Self::publish) (which `poll`
 /// and `flush` call) then links or uploads it under its final path and, when the sink has a
@@ -257,14 +257,16 @@ impl ParquetSink {
                 if !is_refusal(&error) {
                     return Err(error);
                 }
-                let staged = self.ready.remove(0);
                 // Under a path the catalog holds for another file, the object is that file's.
                 if !matches!(error, Error::FileExists { .. }) {
                     self.destination.delete(&staged.file.path)?;
                 }
+                // Set aside before it leaves the queue: a failure here keeps it queued, and
+                // the next call meets the same refusal and tries again.
                 let kept = staged.local.with_extension("parquet.refused");
                 std::fs::rename(&staged.local, &kept).map_err(io(&kept))?;
                 sync_dir(&self.staging)?;
+                let staged = self.ready.remove(0);
                 self.refused.push((staged.file, error));
                 continue;
             }

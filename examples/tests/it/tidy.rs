@@ -31,7 +31,10 @@ fn crates_depend_only_downwards() {
         ("wit-batch", &[][..]),
         ("wit-store", &["wit-batch"][..]),
         ("wit-tracker", &["wit-batch", "wit-store"][..]),
-        ("wit-pipeline", &["wit-wal", "wit-batch", "wit-store", "wit-tracker"][..]),
+        (
+            "wit-pipeline",
+            &["wit-wal", "wit-batch", "wit-store", "wit-tracker"][..],
+        ),
     ]);
     for (krate, deps) in &graph {
         if let Some(allowed) = allowed.get(krate.as_str()) {

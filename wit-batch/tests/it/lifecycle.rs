@@ -145,7 +145,8 @@ fn is_a_valid_progress(progress: &[Stage]) -> bool {
         Stage::Indexed,
         Stage::Completed,
     ];
-    let skipping = |skipped: &[Stage]| -> Vec<Stage> { full.iter().copied().filter(|s| !skipped.contains(s)).collect() };
+    let skipping =
+        |skipped: &[Stage]| -> Vec<Stage> { full.iter().copied().filter(|s| !skipped.contains(s)).collect() };
     [
         skipping(&[]),
         skipping(&[Stage::SourceCommitted]),

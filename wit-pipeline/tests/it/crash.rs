@@ -36,8 +36,12 @@ fn crash_child_entry_point() {
     let base: u64 = std::env::var("WIT_CHILD_BASE").expect("base").parse().expect("base");
     let drain = std::env::var_os("WIT_CHILD_DRAIN").is_some();
     let tracker = tracker(dir, std::env::var("WIT_CHILD_PG").ok().as_deref());
-    let pipeline = Pipeline::open(config(dir), Destination::local(&dir.join("data")).expect("dest"), tracker)
-        .expect("open the pipeline");
+    let pipeline = Pipeline::open(
+        config(dir),
+        Destination::local(&dir.join("data")).expect("dest"),
+        tracker,
+    )
+    .expect("open the pipeline");
     let report = pipeline.recovery();
     println!(
         "OPEN replayed={} already_stored={} registered={}",
@@ -91,14 +95,20 @@ fn produce(pipeline: &Pipeline, first: u64) {
         let ids: Vec<u64> = (next..next + 3).collect();
         next += 3;
         n += 1;
-        let (signal, payload) = if n % 2 == 0 {
+        let (signal, payload) = if n.is_multiple_of(2) {
             (Signal::Traces, spans(&ids))
         } else {
             (Signal::Logs, logs(&ids))
         };
-        let level = if n % 5 == 0 { AckLevel::Stored } else { AckLevel::WalDurable };
+        let level = if n.is_multiple_of(5) {
+            AckLevel::Stored
+        } else {
+            AckLevel::WalDurable
+        };
         let key = BatchKey::new(Tenant::try_new("acme").expect("tenant"), signal, SourceKind::Http);
-        let ack = pipeline.blocking_submit(&key, proto(payload, 1), level).expect("submit");
+        let ack = pipeline
+            .blocking_submit(&key, proto(payload, 1), level)
+            .expect("submit");
         window.push_back((signal, ids, ack));
         if window.len() >= 16 {
             let (signal, ids, ack) = window.pop_front().expect("window");
@@ -117,9 +127,16 @@ struct Rng(u64);
 
 impl Rng {
     fn new() -> Self {
-        let seed = std::env::var("WIT_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("clock").as_nanos() as u64 | 1
-        });
+        let seed = std::env::var("WIT_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .expect("clock")
+                    .as_nanos() as u64
+                    | 1
+            });
         eprintln!("crash test seed: {seed} (WIT_CRASH_SEED)");
         Rng(seed)
     }
@@ -142,7 +159,13 @@ struct Acked {
 fn run_child(dir: &Path, base: u64, kill_after: Option<Duration>, pg: Option<&str>) -> HashMap<u64, Acked> {
     let mut command = Command::new(std::env::current_exe().expect("test binary"));
     command
-        .args(["crash::crash_child_entry_point", "--exact", "--nocapture", "--test-threads", "1"])
+        .args([
+            "crash::crash_child_entry_point",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(CHILD, dir)
         .env("WIT_CHILD_BASE", base.to_string())
         .stdout(Stdio::piped())
@@ -198,7 +221,11 @@ fn crash_and_check(runs: u64, pg: Option<&str>) {
     let started = Instant::now();
     for run in 0..runs {
         // Mostly while producing; now and then during the recovery of the last kill.
-        let kill_after = Duration::from_millis(if rng.below(6) == 0 { rng.below(40) } else { 60 + rng.below(400) });
+        let kill_after = Duration::from_millis(if rng.below(6) == 0 {
+            rng.below(40)
+        } else {
+            60 + rng.below(400)
+        });
         acked.extend(run_child(dir.path(), (run + 1) * 1_000_000_000, Some(kill_after), pg));
     }
     run_child(dir.path(), 0, None, pg);
@@ -215,7 +242,10 @@ fn crash_and_check(runs: u64, pg: Option<&str>) {
     batches.sort_unstable();
     batches.dedup();
     for batch in &batches {
-        let stage = tracker.batch(*batch).expect("the tracker knows every acknowledged batch").stage;
+        let stage = tracker
+            .batch(*batch)
+            .expect("the tracker knows every acknowledged batch")
+            .stage;
         assert!(
             matches!(stage, Stage::Stored | Stage::Indexed | Stage::Completed),
             "{batch} is {stage}"
@@ -239,7 +269,10 @@ fn crash_and_check(runs: u64, pg: Option<&str>) {
             continue;
         }
         let found = support::pyarrow_read(&dir.path().join("data"), signal.as_str());
-        assert_eq!(found.files, catalogued, "{signal}: the files on disk are the catalogued ones");
+        assert_eq!(
+            found.files, catalogued,
+            "{signal}: the files on disk are the catalogued ones"
+        );
         let mut counts: HashMap<i64, u32> = HashMap::new();
         for id in found.ids {
             *counts.entry(id).or_default() += 1;

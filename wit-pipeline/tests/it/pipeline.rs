@@ -35,8 +35,12 @@ fn every_signal_is_stored_and_acknowledged_at_the_level_asked_for() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tracker = support::sqlite(dir.path());
     let data = dir.path().join("data");
-    let pipeline = Pipeline::open(config(dir.path()), Destination::local(&data).expect("dest"), tracker.clone())
-        .expect("open");
+    let pipeline = Pipeline::open(
+        config(dir.path()),
+        Destination::local(&data).expect("dest"),
+        tracker.clone(),
+    )
+    .expect("open");
 
     let mut acks = Vec::new();
     for i in 0..20u64 {
@@ -76,7 +80,10 @@ fn every_signal_is_stored_and_acknowledged_at_the_level_asked_for() {
     let mut batches = Vec::new();
     for ack in acks {
         let level = ack.level();
-        let acked = ack.wait_timeout(LONG).expect("acknowledged in time").expect("acknowledged");
+        let acked = ack
+            .wait_timeout(LONG)
+            .expect("acknowledged in time")
+            .expect("acknowledged");
         assert_eq!(acked.level, level);
         let batch = acked.batch.expect("a batch");
         assert!(acked.lsn.is_some());
@@ -125,7 +132,10 @@ fn every_signal_is_stored_and_acknowledged_at_the_level_asked_for() {
                 files.sort();
                 files
             };
-            assert_eq!(found.files, catalogued, "{table}: the files on disk are the catalogued ones");
+            assert_eq!(
+                found.files, catalogued,
+                "{table}: the files on disk are the catalogued ones"
+            );
         }
     }
 }
@@ -163,10 +173,18 @@ fn a_malformed_batch_fails_after_its_retries_without_holding_back_the_rest() {
     );
     let config = config(dir.path());
     let dead_letters = config.dead_letter_dir();
-    let pipeline = Pipeline::open(config, Destination::local(&dir.path().join("data")).expect("dest"), tracker.clone())
-        .expect("open");
+    let pipeline = Pipeline::open(
+        config,
+        Destination::local(&dir.path().join("data")).expect("dest"),
+        tracker.clone(),
+    )
+    .expect("open");
     let bad = pipeline
-        .blocking_submit(&key("bad", Signal::Traces), proto(vec![0xff, 0xff, 0xff], 1), AckLevel::Stored)
+        .blocking_submit(
+            &key("bad", Signal::Traces),
+            proto(vec![0xff, 0xff, 0xff], 1),
+            AckLevel::Stored,
+        )
         .expect("submit");
     let good: Vec<_> = (0..10u64)
         .map(|i| {
@@ -225,11 +243,14 @@ fn a_reopened_pipeline_stores_what_was_durable_exactly_once() {
                 .with_max_file_age(Duration::from_secs(3600))
                 .with_max_file_bytes(20_000),
         );
-        let pipeline =
-            Pipeline::open(config, Destination::local(&data).expect("dest"), tracker.clone()).expect("open");
+        let pipeline = Pipeline::open(config, Destination::local(&data).expect("dest"), tracker.clone()).expect("open");
         for i in 0..200u64 {
             let ack = pipeline
-                .blocking_submit(&key("acme", Signal::Traces), proto(spans(&[i]), 1), AckLevel::WalDurable)
+                .blocking_submit(
+                    &key("acme", Signal::Traces),
+                    proto(spans(&[i]), 1),
+                    AckLevel::WalDurable,
+                )
                 .expect("submit");
             acked.insert(i, ack);
         }
@@ -240,8 +261,12 @@ fn a_reopened_pipeline_stores_what_was_durable_exactly_once() {
         }
         drop(pipeline); // stops without draining: open files are lost, the WAL has them
     }
-    let pipeline = Pipeline::open(config(dir.path()), Destination::local(&data).expect("dest"), tracker.clone())
-        .expect("reopen");
+    let pipeline = Pipeline::open(
+        config(dir.path()),
+        Destination::local(&data).expect("dest"),
+        tracker.clone(),
+    )
+    .expect("reopen");
     let report = pipeline.recovery().clone();
     assert!(report.replayed > 0, "{report:?}");
     pipeline.close().expect("close");
@@ -269,14 +294,22 @@ fn submitting_pushes_back_at_the_unstored_bound_and_nothing_is_dropped() {
     // Nothing is stored until close: files never reach their size or age.
     let config = config(dir.path())
         .with_sink(wit_store::SinkConfig::new(node).with_max_file_age(Duration::from_secs(3600)))
-        .with_batcher(wit_batch::BatcherConfig::default().with_max_messages(1).with_max_bytes(4096))
+        .with_batcher(
+            wit_batch::BatcherConfig::default()
+                .with_max_messages(1)
+                .with_max_bytes(4096),
+        )
         .with_max_unstored_bytes(16 << 10);
     let pipeline = Pipeline::open(config, Destination::local(&data).expect("dest"), tracker.clone()).expect("open");
     let mut acks = Vec::new();
     let mut full = None;
     for i in 0..10_000u64 {
         match pipeline
-            .try_submit(&key("acme", Signal::Traces), proto(spans(&[i]), 1), AckLevel::WalDurable)
+            .try_submit(
+                &key("acme", Signal::Traces),
+                proto(spans(&[i]), 1),
+                AckLevel::WalDurable,
+            )
             .expect("submit")
         {
             Submitted::Accepted(ack) => acks.push(ack),
@@ -287,7 +320,11 @@ fn submitting_pushes_back_at_the_unstored_bound_and_nothing_is_dropped() {
         }
     }
     let (refused_at, part) = full.expect("the bound is reached");
-    assert_eq!(part.payload.as_ref(), spans(&[refused_at]).as_slice(), "the part comes back untouched");
+    assert_eq!(
+        part.payload.as_ref(),
+        spans(&[refused_at]).as_slice(),
+        "the part comes back untouched"
+    );
     assert!(pipeline.status().unstored_bytes <= 16 << 10);
     for ack in acks {
         ack.wait_timeout(LONG).expect("in time").expect("durable");
@@ -319,6 +356,8 @@ fn async_submit_waits_for_room_and_the_ack_is_a_future() {
             .expect("submit");
         ack.await.expect("stored")
     });
-    assert!(stored_or_later(tracker.batch(acked.batch.expect("batch")).expect("record").stage));
+    assert!(stored_or_later(
+        tracker.batch(acked.batch.expect("batch")).expect("record").stage
+    ));
     pipeline.close().expect("close");
 }
