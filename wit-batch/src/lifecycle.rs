@@ -269,6 +269,8 @@ mod tests {
         (Ingested, Stored),
         (Ingested, Failed),
         (Stored, Indexed),
+        // A pipeline without a full-text index completes a batch once stored.
+        (Stored, Completed),
         (Stored, Failed),
         (Indexed, Completed),
         (Indexed, Failed),
