@@ -267,6 +267,10 @@ impl FileCatalog for InMemoryTracker {
         self.inner.lock().files.retire(paths, delete_after)
     }
 
+    fn files_holding(&self, batch: BatchId) -> wit_store::Result<Vec<StoredFile>> {
+        self.inner.lock().files.files_holding(batch)
+    }
+
     fn deletable(&self, now: SystemTime) -> wit_store::Result<Vec<StoredFile>> {
         self.inner.lock().files.deletable(now)
     }

@@ -1037,6 +1037,16 @@ impl FileCatalog for PostgresTracker {
         self.replace(paths, &[], delete_after)
     }
 
+    fn files_holding(&self, batch: BatchId) -> wit_store::Result<Vec<StoredFile>> {
+        self.catalog(move |inner| async move {
+            let sql = format!(
+                "SELECT {FILE_COLUMNS} FROM stored_files WHERE state = 'live' AND path IN \
+                 (SELECT path FROM stored_file_batches WHERE batch_id = $1) ORDER BY path"
+            );
+            Ok(list_files(&inner, "files holding a batch", &sql, &[&uuid(batch)]).await?)
+        })
+    }
+
     fn deletable(&self, now: SystemTime) -> wit_store::Result<Vec<StoredFile>> {
         self.catalog(move |inner| async move {
             let sql = format!(

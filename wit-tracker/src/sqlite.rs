@@ -739,6 +739,19 @@ impl FileCatalog for SqliteTracker {
         self.replace(paths, &[], delete_after)
     }
 
+    fn files_holding(&self, batch: BatchId) -> wit_store::Result<Vec<StoredFile>> {
+        Ok(self.read(|conn| {
+            query_files(
+                conn,
+                &format!(
+                    "SELECT {FILE_COLUMNS} FROM stored_files WHERE state = 'live' AND path IN \
+                     (SELECT path FROM stored_file_batches WHERE batch_id = ?1) ORDER BY path"
+                ),
+                [batch.to_string()],
+            )
+        })?)
+    }
+
     fn deletable(&self, now: SystemTime) -> wit_store::Result<Vec<StoredFile>> {
         Ok(self.read(|conn| {
             query_files(
