@@ -183,6 +183,17 @@ pub trait FileCatalog: Send + Sync {
     /// changes then.
     fn retire(&self, paths: &[String], delete_after: SystemTime) -> Result<()>;
 
+    /// The live files holding `batch`, ordered by path; empty when no live file holds it
+    /// (never stored, or only in files since retired). Recovery asks this to skip a batch that
+    /// is already stored. Since [`publish`](Self::publish) and [`replace`](Self::replace) keep
+    /// a batch in at most one live file, the list has at most one file, unless the catalog
+    /// was written before that rule.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Catalog`] when the backend fails.
+    fn files_holding(&self, batch: BatchId) -> Result<Vec<StoredFile>>;
+
     /// The retired files whose grace period has passed at `now`, ordered by path: the janitor
     /// deletes these objects, then [`forget`](Self::forget)s them.
     ///
@@ -402,6 +413,15 @@ impl FileCatalog for InMemoryFileCatalog {
 
     fn retire(&self, paths: &[String], delete_after: SystemTime) -> Result<()> {
         self.replace(paths, &[], delete_after)
+    }
+
+    fn files_holding(&self, batch: BatchId) -> Result<Vec<StoredFile>> {
+        let held = self.files.lock();
+        Ok(held
+            .values()
+            .filter(|(f, state)| *state == FileState::Live && f.batch_ids.binary_search(&batch).is_ok())
+            .map(|(f, _)| f.clone())
+            .collect())
     }
 
     fn deletable(&self, now: SystemTime) -> Result<Vec<StoredFile>> {

@@ -37,13 +37,25 @@ pub trait Tracker: Send + Sync {
     /// in is a retry by hand (with a fresh retry budget). Completing a step drops the batch's
     /// lease.
     ///
+    /// A step that names its worker ([`Advance::with_worker`]) is fenced: if it would apply,
+    /// the worker must hold the batch's lease, and the lease must not have run out at the
+    /// step's [`at`](Advance::at). Leases are checked as the call found them, so one call may
+    /// carry several steps of a worker's batch. A fenced step that is
+    /// [`Transition::AlreadyApplied`] changes nothing and needs no lease (a worker repeating a
+    /// call whose answer it lost gets the same outcome). A retry by hand out of `FAILED` is no
+    /// worker's: a `FAILED` batch has no lease, so fenced it is refused. Steps without a worker
+    /// are not fenced.
+    ///
     /// # Errors
     ///
     /// [`Error::UnknownBatch`](crate::Error::UnknownBatch);
     /// [`Error::InvalidTransition`](crate::Error::InvalidTransition) for a skipped stage, a step
     /// backwards, or any other step the lifecycle forbids;
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) for a fenced step whose worker does not
+    /// hold the lease;
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a step into `FAILED`
-    /// (use [`record_error`](Self::record_error)). On any error no step is applied.
+    /// (use [`record_error`](Self::record_error)) or an empty worker name. On any error no
+    /// step is applied.
     fn advance(&self, steps: &[Advance]) -> Result<Vec<Transition>>;
 
     /// Records that moving `batch` into `stage` failed with `message`: the retry count goes up
@@ -56,6 +68,26 @@ pub trait Tracker: Send + Sync {
     /// step the batch could be attempting (it is already `FAILED` or `COMPLETED`, or `stage`
     /// is not next).
     fn record_error(&self, batch: BatchId, stage: Stage, message: &str, at: SystemTime) -> Result<ErrorOutcome>;
+
+    /// [`record_error`](Self::record_error), fenced by `worker`'s lease as a step with
+    /// [`Advance::with_worker`] is: the error is recorded only if `worker` holds the batch's
+    /// lease and the lease has not run out at `at`, so a worker that lost its batch to another
+    /// cannot spend the batch's retries. [`record_error`](Self::record_error) is not fenced.
+    ///
+    /// # Errors
+    ///
+    /// As [`record_error`](Self::record_error) (checked first), and
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) when `worker` does not hold the lease;
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an empty worker name.
+    /// Nothing is recorded then.
+    fn record_error_by(
+        &self,
+        batch: BatchId,
+        stage: Stage,
+        message: &str,
+        at: SystemTime,
+        worker: &str,
+    ) -> Result<ErrorOutcome>;
 
     /// Claims up to `request.max` batches ready to move into `request.stage` (oldest first)
     /// whose lease is free or ran out, leasing them to `request.worker`. Two workers never hold
@@ -119,6 +151,15 @@ pub trait AsyncTracker: Send + Sync {
         stage: Stage,
         message: &str,
         at: SystemTime,
+    ) -> impl Future<Output = Result<ErrorOutcome>> + Send;
+    /// [`Tracker::record_error_by`].
+    fn record_error_by(
+        &self,
+        batch: BatchId,
+        stage: Stage,
+        message: &str,
+        at: SystemTime,
+        worker: &str,
     ) -> impl Future<Output = Result<ErrorOutcome>> + Send;
     /// [`Tracker::claim`].
     fn claim(&self, request: &ClaimRequest) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
@@ -185,6 +226,17 @@ macro_rules! async_from_sync {
             ) -> $crate::Result<$crate::ErrorOutcome> {
                 let (this, message) = (self.clone(), message.to_owned());
                 $run(move || $crate::Tracker::record_error(&this, batch, stage, &message, at)).await
+            }
+            async fn record_error_by(
+                &self,
+                batch: wit_batch::BatchId,
+                stage: wit_batch::Stage,
+                message: &str,
+                at: std::time::SystemTime,
+                worker: &str,
+            ) -> $crate::Result<$crate::ErrorOutcome> {
+                let (this, message, worker) = (self.clone(), message.to_owned(), worker.to_owned());
+                $run(move || $crate::Tracker::record_error_by(&this, batch, stage, &message, at, &worker)).await
             }
             async fn claim(&self, request: &$crate::ClaimRequest) -> $crate::Result<Vec<$crate::BatchRecord>> {
                 let (this, request) = (self.clone(), request.clone());

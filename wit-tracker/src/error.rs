@@ -31,6 +31,20 @@ pub enum Error {
         to: Stage,
     },
 
+    /// A fenced step or error ([`Advance::with_worker`](crate::Advance::with_worker),
+    /// [`Tracker::record_error_by`](crate::Tracker::record_error_by)) of a worker that does not
+    /// hold the batch's lease at the step's time: the lease ran out (and perhaps another worker
+    /// claimed the batch), or the worker never held it. Nothing of the call was applied.
+    #[error("worker `{worker}` does not hold the lease on batch {batch}{}", holder_note(.holder))]
+    LeaseLost {
+        /// The batch.
+        batch: BatchId,
+        /// The worker that performed the step.
+        worker: String,
+        /// The worker whose lease on the batch was current at the step's time, if any.
+        holder: Option<String>,
+    },
+
     /// An argument the tracker cannot take, e.g. a claim for `CREATED`, an empty worker name,
     /// or a number too large for the database.
     #[error("invalid argument: {what}")]
@@ -112,6 +126,13 @@ impl Error {
             wit_batch::Error::InvalidTransition { batch, from, to } => Error::InvalidTransition { batch, from, to },
             other => Error::invalid(other.to_string()),
         }
+    }
+}
+
+fn holder_note(holder: &Option<String>) -> String {
+    match holder {
+        Some(worker) => format!(" (`{worker}` holds it)"),
+        None => " (nobody holds it)".to_owned(),
     }
 }
 

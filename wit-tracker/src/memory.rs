@@ -67,6 +67,24 @@ impl InMemoryTracker {
     }
 }
 
+impl InMemoryTracker {
+    fn record_error_as(
+        &self,
+        batch: BatchId,
+        stage: Stage,
+        message: &str,
+        at: SystemTime,
+        worker: Option<&str>,
+    ) -> Result<ErrorOutcome> {
+        let mut state = self.inner.lock();
+        let rec = state.batches.get(&batch).ok_or(Error::UnknownBatch { batch })?;
+        let mut rec = rec.clone();
+        let outcome = plan::apply_error(&mut rec, stage, message, at, worker, &self.config.retry)?;
+        state.batches.insert(batch, rec);
+        Ok(outcome)
+    }
+}
+
 fn sorted_by_creation(mut records: Vec<BatchRecord>, limit: usize) -> Vec<BatchRecord> {
     records.sort_by_key(|r| (r.meta.created_at, r.meta.id));
     records.truncate(limit);
@@ -116,12 +134,18 @@ impl Tracker for InMemoryTracker {
     }
 
     fn record_error(&self, batch: BatchId, stage: Stage, message: &str, at: SystemTime) -> Result<ErrorOutcome> {
-        let mut state = self.inner.lock();
-        let rec = state.batches.get(&batch).ok_or(Error::UnknownBatch { batch })?;
-        let mut rec = rec.clone();
-        let outcome = plan::apply_error(&mut rec, stage, message, at, &self.config.retry)?;
-        state.batches.insert(batch, rec);
-        Ok(outcome)
+        self.record_error_as(batch, stage, message, at, None)
+    }
+
+    fn record_error_by(
+        &self,
+        batch: BatchId,
+        stage: Stage,
+        message: &str,
+        at: SystemTime,
+        worker: &str,
+    ) -> Result<ErrorOutcome> {
+        self.record_error_as(batch, stage, message, at, Some(worker))
     }
 
     fn claim(&self, request: &ClaimRequest) -> Result<Vec<BatchRecord>> {
@@ -265,6 +289,10 @@ impl FileCatalog for InMemoryTracker {
 
     fn retire(&self, paths: &[String], delete_after: SystemTime) -> wit_store::Result<()> {
         self.inner.lock().files.retire(paths, delete_after)
+    }
+
+    fn files_holding(&self, batch: BatchId) -> wit_store::Result<Vec<StoredFile>> {
+        self.inner.lock().files.files_holding(batch)
     }
 
     fn deletable(&self, now: SystemTime) -> wit_store::Result<Vec<StoredFile>> {

@@ -81,6 +81,10 @@ impl BatchRecord {
 
 /// One step of a batch's lifecycle, for [`Tracker::advance`](crate::Tracker::advance).
 ///
+/// A step that names its worker ([`with_worker`](Self::with_worker)) is *fenced*: it applies
+/// only while that worker holds the batch's lease (see [`Tracker::advance`](crate::Tracker::advance)).
+/// A step without a worker is not checked against leases at all.
+///
 /// ```
 /// use std::time::SystemTime;
 /// use wit_batch::{BatchId, Stage};
@@ -104,6 +108,8 @@ pub struct Advance {
     pub wal_position: Option<u64>,
     /// Source positions to store in the same transaction (usually with `SOURCE_COMMITTED`).
     pub offsets: Vec<SourceOffset>,
+    /// The worker performing the step, if it is fenced by the worker's lease.
+    pub worker: Option<String>,
 }
 
 impl Advance {
@@ -115,6 +121,7 @@ impl Advance {
             at,
             wal_position: None,
             offsets: Vec::new(),
+            worker: None,
         }
     }
 
@@ -127,6 +134,49 @@ impl Advance {
     /// Stores these source positions in the same transaction as this step.
     pub fn with_offsets(mut self, offsets: Vec<SourceOffset>) -> Self {
         self.offsets = offsets;
+        self
+    }
+
+    /// Fences the step by `worker`'s lease: it applies only if `worker` holds the batch's
+    /// lease (from a [`claim`](crate::Tracker::claim)) and the lease has not run out at the
+    /// step's time. Otherwise the whole call fails with
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost), so a worker whose lease ran out while it
+    /// worked, and whose batch another worker claimed since, cannot complete the step too.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use wit_batch::{BatchId, BatchMeta, Signal, SourceKind, Stage, Tenant};
+    /// use wit_tracker::{Advance, ClaimRequest, Error, InMemoryTracker, Tracker, TrackerExt};
+    ///
+    /// let tracker = InMemoryTracker::default();
+    /// let id = BatchId::new();
+    /// tracker.register_one(&BatchMeta {
+    ///     id,
+    ///     tenant: Tenant::try_new("acme")?,
+    ///     signal: Signal::Logs,
+    ///     source: SourceKind::Http,
+    ///     message_count: 1,
+    ///     byte_size: 100,
+    ///     first_offset: None,
+    ///     last_offset: None,
+    ///     topics: vec![],
+    ///     created_at: id.created_at(),
+    /// })?;
+    /// let t0 = SystemTime::now();
+    /// tracker.mark(id, Stage::WalWritten, t0)?;
+    /// let lease = Duration::from_secs(30);
+    /// tracker.claim(&ClaimRequest::new(Stage::Ingested, "node-a/convert", 1).with_lease(lease).at(t0))?;
+    /// // node-a stalls past its lease; node-b claims the batch.
+    /// let later = t0 + Duration::from_secs(31);
+    /// tracker.claim(&ClaimRequest::new(Stage::Ingested, "node-b/convert", 1).with_lease(lease).at(later))?;
+    /// let late = Advance::new(id, Stage::Ingested, later).with_worker("node-a/convert");
+    /// assert!(matches!(tracker.advance(&[late]), Err(Error::LeaseLost { .. })));
+    /// let step = Advance::new(id, Stage::Ingested, later).with_worker("node-b/convert");
+    /// tracker.advance(&[step])?;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_worker(mut self, worker: impl Into<String>) -> Self {
+        self.worker = Some(worker.into());
         self
     }
 }

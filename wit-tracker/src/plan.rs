@@ -58,6 +58,12 @@ pub(crate) fn check_steps(steps: &[Advance]) -> Result<()> {
         if let Some(lsn) = step.wal_position {
             to_i64(lsn, "WAL position")?;
         }
+        if step.worker.as_deref() == Some("") {
+            return Err(Error::invalid(format!(
+                "the worker of a step of batch {} needs a name",
+                step.batch
+            )));
+        }
         for offset in &step.offsets {
             if offset.source.is_empty() || offset.topic.is_empty() {
                 return Err(Error::invalid(format!(
@@ -109,12 +115,35 @@ pub(crate) fn apply_advance(rec: &mut BatchRecord, step: &Advance) -> Result<Tra
     Ok(outcome)
 }
 
+/// The fence of a step or error that names its worker: `worker` must hold `lease`, and the
+/// lease must not have run out at `at` (a lease is current while `at < until`, as
+/// [`claimable`] frees it at `until`). Otherwise [`Error::LeaseLost`], naming the worker whose
+/// lease was current at `at`, if any.
+pub(crate) fn check_lease(batch: BatchId, lease: Option<&Lease>, worker: &str, at: SystemTime) -> Result<()> {
+    let at = micros(at);
+    let current = lease.filter(|l| at < l.until);
+    match current {
+        Some(l) if l.worker == worker => Ok(()),
+        _ => Err(Error::LeaseLost {
+            batch,
+            worker: worker.to_owned(),
+            holder: current.map(|l| l.worker.clone()),
+        }),
+    }
+}
+
 /// Applies `steps` in order to `records` (which holds every batch they name, or the batch is
 /// unknown). Returns the outcomes and the ids of the records that changed, sorted.
+///
+/// A step with a worker that applies is fenced ([`check_lease`]) by the lease its batch had
+/// when the call began, so that a worker's earlier step of the call, which drops the lease,
+/// does not fence out its later ones. A step that is `AlreadyApplied` changes nothing and is
+/// not fenced.
 pub(crate) fn advance_all(
     records: &mut HashMap<BatchId, BatchRecord>,
     steps: &[Advance],
 ) -> Result<(Vec<Transition>, Vec<BatchId>)> {
+    let leases: HashMap<BatchId, Option<Lease>> = records.iter().map(|(id, rec)| (*id, rec.lease.clone())).collect();
     let mut outcomes = Vec::with_capacity(steps.len());
     let mut changed = Vec::new();
     for step in steps {
@@ -123,6 +152,10 @@ pub(crate) fn advance_all(
             .ok_or(Error::UnknownBatch { batch: step.batch })?;
         let outcome = apply_advance(rec, step)?;
         if outcome == Transition::Applied {
+            if let Some(worker) = &step.worker {
+                let lease = leases.get(&step.batch).and_then(Option::as_ref);
+                check_lease(step.batch, lease, worker, step.at)?;
+            }
             changed.push(step.batch);
         }
         outcomes.push(outcome);
@@ -132,15 +165,16 @@ pub(crate) fn advance_all(
     Ok((outcomes, changed))
 }
 
-/// Records a failed attempt to move `rec` into `stage`.
+/// Records a failed attempt to move `rec` into `stage`; with a `worker`, fenced by its lease
+/// ([`check_lease`]) once the attempt is known to be one the batch could make.
 pub(crate) fn apply_error(
     rec: &mut BatchRecord,
     stage: Stage,
     message: &str,
     at: SystemTime,
+    worker: Option<&str>,
     policy: &RetryPolicy,
 ) -> Result<ErrorOutcome> {
-    let at = micros(at);
     if stage == Stage::Failed || !rec.stage.can_transition_to(stage) {
         return Err(Error::InvalidTransition {
             batch: rec.meta.id,
@@ -148,6 +182,13 @@ pub(crate) fn apply_error(
             to: stage,
         });
     }
+    if let Some(worker) = worker {
+        if worker.is_empty() {
+            return Err(Error::invalid("the worker recording an error needs a name"));
+        }
+        check_lease(rec.meta.id, rec.lease.as_ref(), worker, at)?;
+    }
+    let at = micros(at);
     let before = rec.retry_count;
     rec.retry_count = before.saturating_add(1);
     rec.error_stage = Some(stage);

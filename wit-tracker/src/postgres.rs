@@ -612,12 +612,34 @@ async fn record_error(
     message: String,
     at: SystemTime,
 ) -> Result<ErrorOutcome> {
+    record_error_as(inner, batch, stage, &message, at, None).await
+}
+
+async fn record_error_by(
+    inner: &Inner,
+    batch: BatchId,
+    stage: Stage,
+    message: String,
+    at: SystemTime,
+    worker: String,
+) -> Result<ErrorOutcome> {
+    record_error_as(inner, batch, stage, &message, at, Some(&worker)).await
+}
+
+async fn record_error_as(
+    inner: &Inner,
+    batch: BatchId,
+    stage: Stage,
+    message: &str,
+    at: SystemTime,
+    worker: Option<&str>,
+) -> Result<ErrorOutcome> {
     let op = "record_error";
     let mut client = inner.pool.get().await.map_err(pool_err(op))?;
     let tx = client.transaction().await.map_err(pg_err(op))?;
     let mut records = load(&tx, &[batch], op).await?;
     let rec = records.get_mut(&batch).ok_or(Error::UnknownBatch { batch })?;
-    let outcome = plan::apply_error(rec, stage, &message, at, &inner.config.retry)?;
+    let outcome = plan::apply_error(rec, stage, message, at, worker, &inner.config.retry)?;
     store(&tx, &records, &[batch], op).await?;
     tx.commit().await.map_err(pg_err(op))?;
     Ok(outcome)
@@ -790,6 +812,7 @@ both_apis! {
     fn register(&self, batches: &[BatchMeta] => batches.to_vec()) -> Vec<Registration>;
     fn advance(&self, steps: &[Advance] => steps.to_vec()) -> Vec<Transition>;
     fn record_error(&self, batch: BatchId, stage: Stage, message: &str => message.to_owned(), at: SystemTime) -> ErrorOutcome;
+    fn record_error_by(&self, batch: BatchId, stage: Stage, message: &str => message.to_owned(), at: SystemTime, worker: &str => worker.to_owned()) -> ErrorOutcome;
     fn claim(&self, request: &ClaimRequest => request.clone()) -> Vec<BatchRecord>;
     fn batch(&self, batch: BatchId) -> BatchRecord;
     fn stuck(&self, created_before: SystemTime, limit: usize) -> Vec<BatchRecord>;
@@ -1035,6 +1058,16 @@ impl FileCatalog for PostgresTracker {
 
     fn retire(&self, paths: &[String], delete_after: SystemTime) -> wit_store::Result<()> {
         self.replace(paths, &[], delete_after)
+    }
+
+    fn files_holding(&self, batch: BatchId) -> wit_store::Result<Vec<StoredFile>> {
+        self.catalog(move |inner| async move {
+            let sql = format!(
+                "SELECT {FILE_COLUMNS} FROM stored_files WHERE state = 'live' AND path IN \
+                 (SELECT path FROM stored_file_batches WHERE batch_id = $1) ORDER BY path"
+            );
+            Ok(list_files(&inner, "files holding a batch", &sql, &[&uuid(batch)]).await?)
+        })
     }
 
     fn deletable(&self, now: SystemTime) -> wit_store::Result<Vec<StoredFile>> {

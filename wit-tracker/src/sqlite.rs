@@ -197,6 +197,23 @@ impl SqliteTracker {
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         f(&self.inner.conn.lock())
     }
+
+    fn record_error_as(
+        &self,
+        batch: BatchId,
+        stage: Stage,
+        message: &str,
+        at: SystemTime,
+        worker: Option<&str>,
+    ) -> Result<ErrorOutcome> {
+        self.write("record_error", |tx| {
+            let mut records = load(tx, &[batch])?;
+            let rec = records.get_mut(&batch).ok_or(Error::UnknownBatch { batch })?;
+            let outcome = plan::apply_error(rec, stage, message, at, worker, &self.inner.config.retry)?;
+            store(tx, &records, &[batch])?;
+            Ok(outcome)
+        })
+    }
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -398,13 +415,18 @@ impl Tracker for SqliteTracker {
     }
 
     fn record_error(&self, batch: BatchId, stage: Stage, message: &str, at: SystemTime) -> Result<ErrorOutcome> {
-        self.write("record_error", |tx| {
-            let mut records = load(tx, &[batch])?;
-            let rec = records.get_mut(&batch).ok_or(Error::UnknownBatch { batch })?;
-            let outcome = plan::apply_error(rec, stage, message, at, &self.inner.config.retry)?;
-            store(tx, &records, &[batch])?;
-            Ok(outcome)
-        })
+        self.record_error_as(batch, stage, message, at, None)
+    }
+
+    fn record_error_by(
+        &self,
+        batch: BatchId,
+        stage: Stage,
+        message: &str,
+        at: SystemTime,
+        worker: &str,
+    ) -> Result<ErrorOutcome> {
+        self.record_error_as(batch, stage, message, at, Some(worker))
     }
 
     fn claim(&self, request: &ClaimRequest) -> Result<Vec<BatchRecord>> {
@@ -737,6 +759,19 @@ impl FileCatalog for SqliteTracker {
 
     fn retire(&self, paths: &[String], delete_after: SystemTime) -> wit_store::Result<()> {
         self.replace(paths, &[], delete_after)
+    }
+
+    fn files_holding(&self, batch: BatchId) -> wit_store::Result<Vec<StoredFile>> {
+        Ok(self.read(|conn| {
+            query_files(
+                conn,
+                &format!(
+                    "SELECT {FILE_COLUMNS} FROM stored_files WHERE state = 'live' AND path IN \
+                     (SELECT path FROM stored_file_batches WHERE batch_id = ?1) ORDER BY path"
+                ),
+                [batch.to_string()],
+            )
+        })?)
     }
 
     fn deletable(&self, now: SystemTime) -> wit_store::Result<Vec<StoredFile>> {

@@ -352,6 +352,43 @@ pub fn replace_batch_guard(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
     );
 }
 
+/// `files_holding` names the live files holding a batch, by path: after a `replace` the new
+/// file and not the retired one; none once the batch's file is retired.
+pub fn files_holding_names_live_files(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let grace = now + Duration::from_secs(600);
+    let a = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    let b = file(prepare, "acme/logs/b.parquet", "acme", Signal::Logs, 100, 199);
+    let t = file(prepare, "acme/traces/t.parquet", "acme", Signal::Traces, 0, 99);
+    catalog.publish(&[a.clone(), b.clone(), t.clone()]).expect("publish");
+    let holding = |batch: BatchId| catalog.files_holding(batch).expect("files_holding");
+    assert_eq!(holding(a.batch_ids[0]), [a.normalized()]);
+    assert_eq!(holding(a.batch_ids[1]), [a.normalized()]);
+    assert_eq!(holding(b.batch_ids[1]), [b.normalized()]);
+    assert_eq!(holding(t.batch_ids[0]), [t.normalized()]);
+    assert!(holding(BatchId::new()).is_empty(), "a batch never stored");
+
+    // Compaction: the merged file holds a's and b's batches now, the retired ones do not count.
+    let mut ab = file(prepare, "acme/logs/ab.parquet", "acme", Signal::Logs, 0, 199);
+    ab.batch_ids = a.batch_ids.iter().chain(&b.batch_ids).copied().collect();
+    catalog
+        .replace(&[a.path.clone(), b.path.clone()], std::slice::from_ref(&ab), grace)
+        .expect("replace");
+    for batch in a.batch_ids.iter().chain(&b.batch_ids) {
+        assert_eq!(holding(*batch), [ab.normalized()]);
+    }
+    assert_eq!(holding(t.batch_ids[1]), [t.normalized()]);
+
+    // Retention: a retired file holds nothing any more, nor, once forgotten, does it exist.
+    catalog.retire(std::slice::from_ref(&ab.path), grace).expect("retire");
+    assert!(holding(a.batch_ids[0]).is_empty());
+    catalog
+        .forget(&[a.path.clone(), b.path.clone(), ab.path.clone()])
+        .expect("forget");
+    assert!(holding(b.batch_ids[0]).is_empty());
+    assert_eq!(holding(t.batch_ids[0]), [t.normalized()]);
+}
+
 /// Turns every check of [`conformance`](crate::catalog::conformance) into a `#[test]`.
 ///
 /// `$make` is a function returning `Option<(catalog, prepare)>`; `None` skips (a backend
@@ -361,7 +398,7 @@ pub fn replace_batch_guard(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
 macro_rules! file_catalog_conformance {
     ($make:path) => {
         $crate::file_catalog_conformance!(@each $make, publish_and_list, republish, invalid_files, replace, retire_and_forget,
-            duplicate_batch_is_refused, replace_batch_guard);
+            duplicate_batch_is_refused, replace_batch_guard, files_holding_names_live_files);
     };
     (@each $make:path, $($check:ident),+) => {
         $(

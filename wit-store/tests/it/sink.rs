@@ -491,6 +491,9 @@ fn a_catalog_refusal_keeps_the_file_for_a_later_publish() {
         fn retire(&self, p: &[String], d: std::time::SystemTime) -> wit_store::Result<()> {
             self.inner.retire(p, d)
         }
+        fn files_holding(&self, batch: BatchId) -> wit_store::Result<Vec<StoredFile>> {
+            self.inner.files_holding(batch)
+        }
         fn deletable(&self, now: std::time::SystemTime) -> wit_store::Result<Vec<StoredFile>> {
             self.inner.deletable(now)
         }

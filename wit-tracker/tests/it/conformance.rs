@@ -377,6 +377,114 @@ pub fn claims_and_leases(t: &impl Tracker) {
     }
 }
 
+/// Fenced steps and errors (`Advance::with_worker`, `record_error_by`) apply only while their
+/// worker holds the lease at the step's time; a refused call changes nothing.
+pub fn fenced_steps_need_the_lease(t: &impl Tracker) {
+    let id = registered(t, "acme", at(0), 1);
+    walk(t, id, &[Stage::WalWritten], at(1));
+    let claim = |stage, worker: &str, now| {
+        t.claim(
+            &ClaimRequest::new(stage, worker, 1)
+                .with_lease(Duration::from_secs(10))
+                .at(now),
+        )
+        .expect("claim")
+        .into_iter()
+        .map(|r| r.meta.id)
+        .collect::<Vec<_>>()
+    };
+    let lost = |err: &Error, who: &str, held_by: Option<&str>| {
+        matches!(err, Error::LeaseLost { batch, worker, holder }
+            if *batch == id && worker == who && holder.as_deref() == held_by)
+    };
+
+    // a's lease (until 20) runs out while it works; b claims the batch at 25 (until 35).
+    assert_eq!(claim(Stage::Ingested, "a", at(10)), [id]);
+    assert_eq!(claim(Stage::Ingested, "b", at(25)), [id]);
+    let before = t.batch(id).expect("batch");
+    let err = t
+        .advance(&[Advance::new(id, Stage::Ingested, at(26)).with_worker("a")])
+        .expect_err("a lost its lease");
+    assert!(lost(&err, "a", Some("b")), "{err}");
+    assert_eq!(t.batch(id).expect("batch"), before, "a's step was not applied");
+    let err = t
+        .record_error_by(id, Stage::Ingested, "a's late error", at(26), "a")
+        .expect_err("a lost its lease");
+    assert!(lost(&err, "a", Some("b")), "{err}");
+    assert_eq!(t.batch(id).expect("batch"), before, "a's error was not recorded");
+
+    // One lost lease fails the whole call, a's other batch (whose lease it holds) included.
+    let other = registered(t, "acme", at(1), 1);
+    walk(t, other, &[Stage::WalWritten], at(2));
+    assert_eq!(claim(Stage::Ingested, "a", at(26)), [other]);
+    let err = t
+        .advance(&[
+            Advance::new(other, Stage::Ingested, at(27)).with_worker("a"),
+            Advance::new(id, Stage::Ingested, at(27)).with_worker("a"),
+        ])
+        .expect_err("a lost id's lease");
+    assert!(lost(&err, "a", Some("b")), "{err}");
+    assert_eq!(t.batch(other).expect("other").stage, Stage::WalWritten);
+    // While it holds the lease, a's error counts (and drops the lease).
+    assert_eq!(
+        t.record_error_by(other, Stage::Ingested, "bad gzip", at(27), "a")
+            .expect("a holds other's lease"),
+        ErrorOutcome::Retry { retry_count: 1 }
+    );
+    // Leases are checked as the call found them: a worker's steps of one batch in one call.
+    assert_eq!(claim(Stage::Ingested, "a", at(28)), [other]);
+    assert_eq!(
+        t.advance(&[
+            Advance::new(other, Stage::Ingested, at(29)).with_worker("a"),
+            Advance::new(other, Stage::Stored, at(29)).with_worker("a"),
+        ])
+        .expect("a holds other's lease"),
+        [Transition::Applied, Transition::Applied]
+    );
+
+    // b, the holder, moves the batch on; a's repeat of that step changes nothing.
+    assert_eq!(
+        t.advance(&[Advance::new(id, Stage::Ingested, at(30)).with_worker("b")])
+            .expect("b holds the lease"),
+        [Transition::Applied]
+    );
+    assert_eq!(
+        t.advance(&[Advance::new(id, Stage::Ingested, at(31)).with_worker("a")])
+            .expect("already applied"),
+        [Transition::AlreadyApplied]
+    );
+    // b's step dropped its lease: b's next fenced step needs a new claim.
+    let err = t
+        .advance(&[Advance::new(id, Stage::Stored, at(31)).with_worker("b")])
+        .expect_err("no lease");
+    assert!(lost(&err, "b", None), "{err}");
+
+    // A lease runs out at its end, whether or not anyone claims the batch after.
+    assert_eq!(claim(Stage::Stored, "s", at(40)), [id]);
+    let err = t
+        .advance(&[Advance::new(id, Stage::Stored, at(50)).with_worker("s")])
+        .expect_err("ran out at 50");
+    assert!(lost(&err, "s", None), "{err}");
+    assert_eq!(t.batch(id).expect("batch").stage, Stage::Ingested);
+    assert_eq!(
+        t.advance(&[Advance::new(id, Stage::Stored, at(49)).with_worker("s")])
+            .expect("s's lease holds at 49"),
+        [Transition::Applied]
+    );
+
+    // Unfenced steps and errors need no lease, as before.
+    assert_eq!(
+        t.mark(id, Stage::Indexed, at(51)).expect("unfenced"),
+        Transition::Applied
+    );
+    t.record_error(id, Stage::Completed, "unfenced", at(52))
+        .expect("unfenced");
+    let err = t
+        .advance(&[Advance::new(id, Stage::Completed, at(53)).with_worker("")])
+        .expect_err("no name");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+}
+
 pub fn queries(t: &impl Tracker) {
     // acme: 3 batches (30 + 20 + 10 messages), umbrella: 1 (5 messages), one old batch.
     let old = registered(t, "acme", at(0), 1);
@@ -623,6 +731,11 @@ pub fn async_twin(t: &impl AsyncTracker) {
             .await
             .expect("error");
         assert_eq!(outcome, ErrorOutcome::Retry { retry_count: 1 });
+        // The error dropped the lease: a fenced error of the same worker is refused.
+        let err = AsyncTracker::record_error_by(t, m.id, Stage::Ingested, "late", at(4), "async")
+            .await
+            .expect_err("no lease");
+        assert!(matches!(err, Error::LeaseLost { holder: None, .. }), "{err}");
         let rec = AsyncTracker::batch(t, m.id).await.expect("batch");
         assert_eq!(
             (rec.stage, rec.wal_position, rec.error_message.as_deref()),
@@ -668,7 +781,7 @@ macro_rules! tracker_conformance {
     ($make:path) => {
         $crate::tracker_conformance!(@each $make,
             register_and_read_back, unknown_batch, full_lifecycle, invalid_transitions, errors_and_retries,
-            claims_and_leases, queries, no_wal_position_yet, source_offsets, purge_completed,
+            claims_and_leases, fenced_steps_need_the_lease, queries, no_wal_position_yet, source_offsets, purge_completed,
             publish_marks_stored, async_twin);
     };
     (@each $make:path, $($check:ident),+) => {

@@ -9,11 +9,14 @@ use wit_tracker::{Advance, ClaimRequest, InMemoryTracker, SourceOffset, Tracker,
 
 use crate::conformance::{at, config, meta};
 
+/// A step: batch index, stage, time, source offset, worker.
+type Step = (usize, Stage, u64, Option<i64>, Option<u8>);
+
 #[derive(Debug, Clone)]
 enum Op {
     Register(Vec<usize>),
-    Advance(Vec<(usize, Stage, u64, Option<i64>)>),
-    Error(usize, Stage, u64),
+    Advance(Vec<Step>),
+    Error(usize, Stage, u64, Option<u8>),
     Claim(Stage, u8, usize, u64, u64),
     Purge(u64),
 }
@@ -25,9 +28,18 @@ fn stage() -> impl Strategy<Value = Stage> {
 fn op(n: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
         proptest::collection::vec(0..n, 1..4).prop_map(Op::Register),
-        proptest::collection::vec((0..n, stage(), 0..100u64, proptest::option::of(0..50i64)), 1..5)
-            .prop_map(Op::Advance),
-        (0..n, stage(), 0..100u64).prop_map(|(i, s, t)| Op::Error(i, s, t)),
+        proptest::collection::vec(
+            (
+                0..n,
+                stage(),
+                0..100u64,
+                proptest::option::of(0..50i64),
+                proptest::option::of(0..3u8)
+            ),
+            1..5
+        )
+        .prop_map(Op::Advance),
+        (0..n, stage(), 0..100u64, proptest::option::of(0..3u8)).prop_map(|(i, s, t, w)| Op::Error(i, s, t, w)),
         (stage(), 0..3u8, 0..4usize, 0..100u64, 0..40u64).prop_map(|(s, w, m, t, l)| Op::Claim(s, w, m, t, l)),
         (0..120u64).prop_map(Op::Purge),
     ]
@@ -47,17 +59,23 @@ fn apply(t: &impl Tracker, metas: &[BatchMeta], op: &Op) -> String {
             t.advance(
                 &steps
                     .iter()
-                    .map(|(i, s, when, offset)| {
+                    .map(|(i, s, when, offset, worker)| {
                         let mut step = Advance::new(metas[*i].id, *s, at(*when)).with_wal_position(*i as u64 * 10);
                         if let Some(o) = offset {
                             step = step.with_offsets(vec![SourceOffset::new("g", "t", (*i % 2) as i32, *o)]);
+                        }
+                        if let Some(w) = worker {
+                            step = step.with_worker(format!("w{w}"));
                         }
                         step
                     })
                     .collect::<Vec<_>>(),
             ),
         ),
-        Op::Error(i, s, when) => show(t.record_error(metas[*i].id, *s, "boom", at(*when))),
+        Op::Error(i, s, when, None) => show(t.record_error(metas[*i].id, *s, "boom", at(*when))),
+        Op::Error(i, s, when, Some(w)) => {
+            show(t.record_error_by(metas[*i].id, *s, "boom", at(*when), &format!("w{w}")))
+        }
         Op::Claim(s, worker, max, when, lease) => show(
             t.claim(
                 &ClaimRequest::new(*s, format!("w{worker}"), *max)
