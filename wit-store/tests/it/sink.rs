@@ -566,6 +566,9 @@ impl FileCatalog for Scripted {
     fn forget(&self, p: &[String]) -> wit_store::Result<u64> {
         self.inner.forget(p)
     }
+    fn files_holding(&self, batch: BatchId) -> wit_store::Result<Vec<StoredFile>> {
+        self.inner.files_holding(batch)
+    }
 }
 
 /// A publish call that fails part way keeps the files it did publish: the next successful
