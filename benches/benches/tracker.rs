@@ -62,7 +62,7 @@ fn metas(n: usize) -> Vec<BatchMeta> {
 fn step(meta: &BatchMeta, stage: Stage, lsn: u64) -> Advance {
     let now = SystemTime::now();
     match stage {
-        Stage::WalWritten => Advance::new(meta.id, stage, now).with_wal_position(lsn),
+        Stage::WalWritten => Advance::new(meta.id, stage, now).with_wal_position("bench", lsn),
         Stage::SourceCommitted => Advance::new(meta.id, stage, now).with_offsets(vec![SourceOffset::new(
             "bench",
             "logs.acme",

@@ -29,7 +29,9 @@ pub enum AckLevel {
     /// from then on no crash loses it.
     #[default]
     WalDurable,
-    /// Once every row of the batch holding the part is in a published Parquet file.
+    /// Once every row of the batch holding the part is in a published Parquet file: as late
+    /// as the sink's file age limit (`wit_store::SinkConfig::with_max_file_age`) after the
+    /// batch, plus the upload.
     Stored,
 }
 

@@ -32,9 +32,10 @@ pub(crate) fn run(shared: &Shared) {
 /// tracker's oldest unstored position of this node, both taken **before** truncating.
 pub(crate) fn pass(shared: &Shared) -> Result<()> {
     let safe = shared.safe_lsn.load(Ordering::Acquire);
+    let node = shared.config.node.as_str();
     let floor = shared
         .tracker
-        .oldest_incomplete_wal_position()
+        .oldest_unstored_wal_position(node)
         .map_err(Error::tracker("find the oldest unstored batch"))?;
     let point = floor.map_or(safe, |f| f.min(safe));
     shared.wal.truncate_before(Lsn(point)).map_err(Error::wal("truncate"))?;

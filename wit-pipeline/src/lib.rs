@@ -12,14 +12,18 @@
 //!
 //! ```
 //! use std::sync::Arc;
+//! use std::time::Duration;
 //! use wit_batch::{BatchKey, Compression, Part, PayloadFormat, Signal, SourceKind, Stage, Tenant};
 //! use wit_pipeline::{AckLevel, Pipeline, PipelineConfig};
-//! use wit_store::{Destination, FileCatalog, NodeName};
+//! use wit_store::{Destination, FileCatalog, NodeName, SinkConfig};
 //! use wit_tracker::{SqliteTracker, Tracker, TrackerConfig};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let tracker = Arc::new(SqliteTracker::open(&dir.path().join("tracker.db"), TrackerConfig::default())?);
-//! let config = PipelineConfig::new(dir.path().join("pipeline"), NodeName::try_new("node-a")?);
+//! let node = NodeName::try_new("node-a")?;
+//! // Files are closed (and their batches acknowledged at `Stored`) within 100 ms.
+//! let sink = SinkConfig::new(node.clone()).with_max_file_age(Duration::from_millis(100));
+//! let config = PipelineConfig::new(dir.path().join("pipeline"), node).with_sink(sink);
 //! let pipeline = Pipeline::open(config, Destination::local(&dir.path().join("data"))?, tracker.clone())?;
 //!
 //! // An OTLP/JSON export request, as an HTTP receiver gets it.

@@ -242,13 +242,14 @@ impl Processor {
             .filter(|(_, _, known)| known.is_none())
             .map(|(_, e, _)| e.meta().clone())
             .collect();
+        let node = self.shared.config.node.as_str();
         let now = SystemTime::now();
         let mut steps = Vec::with_capacity(fresh.len() * 2);
         for ((lsn, envelope, known), converted) in fresh.iter().zip(&converted) {
             let id = envelope.meta().id;
             let reached = known.map_or(0, |s| s.code());
             if reached < Stage::WalWritten.code() {
-                steps.push(Advance::new(id, Stage::WalWritten, now).with_wal_position(*lsn));
+                steps.push(Advance::new(id, Stage::WalWritten, now).with_wal_position(node, *lsn));
             }
             if converted.is_ok() && reached < Stage::Ingested.code() {
                 steps.push(Advance::new(id, Stage::Ingested, now));

@@ -84,13 +84,16 @@ impl Maintenance {
     }
 
     /// Merges the small files (under half of `target_bytes`) of each partition (directory) of
-    /// `tenant`'s `signal` into files of about `target_bytes`, rows in time order, and swaps
-    /// them in through [`FileCatalog::replace`]; the old files are retired until `now` plus
-    /// the grace period. A partition with fewer than two small files is left alone, as is one
-    /// whose files have different schemas.
+    /// `tenant`'s `signal` into files of at most about `target_bytes`, rows in time order, and
+    /// swaps them in through [`FileCatalog::replace`]; the old files are retired until `now`
+    /// plus the grace period. A partition with fewer than two small files is left alone, as is
+    /// a group whose files have different schemas.
     ///
-    /// Each new file lists the batch ids of every file it merged. The small files of one
-    /// partition are read into memory together.
+    /// Files are merged whole: the small files of a partition are grouped in time order (a
+    /// group up to `target_bytes` of input; files that share a batch id always in one group),
+    /// each group of two or more becomes one new file, and a new file lists exactly the batch
+    /// ids of the files it merged. So a batch that was in one file is again in one file, and
+    /// no two new files hold the same batch. One group's files are read into memory together.
     ///
     /// # Errors
     ///
@@ -137,17 +140,25 @@ impl Maintenance {
         }
         let mut report = CompactionReport::default();
         for (_, files) in partitions.into_iter().filter(|(_, f)| f.len() > 1) {
-            let Some(merged) = self.read_sorted(&files)? else {
-                continue;
-            };
-            let mut ids: Vec<BatchId> = files.iter().flat_map(|f| f.batch_ids.iter().copied()).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let staged = self.write_merged(&staging, tenant, signal, &merged, &ids, target_bytes)?;
-            for file in &staged {
-                self.destination.publish(file, &self.config)?;
+            let mut old = Vec::new();
+            let mut staged = Vec::new();
+            for group in group_files(files, target_bytes) {
+                let Some(merged) = self.read_sorted(&group)? else {
+                    continue;
+                };
+                let mut ids: Vec<BatchId> = group.iter().flat_map(|f| f.batch_ids.iter().copied()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let Some(file) = self.write_merged(&staging, tenant, signal, merged, &ids)? else {
+                    continue;
+                };
+                self.destination.publish(&file, &self.config)?;
+                old.extend(group.into_iter().map(|f| f.path));
+                staged.push(file);
             }
-            let old: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+            if staged.is_empty() {
+                continue;
+            }
             let new: Vec<StoredFile> = staged.iter().map(|s| s.file.clone()).collect();
             self.catalog.replace(&old, &new, now + self.grace)?;
             for file in staged {
@@ -182,35 +193,19 @@ impl Maintenance {
         Ok(Some(take_record_batch(&all, &order)?))
     }
 
+    /// Writes one group's rows (already in time order) as one file listing `ids`.
     fn write_merged(
         &self,
         staging: &std::path::Path,
         tenant: &Tenant,
         signal: Signal,
-        rows: &RecordBatch,
+        rows: RecordBatch,
         ids: &[BatchId],
-        target_bytes: u64,
-    ) -> Result<Vec<Staged>> {
-        let idx = time_column(&rows.schema())?;
-        let step = self.config.row_group_rows;
-        let mut out = Vec::new();
+    ) -> Result<Option<Staged>> {
+        let bounds = crate::writer::time_bounds(&rows, time_column(&rows.schema())?)?;
         let mut writer = FileWriter::create(staging, tenant, signal, rows.schema(), &self.config)?;
-        let mut offset = 0;
-        while offset < rows.num_rows() {
-            let slice = rows.slice(offset, step.min(rows.num_rows() - offset));
-            offset += slice.num_rows();
-            let bounds = crate::writer::time_bounds(&slice, idx)?;
-            writer.write(slice, bounds, ids)?;
-            if writer.encoded_bytes() >= target_bytes && offset < rows.num_rows() {
-                let full = std::mem::replace(
-                    &mut writer,
-                    FileWriter::create(staging, tenant, signal, rows.schema(), &self.config)?,
-                );
-                out.extend(full.finish()?);
-            }
-        }
-        out.extend(writer.finish()?);
-        Ok(out)
+        writer.write(rows, bounds, ids)?;
+        writer.finish()
     }
 
     /// Retires the files of `tenant` (every signal) whose newest event is older than `days`
@@ -256,4 +251,36 @@ impl Maintenance {
         let paths: Vec<String> = due.into_iter().map(|f| f.path).collect();
         self.catalog.forget(&paths)
     }
+}
+
+/// Groups a partition's small files for merging: in time order, a group holds files until
+/// their bytes would pass `target_bytes`; groups that share a batch id are then joined, so a
+/// batch never ends up in two new files. Groups of one file are dropped (nothing to merge).
+fn group_files(mut files: Vec<StoredFile>, target_bytes: u64) -> Vec<Vec<StoredFile>> {
+    files.sort_by(|a, b| (a.time_range.min, &a.path).cmp(&(b.time_range.min, &b.path)));
+    let mut groups: Vec<Vec<StoredFile>> = Vec::new();
+    let mut bytes = 0;
+    for file in files {
+        match groups.last_mut() {
+            Some(group) if bytes + file.bytes <= target_bytes => {
+                bytes += file.bytes;
+                group.push(file);
+            }
+            _ => {
+                bytes = file.bytes;
+                groups.push(vec![file]);
+            }
+        }
+    }
+    let mut joined: Vec<Vec<StoredFile>> = Vec::new();
+    for group in groups {
+        let ids: std::collections::HashSet<BatchId> = group.iter().flat_map(|f| f.batch_ids.iter().copied()).collect();
+        let shares = |g: &Vec<StoredFile>| g.iter().any(|f| f.batch_ids.iter().any(|id| ids.contains(id)));
+        let (mut sharing, rest): (Vec<_>, Vec<_>) = joined.into_iter().partition(shares);
+        joined = rest;
+        let mut merged: Vec<StoredFile> = sharing.drain(..).flatten().collect();
+        merged.extend(group);
+        joined.push(merged);
+    }
+    joined.into_iter().filter(|g| g.len() > 1).collect()
 }

@@ -120,9 +120,30 @@ pub trait Tracker: Send + Sync {
     /// created in `window`, busiest first.
     fn client_throughput(&self, window: Window) -> Result<Vec<ClientThroughput>>;
 
-    /// The lowest WAL position of a batch that is not `COMPLETED`: the WAL must keep every
-    /// record from there on. `None` when no incomplete batch has a position.
-    fn oldest_incomplete_wal_position(&self) -> Result<Option<u64>>;
+    /// The lowest LSN in `node`'s write-ahead log of a batch that is not yet `STORED`
+    /// (`CREATED`, `WAL_WRITTEN`, `SOURCE_COMMITTED` or `INGESTED`): `node`'s janitor may
+    /// truncate its WAL below it, and must keep every record from there on. `None` when no
+    /// such batch has a position in that log. Positions in other nodes' logs
+    /// ([`Advance::with_wal_position`]) never count.
+    ///
+    /// A `STORED` batch's rows are in a durable Parquet file, so its envelope is no longer
+    /// needed: `STORED`, `INDEXED` and `COMPLETED` batches do not hold the position. Nor do
+    /// `FAILED` ones, so that a batch that failed for good cannot pin the log for ever. A host
+    /// that keeps a `FAILED` batch (for a retry by hand) must therefore set its envelope aside
+    /// (wit-pipeline will write it to a dead-letter directory) *before* it records the error
+    /// that fails it ([`ErrorOutcome::Failed`]): once that error is committed, the janitor may
+    /// release the envelope. A batch retried by hand out of `FAILED` holds the position
+    /// again, but its envelope may be gone from the log by then; the retry reads the copy set
+    /// aside.
+    ///
+    /// A position recorded before tracker schema version 2, which did not name its log
+    /// ([`WalPosition::node`](crate::WalPosition::node) empty), holds back every node's log.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an empty node name;
+    /// backend errors.
+    fn oldest_unstored_wal_position(&self, node: &str) -> Result<Option<u64>>;
 
     /// The stored positions of `source`, by topic and partition.
     fn source_offsets(&self, source: &str) -> Result<Vec<SourceOffset>>;
@@ -173,8 +194,8 @@ pub trait AsyncTracker: Send + Sync {
     fn stage_counts(&self, window: Window) -> impl Future<Output = Result<StageCounts>> + Send;
     /// [`Tracker::client_throughput`].
     fn client_throughput(&self, window: Window) -> impl Future<Output = Result<Vec<ClientThroughput>>> + Send;
-    /// [`Tracker::oldest_incomplete_wal_position`].
-    fn oldest_incomplete_wal_position(&self) -> impl Future<Output = Result<Option<u64>>> + Send;
+    /// [`Tracker::oldest_unstored_wal_position`].
+    fn oldest_unstored_wal_position(&self, node: &str) -> impl Future<Output = Result<Option<u64>>> + Send;
     /// [`Tracker::source_offsets`].
     fn source_offsets(&self, source: &str) -> impl Future<Output = Result<Vec<SourceOffset>>> + Send;
     /// [`Tracker::purge_completed`].
@@ -266,9 +287,9 @@ macro_rules! async_from_sync {
                 let this = self.clone();
                 $run(move || $crate::Tracker::client_throughput(&this, window)).await
             }
-            async fn oldest_incomplete_wal_position(&self) -> $crate::Result<Option<u64>> {
-                let this = self.clone();
-                $run(move || $crate::Tracker::oldest_incomplete_wal_position(&this)).await
+            async fn oldest_unstored_wal_position(&self, node: &str) -> $crate::Result<Option<u64>> {
+                let (this, node) = (self.clone(), node.to_owned());
+                $run(move || $crate::Tracker::oldest_unstored_wal_position(&this, &node)).await
             }
             async fn source_offsets(&self, source: &str) -> $crate::Result<Vec<$crate::SourceOffset>> {
                 let (this, source) = (self.clone(), source.to_owned());

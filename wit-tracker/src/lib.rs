@@ -32,13 +32,15 @@
 //! };
 //! tracker.register(&[meta])?;
 //! let now = SystemTime::now();
-//! // Durable in the WAL at LSN 42; the Kafka offset is stored in the same transaction.
+//! // Durable in node-a's WAL at LSN 42; the Kafka offset is stored in the same transaction.
 //! tracker.advance(&[
-//!     Advance::new(id, Stage::WalWritten, now).with_wal_position(42),
+//!     Advance::new(id, Stage::WalWritten, now).with_wal_position("node-a", 42),
 //!     Advance::new(id, Stage::SourceCommitted, now)
 //!         .with_offsets(vec![SourceOffset::new("ingest", "logs.acme", 0, 1_500)]),
 //! ])?;
-//! assert_eq!(tracker.oldest_incomplete_wal_position()?, Some(42));
+//! // node-a's janitor keeps its WAL from LSN 42 until the batch is STORED.
+//! assert_eq!(tracker.oldest_unstored_wal_position("node-a")?, Some(42));
+//! assert_eq!(tracker.oldest_unstored_wal_position("node-b")?, None);
 //!
 //! // A conversion worker claims the batch, with a lease, and moves it on.
 //! let claimed = tracker.claim(&ClaimRequest::new(Stage::Ingested, "node-a/convert", 10))?;
@@ -67,7 +69,7 @@ pub use error::{BoxError, Error, Result};
 pub use memory::InMemoryTracker;
 pub use model::{
     Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Lease, Registration, SourceOffset, StageCounts,
-    StageTimes, TrackerConfig, Window,
+    StageTimes, TrackerConfig, WalPosition, Window,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresTracker;

@@ -224,14 +224,14 @@ impl Tracker for InMemoryTracker {
         ))
     }
 
-    fn oldest_incomplete_wal_position(&self) -> Result<Option<u64>> {
+    fn oldest_unstored_wal_position(&self, node: &str) -> Result<Option<u64>> {
+        plan::check_node(node)?;
         Ok(self
             .inner
             .lock()
             .batches
             .values()
-            .filter(|r| r.stage != Stage::Completed)
-            .filter_map(|r| r.wal_position)
+            .filter_map(|r| plan::holds_wal(r, node))
             .min())
     }
 

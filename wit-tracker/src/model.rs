@@ -30,6 +30,26 @@ pub struct Lease {
     pub until: SystemTime,
 }
 
+/// A position in one node's write-ahead log: whose log, and the LSN there.
+///
+/// Each node keeps its own WAL, so with several nodes sharing one tracker an LSN alone does
+/// not say which log it is in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WalPosition {
+    /// The node whose WAL holds the batch's envelope. Empty only for a position recorded
+    /// before tracker schema version 2, which did not name the log.
+    pub node: String,
+    /// The LSN of the batch's envelope in that log.
+    pub lsn: u64,
+}
+
+impl WalPosition {
+    /// LSN `lsn` of `node`'s WAL.
+    pub fn new(node: impl Into<String>, lsn: u64) -> Self {
+        WalPosition { node: node.into(), lsn }
+    }
+}
+
 /// Everything the tracker knows about one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -42,8 +62,9 @@ pub struct BatchRecord {
     pub failed_in: Option<Stage>,
     /// When each stage was reached.
     pub completed_at: StageTimes,
-    /// Its position in the write-ahead log (the LSN of its envelope), once written there.
-    pub wal_position: Option<u64>,
+    /// Its position in the write-ahead log (the node whose log, and the LSN of its envelope
+    /// there), once written there.
+    pub wal_position: Option<WalPosition>,
     /// The stage whose step failed last, if any failed.
     pub error_stage: Option<Stage>,
     /// The last error's message.
@@ -91,7 +112,7 @@ impl BatchRecord {
 /// use wit_tracker::{Advance, SourceOffset};
 ///
 /// let step = Advance::new(BatchId::new(), Stage::WalWritten, SystemTime::now())
-///     .with_wal_position(4_096)
+///     .with_wal_position("node-a", 4_096)
 ///     .with_offsets(vec![SourceOffset::new("ingest", "logs.acme", 0, 1_119)]);
 /// assert_eq!(step.offsets.len(), 1);
 /// ```
@@ -105,7 +126,7 @@ pub struct Advance {
     /// When it reached it.
     pub at: SystemTime,
     /// Its WAL position, recorded when the step applies (usually with `WAL_WRITTEN`).
-    pub wal_position: Option<u64>,
+    pub wal_position: Option<WalPosition>,
     /// Source positions to store in the same transaction (usually with `SOURCE_COMMITTED`).
     pub offsets: Vec<SourceOffset>,
     /// The worker performing the step, if it is fenced by the worker's lease.
@@ -125,9 +146,11 @@ impl Advance {
         }
     }
 
-    /// Records the batch's WAL position with this step.
-    pub fn with_wal_position(mut self, lsn: u64) -> Self {
-        self.wal_position = Some(lsn);
+    /// Records the batch's WAL position with this step: LSN `lsn` of the WAL of `node` (the
+    /// node that wrote the envelope; each node has its own log). See
+    /// [`Tracker::oldest_unstored_wal_position`](crate::Tracker::oldest_unstored_wal_position).
+    pub fn with_wal_position(mut self, node: impl Into<String>, lsn: u64) -> Self {
+        self.wal_position = Some(WalPosition::new(node, lsn));
         self
     }
 

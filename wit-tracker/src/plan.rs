@@ -55,8 +55,9 @@ pub(crate) fn check_steps(steps: &[Advance]) -> Result<()> {
                 step.batch
             )));
         }
-        if let Some(lsn) = step.wal_position {
-            to_i64(lsn, "WAL position")?;
+        if let Some(position) = &step.wal_position {
+            to_i64(position.lsn, "WAL position")?;
+            check_node(&position.node)?;
         }
         if step.worker.as_deref() == Some("") {
             return Err(Error::invalid(format!(
@@ -72,6 +73,33 @@ pub(crate) fn check_steps(steps: &[Advance]) -> Result<()> {
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// The stages of a batch not yet `STORED`: its envelope is still needed, so its WAL position
+/// holds back its node's log. (`FAILED` is not among them: see
+/// [`Tracker::oldest_unstored_wal_position`](crate::Tracker::oldest_unstored_wal_position).)
+pub(crate) const UNSTORED: [Stage; 4] = [
+    Stage::Created,
+    Stage::WalWritten,
+    Stage::SourceCommitted,
+    Stage::Ingested,
+];
+
+/// The LSN at which `rec` holds back `node`'s WAL, if it does: it is not yet `STORED` and has
+/// a position in that log, or one recorded before the tracker named logs (empty node), which
+/// holds back every log.
+pub(crate) fn holds_wal(rec: &BatchRecord, node: &str) -> Option<u64> {
+    let position = rec.wal_position.as_ref()?;
+    (UNSTORED.contains(&rec.stage) && (position.node == node || position.node.is_empty())).then_some(position.lsn)
+}
+
+/// A WAL's node name must not be empty (an empty one stands for a position recorded before
+/// the tracker named the log).
+pub(crate) fn check_node(node: &str) -> Result<()> {
+    if node.is_empty() {
+        return Err(Error::invalid("a WAL position needs the name of its node"));
     }
     Ok(())
 }
@@ -105,8 +133,8 @@ pub(crate) fn apply_advance(rec: &mut BatchRecord, step: &Advance) -> Result<Tra
     if outcome == Transition::Applied {
         rec.stage = step.stage;
         rec.completed_at.set(step.stage, Some(at));
-        if let Some(lsn) = step.wal_position {
-            rec.wal_position = Some(lsn);
+        if let Some(position) = &step.wal_position {
+            rec.wal_position = Some(position.clone());
         }
         rec.retry_count = 0;
         rec.lease = None;

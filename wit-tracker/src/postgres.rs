@@ -24,7 +24,9 @@ use crate::model::{
     TrackerConfig, Window,
 };
 use crate::plan::{micros, sql_limit, to_i64};
-use crate::sql::{FIRST_TIME_COLUMN, RECORD_COLUMNS, RawRecord, stage_list};
+use crate::sql::{
+    FIRST_TIME_COLUMN, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN, stage_list, wal_node,
+};
 use crate::{AsyncTracker, Error, Result, Tracker, plan};
 
 const BACKEND: &str = "postgres";
@@ -40,10 +42,11 @@ const BATCH_LOCK_CLASS: i32 = 0x7769_7462; // "witb"
 
 /// The schema, one migration per version. `batch_tracker` keeps seed 000's column names and
 /// meanings, so its monitoring queries run unchanged; the rest are Wit's additions.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "batch_tracker, source_offsets, stored_files",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "batch_tracker, source_offsets, stored_files",
+        r#"
 CREATE TABLE batch_tracker (
     batch_id UUID PRIMARY KEY,
     client_id VARCHAR(255) NOT NULL,
@@ -110,7 +113,18 @@ CREATE TABLE stored_file_batches (
 );
 CREATE INDEX stored_file_batches_batch ON stored_file_batches (batch_id);
 "#,
-)];
+    ),
+    (
+        2,
+        "batch_tracker.wal_node; batch_tracker_wal indexes unstored batches per node",
+        r#"
+ALTER TABLE batch_tracker ADD COLUMN wal_node TEXT;
+DROP INDEX batch_tracker_wal;
+CREATE INDEX batch_tracker_wal ON batch_tracker (wal_node, wal_position)
+    WHERE wal_position IS NOT NULL AND stage IN ('CREATED', 'WAL_WRITTEN', 'SOURCE_COMMITTED', 'INGESTED');
+"#,
+    ),
+];
 
 /// A [`Tracker`] and [`FileCatalog`] in PostgreSQL, for several nodes sharing one pipeline.
 ///
@@ -391,6 +405,7 @@ fn read_record(row: &Row) -> Result<BatchRecord> {
         last_offset: row.try_get(9).map_err(row_err)?,
         topics: row.try_get(10).map_err(row_err)?,
         wal_position: row.try_get(11).map_err(row_err)?,
+        wal_node: row.try_get(WAL_NODE_COLUMN).map_err(row_err)?,
         times,
         error_stage: row.try_get(20).map_err(row_err)?,
         error_message: row.try_get(21).map_err(row_err)?,
@@ -442,7 +457,12 @@ async fn store(
     let failed_in: Vec<Option<&str>> = recs.iter().map(|r| r.failed_in.map(Stage::as_str)).collect();
     let wal_position: Vec<Option<i64>> = recs
         .iter()
-        .map(|r| r.wal_position.map(|p| to_i64(p, "WAL position")).transpose())
+        .map(|r| {
+            r.wal_position
+                .as_ref()
+                .map(|p| to_i64(p.lsn, "WAL position"))
+                .transpose()
+        })
         .collect::<Result<_>>()?;
     let times = |s: Stage| -> Vec<Option<SystemTime>> { recs.iter().map(|r| r.completed_at.get(s)).collect() };
     let (wal, kafka, ingestion, storage, index, janitor, failed) = (
@@ -466,6 +486,7 @@ async fn store(
         .collect();
     let lease_until: Vec<Option<SystemTime>> = recs.iter().map(|r| r.lease.as_ref().map(|l| l.until)).collect();
     let updated_at: Vec<SystemTime> = recs.iter().map(|r| r.updated_at).collect();
+    let wal_nodes: Vec<Option<&str>> = recs.iter().map(|r| wal_node(r)).collect();
     let stmt = tx
         .prepare_cached(
             "UPDATE batch_tracker AS t SET stage = u.stage, failed_in = u.failed_in, wal_position = u.wal_position, \
@@ -476,17 +497,20 @@ async fn store(
              ingestion_pip = u.ingestion_at IS NOT NULL, storage_pip = u.storage_at IS NOT NULL, \
              index_pip = u.index_at IS NOT NULL, janitor_pip = u.janitor_at IS NOT NULL, \
              error_stage = u.error_stage, error_message = u.error_message, retry_count = u.retry_count, \
-             claimed_by = u.claimed_by, lease_until = u.lease_until, updated_at = u.updated_at \
+             claimed_by = u.claimed_by, lease_until = u.lease_until, updated_at = u.updated_at, \
+             wal_node = u.wal_node \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::timestamptz[], $6::timestamptz[], \
              $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], \
-             $12::text[], $13::text[], $14::int4[], $15::text[], $16::timestamptz[], $17::timestamptz[]) \
+             $12::text[], $13::text[], $14::int4[], $15::text[], $16::timestamptz[], $17::timestamptz[], \
+             $18::text[]) \
              AS u(id, stage, failed_in, wal_position, wal_at, kafka_at, ingestion_at, storage_at, index_at, \
-             janitor_at, failed_at, error_stage, error_message, retry_count, claimed_by, lease_until, updated_at) \
+             janitor_at, failed_at, error_stage, error_message, retry_count, claimed_by, lease_until, updated_at, \
+             wal_node) \
              WHERE t.batch_id = u.id",
         )
         .await
         .map_err(pg_err(op))?;
-    let params: [&(dyn ToSql + Sync); 17] = [
+    let params: [&(dyn ToSql + Sync); 18] = [
         &id,
         &stage,
         &failed_in,
@@ -504,6 +528,7 @@ async fn store(
         &claimed_by,
         &lease_until,
         &updated_at,
+        &wal_nodes,
     ];
     tx.execute(&stmt, &params).await.map_err(pg_err(op))?;
     Ok(())
@@ -739,14 +764,18 @@ async fn client_throughput(inner: &Inner, window: Window) -> Result<Vec<ClientTh
     Ok(plan::throughput_rows(out, &window))
 }
 
-async fn oldest_incomplete_wal_position(inner: &Inner) -> Result<Option<u64>> {
-    let rows = query_rows(
-        inner,
-        "oldest_incomplete_wal_position",
-        "SELECT min(wal_position) FROM batch_tracker WHERE stage <> 'COMPLETED'",
-        &[],
-    )
-    .await?;
+async fn oldest_unstored_wal_position(inner: &Inner, node: String) -> Result<Option<u64>> {
+    plan::check_node(&node)?;
+    // Both branches read the partial index `batch_tracker_wal`; the second finds positions
+    // recorded before schema version 2, which hold back every node's log.
+    let sql = format!(
+        "SELECT min(lsn) FROM (\
+         SELECT min(wal_position) AS lsn FROM batch_tracker \
+         WHERE wal_node = $1 AND wal_position IS NOT NULL AND stage IN ({UNSTORED_STAGES}) \
+         UNION ALL SELECT min(wal_position) FROM batch_tracker \
+         WHERE wal_node IS NULL AND wal_position IS NOT NULL AND stage IN ({UNSTORED_STAGES})) AS oldest"
+    );
+    let rows = query_rows(inner, "oldest_unstored_wal_position", &sql, &[&node]).await?;
     let min: Option<i64> = rows[0].try_get(0).map_err(row_err)?;
     min.map(|p| u64::try_from(p).map_err(|_| corrupt("WAL position", p)))
         .transpose()
@@ -819,7 +848,7 @@ both_apis! {
     fn failed(&self, limit: usize) -> Vec<BatchRecord>;
     fn stage_counts(&self, window: Window) -> StageCounts;
     fn client_throughput(&self, window: Window) -> Vec<ClientThroughput>;
-    fn oldest_incomplete_wal_position(&self) -> Option<u64>;
+    fn oldest_unstored_wal_position(&self, node: &str => node.to_owned()) -> Option<u64>;
     fn source_offsets(&self, source: &str => source.to_owned()) -> Vec<SourceOffset>;
     fn purge_completed(&self, completed_before: SystemTime) -> u64;
 }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use wit_batch::{BatchId, BatchMeta, Stage, Tenant};
 
-use crate::model::{BatchRecord, Lease, StageTimes};
+use crate::model::{BatchRecord, Lease, StageTimes, WalPosition};
 use crate::{Error, Result, plan};
 
 /// The columns of a batch record, in the order both SQL backends read them.
@@ -13,7 +13,23 @@ pub(crate) const RECORD_COLUMNS: &str = "batch_id, client_id, signal, source, st
      message_count, first_offset, last_offset, topics, wal_position, created_at, wal_completed_at, \
      kafka_completed_at, ingestion_completed_at, storage_completed_at, index_completed_at, \
      janitor_completed_at, failed_at, error_stage, error_message, retry_count, claimed_by, lease_until, \
-     updated_at";
+     updated_at, wal_node";
+
+/// The index in [`RECORD_COLUMNS`] of `wal_node`.
+pub(crate) const WAL_NODE_COLUMN: usize = 26;
+
+/// [`plan::UNSTORED`] as a SQL list, written out as the partial index `batch_tracker_wal`
+/// (schema version 2) has it, so that the query's condition matches the index's.
+pub(crate) const UNSTORED_STAGES: &str = "'CREATED', 'WAL_WRITTEN', 'SOURCE_COMMITTED', 'INGESTED'";
+
+/// The node of a record's WAL position as the SQL backends store it: `NULL` for none, and for
+/// a position recorded before schema version 2 (read back with an empty node).
+pub(crate) fn wal_node(rec: &BatchRecord) -> Option<&str> {
+    rec.wal_position
+        .as_ref()
+        .map(|p| p.node.as_str())
+        .filter(|n| !n.is_empty())
+}
 
 /// The index in [`RECORD_COLUMNS`] of the completion time of the first stage (`CREATED`);
 /// the others follow in stage-code order, the order of [`Stage::ALL`].
@@ -43,6 +59,9 @@ pub(crate) struct RawRecord {
     pub(crate) last_offset: Option<i64>,
     pub(crate) topics: Vec<String>,
     pub(crate) wal_position: Option<i64>,
+    /// The node whose WAL `wal_position` is in; `NULL` for a position recorded before schema
+    /// version 2.
+    pub(crate) wal_node: Option<String>,
     /// The completion times, in the order of [`Stage::ALL`].
     pub(crate) times: [Option<SystemTime>; 8],
     pub(crate) error_stage: Option<String>,
@@ -83,7 +102,10 @@ impl RawRecord {
             completed_at,
             wal_position: self
                 .wal_position
-                .map(|p| u64::try_from(p).map_err(|_| corrupt("WAL position", &p)))
+                .map(|p| {
+                    let lsn = u64::try_from(p).map_err(|_| corrupt("WAL position", &p))?;
+                    Ok::<_, Error>(WalPosition::new(self.wal_node.unwrap_or_default(), lsn))
+                })
                 .transpose()?,
             error_stage: stage(self.error_stage)?,
             error_message: self.error_message,
@@ -94,5 +116,16 @@ impl RawRecord {
             },
             updated_at: self.updated_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unstored_stages_and_columns_match_the_schema() {
+        assert_eq!(super::stage_list(&crate::plan::UNSTORED), super::UNSTORED_STAGES);
+        let columns: Vec<&str> = super::RECORD_COLUMNS.split(", ").collect();
+        assert_eq!(columns[super::WAL_NODE_COLUMN], "wal_node");
+        assert_eq!(columns[super::FIRST_TIME_COLUMN], "created_at");
     }
 }

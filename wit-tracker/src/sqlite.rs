@@ -15,17 +15,20 @@ use crate::model::{
     TrackerConfig, Window,
 };
 use crate::plan::{from_micros, micros, sql_limit, to_i64, to_micros};
-use crate::sql::{FIRST_TIME_COLUMN, RECORD_COLUMNS, RawRecord, stage_list};
+use crate::sql::{
+    FIRST_TIME_COLUMN, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN, stage_list, wal_node,
+};
 use crate::{Error, Result, Tracker, plan};
 
 const BACKEND: &str = "sqlite";
 
 /// The schema, one migration per version. Times are microseconds since the Unix epoch (UTC);
 /// the `*_pip` flags are 0/1. Column names follow seed 000's `batch_tracker`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "batch_tracker, source_offsets, stored_files",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "batch_tracker, source_offsets, stored_files",
+        r#"
 CREATE TABLE batch_tracker (
     batch_id TEXT PRIMARY KEY NOT NULL,
     client_id TEXT NOT NULL,
@@ -92,7 +95,18 @@ CREATE TABLE stored_file_batches (
 );
 CREATE INDEX stored_file_batches_batch ON stored_file_batches (batch_id);
 "#,
-)];
+    ),
+    (
+        2,
+        "batch_tracker.wal_node; batch_tracker_wal indexes unstored batches per node",
+        r#"
+ALTER TABLE batch_tracker ADD COLUMN wal_node TEXT;
+DROP INDEX batch_tracker_wal;
+CREATE INDEX batch_tracker_wal ON batch_tracker (wal_node, wal_position)
+    WHERE wal_position IS NOT NULL AND stage IN ('CREATED', 'WAL_WRITTEN', 'SOURCE_COMMITTED', 'INGESTED');
+"#,
+    ),
+];
 
 /// A [`Tracker`] and [`FileCatalog`] in an embedded SQLite database file: the default for a
 /// single node. Clones share one connection.
@@ -248,6 +262,18 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     tx.commit().map_err(db_err("migrate"))
 }
 
+/// The lowest position of an unstored batch in one node's log (`?1`) or of unknown node (both
+/// read from the partial index `batch_tracker_wal`).
+fn oldest_unstored_sql() -> String {
+    format!(
+        "SELECT min(lsn) FROM (\
+         SELECT min(wal_position) AS lsn FROM batch_tracker \
+         WHERE wal_node = ?1 AND wal_position IS NOT NULL AND stage IN ({UNSTORED_STAGES}) \
+         UNION ALL SELECT min(wal_position) FROM batch_tracker \
+         WHERE wal_node IS NULL AND wal_position IS NOT NULL AND stage IN ({UNSTORED_STAGES}))"
+    )
+}
+
 fn read_record(row: &Row<'_>) -> Result<BatchRecord> {
     let text = |i: usize| row.get::<_, String>(i).map_err(db_err("read"));
     let (id, topics) = (text(0)?, text(10)?);
@@ -273,6 +299,7 @@ fn read_record(row: &Row<'_>) -> Result<BatchRecord> {
             last_offset: row.get(9)?,
             topics,
             wal_position: row.get(11)?,
+            wal_node: row.get(WAL_NODE_COLUMN)?,
             times,
             error_stage: row.get(20)?,
             error_message: row.get(21)?,
@@ -311,7 +338,7 @@ fn store(tx: &Transaction<'_>, records: &HashMap<BatchId, BatchRecord>, ids: &[B
              wal_pip = ?5 IS NOT NULL, kafka_pip = ?6 IS NOT NULL, ingestion_pip = ?7 IS NOT NULL, \
              storage_pip = ?8 IS NOT NULL, index_pip = ?9 IS NOT NULL, janitor_pip = ?10 IS NOT NULL, \
              error_stage = ?12, error_message = ?13, retry_count = ?14, claimed_by = ?15, lease_until = ?16, \
-             updated_at = ?17 WHERE batch_id = ?1",
+             updated_at = ?17, wal_node = ?18 WHERE batch_id = ?1",
         )
         .map_err(db_err("store"))?;
     for id in ids {
@@ -321,7 +348,10 @@ fn store(tx: &Transaction<'_>, records: &HashMap<BatchId, BatchRecord>, ids: &[B
             id.to_string(),
             rec.stage.as_str(),
             rec.failed_in.map(Stage::as_str),
-            rec.wal_position.map(|p| to_i64(p, "WAL position")).transpose()?,
+            rec.wal_position
+                .as_ref()
+                .map(|p| to_i64(p.lsn, "WAL position"))
+                .transpose()?,
             t(Stage::WalWritten),
             t(Stage::SourceCommitted),
             t(Stage::Ingested),
@@ -335,6 +365,7 @@ fn store(tx: &Transaction<'_>, records: &HashMap<BatchId, BatchRecord>, ids: &[B
             rec.lease.as_ref().map(|l| l.worker.as_str()),
             rec.lease.as_ref().map(|l| to_micros(l.until)),
             to_micros(rec.updated_at),
+            wal_node(rec),
         ])
         .map_err(db_err("store"))?;
     }
@@ -548,15 +579,13 @@ impl Tracker for SqliteTracker {
         })
     }
 
-    fn oldest_incomplete_wal_position(&self) -> Result<Option<u64>> {
+    fn oldest_unstored_wal_position(&self, node: &str) -> Result<Option<u64>> {
+        plan::check_node(node)?;
         self.read(|conn| {
             let min: Option<i64> = conn
-                .query_row(
-                    "SELECT min(wal_position) FROM batch_tracker WHERE stage <> 'COMPLETED'",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(db_err("oldest_incomplete_wal_position"))?;
+                .prepare_cached(&oldest_unstored_sql())
+                .and_then(|mut stmt| stmt.query_row([node], |r| r.get(0)))
+                .map_err(db_err("oldest_unstored_wal_position"))?;
             min.map(|p| u64::try_from(p).map_err(|_| corrupt("WAL position", p)))
                 .transpose()
         })
@@ -812,3 +841,32 @@ async fn run_blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static)
 }
 
 crate::api::async_from_sync!(SqliteTracker, run_blocking);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(tracker: &SqliteTracker, sql: &str) -> String {
+        let conn = tracker.inner.conn.lock();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
+        let rows = stmt
+            .query_map([""], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("plan");
+        rows.join("\n")
+    }
+
+    /// The WAL watermark is read from the partial index alone, for the node's positions and
+    /// for those of unknown node: the query's conditions match the index's.
+    #[test]
+    fn the_wal_watermark_reads_the_partial_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tracker = SqliteTracker::open(&dir.path().join("t.db"), TrackerConfig::default()).expect("open");
+        let plan = plan_of(&tracker, &oldest_unstored_sql());
+        // Both branches seek the index (min() stops at the first entry); `IS NULL` shows as `=?`.
+        let seek = "SEARCH batch_tracker USING INDEX batch_tracker_wal (wal_node=? AND wal_position>?)";
+        assert_eq!(plan.matches(seek).count(), 2, "{plan}");
+        assert!(!plan.contains("SCAN batch_tracker"), "{plan}");
+    }
+}

@@ -478,7 +478,7 @@ impl Tracker {
         if to == Stage::WalWritten {
             let lsn = self.lock().lsns.get(&id).copied();
             let lsn = lsn.ok_or_else(|| format!("batch {id} has no LSN"))?;
-            step = step.with_wal_position(lsn.0);
+            step = step.with_wal_position("pipeline", lsn.0);
         }
         self.db.advance(&[step]).map_err(|e| format!("tracker: {e}"))?;
         Ok(())

@@ -93,6 +93,7 @@ fn every_signal_is_stored_and_acknowledged_at_the_level_asked_for() {
     for batch in &batches {
         let record = tracker.batch(*batch).expect("record");
         assert!(stored_or_later(record.stage), "{batch}: {}", record.stage);
+        assert_eq!(record.wal_position.expect("position").node, "node-a");
     }
     let acme = Tenant::try_new("acme").expect("tenant");
     let rows = |signal| -> u64 {
@@ -207,13 +208,16 @@ fn a_malformed_batch_fails_after_its_retries_without_holding_back_the_rest() {
     assert!(kept.exists(), "the envelope is kept in the dead-letter directory");
 
     // The failed batch no longer holds the WAL: the janitor's point passes it.
-    let position = record.wal_position.expect("position");
+    let position = record.wal_position.expect("position").lsn;
     let deadline = std::time::Instant::now() + LONG;
     while pipeline.status().safe_lsn <= position {
         assert!(std::time::Instant::now() < deadline, "{:?}", pipeline.status());
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(pipeline.status().batches_failed, 1);
+    // Nor does the tracker hold the log for it.
+    let floor = tracker.oldest_unstored_wal_position("node-a").expect("floor");
+    assert!(floor.is_none_or(|lsn| lsn > position), "{floor:?} holds {position}");
 
     // An operator may send it again; it fails again, as its payload is still malformed.
     let again = pipeline.resubmit_failed(failed).expect("resubmitted");

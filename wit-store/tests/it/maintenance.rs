@@ -14,6 +14,45 @@ fn acme() -> Tenant {
 }
 
 #[test]
+fn compaction_into_several_files_keeps_each_batch_in_one_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = Arc::new(InMemoryFileCatalog::default());
+    let mut sink = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config())
+        .expect("open")
+        .with_catalog(catalog.clone());
+    let mut ids = Vec::new();
+    for seed in 0..6 {
+        let id = BatchId::new();
+        ids.push(id);
+        sink.write(&acme(), Signal::Traces, &spans(100, 1_700_000_000 + seed, seed), &[id])
+            .expect("write");
+        sink.flush().expect("flush");
+    }
+    let before = catalog.list(&acme(), Signal::Traces, None).expect("list");
+    assert_eq!(before.len(), 6);
+    // A target that takes about two of these files at a time (and under which each is small).
+    let largest = before.iter().map(|f| f.bytes).max().expect("files");
+    let target = largest * 2 + largest / 2;
+    let maintenance = Maintenance::new(Destination::local(dir.path()).expect("dest"), catalog.clone(), config());
+    let report = maintenance
+        .compact(&acme(), Signal::Traces, target, SystemTime::now())
+        .expect("the catalog accepts every new file");
+    assert!(report.published.len() >= 2, "{report:?}");
+    assert_eq!(report.retired.len(), 6);
+    // Each batch is in exactly one live file, which holds all of its rows.
+    let after = catalog.list(&acme(), Signal::Traces, None).expect("list");
+    for id in &ids {
+        let holding: Vec<_> = after.iter().filter(|f| f.batch_ids.contains(id)).collect();
+        assert_eq!(holding.len(), 1, "batch {id}");
+        assert_eq!(catalog.files_holding(*id).expect("look-up").len(), 1);
+    }
+    for file in &report.published {
+        assert_eq!(file.rows, 100 * file.batch_ids.len() as u64, "{file:?}");
+        assert_eq!(read_back(&dir.path().join(&file.path)).num_rows() as u64, file.rows);
+    }
+}
+
+#[test]
 fn compaction_merges_small_files_in_time_order_and_retires_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let catalog = Arc::new(InMemoryFileCatalog::default());

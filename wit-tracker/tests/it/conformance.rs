@@ -7,7 +7,7 @@ use wit_batch::{BatchId, BatchMeta, RetryPolicy, Signal, SourceKind, Stage, Tena
 use wit_store::{FileCatalog, StoredFile, TimeRange};
 use wit_tracker::{
     Advance, AsyncTracker, ClaimRequest, Error, ErrorOutcome, Registration, SourceOffset, Tracker, TrackerConfig,
-    TrackerExt, Window,
+    TrackerExt, WalPosition, Window,
 };
 
 /// The settings the checks assume: two retries.
@@ -140,7 +140,7 @@ pub fn full_lifecycle(t: &impl Tracker) {
         let when = at(10 * (i as u64 + 1)) + Duration::from_nanos(999);
         let mut step = Advance::new(id, stage, when);
         if stage == Stage::WalWritten {
-            step = step.with_wal_position(77);
+            step = step.with_wal_position("node-a", 77);
         }
         assert_eq!(t.advance(&[step]).expect("advance"), [Transition::Applied]);
         let rec = t.batch(id).expect("batch");
@@ -152,7 +152,7 @@ pub fn full_lifecycle(t: &impl Tracker) {
         assert_eq!(t.batch(id).expect("batch"), rec);
     }
     let rec = t.batch(id).expect("batch");
-    assert_eq!(rec.wal_position, Some(77));
+    assert_eq!(rec.wal_position, Some(WalPosition::new("node-a", 77)));
     for (i, stage) in stages.into_iter().enumerate() {
         assert_eq!(rec.completed_at.get(stage), Some(micros(at(10 * (i as u64 + 1)))));
     }
@@ -505,10 +505,10 @@ pub fn queries(t: &impl Tracker) {
         at(1),
     );
     t.advance(&[
-        Advance::new(a1, Stage::WalWritten, at(101)).with_wal_position(4_000),
-        Advance::new(a2, Stage::WalWritten, at(111)).with_wal_position(5_000),
-        Advance::new(a3, Stage::WalWritten, at(121)).with_wal_position(6_000),
-        Advance::new(u1, Stage::WalWritten, at(131)).with_wal_position(7_000),
+        Advance::new(a1, Stage::WalWritten, at(101)).with_wal_position("node-a", 4_000),
+        Advance::new(a2, Stage::WalWritten, at(111)).with_wal_position("node-a", 5_000),
+        Advance::new(a3, Stage::WalWritten, at(121)).with_wal_position("node-a", 6_000),
+        Advance::new(u1, Stage::WalWritten, at(131)).with_wal_position("node-a", 7_000),
     ])
     .expect("advance");
     walk(t, a1, &[Stage::Ingested], at(102));
@@ -558,16 +558,97 @@ pub fn queries(t: &impl Tracker) {
     assert!((rows[0].messages_per_second - 0.6).abs() < 1e-9);
     assert_eq!((rows[1].tenant.as_str(), rows[1].messages), ("umbrella", 5));
 
-    // The WAL must keep everything from the oldest incomplete batch's position, failed included.
-    assert_eq!(t.oldest_incomplete_wal_position().expect("oldest"), Some(4_000));
-    walk(t, a1, &[Stage::Stored, Stage::Indexed, Stage::Completed], at(150));
-    assert_eq!(t.oldest_incomplete_wal_position().expect("oldest"), Some(5_000));
+    // The WAL must keep everything from the oldest unstored batch's position.
+    assert_eq!(t.oldest_unstored_wal_position("node-a").expect("oldest"), Some(4_000));
+    walk(t, a1, &[Stage::Stored], at(150));
+    assert_eq!(t.oldest_unstored_wal_position("node-a").expect("oldest"), Some(5_000));
 }
 
 pub fn no_wal_position_yet(t: &impl Tracker) {
-    assert_eq!(t.oldest_incomplete_wal_position().expect("empty"), None);
+    assert_eq!(t.oldest_unstored_wal_position("node-a").expect("empty"), None);
     registered(t, "acme", at(0), 1);
-    assert_eq!(t.oldest_incomplete_wal_position().expect("no position"), None);
+    assert_eq!(t.oldest_unstored_wal_position("node-a").expect("no position"), None);
+    let err = t.oldest_unstored_wal_position("").expect_err("no node");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+}
+
+/// Each node's WAL positions are its own: a batch written to node A's log holds back node A's
+/// log only, whatever the LSNs in other logs.
+pub fn wal_positions_are_per_node(t: &impl Tracker) {
+    let a = registered(t, "acme", at(0), 1);
+    let b = registered(t, "acme", at(0), 1);
+    let a2 = registered(t, "acme", at(0), 1);
+    t.advance(&[
+        Advance::new(a, Stage::WalWritten, at(1)).with_wal_position("node-a", 100),
+        Advance::new(b, Stage::WalWritten, at(1)).with_wal_position("node-b", 50),
+        Advance::new(a2, Stage::WalWritten, at(1)).with_wal_position("node-a", 300),
+    ])
+    .expect("advance");
+    assert_eq!(
+        t.batch(a).expect("a").wal_position,
+        Some(WalPosition::new("node-a", 100))
+    );
+    assert_eq!(
+        t.batch(b).expect("b").wal_position,
+        Some(WalPosition::new("node-b", 50))
+    );
+    let oldest = |node: &str| t.oldest_unstored_wal_position(node).expect("oldest");
+    assert_eq!(oldest("node-a"), Some(100), "b's LSN 50 is in another log");
+    assert_eq!(oldest("node-b"), Some(50));
+    assert_eq!(oldest("node-c"), None);
+
+    walk(t, a, &[Stage::Ingested, Stage::Stored], at(2));
+    assert_eq!(oldest("node-a"), Some(300));
+    assert_eq!(oldest("node-b"), Some(50));
+    walk(t, b, &[Stage::Ingested, Stage::Stored], at(3));
+    assert_eq!((oldest("node-a"), oldest("node-b")), (Some(300), None));
+
+    let fresh = registered(t, "acme", at(0), 1);
+    let err = t
+        .advance(&[Advance::new(fresh, Stage::WalWritten, at(4)).with_wal_position("", 1)])
+        .expect_err("no node");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    assert_eq!(t.batch(fresh).expect("fresh").stage, Stage::Created);
+}
+
+/// Only batches not yet `STORED` hold back their WAL: `STORED`, `INDEXED`, `COMPLETED` and
+/// `FAILED` ones do not; a batch retried by hand out of `FAILED` does again.
+pub fn failed_and_stored_do_not_hold_the_wal(t: &impl Tracker) {
+    let ingested = registered(t, "acme", at(0), 1);
+    let committed = registered(t, "acme", at(0), 1);
+    let failing = registered(t, "acme", at(0), 1);
+    let done = registered(t, "acme", at(0), 1);
+    t.advance(&[
+        Advance::new(done, Stage::WalWritten, at(1)).with_wal_position("node-a", 1),
+        Advance::new(failing, Stage::WalWritten, at(1)).with_wal_position("node-a", 5),
+        Advance::new(ingested, Stage::WalWritten, at(1)).with_wal_position("node-a", 10),
+        Advance::new(committed, Stage::WalWritten, at(1)).with_wal_position("node-a", 20),
+        Advance::new(committed, Stage::SourceCommitted, at(1)),
+    ])
+    .expect("advance");
+    let oldest = || t.oldest_unstored_wal_position("node-a").expect("oldest");
+    assert_eq!(oldest(), Some(1));
+    walk(
+        t,
+        done,
+        &[Stage::Ingested, Stage::Stored, Stage::Indexed, Stage::Completed],
+        at(2),
+    );
+    assert_eq!(oldest(), Some(5));
+    for n in 0..3 {
+        t.record_error(failing, Stage::Ingested, "poison", at(3 + n))
+            .expect("error");
+    }
+    assert_eq!(t.batch(failing).expect("failing").stage, Stage::Failed);
+    walk(t, ingested, &[Stage::Ingested], at(6));
+    assert_eq!(oldest(), Some(10), "FAILED does not hold the log; INGESTED does");
+    walk(t, ingested, &[Stage::Stored], at(7));
+    assert_eq!(oldest(), Some(20), "STORED does not; SOURCE_COMMITTED does");
+    walk(t, committed, &[Stage::Ingested, Stage::Stored], at(8));
+    assert_eq!(oldest(), None);
+    // A retry by hand: the batch is back in WAL_WRITTEN and holds its position again.
+    walk(t, failing, &[Stage::WalWritten], at(9));
+    assert_eq!(oldest(), Some(5));
 }
 
 pub fn source_offsets(t: &impl Tracker) {
@@ -714,7 +795,7 @@ pub fn async_twin(t: &impl AsyncTracker) {
                 .expect("register"),
             [Registration::Registered]
         );
-        let steps = [Advance::new(m.id, Stage::WalWritten, at(1)).with_wal_position(9)];
+        let steps = [Advance::new(m.id, Stage::WalWritten, at(1)).with_wal_position("node-a", 9)];
         assert_eq!(
             AsyncTracker::advance(t, &steps).await.expect("advance"),
             [Transition::Applied]
@@ -739,10 +820,16 @@ pub fn async_twin(t: &impl AsyncTracker) {
         let rec = AsyncTracker::batch(t, m.id).await.expect("batch");
         assert_eq!(
             (rec.stage, rec.wal_position, rec.error_message.as_deref()),
-            (Stage::WalWritten, Some(9), Some("async boom"))
+            (
+                Stage::WalWritten,
+                Some(WalPosition::new("node-a", 9)),
+                Some("async boom")
+            )
         );
         assert_eq!(
-            AsyncTracker::oldest_incomplete_wal_position(t).await.expect("oldest"),
+            AsyncTracker::oldest_unstored_wal_position(t, "node-a")
+                .await
+                .expect("oldest"),
             Some(9)
         );
         assert_eq!(AsyncTracker::stuck(t, at(10), 10).await.expect("stuck").len(), 1);
@@ -781,7 +868,8 @@ macro_rules! tracker_conformance {
     ($make:path) => {
         $crate::tracker_conformance!(@each $make,
             register_and_read_back, unknown_batch, full_lifecycle, invalid_transitions, errors_and_retries,
-            claims_and_leases, fenced_steps_need_the_lease, queries, no_wal_position_yet, source_offsets, purge_completed,
+            claims_and_leases, fenced_steps_need_the_lease, queries, no_wal_position_yet,
+            wal_positions_are_per_node, failed_and_stored_do_not_hold_the_wal, source_offsets, purge_completed,
             publish_marks_stored, async_twin);
     };
     (@each $make:path, $($check:ident),+) => {

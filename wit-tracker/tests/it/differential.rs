@@ -60,7 +60,10 @@ fn apply(t: &impl Tracker, metas: &[BatchMeta], op: &Op) -> String {
                 &steps
                     .iter()
                     .map(|(i, s, when, offset, worker)| {
-                        let mut step = Advance::new(metas[*i].id, *s, at(*when)).with_wal_position(*i as u64 * 10);
+                        // Batches 0 and 2 are in node-a's log, 1 and 3 in node-b's.
+                        let node = if i % 2 == 0 { "node-a" } else { "node-b" };
+                        let mut step =
+                            Advance::new(metas[*i].id, *s, at(*when)).with_wal_position(node, *i as u64 * 10);
                         if let Some(o) = offset {
                             step = step.with_offsets(vec![SourceOffset::new("g", "t", (*i % 2) as i32, *o)]);
                         }
@@ -104,10 +107,12 @@ fn state(t: &impl Tracker, ids: &[BatchId]) -> String {
         t.client_throughput(Window::new(at(0), at(1_000)))
             .map_err(|e| e.to_string())
     ));
-    out.push(format!(
-        "{:?}",
-        t.oldest_incomplete_wal_position().map_err(|e| e.to_string())
-    ));
+    for node in ["node-a", "node-b"] {
+        out.push(format!(
+            "{:?}",
+            t.oldest_unstored_wal_position(node).map_err(|e| e.to_string())
+        ));
+    }
     out.push(format!("{:?}", t.source_offsets("g").map_err(|e| e.to_string())));
     out.join("\n")
 }

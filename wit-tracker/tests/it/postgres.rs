@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use wit_batch::{Stage, Transition};
-use wit_tracker::{Advance, AsyncTracker, Error, PostgresTracker, Tracker, TrackerConfig, TrackerExt};
+use wit_tracker::{Advance, AsyncTracker, Error, PostgresTracker, Tracker, TrackerConfig, TrackerExt, WalPosition};
 
 use crate::conformance::meta;
 use crate::pg_server::PgServer;
@@ -165,9 +165,12 @@ fn migrations_apply_once_and_refuse_a_newer_schema() {
         b.join().expect("b").expect("node b");
     });
     let sql = |q: &str| server.psql("wit", &format!("SET search_path = {schema}; {q}"));
-    assert_eq!(sql("SELECT version FROM wit_schema_version").trim(), "1");
+    assert_eq!(
+        sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
+        "1\n2"
+    );
     PostgresTracker::connect(&params, TrackerConfig::default()).expect("reopen");
-    assert_eq!(sql("SELECT count(*) FROM wit_schema_version").trim(), "1");
+    assert_eq!(sql("SELECT count(*) FROM wit_schema_version").trim(), "2");
 
     sql("INSERT INTO wit_schema_version (version, description) VALUES (99, 'from the future')");
     let err = PostgresTracker::connect(&params, TrackerConfig::default()).expect_err("too new");
@@ -176,11 +179,78 @@ fn migrations_apply_once_and_refuse_a_newer_schema() {
             err,
             Error::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"
     );
+}
+
+/// A schema left at version 1 (WAL positions without their node) is migrated on connect:
+/// its positions read back with an empty node and hold back every node's log until their
+/// batches are stored. The watermark query reads the partial index.
+#[test]
+fn version_1_positions_hold_every_log_after_the_migration() {
+    let Some(server) = PgServer::shared() else { return };
+    let params = server.fresh_schema("migrate_v1");
+    let schema = schema_of(&params);
+    let sql = |q: &str| server.psql("wit", &format!("SET search_path = {schema}; {q}"));
+    let old = meta("acme", SystemTime::now(), 1);
+    {
+        let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("connect");
+        tracker.register_one(&old).expect("register");
+        Tracker::advance(
+            &tracker,
+            &[Advance::new(old.id, Stage::WalWritten, SystemTime::now()).with_wal_position("x", 7)],
+        )
+        .expect("advance");
+    }
+    sql("DROP INDEX batch_tracker_wal;
+         ALTER TABLE batch_tracker DROP COLUMN wal_node;
+         CREATE INDEX batch_tracker_wal ON batch_tracker (wal_position) WHERE stage <> 'COMPLETED';
+         DELETE FROM wit_schema_version WHERE version = 2;");
+
+    let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("migrate");
+    assert_eq!(
+        sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
+        "1\n2"
+    );
+    assert_eq!(
+        Tracker::batch(&tracker, old.id).expect("batch").wal_position,
+        Some(WalPosition::new("", 7))
+    );
+    let new = meta("acme", SystemTime::now(), 1);
+    tracker.register_one(&new).expect("register");
+    Tracker::advance(
+        &tracker,
+        &[Advance::new(new.id, Stage::WalWritten, SystemTime::now()).with_wal_position("node-a", 3)],
+    )
+    .expect("advance");
+    let oldest = |node: &str| Tracker::oldest_unstored_wal_position(&tracker, node).expect("oldest");
+    assert_eq!((oldest("node-a"), oldest("node-b")), (Some(3), Some(7)));
+    tracker.mark(old.id, Stage::Ingested, SystemTime::now()).expect("mark");
+    assert_eq!(
+        sql(&format!(
+            "SELECT wal_node IS NULL FROM batch_tracker WHERE batch_id = '{}'",
+            old.id
+        ))
+        .trim(),
+        "t"
+    );
+    tracker.mark(old.id, Stage::Stored, SystemTime::now()).expect("mark");
+    assert_eq!((oldest("node-a"), oldest("node-b")), (Some(3), None));
+
+    // With sequential scans priced out, the watermark's query is answered from the partial
+    // index: its conditions imply the index's.
+    let plan = sql("SET enable_seqscan = off; EXPLAIN SELECT min(lsn) FROM (\
+         SELECT min(wal_position) AS lsn FROM batch_tracker \
+         WHERE wal_node = 'node-a' AND wal_position IS NOT NULL \
+         AND stage IN ('CREATED', 'WAL_WRITTEN', 'SOURCE_COMMITTED', 'INGESTED') \
+         UNION ALL SELECT min(wal_position) FROM batch_tracker \
+         WHERE wal_node IS NULL AND wal_position IS NOT NULL \
+         AND stage IN ('CREATED', 'WAL_WRITTEN', 'SOURCE_COMMITTED', 'INGESTED')) AS oldest");
+    assert_eq!(plan.matches("batch_tracker_wal").count(), 2, "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use wit_batch::Stage;
-use wit_tracker::{Error, SqliteTracker, Tracker, TrackerConfig, TrackerExt};
+use wit_tracker::{Advance, Error, SqliteTracker, Tracker, TrackerConfig, TrackerExt, WalPosition};
 
 use crate::conformance::meta;
 
@@ -32,7 +32,7 @@ fn records_survive_reopen_and_are_plain_sql() {
     let versions: i64 = conn
         .query_row("SELECT count(*) FROM wit_schema_version", [], |r| r.get(0))
         .expect("versions");
-    assert_eq!(versions, 1, "reopening applies no migration twice");
+    assert_eq!(versions, 2, "reopening applies no migration twice");
 }
 
 #[test]
@@ -44,7 +44,65 @@ fn a_newer_schema_is_refused() {
     conn.execute("INSERT INTO wit_schema_version VALUES (7, 'from the future', 0)", [])
         .expect("insert");
     let err = SqliteTracker::open(&path, TrackerConfig::default()).expect_err("too new");
-    assert!(matches!(err, Error::SchemaTooNew { found: 7, supported: 1 }), "{err:?}");
+    assert!(matches!(err, Error::SchemaTooNew { found: 7, supported: 2 }), "{err:?}");
+}
+
+/// A database left at schema version 1 (WAL positions without their node) is migrated on
+/// open: its positions read back with an empty node and hold back every node's log until
+/// their batches are stored; positions recorded since name their node.
+#[test]
+fn version_1_positions_hold_every_log_after_the_migration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    let old = meta("acme", SystemTime::now(), 1);
+    {
+        let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("open");
+        tracker.register_one(&old).expect("register");
+        tracker
+            .advance(&[Advance::new(old.id, Stage::WalWritten, SystemTime::now()).with_wal_position("x", 7)])
+            .expect("advance");
+    }
+    // Back to what version 1 left: no `wal_node`, the old index, no version 2.
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute_batch(
+        "DROP INDEX batch_tracker_wal;
+         ALTER TABLE batch_tracker DROP COLUMN wal_node;
+         CREATE INDEX batch_tracker_wal ON batch_tracker (wal_position) WHERE stage <> 'COMPLETED';
+         DELETE FROM wit_schema_version WHERE version = 2;",
+    )
+    .expect("downgrade");
+
+    let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("migrate");
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM wit_schema_version ORDER BY version")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("versions");
+    assert_eq!(versions, [1, 2]);
+    assert_eq!(
+        tracker.batch(old.id).expect("batch").wal_position,
+        Some(WalPosition::new("", 7))
+    );
+    let new = meta("acme", SystemTime::now(), 1);
+    tracker.register_one(&new).expect("register");
+    tracker
+        .advance(&[Advance::new(new.id, Stage::WalWritten, SystemTime::now()).with_wal_position("node-a", 3)])
+        .expect("advance");
+    let oldest = |node: &str| tracker.oldest_unstored_wal_position(node).expect("oldest");
+    assert_eq!((oldest("node-a"), oldest("node-b")), (Some(3), Some(7)));
+
+    // A later step keeps the old position's node unknown, until the batch is stored.
+    tracker.mark(old.id, Stage::Ingested, SystemTime::now()).expect("mark");
+    let unknown: bool = conn
+        .query_row(
+            "SELECT wal_node IS NULL FROM batch_tracker WHERE batch_id = ?1",
+            [old.id.to_string()],
+            |r| r.get(0),
+        )
+        .expect("query");
+    assert!(unknown);
+    assert_eq!(oldest("node-b"), Some(7));
+    tracker.mark(old.id, Stage::Stored, SystemTime::now()).expect("mark");
+    assert_eq!((oldest("node-a"), oldest("node-b")), (Some(3), None));
 }
 
 #[test]
