@@ -49,20 +49,31 @@ pub(crate) struct Processor {
     retries: Vec<Retry>,
 }
 
-/// Tracker calls are retried while the tracker is unreachable, until the pipeline stops.
+/// Whether an error is the tracker's backend failing (down, unreachable, refusing a
+/// statement), which passes, rather than a refusal that a retry would meet again.
+fn transient(error: &Error) -> bool {
+    match error {
+        Error::Tracker { source, .. } => matches!(
+            source,
+            wit_tracker::Error::Unavailable { .. } | wit_tracker::Error::Database { .. }
+        ),
+        Error::Store {
+            source: wit_store::Error::Catalog { .. },
+            ..
+        } => true,
+        _ => false,
+    }
+}
+
+/// Tracker calls are retried while the tracker's backend fails, until the pipeline stops:
+/// the batches are safe in the WAL meanwhile, and acknowledgments at `WalDurable` go on.
 fn persist<T>(shared: &Shared, mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let mut wait = Duration::from_millis(50);
     loop {
         match f() {
             Ok(value) => return Ok(value),
             Err(e) if shared.stop.load(Ordering::Acquire) => return Err(e),
-            Err(
-                e @ (Error::Tracker { .. }
-                | Error::Store {
-                    source: wit_store::Error::Catalog { .. },
-                    ..
-                }),
-            ) => {
+            Err(e) if transient(&e) => {
                 shared.note_error(&e);
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(Duration::from_secs(2));

@@ -113,6 +113,7 @@ impl Error {
         Error::InvalidArgument { what: what.into() }
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn corrupt(backend: &'static str, what: &'static str, value: impl ToString) -> Self {
         Error::Corrupt {
             backend,

@@ -300,6 +300,7 @@ pub(crate) fn files_to_publish(
     Ok(insert)
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Checks that every path names a live file; `is_live` says whether a path is held and live.
 pub(crate) fn check_live(
     paths: &[String],
@@ -320,6 +321,7 @@ pub(crate) fn check_live(
     Ok(())
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Checks that no path names a live file (they may be forgotten).
 pub(crate) fn check_not_live(
     paths: &[String],
@@ -356,6 +358,7 @@ pub(crate) fn throughput_rows(
     rows
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// A limit as SQL takes it.
 pub(crate) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -388,6 +391,7 @@ pub(crate) fn store_all(
     Ok(changed)
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Stage names as the SQL backends store them.
 pub(crate) fn parse_stage(backend: &'static str, text: &str) -> Result<Stage> {
     text.parse().map_err(|_| Error::Corrupt {

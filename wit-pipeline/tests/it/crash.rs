@@ -17,6 +17,7 @@ use wit_pipeline::{AckLevel, Pipeline, TrackerCatalog};
 use wit_store::{Destination, NodeName, SinkConfig};
 use wit_tracker::{PostgresTracker, SqliteTracker, TrackerConfig};
 
+use crate::faulty::{AbortAt, Faulty};
 use crate::support::{self, logs, proto, spans};
 
 #[path = "../../../wit-tracker/tests/it/pg_server.rs"]
@@ -35,7 +36,20 @@ fn crash_child_entry_point() {
     let dir = Path::new(&dir);
     let base: u64 = std::env::var("WIT_CHILD_BASE").expect("base").parse().expect("base");
     let drain = std::env::var_os("WIT_CHILD_DRAIN").is_some();
-    let tracker = tracker(dir, std::env::var("WIT_CHILD_PG").ok().as_deref());
+    let abort = std::env::var("WIT_CHILD_ABORT").ok().map(|spec| {
+        let (point, n) = spec.split_once(':').expect("point:n");
+        let n = n.parse().expect("n");
+        match point {
+            "before-publish" => AbortAt::BeforePublish(n),
+            "after-publish" => AbortAt::AfterPublish(n),
+            "before-truncate" => AbortAt::BeforeTruncate(n),
+            other => panic!("unknown abort point {other}"),
+        }
+    });
+    let tracker: Arc<dyn TrackerCatalog> = Arc::new(Faulty::new(
+        tracker(dir, std::env::var("WIT_CHILD_PG").ok().as_deref()),
+        abort,
+    ));
     let pipeline = Pipeline::open(
         config(dir),
         Destination::local(&dir.join("data")).expect("dest"),
@@ -154,9 +168,16 @@ struct Acked {
     batch: BatchId,
 }
 
-/// Runs the child once; kills it after `kill_after` (or lets a drain run finish). Returns the
-/// acknowledged ids it printed.
-fn run_child(dir: &Path, base: u64, kill_after: Option<Duration>, pg: Option<&str>) -> HashMap<u64, Acked> {
+/// Runs the child once; kills it after `kill_after` (or lets a drain run finish), unless it
+/// aborted itself at `abort` first. Returns the acknowledged ids it printed, and whether it
+/// aborted.
+fn run_child(
+    dir: &Path,
+    base: u64,
+    kill_after: Option<Duration>,
+    abort: Option<&str>,
+    pg: Option<&str>,
+) -> (HashMap<u64, Acked>, bool) {
     let mut command = Command::new(std::env::current_exe().expect("test binary"));
     command
         .args([
@@ -175,6 +196,9 @@ fn run_child(dir: &Path, base: u64, kill_after: Option<Duration>, pg: Option<&st
     }
     if let Some(pg) = pg {
         command.env("WIT_CHILD_PG", pg);
+    }
+    if let Some(abort) = abort {
+        command.env("WIT_CHILD_ABORT", abort);
     }
     let mut child = command.spawn().expect("spawn the child");
     let stdout = child.stdout.take().expect("stdout");
@@ -198,7 +222,10 @@ fn run_child(dir: &Path, base: u64, kill_after: Option<Duration>, pg: Option<&st
     });
     match kill_after {
         Some(after) => {
-            std::thread::sleep(after);
+            let deadline = Instant::now() + after;
+            while Instant::now() < deadline && child.try_wait().expect("wait").is_none() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
             let _ = child.kill(); // SIGKILL
             let _ = child.wait();
         }
@@ -211,7 +238,8 @@ fn run_child(dir: &Path, base: u64, kill_after: Option<Duration>, pg: Option<&st
     if kill_after.is_none() {
         assert!(lines.iter().any(|l| l == "CLOSED"), "{lines:?}");
     }
-    acked
+    let aborted = lines.iter().any(|l| l.starts_with("ABORT "));
+    (acked, aborted)
 }
 
 fn crash_and_check(runs: u64, pg: Option<&str>) {
@@ -219,22 +247,55 @@ fn crash_and_check(runs: u64, pg: Option<&str>) {
     let mut rng = Rng::new();
     let mut acked: BTreeMap<u64, Acked> = BTreeMap::new();
     let started = Instant::now();
+    let mut aborts = [0; 3];
     for run in 0..runs {
-        // Mostly while producing; now and then during the recovery of the last kill.
-        let kill_after = Duration::from_millis(if rng.below(6) == 0 {
-            rng.below(40)
-        } else {
-            60 + rng.below(400)
-        });
-        acked.extend(run_child(dir.path(), (run + 1) * 1_000_000_000, Some(kill_after), pg));
+        // Every fifth run from the second on dies in the middle of a publish (before the
+        // catalog commits, or after it and before staging is cleaned) or just before a
+        // truncation; the others are killed at random: mostly while producing, now and then
+        // during the recovery of the last kill.
+        let abort = match run % 5 {
+            1 => Some(("before-publish", 0)),
+            2 => Some(("after-publish", 1)),
+            3 => Some(("before-truncate", 2)),
+            _ => None,
+        };
+        let (kill_after, spec) = match abort {
+            Some((point, _)) => (Duration::from_secs(10), Some(format!("{point}:{}", 5 + rng.below(40)))),
+            None => (
+                Duration::from_millis(if rng.below(6) == 0 {
+                    rng.below(40)
+                } else {
+                    60 + rng.below(400)
+                }),
+                None,
+            ),
+        };
+        let (run_acked, aborted) = run_child(
+            dir.path(),
+            (run + 1) * 1_000_000_000,
+            Some(kill_after),
+            spec.as_deref(),
+            pg,
+        );
+        if let (Some((_, kind)), true) = (abort, aborted) {
+            aborts[kind] += 1;
+        }
+        acked.extend(run_acked);
     }
-    run_child(dir.path(), 0, None, pg);
+    run_child(dir.path(), 0, None, None, pg);
     eprintln!(
-        "{runs} kills in {:.1} s, {} acknowledged records",
+        "{runs} kills ({aborts:?} at before-publish / after-publish / before-truncate) in {:.1} s, {} acknowledged records",
         started.elapsed().as_secs_f64(),
         acked.len()
     );
-    assert!(acked.len() > 1_000, "the producers got going: {}", acked.len());
+    if runs >= 4 {
+        assert!(aborts.iter().all(|n| *n > 0), "every abort point was hit: {aborts:?}");
+    }
+    assert!(
+        acked.len() as u64 > 50 * runs,
+        "the producers got going: {}",
+        acked.len()
+    );
 
     // The tracker: every acknowledged record's batch is STORED or later.
     let tracker = tracker(dir.path(), pg);

@@ -362,3 +362,55 @@ fn async_submit_waits_for_room_and_the_ack_is_a_future() {
     ));
     pipeline.close().expect("close");
 }
+
+#[test]
+fn acknowledgments_at_wal_durable_do_not_wait_for_the_tracker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = support::sqlite(dir.path());
+    let tracker = std::sync::Arc::new(crate::faulty::Faulty::new(sqlite.clone(), None));
+    let pipeline = Pipeline::open(
+        config(dir.path()),
+        Destination::local(&dir.path().join("data")).expect("dest"),
+        tracker.clone(),
+    )
+    .expect("open");
+    // The tracker's database goes away.
+    tracker.set_down(true);
+    let durable: Vec<_> = (0..20u64)
+        .map(|i| {
+            pipeline
+                .blocking_submit(
+                    &key("acme", Signal::Traces),
+                    proto(spans(&[i]), 1),
+                    AckLevel::WalDurable,
+                )
+                .expect("submit")
+        })
+        .collect();
+    let stored = pipeline
+        .blocking_submit(&key("acme", Signal::Traces), proto(spans(&[20]), 1), AckLevel::Stored)
+        .expect("submit");
+    for ack in durable {
+        ack.wait_timeout(LONG)
+            .expect("durable without the tracker")
+            .expect("durable");
+    }
+    // Nothing is stored while the tracker is down (it is the catalog), and it is reported.
+    assert!(stored.wait_timeout(Duration::from_millis(300)).is_none());
+    let deadline = std::time::Instant::now() + LONG;
+    while !pipeline.status().last_error.is_some_and(|e| e.contains("down")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", pipeline.status());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // It comes back: everything is stored, once.
+    tracker.set_down(false);
+    stored.wait_timeout(LONG).expect("stored in time").expect("stored");
+    pipeline.close().expect("close");
+    let rows: u64 = sqlite
+        .list(&Tenant::try_new("acme").expect("tenant"), Signal::Traces, None)
+        .expect("list")
+        .iter()
+        .map(|f| f.rows)
+        .sum();
+    assert_eq!(rows, 21);
+}
