@@ -2,5 +2,6 @@
 
 mod crash;
 mod faulty;
+mod outage;
 mod pipeline;
 mod support;

@@ -2,6 +2,9 @@
 
 mod crash;
 mod maintenance;
+// Shared by path with other crates' tests; not every helper is used here.
+#[allow(dead_code)]
+mod moto;
 mod s3;
 mod sink;
 
