@@ -151,6 +151,19 @@ impl PipelineConfig {
         &self.node
     }
 
+    /// The most bytes an envelope of `payload_bytes` in a full batch's parts can take: its
+    /// header (tenant, topic: a few hundred bytes; 4 KiB allowed), and a small frame per part.
+    pub(crate) fn max_envelope_bytes(&self, payload_bytes: u64) -> u64 {
+        const HEADER: u64 = 4 << 10;
+        const PER_PART: u64 = 16;
+        payload_bytes + HEADER + self.batcher.max_messages().saturating_mul(PER_PART)
+    }
+
+    /// The largest part a submit accepts: alone in its batch, it must fit in a WAL record.
+    pub(crate) fn max_part_bytes(&self) -> u64 {
+        (self.wal.max_record_size() as u64).saturating_sub(self.max_envelope_bytes(0))
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let reason = if self.sink.node() != &self.node {
             format!(
@@ -163,6 +176,13 @@ impl PipelineConfig {
                 "max_unstored_bytes ({}) is below the batcher's max_bytes ({})",
                 self.max_unstored_bytes,
                 self.batcher.max_bytes()
+            )
+        } else if self.max_envelope_bytes(self.batcher.max_bytes()) > self.wal.max_record_size() as u64 {
+            format!(
+                "a full batch (max_bytes {} in up to {} parts) does not fit in a WAL record of {} bytes",
+                self.batcher.max_bytes(),
+                self.batcher.max_messages(),
+                self.wal.max_record_size()
             )
         } else if self.janitor_interval.is_zero() {
             "the janitor interval must be more than zero".to_owned()

@@ -18,6 +18,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A part is larger than a WAL record can hold (see `wit_wal::Config::with_max_record_size`):
+    /// it was not taken.
+    #[error("a part of {len} bytes is larger than the {max} bytes a batch's WAL record can hold")]
+    PartTooLarge {
+        /// The part's payload length.
+        len: u64,
+        /// The largest payload accepted.
+        max: u64,
+    },
+
     /// The write-ahead log failed (a poisoned log refuses every later write).
     #[error("write-ahead log: {operation} failed")]
     Wal {

@@ -400,11 +400,16 @@ impl Pipeline {
     ///
     /// # Errors
     ///
+    /// [`Error::PartTooLarge`] for a part no WAL record can hold (nothing is taken);
     /// [`Error::Closed`] when the pipeline is closed or stopped after a fatal error.
     pub fn try_submit(&self, key: &BatchKey, part: Part, level: AckLevel) -> Result<Submitted> {
         self.shared.check_open()?;
         let shared = &self.shared;
         let len = part.payload.len() as u64;
+        let max = shared.config.max_part_bytes();
+        if len > max {
+            return Err(Error::PartTooLarge { len, max });
+        }
         let slot = Arc::new(Slot::default());
         let batches = {
             let mut ingest = shared.ingest.lock();

@@ -414,3 +414,49 @@ fn acknowledgments_at_wal_durable_do_not_wait_for_the_tracker() {
         .sum();
     assert_eq!(rows, 21);
 }
+
+#[test]
+fn a_part_no_wal_record_can_hold_is_refused_and_the_pipeline_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let config = config(dir.path()).with_wal(
+        wit_wal::Config::default()
+            .with_segment_size(4 << 20)
+            .with_max_record_size(1 << 20),
+    );
+    let pipeline = Pipeline::open(
+        config,
+        Destination::local(&dir.path().join("data")).expect("dest"),
+        tracker.clone(),
+    )
+    .expect("open");
+    let huge = Part::new(PayloadFormat::OtlpProtobuf, Compression::None, 1, vec![0u8; 2 << 20]);
+    match pipeline.try_submit(&key("acme", Signal::Traces), huge, AckLevel::WalDurable) {
+        Err(Error::PartTooLarge { len, max }) => assert!(len > max && max < 1 << 20, "{len} {max}"),
+        other => panic!("{other:?}"),
+    }
+    // The pipeline is unharmed.
+    pipeline
+        .blocking_submit(&key("acme", Signal::Traces), proto(spans(&[1]), 1), AckLevel::Stored)
+        .expect("submit")
+        .wait_timeout(LONG)
+        .expect("in time")
+        .expect("stored");
+    pipeline.close().expect("close");
+
+    // A batcher whose full batch cannot fit in a WAL record is refused up front.
+    let too_big = support::config(dir.path())
+        .with_wal(wit_wal::Config::default().with_max_record_size(1 << 20))
+        .with_batcher(
+            wit_batch::BatcherConfig::default()
+                .with_max_bytes(4 << 20)
+                .with_max_buffered_bytes(8 << 20),
+        );
+    let err = Pipeline::open(
+        too_big,
+        Destination::local(&dir.path().join("data")).expect("dest"),
+        tracker,
+    )
+    .expect_err("refused");
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+}

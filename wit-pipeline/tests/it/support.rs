@@ -126,6 +126,8 @@ pub(crate) fn config(dir: &Path) -> PipelineConfig {
         .with_batcher(
             BatcherConfig::default()
                 .with_max_messages(8)
+                .with_max_bytes(32 << 10)
+                .with_max_buffered_bytes(1 << 20)
                 .with_max_age(Duration::from_millis(5)),
         )
         .with_sink(
