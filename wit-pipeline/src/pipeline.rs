@@ -540,7 +540,11 @@ impl Pipeline {
     /// The first error met; whatever was not stored stays in the WAL (and staging) and is
     /// stored when the pipeline is opened again.
     pub fn close(mut self) -> Result<()> {
-        self.shutdown(true)
+        let drained = self.shutdown(true);
+        // A last sync, so that its failure is reported here rather than lost in the drop that
+        // writes the log's clean-close checkpoint.
+        let synced = self.shared.wal.sync().map_err(Error::wal("sync"));
+        drained.and(synced)
     }
 
     fn shutdown(&mut self, drain: bool) -> Result<()> {
