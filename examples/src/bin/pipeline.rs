@@ -1,155 +1,87 @@
-//! The example pipeline: Wit's main job, end to end, on embedded defaults.
+//! The example pipeline: Wit's main job, end to end, on embedded defaults, checking itself.
 //!
 //! ```text
 //! cargo run -p wit-examples --bin pipeline [-- --dir PATH --records N --producers N]
 //! ```
 //!
-//! Log records arrive as OTLP export requests, are batched into envelopes, made durable in the
-//! write-ahead log, converted to Arrow behind it and stored in Parquet, every batch tracked:
+//! Producer threads stand in for OTLP/HTTP receivers. Between them they send `--records`
+//! spans, as many log records and as many metric data points, in export requests of 1 to 8
+//! records encoded as protobuf, gzip'd protobuf, OTLP/JSON or gzip'd OTLP/JSON, to one
+//! [`Pipeline`]: its WAL under `pipeline/`, batches tracked in the embedded [`SqliteTracker`]
+//! (`tracker.db`), Parquet files under `data/`. Every record carries its producer and sequence
+//! number as attributes. A producer submits each request with [`Pipeline::blocking_submit`] at
+//! [`AckLevel::WalDurable`] (its last one of each signal at [`AckLevel::Stored`]), keeps a
+//! window of acknowledgments in flight and waits for the oldest.
 //!
-//! 1. **Producers** (threads) stand in for OTLP/HTTP clients and the receiver in front of the
-//!    log. Each generates `ExportLogsServiceRequest`s of a few log records (the service and
-//!    severity vary; every record carries its producer and sequence number as attributes),
-//!    encoded as protobuf, gzip'd protobuf, OTLP/JSON or gzip'd OTLP/JSON, and pushes each as
-//!    a [`Part`] (one message) into its own [`Batcher`] (tenant `demo`, logs, HTTP). Every
-//!    [`Envelope`] the batcher emits is appended through group commit: a producer keeps a
-//!    window of envelopes in flight and waits for the oldest, so the threads share writes and
-//!    `fdatasync`s, and an envelope is acknowledged only once it is durable. A part refused
-//!    with [`Push::Full`] is pushed again after batches were emitted, never dropped, and
-//!    `flush_all` sends the last batch.
-//! 2. **The consumer** follows the log with a [`wit_wal::Reader`], decodes each record as an
-//!    [`Envelope`], converts each part with [`otlp::logs::decode`] straight into an Arrow
-//!    [`RecordBatch`] and hands the batches to the [`Processor`]s: one counts per service and
-//!    severity from the Arrow columns; the other streams the rows into a [`ParquetSink`]
-//!    (files under `data/`, closed every half second), whose catalog is the tracker. Indexing
-//!    and SQL plug in here later.
-//! 3. **The lifecycle** of every batch is tracked in [`Stage`]s in the embedded
-//!    [`SqliteTracker`] (`tracker.db` beside the log), which checks each move against the
-//!    lifecycle, so an illegal one (a batch converted twice, say) fails the run:
-//!    `CREATED` when the batcher emits it, `WAL_WRITTEN` with its LSN when the consumer reads
-//!    it (a reader yields only durable records, often before the producer's acknowledgment
-//!    arrives), `INGESTED` once converted, and `STORED` when the Parquet file holding it is
-//!    published: the tracker records the file and marks its batches in one transaction.
-//!    `INDEXED` and `COMPLETED` come with the index step; the lifecycle allows no shortcut to
-//!    them, so batches end here `STORED`.
-//! 4. **The janitor** truncates the log behind the point that every processor no longer
-//!    needs (the store holds it back until a batch's file is published), and fails the run if
-//!    a batch behind that point is not `STORED` in the tracker.
-//! 5. **Recovery**: the log is closed and reopened, and what recovery found is shown.
+//! Then the pipeline is closed, which stores everything, and the run checks itself, per
+//! signal: every record asked for was acknowledged; the files the tracker's catalog lists,
+//! read back with parquet's Arrow reader, hold the rows the catalog says and every record
+//! exactly once; every batch holding an acknowledged record is `STORED` or `COMPLETED`. Last,
+//! the closed WAL is inspected read-only, as `wit wal verify` does.
 //!
-//! It runs in a fresh temporary directory unless `--dir` names a new or empty one, and exits
-//! 1 unless every acknowledged log record was converted exactly once, in LSN order: the
-//! consumer reads the LSNs without a gap; each producer's envelopes arrive with the LSNs and
-//! batch ids they were acknowledged with; each envelope converts to exactly the records its
-//! producer batched into it (found by their producer and sequence-number attributes), so
-//! rows converted equal records acknowledged; and the requests of each encoding arrive as
-//! often as they were sent; and the files the tracker's catalog lists hold as many rows.
+//! It runs in a fresh temporary directory unless `--dir` names a new or empty one, prints a
+//! report, and exits 1 unless the self-check holds, listing the first problems.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt::Display;
 use std::io::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{Int32Type, Int64Type};
-use arrow::record_batch::RecordBatch;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value as Number};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message as _;
-use wit_batch::{BatchId, BatchKey, Batcher, BatcherConfig, Compression, Envelope, Part, PayloadFormat, Push};
-use wit_batch::{BatchMeta, Signal, SourceKind, Stage, Tenant, otlp};
-use wit_store::{Destination, FileCatalog, NodeName, ParquetSink, SinkConfig, StoredFile};
-use wit_tracker::{Advance, Registration, SqliteTracker, Tracker as _, TrackerConfig, TrackerExt, Window};
-use wit_wal::{Commit, Config, Lsn, Record, Wal};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use parquet::arrow::{ProjectionMask, arrow_reader::ParquetRecordBatchReaderBuilder};
+use wit_batch::{
+    BatchId, BatchKey, BatcherConfig, Compression, Part, PayloadFormat, Signal, SourceKind, Stage, Tenant,
+};
+use wit_pipeline::{Ack, AckLevel, Pipeline, PipelineConfig};
+use wit_store::{Destination, FileCatalog as _, NodeName, SinkConfig};
+use wit_tracker::{SqliteTracker, Tracker as _, TrackerConfig};
 
 const USAGE: &str = "\
-pipeline: Wit's example pipeline (OTLP producers -> batcher -> WAL -> Arrow -> Parquet, tracked in SQLite; janitor, recovery)
+pipeline: Wit's example pipeline (OTLP traces, logs, metrics -> WAL -> Parquet, tracked in SQLite; self-checked)
 
 Usage:
     pipeline [--dir PATH] [--records N] [--producers N]
 
 Options:
-    --dir PATH        where the run keeps its WAL (PATH/wal), tracker (PATH/tracker.db) and
-                      Parquet files (PATH/data);
+    --dir PATH        where the run keeps its pipeline (PATH/pipeline, with the WAL), tracker
+                      (PATH/tracker.db) and Parquet files (PATH/data);
                       must be new or empty (default: a temporary directory)
-    --records N       log records to send in all (default 20000)
+    --records N       records of each signal to send (default 20000)
     --producers N     producer threads (default 4)
 ";
 
-/// Segment size: small enough that the run fills several segments and truncation visibly
-/// releases (and recycles) them. 20k log records make about 4 MiB of envelopes.
-const SEGMENT_SIZE: u64 = 1 << 20;
-/// The tenant every batch belongs to.
 const TENANT: &str = "demo";
-/// Requests (messages) per batch. A batch also leaves once [`BATCH_MAX_AGE`] old.
-const BATCH_MESSAGES: u64 = 8;
-/// How long a producer's open batch may wait for more requests.
-const BATCH_MAX_AGE: Duration = Duration::from_millis(50);
-/// Log records per request: from 1 to this many.
-const MAX_RECORDS_PER_REQUEST: u64 = 8;
-/// Envelopes a producer has submitted and not yet seen acknowledged; it waits for the oldest
-/// beyond this. Several envelopes per `fdatasync` is what makes group commit fast.
-const PRODUCER_WINDOW: usize = 8;
-/// How long the consumer may see no new record, with all producers done, before it fails.
-const STALL_LIMIT: Duration = Duration::from_secs(10);
-/// The Parquet sink closes (and publishes) a file after this long.
-const FILE_MAX_AGE: Duration = Duration::from_millis(500);
-/// Problems listed in the failure message; the rest are counted.
-const MAX_PROBLEMS_SHOWN: usize = 20;
-
-/// How a request is encoded, and how often producers choose it (out of 100).
-struct Encoding {
-    name: &'static str,
-    format: PayloadFormat,
-    compression: Compression,
-    percent: u64,
-}
-
-/// The encodings producers send: every input path of [`otlp::logs::decode`].
-const ENCODINGS: [Encoding; 4] = [
-    Encoding {
-        name: "protobuf",
-        format: PayloadFormat::OtlpProtobuf,
-        compression: Compression::None,
-        percent: 55,
-    },
-    Encoding {
-        name: "protobuf+gzip",
-        format: PayloadFormat::OtlpProtobuf,
-        compression: Compression::Gzip,
-        percent: 20,
-    },
-    Encoding {
-        name: "json",
-        format: PayloadFormat::OtlpJson,
-        compression: Compression::None,
-        percent: 20,
-    },
-    Encoding {
-        name: "json+gzip",
-        format: PayloadFormat::OtlpJson,
-        compression: Compression::Gzip,
-        percent: 5,
-    },
+const SIGNALS: [Signal; 3] = [Signal::Traces, Signal::Logs, Signal::Metrics];
+/// How producers encode requests, every input path of the conversion: a request takes the
+/// first encoding whose bound is above a roll of 0..100 (so 55%, 20%, 20% and 5%).
+const ENCODINGS: [(&str, PayloadFormat, Compression, u64); 4] = [
+    ("protobuf", PayloadFormat::OtlpProtobuf, Compression::None, 55),
+    ("protobuf+gzip", PayloadFormat::OtlpProtobuf, Compression::Gzip, 75),
+    ("json", PayloadFormat::OtlpJson, Compression::None, 95),
+    ("json+gzip", PayloadFormat::OtlpJson, Compression::Gzip, 100),
 ];
-
-/// Requests per encoding, indexed like [`ENCODINGS`].
-type EncodingCounts = [u64; ENCODINGS.len()];
-
-fn encoding_summary(counts: &EncodingCounts) -> String {
-    ENCODINGS
-        .iter()
-        .zip(counts)
-        .map(|(e, n)| format!("{} {n}", e.name))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+const MAX_RECORDS_PER_REQUEST: u64 = 8;
+/// Acknowledgments a producer has in flight; beyond them it waits for the oldest.
+const WINDOW: usize = 64;
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// 2026-01-01T00:00:00Z in nanoseconds since the epoch: record `seq` happens `seq` ms later.
+const BASE_TIME_NANOS: u64 = 1_767_225_600_000_000_000;
+const SERVICES: [&str; 4] = ["checkout", "payments", "search", "inventory"];
+const MAX_PROBLEMS_SHOWN: usize = 20;
 
 fn main() -> ExitCode {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -163,23 +95,29 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&options) {
-        Ok(()) => {
-            println!("ok: every acknowledged log record was converted exactly once, in LSN order");
-            ExitCode::SUCCESS
-        }
+    let problems = match run(&options) {
+        Ok(problems) => problems,
         Err(message) => {
-            eprintln!("pipeline: FAILED: {message}");
-            ExitCode::FAILURE
+            eprintln!("pipeline: {message}");
+            return ExitCode::FAILURE;
         }
+    };
+    if problems.is_empty() {
+        println!("ok: every acknowledged record is stored exactly once, and its batch is STORED or COMPLETED");
+        return ExitCode::SUCCESS;
     }
+    let mut shown = problems[..problems.len().min(MAX_PROBLEMS_SHOWN)].join("\n  ");
+    if problems.len() > MAX_PROBLEMS_SHOWN {
+        shown.push_str(&format!("\n  ... and {} more", problems.len() - MAX_PROBLEMS_SHOWN));
+    }
+    eprintln!("pipeline: FAILED: {} problem(s):\n  {shown}", problems.len());
+    ExitCode::FAILURE
 }
 
-#[derive(Debug)]
 struct Options {
     dir: Option<PathBuf>,
     records: u64,
-    producers: usize,
+    producers: u64,
 }
 
 impl Options {
@@ -199,19 +137,18 @@ impl Options {
             if name == "-h" || name == "--help" {
                 return Ok(None);
             }
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .ok_or(format!("option `{name}` needs a value"))
+            let value = inline
+                .or_else(|| args.next())
+                .ok_or(format!("option `{name}` needs a value"))?;
+            let number = || {
+                value
+                    .parse()
+                    .map_err(|_| format!("`{name} {value}`: expected a number"))
             };
-            let number = |v: String| v.parse::<u64>().map_err(|_| format!("`{name} {v}`: expected a number"));
             match name.as_str() {
-                "--dir" => options.dir = Some(PathBuf::from(value()?)),
-                "--records" => options.records = number(value()?)?,
-                "--producers" => {
-                    options.producers = usize::try_from(number(value()?)?).map_err(|e| e.to_string())?;
-                }
+                "--dir" => options.dir = Some(PathBuf::from(&value)),
+                "--records" => options.records = number()?,
+                "--producers" => options.producers = number()?,
                 _ => return Err(format!("unexpected argument `{arg}`")),
             }
         }
@@ -222,523 +159,189 @@ impl Options {
     }
 }
 
-fn run(options: &Options) -> Result<(), String> {
+/// Runs the pipeline and checks it: the problems found, or why it could not run.
+fn run(options: &Options) -> Result<Vec<String>, String> {
     // The temporary directory lives (and is removed) with this guard.
     let temp;
     let root = match &options.dir {
+        Some(dir) if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) => {
+            return Err(format!(
+                "`{}` is not empty; give a new or empty directory",
+                dir.display()
+            ));
+        }
         Some(dir) => {
-            let is_empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
-            if !is_empty {
-                return Err(format!(
-                    "`{}` is not empty; give a new or empty directory",
-                    dir.display()
-                ));
-            }
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(failed(&format!("create `{}`", dir.display())))?;
             dir.clone()
         }
         None => {
-            temp = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+            temp = tempfile::tempdir().map_err(failed("create a temporary directory"))?;
             temp.path().to_owned()
         }
     };
-    let dir = root.join("wal");
-    let tracker_path = root.join("tracker.db");
-    let config = Config::default().with_segment_size(SEGMENT_SIZE);
+    let (n, n_producers) = (options.records, options.producers);
     println!(
-        "pipeline: {} producers send {} log records as OTLP requests, batched into envelopes, to {} \
-         ({} KiB segments, fdatasync per group); batches tracked in {}",
-        options.producers,
-        options.records,
-        dir.display(),
-        SEGMENT_SIZE >> 10,
-        tracker_path.display()
+        "pipeline: {n_producers} producers send {n} spans, log records and metric data points each to {}",
+        root.display()
+    );
+    let tracker = SqliteTracker::open(&root.join("tracker.db"), TrackerConfig::default());
+    let tracker = Arc::new(tracker.map_err(failed("open the tracker"))?);
+    let node = NodeName::try_new("local").map_err(failed("name the node"))?;
+    // For a demo: batches leave after 20 ms, files are published after 500 ms, and the WAL
+    // has segments of 1 MiB (the janitor releases it a whole segment at a time).
+    let config = PipelineConfig::new(root.join("pipeline"), node.clone())
+        .with_wal(wit_wal::Config::default().with_segment_size(1 << 20))
+        .with_batcher(
+            BatcherConfig::default()
+                .with_max_messages(64)
+                .with_max_age(Duration::from_millis(20)),
+        )
+        .with_sink(SinkConfig::new(node).with_max_file_age(Duration::from_millis(500)));
+    let (wal_dir, data) = (config.wal_dir(), root.join("data"));
+    let tenant = Tenant::try_new(TENANT).map_err(failed("name the tenant"))?;
+    let started = Instant::now();
+    let destination = Destination::local(&data).map_err(failed("open the store"))?;
+    let pipeline = Pipeline::open(config, destination, tracker.clone()).map_err(failed("open the pipeline"))?;
+    let r = pipeline.recovery();
+    println!(
+        "opened:   recovery scanned {} WAL segment(s) (torn tail: {}), published {} staged file(s), replayed {} \
+         batch(es), found {} already stored, {} failed, registered {}",
+        r.wal.segments_scanned,
+        r.wal
+            .torn_tail
+            .as_ref()
+            .map_or("none".into(), |d| format!("LSN {}", d.lsn)),
+        r.staged_published,
+        r.replayed,
+        r.already_stored,
+        r.failed,
+        r.registered
     );
 
-    let wal = Wal::open(&dir, config.clone()).map_err(|e| e.to_string())?;
-    let run = run_stages(&wal, &tracker_path, &root.join("data"), options)?;
-    wal.close().map_err(|e| format!("closing the log failed: {e}"))?;
-
-    let reopened = reopen(&dir, config)?;
-    report(&run, &reopened);
-    check(&run, &reopened)
-}
-
-/// One envelope as its producer sent it or as the consumer converted it: comparing the two
-/// lists checks LSNs, batch ids and contents at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct BatchLedger {
-    lsn: Lsn,
-    id: BatchId,
-    /// The producer's sequence numbers of the log records in it.
-    seqs: Range<u64>,
-    /// Log records: as the producer counted them, or rows converted to Arrow.
-    records: u64,
-}
-
-/// What the stages did while the log was open.
-struct RunOutcome {
-    /// Log records the producers were to send.
-    requested: u64,
-    /// Per producer, the envelopes acknowledged, in order.
-    acked: Vec<Vec<BatchLedger>>,
-    /// Requests sent, per encoding.
-    sent: EncodingCounts,
-    /// Envelope bytes appended.
-    append_bytes: u64,
-    append_time: Duration,
-    consumer: Consumer,
-    janitor: JanitorReport,
-    lifecycle: LifecycleReport,
-    /// Rows in the Parquet files the tracker's catalog lists.
-    stored_rows: u64,
-    /// The first error of a producer, if any (the other stages still finish).
-    producer_error: Option<String>,
-}
-
-impl RunOutcome {
-    fn n_batches_acked(&self) -> u64 {
-        self.acked.iter().map(|a| a.len() as u64).sum()
-    }
-
-    fn n_records_acked(&self) -> u64 {
-        self.acked.iter().flatten().map(|b| b.records).sum()
-    }
-}
-
-/// Runs producers, consumer and janitor on threads that share the log, until every
-/// acknowledged envelope has been consumed.
-fn run_stages(wal: &Wal, tracker_path: &Path, data_dir: &Path, options: &Options) -> Result<RunOutcome, String> {
-    let key = BatchKey::new(
-        Tenant::try_new(TENANT).map_err(|e| e.to_string())?,
-        Signal::Logs,
-        SourceKind::Http,
-    );
-    let batcher_config = BatcherConfig::default()
-        .with_max_messages(BATCH_MESSAGES)
-        .with_max_age(BATCH_MAX_AGE);
-    let progress = Progress {
-        end: AtomicU64::new(u64::MAX),
-        retain_from: AtomicU64::new(Lsn::FIRST.0),
-        stop: AtomicBool::new(false),
-    };
-    let tracker = Tracker::open(tracker_path)?;
-    let first = wal.stats().next_lsn;
-    let store = ParquetStore::open(data_dir, Arc::new(tracker.db.clone()))?;
-    let processors: Vec<Box<dyn Processor + Send>> = vec![Box::new(ServiceCounts::default()), Box::new(store)];
-    std::thread::scope(|s| {
-        let (progress, tracker) = (&progress, &tracker);
-        let consumer = s.spawn(move || Consumer::new(options.producers, first, processors).run(wal, tracker, progress));
-        let janitor = s.spawn(move || janitor(wal, tracker, progress));
-
-        let started = Instant::now();
-        let producers: Vec<_> = (0..options.producers)
-            .map(|p| {
-                // Spread the records; the first producers take the remainder.
-                let n = options.records / options.producers as u64
-                    + u64::from((p as u64) < options.records % options.producers as u64);
-                let (key, batcher_config) = (key.clone(), batcher_config.clone());
-                s.spawn(move || produce(wal, tracker, key, batcher_config, p, n))
-            })
+    let sent: Vec<Sent> = std::thread::scope(|s| {
+        let (pipeline, tenant) = (&pipeline, &tenant);
+        let producers: Vec<_> = (0..n_producers)
+            // Spread the records; the first producers take the remainder.
+            .map(|p| (p, n / n_producers + u64::from(p < n % n_producers)))
+            .map(|(p, n)| s.spawn(move || produce(pipeline, tenant, p, n)))
             .collect();
-        let mut acked = Vec::new();
-        let mut sent = EncodingCounts::default();
-        let mut append_bytes = 0;
-        let mut producer_error = None;
-        for handle in producers {
-            let outcome = handle
-                .join()
-                .unwrap_or_else(|_| ProducerOutcome::failed("producer panicked"));
-            acked.push(outcome.acked);
-            for (total, n) in sent.iter_mut().zip(outcome.sent) {
-                *total += n;
-            }
-            append_bytes += outcome.bytes;
-            if let Some(e) = outcome.error {
-                producer_error.get_or_insert(e);
-            }
-        }
-        let append_time = started.elapsed();
-        // Everything acknowledged is below this; the consumer stops when it gets there.
-        progress.end.store(wal.stats().next_lsn.0, Ordering::Release);
-
-        let consumer = consumer.join().map_err(|_| "the consumer panicked".to_owned())?;
-        progress.stop.store(true, Ordering::Release);
-        let janitor = janitor.join().map_err(|_| "the janitor panicked".to_owned())??;
-        Ok(RunOutcome {
-            requested: options.records,
-            acked,
-            sent,
-            append_bytes,
-            append_time,
-            consumer: consumer?,
-            janitor,
-            lifecycle: tracker.report()?,
-            stored_rows: tracker.stored_rows()?,
-            producer_error,
-        })
-    })
-}
-
-/// What the threads tell each other.
-struct Progress {
-    /// The LSN after the last acknowledged envelope, once all producers are done.
-    end: AtomicU64,
-    /// The LSN below which no processor needs the log any more: the janitor may truncate there.
-    retain_from: AtomicU64,
-    /// Tells the janitor to stop.
-    stop: AtomicBool,
-}
-
-// ---------------------------------------------------------------------------------------
-// Lifecycle
-// ---------------------------------------------------------------------------------------
-
-/// The lifecycle [`Stage`] of every batch, kept in the embedded [`SqliteTracker`]
-/// (`tracker.db` beside the log), shared by the threads. Every move goes through the tracker,
-/// which checks it against the lifecycle; an illegal one is an error that fails the run. The
-/// LSN bookkeeping that cross-checks producers, consumer and janitor stays in memory.
-struct Tracker {
-    db: SqliteTracker,
-    state: Mutex<TrackerState>,
-}
-
-#[derive(Default)]
-struct TrackerState {
-    /// The LSN of every batch's envelope.
-    lsns: HashMap<BatchId, Lsn>,
-    /// Batches by LSN that the janitor's truncation point has not passed yet.
-    retained: BTreeMap<Lsn, BatchId>,
-    /// Batches behind the janitor's truncation point.
-    released: u64,
-}
-
-fn stage_index(stage: Stage) -> usize {
-    Stage::ALL
+        producers
+            .into_iter()
+            .map(|p| p.join().expect("producers do not panic"))
+            .collect()
+    });
+    let submitted = started.elapsed();
+    let mut problems: Vec<String> = sent.iter().flat_map(|s| s.errors.clone()).collect();
+    if let Err(e) = pipeline.close() {
+        problems.push(format!("closing the pipeline failed: {e}"));
+    }
+    let elapsed = started.elapsed();
+    let encodings: Vec<String> = ENCODINGS
         .iter()
-        .position(|s| *s == stage)
-        .expect("every stage is in Stage::ALL")
+        .enumerate()
+        .map(|(e, (name, ..))| format!("{name} {}", sent.iter().map(|s| s.encodings[e]).sum::<u64>()))
+        .collect();
+    println!("requests: {}", encodings.join(", "));
+    let n_acked: u64 = sent.iter().flat_map(|s| s.acked).sum();
+    println!(
+        "elapsed:  {:.2} s ({:.2} s to the last acknowledgment, {:.2} s closing): {n_acked} records acknowledged, \
+         {:.0} records/s",
+        elapsed.as_secs_f64(),
+        submitted.as_secs_f64(),
+        (elapsed - submitted).as_secs_f64(),
+        n_acked as f64 / elapsed.as_secs_f64()
+    );
+    for s in 0..SIGNALS.len() {
+        problems.extend(check_signal(s, n, &sent, &tracker, &tenant, &data));
+    }
+    problems.extend(check_wal(&wal_dir));
+    Ok(problems)
 }
 
-/// What the tracker saw, for the report and the final check.
-struct LifecycleReport {
-    n_batches: u64,
-    /// Per stage (indexed like [`Stage::ALL`]), how many batches reached it.
-    reached: [u64; Stage::ALL.len()],
-    /// Per stage, how many batches are in it now.
-    current: [u64; Stage::ALL.len()],
-    released: u64,
+fn failed<E: Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("cannot {what}: {e}")
 }
 
-impl Tracker {
-    fn open(path: &Path) -> Result<Self, String> {
-        let db = SqliteTracker::open(path, TrackerConfig::default())
-            .map_err(|e| format!("cannot open the tracker `{}`: {e}", path.display()))?;
-        Ok(Tracker {
-            db,
-            state: Mutex::default(),
-        })
-    }
+/// What one producer sent and had acknowledged; per signal, indexed like [`SIGNALS`].
+#[derive(Default)]
+struct Sent {
+    /// Records sent: sequence numbers `0..records[s]`.
+    records: [u64; 3],
+    requests: [u64; 3],
+    acked: [u64; 3],
+    /// The batches holding acknowledged records.
+    batches: [BTreeSet<BatchId>; 3],
+    /// Requests per encoding, indexed like [`ENCODINGS`].
+    encodings: [u64; 4],
+    errors: Vec<String>,
+}
 
-    fn lock(&self) -> MutexGuard<'_, TrackerState> {
-        // A thread that panicked while holding the lock fails the run anyway.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Registers a batch the batcher just emitted, as `CREATED`.
-    fn created(&self, meta: &BatchMeta) -> Result<(), String> {
-        match self.db.register_one(meta).map_err(|e| format!("tracker: {e}"))? {
-            Registration::Registered => Ok(()),
-            Registration::AlreadyRegistered => Err(format!("batch {} was created twice", meta.id)),
-        }
-    }
-
-    /// Notes the LSN of a batch's envelope; the producer (at submission) and the consumer
-    /// (reading it) both report it, and must agree.
-    fn record_lsn(&self, id: BatchId, lsn: Lsn) -> Result<(), String> {
-        let mut state = self.lock();
-        match state.lsns.get(&id) {
-            Some(known) if *known == lsn => return Ok(()),
-            Some(known) => return Err(format!("batch {id} is at LSN {known} and at LSN {lsn}")),
-            None => {
-                state.lsns.insert(id, lsn);
+impl Sent {
+    fn wait(&mut self, producer: u64, (ack, s, seqs): (Ack, usize, Range<u64>)) {
+        let error = match ack.wait_timeout(ACK_TIMEOUT) {
+            Some(Ok(acked)) => {
+                self.acked[s] += seqs.end - seqs.start;
+                self.batches[s].extend(acked.batch);
+                return;
             }
-        }
-        if let Some(other) = state.retained.insert(lsn, id) {
-            return Err(format!("LSN {lsn} holds batch {other} and batch {id}"));
-        }
-        Ok(())
-    }
-
-    /// Moves a batch to stage `to` in the tracker (with its WAL position when that is
-    /// `WAL_WRITTEN`): a move already applied changes nothing (`AlreadyApplied`), an illegal
-    /// one is an error.
-    fn advance(&self, id: BatchId, to: Stage) -> Result<(), String> {
-        let mut step = Advance::new(id, to, SystemTime::now());
-        if to == Stage::WalWritten {
-            let lsn = self.lock().lsns.get(&id).copied();
-            let lsn = lsn.ok_or_else(|| format!("batch {id} has no LSN"))?;
-            step = step.with_wal_position("pipeline", lsn.0);
-        }
-        self.db.advance(&[step]).map_err(|e| format!("tracker: {e}"))?;
-        Ok(())
-    }
-
-    /// Notes that the log was truncated before `lsn`: every batch there must be `STORED` in
-    /// the tracker, since nothing else holds its records. Returns how many batches it passed.
-    fn release_before(&self, lsn: Lsn) -> Result<u64, String> {
-        let released = {
-            let mut state = self.lock();
-            let retained = state.retained.split_off(&lsn);
-            std::mem::replace(&mut state.retained, retained)
+            Some(Err(e)) => e.to_string(),
+            None => format!("no acknowledgment within {ACK_TIMEOUT:?}"),
         };
-        for (at, id) in &released {
-            let stage = self.db.batch(*id).map_err(|e| format!("tracker: {e}"))?.stage;
-            if stage != Stage::Stored {
-                return Err(format!(
-                    "janitor: truncated before LSN {lsn}, past batch {id} (LSN {at}), which is {stage}, not STORED"
-                ));
+        self.errors
+            .push(format!("{} {seqs:?} of producer {producer}: {error}", SIGNALS[s]));
+    }
+}
+
+/// Sends `n` records of each signal, in requests that take turns among the signals.
+fn produce(pipeline: &Pipeline, tenant: &Tenant, producer: u64, n: u64) -> Sent {
+    let mut requests = Requests {
+        producer: producer as i64,
+        state: 0x9e37_79b9_7f4a_7c15 ^ producer,
+    };
+    let keys = SIGNALS.map(|signal| BatchKey::new(tenant.clone(), signal, SourceKind::Http));
+    let mut sent = Sent::default();
+    let mut in_flight = VecDeque::with_capacity(WINDOW + 1);
+    'send: while sent.records.iter().any(|&r| r < n) {
+        for (s, key) in keys.iter().enumerate() {
+            let seq = sent.records[s];
+            if seq == n {
+                continue;
             }
-        }
-        self.lock().released += released.len() as u64;
-        Ok(released.len() as u64)
-    }
-
-    /// Rows in the files the tracker's catalog lists for the pipeline's tenant.
-    fn stored_rows(&self) -> Result<u64, String> {
-        let tenant = Tenant::try_new(TENANT).map_err(|e| e.to_string())?;
-        let files = self
-            .db
-            .list(&tenant, Signal::Logs, None)
-            .map_err(|e| format!("tracker: {e}"))?;
-        Ok(files.iter().map(|f| f.rows).sum())
-    }
-
-    fn report(&self) -> Result<LifecycleReport, String> {
-        let everything = Window::new(SystemTime::UNIX_EPOCH, SystemTime::now() + Duration::from_secs(86_400));
-        let counts = self.db.stage_counts(everything).map_err(|e| format!("tracker: {e}"))?;
-        let state = self.lock();
-        // The stages reached, as the tracker recorded them (STORED comes through the catalog).
-        let mut reached = [0; Stage::ALL.len()];
-        for id in state.lsns.keys() {
-            let record = self.db.batch(*id).map_err(|e| format!("tracker: {e}"))?;
-            for stage in Stage::ALL {
-                if record.completed_at.get(stage).is_some() {
-                    reached[stage_index(stage)] += 1;
+            let seqs = seq..n.min(seq + 1 + requests.random() % MAX_RECORDS_PER_REQUEST);
+            let (e, part) = requests.part(SIGNALS[s], seqs.clone());
+            // The last request of each signal is acknowledged once a published file holds it.
+            let level = if seqs.end == n {
+                AckLevel::Stored
+            } else {
+                AckLevel::WalDurable
+            };
+            sent.records[s] = seqs.end;
+            sent.requests[s] += 1;
+            sent.encodings[e] += 1;
+            match pipeline.blocking_submit(key, part, level) {
+                Ok(ack) => in_flight.push_back((ack, s, seqs)),
+                Err(e) => {
+                    sent.errors
+                        .push(format!("{} {seqs:?} of producer {producer}: {e}", SIGNALS[s]));
+                    break 'send;
                 }
             }
-        }
-        Ok(LifecycleReport {
-            n_batches: counts.total(),
-            reached,
-            current: Stage::ALL.map(|stage| counts.get(stage)),
-            released: state.released,
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Producers
-// ---------------------------------------------------------------------------------------
-
-struct ProducerOutcome {
-    acked: Vec<BatchLedger>,
-    sent: EncodingCounts,
-    /// Envelope bytes submitted.
-    bytes: u64,
-    error: Option<String>,
-}
-
-impl ProducerOutcome {
-    fn failed(error: &str) -> Self {
-        ProducerOutcome {
-            acked: Vec::new(),
-            sent: EncodingCounts::default(),
-            bytes: 0,
-            error: Some(error.into()),
-        }
-    }
-}
-
-/// Sends `n` log records in generated requests through a batcher into the log, and returns
-/// each envelope as it is acknowledged.
-fn produce(
-    wal: &Wal,
-    tracker: &Tracker,
-    key: BatchKey,
-    config: BatcherConfig,
-    producer: usize,
-    n: u64,
-) -> ProducerOutcome {
-    let batcher = match Batcher::try_new(config) {
-        Ok(batcher) => batcher,
-        Err(e) => return ProducerOutcome::failed(&format!("producer {producer}: {e}")),
-    };
-    let mut p = Producer {
-        wal,
-        tracker,
-        key,
-        batcher,
-        pending: VecDeque::new(),
-        in_flight: VecDeque::with_capacity(PRODUCER_WINDOW),
-        outcome: ProducerOutcome {
-            acked: Vec::new(),
-            sent: EncodingCounts::default(),
-            bytes: 0,
-            error: None,
-        },
-    };
-    if let Err(e) = p.run(producer, n) {
-        p.outcome.error = Some(format!("producer {producer}: {e}"));
-    }
-    p.outcome
-}
-
-/// A producer's state: its batcher, and the envelopes in flight.
-struct Producer<'a> {
-    wal: &'a Wal,
-    tracker: &'a Tracker,
-    key: BatchKey,
-    batcher: Batcher,
-    /// The sequence numbers of the requests in the batcher, oldest first: an emitted envelope
-    /// holds the oldest of them (one key, so the batcher keeps the order).
-    pending: VecDeque<Range<u64>>,
-    /// Submitted envelopes, oldest first.
-    in_flight: VecDeque<(Commit, BatchLedger)>,
-    outcome: ProducerOutcome,
-}
-
-impl Producer<'_> {
-    fn run(&mut self, producer: usize, n: u64) -> Result<(), String> {
-        let mut requests = RequestGenerator::new(producer);
-        let mut seq = 0;
-        while seq < n {
-            let n_records = (1 + requests.random() % MAX_RECORDS_PER_REQUEST).min(n - seq);
-            let request = requests.next(seq..seq + n_records);
-            seq += n_records;
-            let encoding = &ENCODINGS[request.encoding];
-            self.outcome.sent[request.encoding] += 1;
-            self.pending.push_back(request.seqs);
-            // One request is one message, whatever it holds.
-            let part = Part::new(encoding.format, encoding.compression, 1, request.payload);
-            self.push(part)?;
-        }
-        let last = self.batcher.flush_all();
-        self.send(last)?;
-        while !self.in_flight.is_empty() {
-            self.wait_oldest()?;
-        }
-        Ok(())
-    }
-
-    /// Pushes a part into the batcher and sends the batches it completes.
-    fn push(&mut self, mut part: Part) -> Result<(), String> {
-        loop {
-            let now = Instant::now();
-            match self.batcher.push(&self.key, part, now) {
-                Push::Accepted { ready } => return self.send(ready),
-                // Never drop a part: emit what is old enough (or else everything), push again.
-                // With nothing held, the batcher accepts any part.
-                Push::Full(refused) => {
-                    part = refused;
-                    let mut ready = self.batcher.poll_expired(now);
-                    if ready.is_empty() {
-                        ready = self.batcher.flush_all();
-                    }
-                    self.send(ready)?;
-                }
+            if in_flight.len() > WINDOW {
+                sent.wait(producer, in_flight.pop_front().expect("in flight"));
             }
         }
     }
-
-    /// Appends each envelope through group commit, waiting for the oldest in flight beyond
-    /// the window.
-    fn send(&mut self, envelopes: Vec<Envelope>) -> Result<(), String> {
-        for envelope in envelopes {
-            let id = envelope.meta().id;
-            let n_parts = envelope.parts().len();
-            if n_parts == 0 || n_parts > self.pending.len() {
-                return Err(format!(
-                    "batch {id} holds {n_parts} requests, {} were pending",
-                    self.pending.len()
-                ));
-            }
-            let seqs = self.pending[0].start..self.pending[n_parts - 1].end;
-            self.pending.drain(..n_parts);
-            if self.in_flight.len() == PRODUCER_WINDOW {
-                self.wait_oldest()?;
-            }
-            self.tracker.created(envelope.meta())?;
-            let bytes = envelope.encode();
-            let commit = self.wal.submit(&bytes).map_err(|e| e.to_string())?;
-            let lsn = commit.lsns().start;
-            self.tracker.record_lsn(id, lsn)?;
-            self.outcome.bytes += bytes.len() as u64;
-            let records = seqs.end - seqs.start;
-            self.in_flight
-                .push_back((commit, BatchLedger { lsn, id, seqs, records }));
-        }
-        Ok(())
-    }
-
-    /// Waits until the oldest envelope in flight is durable: then it is acknowledged.
-    fn wait_oldest(&mut self) -> Result<(), String> {
-        let Some((commit, batch)) = self.in_flight.pop_front() else {
-            return Ok(());
-        };
-        let lsns = commit.wait().map_err(|e| e.to_string())?;
-        if lsns.start != batch.lsn || lsns.len() != 1 {
-            return Err(format!(
-                "batch {} submitted as LSN {}, acknowledged as {lsns:?}",
-                batch.id, batch.lsn
-            ));
-        }
-        self.outcome.acked.push(batch);
-        Ok(())
-    }
+    in_flight.into_iter().for_each(|oldest| sent.wait(producer, oldest));
+    sent
 }
 
-const SERVICES: [&str; 6] = ["checkout", "payments", "search", "auth", "inventory", "frontend"];
-const SEVERITIES: [(SeverityNumber, &str); 4] = [
-    (SeverityNumber::Debug, "DEBUG"),
-    (SeverityNumber::Info, "INFO"),
-    (SeverityNumber::Warn, "WARN"),
-    (SeverityNumber::Error, "ERROR"),
-];
-const MESSAGES: [&str; 6] = [
-    "request completed",
-    "cache miss, fetching from upstream",
-    "retrying after timeout",
-    "user session refreshed",
-    "slow query detected",
-    "connection pool exhausted, queueing request",
-];
-/// 2026-01-01T00:00:00Z, in nanoseconds since the Unix epoch.
-const BASE_TIME_NANOS: u64 = 1_767_225_600_000_000_000;
-
-/// A generated request, encoded.
-struct Request {
-    /// Index into [`ENCODINGS`].
-    encoding: usize,
-    payload: Vec<u8>,
-    /// The sequence numbers of its log records.
-    seqs: Range<u64>,
-}
-
-/// Generates reproducible OTLP log requests for one producer (splitmix64; no `rand` needed).
-struct RequestGenerator {
-    producer: usize,
+/// Generates one producer's OTLP requests, reproducibly (splitmix64; no `rand` needed).
+struct Requests {
+    producer: i64,
     state: u64,
 }
 
-impl RequestGenerator {
-    fn new(producer: usize) -> Self {
-        RequestGenerator {
-            producer,
-            state: 0x9e37_79b9_7f4a_7c15 ^ producer as u64,
-        }
-    }
-
+impl Requests {
     fn random(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.state;
@@ -747,790 +350,272 @@ impl RequestGenerator {
         z ^ (z >> 31)
     }
 
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[(self.random() % from.len() as u64) as usize]
+    /// The attributes of record `seq`: its producer and sequence number identify it.
+    fn ids(&self, seq: u64) -> Vec<KeyValue> {
+        vec![
+            attribute("producer", Value::IntValue(self.producer)),
+            attribute("seq", Value::IntValue(seq as i64)),
+        ]
     }
 
-    fn random_bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(n + 8);
-        while bytes.len() < n {
-            bytes.extend_from_slice(&self.random().to_le_bytes());
-        }
-        bytes.truncate(n);
-        bytes
-    }
-
-    /// A request from one service with the log records `seqs`, in a random encoding.
-    fn next(&mut self, seqs: Range<u64>) -> Request {
-        let service = self.pick(&SERVICES);
-        let mut log_records = Vec::with_capacity((seqs.end - seqs.start) as usize);
-        for seq in seqs.clone() {
-            let (severity_number, severity_text) = match self.random() % 100 {
-                0..=9 => SEVERITIES[0],
-                10..=84 => SEVERITIES[1],
-                85..=96 => SEVERITIES[2],
-                _ => SEVERITIES[3],
-            };
-            let time = BASE_TIME_NANOS + seq * 1_000_000;
-            log_records.push(LogRecord {
-                time_unix_nano: time,
-                observed_time_unix_nano: time + self.random() % 1_000_000,
-                severity_number: severity_number as i32,
-                severity_text: severity_text.to_owned(),
-                body: Some(string_value(self.pick(&MESSAGES))),
-                attributes: vec![
-                    int_attribute("producer", self.producer as i64),
-                    int_attribute("seq", seq as i64),
-                    int_attribute("duration_ms", (self.random() % 2_000) as i64),
-                ],
-                trace_id: self.random_bytes(16),
-                span_id: self.random_bytes(8),
-                ..Default::default()
-            });
-        }
-        let request = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![KeyValue {
-                        key: "service.name".to_owned(),
-                        value: Some(string_value(service)),
+    /// An export request of `signal` from one service with the records `seqs`, as a part
+    /// (one message) in an encoding drawn from [`ENCODINGS`], whose index comes first.
+    fn part(&mut self, signal: Signal, seqs: Range<u64>) -> (usize, Part) {
+        let roll = self.random() % 100;
+        let e = ENCODINGS
+            .iter()
+            .position(|(.., bound)| roll < *bound)
+            .expect("the last bound is 100");
+        let (_, format, compression, _) = ENCODINGS[e];
+        let service = SERVICES[(self.random() % SERVICES.len() as u64) as usize];
+        let attributes = vec![attribute("service.name", Value::StringValue(service.into()))];
+        let resource = Some(Resource {
+            attributes,
+            ..Default::default()
+        });
+        let time = |seq: u64| BASE_TIME_NANOS + seq * 1_000_000;
+        let json = format == PayloadFormat::OtlpJson;
+        let bytes = match signal {
+            Signal::Traces => {
+                let spans = seqs
+                    .map(|seq| Span {
+                        trace_id: [self.random().to_le_bytes(), self.random().to_le_bytes()].concat(),
+                        span_id: self.random().to_le_bytes().to_vec(),
+                        name: format!("GET /{service}"),
+                        start_time_unix_nano: time(seq),
+                        end_time_unix_nano: time(seq) + self.random() % 2_000_000_000,
+                        attributes: self.ids(seq),
                         ..Default::default()
-                    }],
+                    })
+                    .collect();
+                let scope_spans = vec![ScopeSpans {
+                    spans,
                     ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(InstrumentationScope {
-                        name: "wit.pipeline".to_owned(),
+                }];
+                let resource_spans = vec![ResourceSpans {
+                    resource,
+                    scope_spans,
+                    ..Default::default()
+                }];
+                encode(&ExportTraceServiceRequest { resource_spans }, json, serde_json::to_vec)
+            }
+            Signal::Logs => {
+                let log_records = seqs
+                    .map(|seq| LogRecord {
+                        time_unix_nano: time(seq),
+                        severity_number: 9,
+                        severity_text: "INFO".into(),
+                        body: Some(AnyValue {
+                            value: Some(Value::StringValue(format!("{service}: request served"))),
+                        }),
+                        attributes: self.ids(seq),
                         ..Default::default()
-                    }),
+                    })
+                    .collect();
+                let scope_logs = vec![ScopeLogs {
                     log_records,
                     ..Default::default()
-                }],
-                ..Default::default()
-            }],
+                }];
+                let resource_logs = vec![ResourceLogs {
+                    resource,
+                    scope_logs,
+                    ..Default::default()
+                }];
+                encode(&ExportLogsServiceRequest { resource_logs }, json, serde_json::to_vec)
+            }
+            _ => {
+                let data_points = seqs
+                    .map(|seq| NumberDataPoint {
+                        time_unix_nano: time(seq),
+                        value: Some(Number::AsInt((self.random() % 100) as i64)),
+                        attributes: self.ids(seq),
+                        ..Default::default()
+                    })
+                    .collect();
+                let data = Some(Data::Gauge(Gauge { data_points }));
+                let metrics = vec![Metric {
+                    name: "queue.depth".into(),
+                    data,
+                    ..Default::default()
+                }];
+                let scope_metrics = vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }];
+                let resource_metrics = vec![ResourceMetrics {
+                    resource,
+                    scope_metrics,
+                    ..Default::default()
+                }];
+                encode(
+                    &ExportMetricsServiceRequest { resource_metrics },
+                    json,
+                    serde_json::to_vec,
+                )
+            }
         };
-
-        let mut roll = self.random() % 100;
-        let encoding = ENCODINGS
-            .iter()
-            .position(|e| {
-                let hit = roll < e.percent;
-                roll = roll.saturating_sub(e.percent);
-                hit
-            })
-            .unwrap_or(0);
-        let e = &ENCODINGS[encoding];
-        let bytes = match e.format {
-            PayloadFormat::OtlpJson => serde_json::to_vec(&request).expect("a request serializes to JSON"),
-            _ => request.encode_to_vec(),
-        };
-        let payload = match e.compression {
+        let payload = match compression {
             Compression::Gzip => {
                 let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                gz.write_all(&bytes).expect("writing to memory");
-                gz.finish().expect("writing to memory")
+                gz.write_all(&bytes)
+                    .and_then(|()| gz.finish())
+                    .expect("writing to memory")
             }
             _ => bytes,
         };
-        Request {
-            encoding,
-            payload,
-            seqs,
-        }
+        (e, Part::new(format, compression, 1, payload))
     }
 }
 
-fn string_value(s: &str) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(s.to_owned())),
+/// `request` in OTLP/JSON (`to_json` is `serde_json::to_vec`, here for its `Serialize` bound)
+/// or protobuf.
+fn encode<R: prost::Message>(request: &R, json: bool, to_json: fn(&R) -> serde_json::Result<Vec<u8>>) -> Vec<u8> {
+    if json {
+        to_json(request).expect("OTLP requests serialize to JSON")
+    } else {
+        request.encode_to_vec()
     }
 }
 
-fn int_attribute(key: &str, value: i64) -> KeyValue {
+fn attribute(key: &str, value: Value) -> KeyValue {
+    let value = Some(AnyValue { value: Some(value) });
     KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
+        key: key.into(),
+        value,
         ..Default::default()
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Consumer and processors
-// ---------------------------------------------------------------------------------------
-
-/// An envelope from the log, converted once for all processors.
-struct Batch<'a> {
-    lsn: Lsn,
-    id: BatchId,
-    /// One logs table per request.
-    logs: &'a [RecordBatch],
-}
-
-/// One step of processing behind the log. Batches arrive in LSN order, each once.
-///
-/// A processor that stores batches elsewhere (the Parquet store; indexing later) reports
-/// through [`Processor::retain_from`] how far that storage is durable, and the janitor never
-/// truncates the log beyond what every processor has stored.
-trait Processor {
-    /// Processes one batch.
-    fn process(&mut self, batch: &Batch<'_>) -> Result<(), String>;
-
-    /// The LSN below which this processor no longer needs the log.
-    fn retain_from(&self) -> Lsn;
-
-    /// Lines for the final report.
-    fn summary(&self) -> Vec<String>;
-
-    /// Called once every batch was processed: whatever is still held is made durable.
-    fn finish(&mut self) -> Result<(), String> {
-        Ok(())
+/// Checks one signal: acknowledged as asked, every record once in the files the catalog lists
+/// (read back), every batch holding an acknowledged record `STORED` or `COMPLETED`. Prints its
+/// report line; returns the problems.
+fn check_signal(
+    s: usize,
+    asked: u64,
+    sent: &[Sent],
+    tracker: &SqliteTracker,
+    tenant: &Tenant,
+    data: &Path,
+) -> Vec<String> {
+    let (signal, mut problems) = (SIGNALS[s], Vec::new());
+    let acked: u64 = sent.iter().map(|p| p.acked[s]).sum();
+    if acked != asked {
+        problems.push(format!("{signal}: {asked} records asked for, {acked} acknowledged"));
     }
-}
-
-/// Stores every batch in Parquet through a [`ParquetSink`] (files under `data/`, closed
-/// every half second and at the end), with the tracker as the sink's catalog: publishing a
-/// file marks its batches `STORED` in the same transaction. It holds the log back until the
-/// file holding a batch is published.
-struct ParquetStore {
-    sink: ParquetSink,
-    tenant: Tenant,
-    /// Batches written to the sink whose file is not published yet, by LSN.
-    unstored: BTreeMap<Lsn, BatchId>,
-    next: Lsn,
-    files: u64,
-    rows: u64,
-    bytes: u64,
-    dir: PathBuf,
-}
-
-impl ParquetStore {
-    fn open(dir: &Path, catalog: Arc<dyn FileCatalog>) -> Result<Self, String> {
-        let node = NodeName::try_new("pipeline").map_err(|e| e.to_string())?;
-        let config = SinkConfig::new(node).with_max_file_age(FILE_MAX_AGE);
-        let destination = Destination::local(dir).map_err(|e| format!("store: {e}"))?;
-        let sink = ParquetSink::open(destination, config)
-            .map_err(|e| format!("store: {e}"))?
-            .with_catalog(catalog);
-        Ok(ParquetStore {
-            sink,
-            tenant: Tenant::try_new(TENANT).map_err(|e| e.to_string())?,
-            unstored: BTreeMap::new(),
-            next: Lsn::FIRST,
-            files: 0,
-            rows: 0,
-            bytes: 0,
-            dir: dir.to_owned(),
-        })
-    }
-
-    fn published(&mut self, files: Vec<StoredFile>) {
-        for file in files {
-            self.files += 1;
-            self.rows += file.rows;
-            self.bytes += file.bytes;
-            self.unstored.retain(|_, id| !file.batch_ids.contains(id));
-        }
-    }
-}
-
-impl Processor for ParquetStore {
-    fn process(&mut self, batch: &Batch<'_>) -> Result<(), String> {
-        for logs in batch.logs {
-            self.sink
-                .write(&self.tenant, Signal::Logs, logs, &[batch.id])
-                .map_err(|e| format!("store: {e}"))?;
-        }
-        self.unstored.insert(batch.lsn, batch.id);
-        self.next = batch.lsn.next();
-        let files = self.sink.poll(Instant::now()).map_err(|e| format!("store: {e}"))?;
-        self.published(files);
-        Ok(())
-    }
-
-    fn retain_from(&self) -> Lsn {
-        self.unstored.keys().next().copied().unwrap_or(self.next)
-    }
-
-    fn summary(&self) -> Vec<String> {
-        vec![format!(
-            "stored:       {} rows in {} Parquet file(s), {:.1} KiB (ZSTD) under {}",
-            self.rows,
-            self.files,
-            self.bytes as f64 / 1024.0,
-            self.dir.display()
-        )]
-    }
-
-    fn finish(&mut self) -> Result<(), String> {
-        let files = self.sink.flush().map_err(|e| format!("store: {e}"))?;
-        self.published(files);
-        if !self.sink.pending().is_empty() {
-            return Err(format!(
-                "store: {} file(s) could not be published",
-                self.sink.pending().len()
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Counts log records per service and severity, from the Arrow columns. It keeps nothing
-/// durable, so it never needs a batch again once counted: a stand-in until a storage step
-/// holds the watermark back.
-#[derive(Default)]
-struct ServiceCounts {
-    per_service: BTreeMap<String, u64>,
-    per_severity: BTreeMap<&'static str, u64>,
-    next: Lsn,
-}
-
-impl Processor for ServiceCounts {
-    fn process(&mut self, batch: &Batch<'_>) -> Result<(), String> {
-        for logs in batch.logs {
-            let services = column(logs, "service_name")?
-                .as_string_opt::<i32>()
-                .ok_or("`service_name` is not Utf8")?;
-            let severities = column(logs, "severity_number")?
-                .as_primitive_opt::<Int32Type>()
-                .ok_or("`severity_number` is not Int32")?;
-            for row in 0..logs.num_rows() {
-                let service = if services.is_valid(row) {
-                    services.value(row)
-                } else {
-                    "(none)"
-                };
-                match self.per_service.get_mut(service) {
-                    Some(n) => *n += 1,
-                    None => {
-                        self.per_service.insert(service.to_owned(), 1);
-                    }
-                }
-                *self
-                    .per_severity
-                    .entry(severity_name(severities.value(row)))
-                    .or_default() += 1;
-            }
-        }
-        self.next = batch.lsn.next();
-        Ok(())
-    }
-
-    fn retain_from(&self) -> Lsn {
-        self.next
-    }
-
-    fn summary(&self) -> Vec<String> {
-        let join = |m: Vec<(&str, u64)>| m.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
-        // Severities in order of severity, not of name.
-        let mut severities: Vec<_> = self.per_severity.iter().map(|(k, n)| (*k, *n)).collect();
-        severities.sort_by_key(|(name, _)| SEVERITY_ORDER.iter().position(|s| s == name));
-        vec![
-            format!(
-                "per service:  {}",
-                join(self.per_service.iter().map(|(k, n)| (k.as_str(), *n)).collect())
-            ),
-            format!("per severity: {}", join(severities)),
-        ]
-    }
-}
-
-const SEVERITY_ORDER: [&str; 8] = [
-    "UNSPECIFIED",
-    "TRACE",
-    "DEBUG",
-    "INFO",
-    "WARN",
-    "ERROR",
-    "FATAL",
-    "INVALID",
-];
-
-/// The severity range of an OTLP severity number (`INFO` for 9 to 12, ...).
-fn severity_name(number: i32) -> &'static str {
-    match number {
-        0 => SEVERITY_ORDER[0],
-        1..=24 => SEVERITY_ORDER[1 + (number as usize - 1) / 4],
-        _ => SEVERITY_ORDER[7],
-    }
-}
-
-fn column<'a>(logs: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String> {
-    logs.column_by_name(name)
-        .ok_or_else(|| format!("the logs table has no `{name}` column"))
-}
-
-/// The `producer` and `seq` attributes of each row.
-fn producer_seqs(logs: &RecordBatch) -> Result<Vec<(usize, u64)>, String> {
-    let attributes = column(logs, "attributes")?
-        .as_map_opt()
-        .ok_or("`attributes` is not a map")?;
-    let keys = attributes
-        .keys()
-        .as_string_opt::<i32>()
-        .ok_or("attribute keys are not Utf8")?;
-    let ints = attributes
-        .values()
-        .as_struct_opt()
-        .and_then(|values| values.column_by_name("int"))
-        .and_then(|ints| ints.as_primitive_opt::<Int64Type>())
-        .ok_or("attribute values have no Int64 `int` child")?;
-    let offsets = attributes.value_offsets();
-    (0..logs.num_rows())
-        .map(|row| {
-            let (mut producer, mut seq) = (None, None);
-            for entry in offsets[row] as usize..offsets[row + 1] as usize {
-                let slot = match keys.value(entry) {
-                    "producer" => &mut producer,
-                    "seq" => &mut seq,
-                    _ => continue,
-                };
-                *slot = ints.is_valid(entry).then(|| ints.value(entry));
-            }
-            match (producer.map(usize::try_from), seq.map(u64::try_from)) {
-                (Some(Ok(producer)), Some(Ok(seq))) => Ok((producer, seq)),
-                _ => Err(format!(
-                    "row {row} has no valid integer `producer` and `seq` attributes"
-                )),
-            }
-        })
-        .collect()
-}
-
-/// Follows the log, converts each envelope to Arrow, checks that envelopes arrive in LSN
-/// order and every log record exactly once, and feeds the processors.
-struct Consumer {
-    processors: Vec<Box<dyn Processor + Send>>,
-    /// The LSN the next envelope must have.
-    next: Lsn,
-    first: Lsn,
-    /// Per producer, the envelopes converted, in order.
-    seen: Vec<Vec<BatchLedger>>,
-    /// Per producer, the sequence number its next log record must have.
-    next_seq: Vec<u64>,
-    /// Requests converted, per encoding.
-    received: EncodingCounts,
-    n_rows: u64,
-    problems: Vec<String>,
-    elapsed: Duration,
-}
-
-impl Consumer {
-    fn new(n_producers: usize, first: Lsn, processors: Vec<Box<dyn Processor + Send>>) -> Self {
-        Consumer {
-            processors,
-            next: first,
-            first,
-            seen: vec![Vec::new(); n_producers],
-            next_seq: vec![0; n_producers],
-            received: EncodingCounts::default(),
-            n_rows: 0,
-            problems: Vec::new(),
-            elapsed: Duration::ZERO,
-        }
-    }
-
-    fn n_consumed(&self) -> u64 {
-        self.next.0 - self.first.0
-    }
-
-    fn n_requests(&self) -> u64 {
-        self.received.iter().sum()
-    }
-
-    fn run(mut self, wal: &Wal, tracker: &Tracker, progress: &Progress) -> Result<Self, String> {
-        let started = Instant::now();
-        let mut reader = wal.read_from(self.next).map_err(|e| format!("consumer: {e}"))?;
-        let mut last_progress = Instant::now();
-        loop {
-            match reader.next() {
-                Some(Ok(record)) => {
-                    self.take(&record, tracker).map_err(|e| format!("consumer: {e}"))?;
-                    self.publish_watermark(progress);
-                    last_progress = Instant::now();
-                }
-                Some(Err(e)) => return Err(format!("consumer: reading the log failed: {e}")),
-                // Caught up: the reader yields more once more is durable.
-                None => {
-                    let end = progress.end.load(Ordering::Acquire);
-                    if self.next.0 >= end {
-                        break;
-                    }
-                    if end != u64::MAX && last_progress.elapsed() > STALL_LIMIT {
-                        return Err(format!(
-                            "consumer: stuck at LSN {} while the log ends at {end}",
-                            self.next
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
-        for processor in &mut self.processors {
-            processor.finish()?;
-        }
-        self.publish_watermark(progress);
-        self.elapsed = started.elapsed();
-        Ok(self)
-    }
-
-    /// Tells the janitor the LSN below which no processor needs the log any more.
-    fn publish_watermark(&self, progress: &Progress) {
-        let retain_from = self
-            .processors
-            .iter()
-            .map(|p| p.retain_from())
-            .min()
-            .unwrap_or(self.next);
-        progress.retain_from.store(retain_from.0, Ordering::Release);
-    }
-
-    fn take(&mut self, record: &Record, tracker: &Tracker) -> Result<(), String> {
-        let lsn = record.lsn;
-        if lsn != self.next {
-            self.problems.push(format!("expected LSN {}, got {lsn}", self.next));
-        }
-        self.next = lsn.next();
-        let envelope = Envelope::decode(&record.payload).map_err(|e| format!("LSN {lsn}: {e}"))?;
-        let meta = envelope.meta();
-        let id = meta.id;
-        // The reader yields only durable records: reading it shows it is WAL_WRITTEN.
-        tracker.record_lsn(id, lsn)?;
-        tracker.advance(id, Stage::WalWritten)?;
-
-        let mut logs = Vec::with_capacity(envelope.parts().len());
-        for (idx, part) in envelope.parts().iter().enumerate() {
-            let table = otlp::logs::decode(&part.payload, part.format, part.compression)
-                .map_err(|e| format!("LSN {lsn}, batch {id}, request {idx}: {e}"))?;
-            if table.num_rows() == 0 {
-                self.problems
-                    .push(format!("LSN {lsn}, batch {id}, request {idx}: no log records"));
-            }
-            match ENCODINGS
-                .iter()
-                .position(|e| e.format == part.format && e.compression == part.compression)
-            {
-                Some(encoding) => self.received[encoding] += 1,
-                None => self.problems.push(format!(
-                    "LSN {lsn}, batch {id}, request {idx}: {} ({}) was never sent",
-                    part.format, part.compression
-                )),
-            }
-            logs.push(table);
-        }
-        if meta.message_count != logs.len() as u64 {
-            self.problems.push(format!(
-                "LSN {lsn}, batch {id}: {} messages in the header, {} requests converted",
-                meta.message_count,
-                logs.len()
-            ));
-        }
-
-        // Every row must be its producer's next record; an envelope holds one producer's.
-        let mut ledger: Option<(usize, BatchLedger)> = None;
-        for table in &logs {
-            for (producer, seq) in producer_seqs(table).map_err(|e| format!("LSN {lsn}, batch {id}: {e}"))? {
-                let Some(next_seq) = self.next_seq.get_mut(producer) else {
-                    self.problems.push(format!("LSN {lsn}: unknown producer {producer}"));
-                    continue;
-                };
-                if seq == *next_seq {
-                    *next_seq += 1;
-                } else {
-                    self.problems.push(format!(
-                        "LSN {lsn}: producer {producer} record {seq} arrived after record {}",
-                        *next_seq as i128 - 1
-                    ));
-                }
-                match &mut ledger {
-                    None => {
-                        let seqs = seq..seq + 1;
-                        ledger = Some((
-                            producer,
-                            BatchLedger {
-                                lsn,
-                                id,
-                                seqs,
-                                records: 0,
-                            },
-                        ));
-                    }
-                    Some((owner, batch)) if *owner == producer => batch.seqs.end = seq + 1,
-                    Some((owner, _)) => self.problems.push(format!(
-                        "LSN {lsn}, batch {id}: records of producers {owner} and {producer}"
-                    )),
-                }
-            }
-        }
-        let n_rows: u64 = logs.iter().map(|t| t.num_rows() as u64).sum();
-        self.n_rows += n_rows;
-        match ledger {
-            Some((producer, mut batch)) => {
-                batch.records = n_rows;
-                if let Some(seen) = self.seen.get_mut(producer) {
-                    seen.push(batch);
-                }
-            }
-            None => self.problems.push(format!("LSN {lsn}, batch {id}: no log records")),
-        }
-
-        // Converted: INGESTED, before any processor stores it.
-        tracker.advance(id, Stage::Ingested)?;
-        let batch = Batch { lsn, id, logs: &logs };
-        for processor in &mut self.processors {
-            processor.process(&batch)?;
-        }
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Janitor
-// ---------------------------------------------------------------------------------------
-
-struct JanitorReport {
-    truncations: u64,
-    peak_segments: usize,
-    retain_from: Lsn,
-}
-
-/// Releases segments behind the processors' watermark until told to stop, then once more.
-fn janitor(wal: &Wal, tracker: &Tracker, progress: &Progress) -> Result<JanitorReport, String> {
-    let mut report = JanitorReport {
-        truncations: 0,
-        peak_segments: 0,
-        retain_from: Lsn::FIRST,
-    };
-    loop {
-        let stopping = progress.stop.load(Ordering::Acquire);
-        report.peak_segments = report.peak_segments.max(wal.stats().segment_count);
-        let retain_from = Lsn(progress.retain_from.load(Ordering::Acquire));
-        if retain_from > report.retain_from {
-            wal.truncate_before(retain_from).map_err(|e| format!("janitor: {e}"))?;
-            tracker.release_before(retain_from)?;
-            report.truncations += 1;
-            report.retain_from = retain_from;
-        }
-        if stopping {
-            return Ok(report);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Recovery and report
-// ---------------------------------------------------------------------------------------
-
-struct Reopened {
-    recovery: wit_wal::Recovery,
-    stats: wit_wal::Stats,
-    /// Envelopes read back after reopening, and whether their LSNs ran without a gap.
-    read_back: u64,
-    contiguous: bool,
-}
-
-/// Reopens the log as a restarted process would and reads back what it retained.
-fn reopen(dir: &Path, config: Config) -> Result<Reopened, String> {
-    let wal = Wal::open(dir, config).map_err(|e| format!("reopening the log failed: {e}"))?;
-    let stats = wal.stats();
-    let (mut read_back, mut contiguous) = (0, true);
-    let mut expected = stats.first_lsn.unwrap_or(stats.next_lsn);
-    for record in wal.read_from(expected).map_err(|e| e.to_string())? {
-        let record = record.map_err(|e| format!("reading back after reopening: {e}"))?;
-        contiguous &= record.lsn == expected;
-        expected = record.lsn.next();
-        read_back += 1;
-    }
-    let recovery = wal.recovery().clone();
-    wal.close().map_err(|e| e.to_string())?;
-    Ok(Reopened {
-        recovery,
-        stats,
-        read_back,
-        contiguous,
-    })
-}
-
-fn report(run: &RunOutcome, reopened: &Reopened) {
-    let secs = run.append_time.as_secs_f64().max(1e-9);
-    let n = run.n_records_acked();
-    let mib = run.append_bytes as f64 / (1 << 20) as f64;
-    println!(
-        "producers: {n} log records in {} requests ({}) -> {} batches acknowledged ({mib:.1} MiB) in {secs:.2} s: \
-         {:.0} records/s, {:.1} MiB/s",
-        run.sent.iter().sum::<u64>(),
-        encoding_summary(&run.sent),
-        run.n_batches_acked(),
-        n as f64 / secs,
-        mib / secs
-    );
-    let c = &run.consumer;
-    println!(
-        "consumer:  {} batches, {} requests, {} rows converted to Arrow in {:.2} s",
-        c.n_consumed(),
-        c.n_requests(),
-        c.n_rows,
-        c.elapsed.as_secs_f64()
-    );
-    for processor in &c.processors {
-        for line in processor.summary() {
-            println!("           {line}");
-        }
-    }
-    let l = &run.lifecycle;
-    let stages = |counts: &[u64], separator: &str| {
-        let stages: Vec<_> = Stage::ALL
-            .iter()
-            .zip(counts)
-            .filter(|(_, n)| **n > 0)
-            .map(|(stage, n)| format!("{stage} {n}"))
-            .collect();
-        if stages.is_empty() {
-            "-".to_owned()
-        } else {
-            stages.join(separator)
-        }
-    };
-    println!(
-        "lifecycle: {} batches reached {}; now {}, {} of them behind the janitor's truncation point (LSN {})",
-        l.n_batches,
-        stages(&l.reached, " -> "),
-        stages(&l.current, ", "),
-        l.released,
-        run.janitor.retain_from
-    );
-    let j = &run.janitor;
-    println!(
-        "janitor:   {} truncations; the log now starts at LSN {}, segments peaked at {} while running",
-        j.truncations,
-        reopened
-            .stats
-            .first_lsn
-            .map_or_else(|| "(empty)".to_owned(), |l| l.to_string()),
-        j.peak_segments
-    );
-    let r = &reopened.recovery;
-    let torn = r.torn_tail.as_ref().map_or_else(
-        || "none".to_owned(),
-        |d| {
-            format!(
-                "`{}` offset {} (LSN {}): {}",
-                d.path.display(),
-                d.offset,
-                d.lsn,
-                d.reason
-            )
-        },
-    );
-    println!(
-        "reopened:  recovery scanned {} segment(s); torn tail: {torn}",
-        r.segments_scanned
-    );
-    let s = &reopened.stats;
-    println!(
-        "stats:     {} segment(s) + {} spare, {:.1} MiB on disk; first LSN {}, last LSN {}, next LSN {}; {} envelopes read back",
-        s.segment_count,
-        s.spare_segments,
-        s.bytes_on_disk as f64 / (1 << 20) as f64,
-        s.first_lsn.map_or_else(|| "-".to_owned(), |l| l.to_string()),
-        s.last_lsn.map_or_else(|| "-".to_owned(), |l| l.to_string()),
-        s.next_lsn,
-        reopened.read_back
-    );
-}
-
-/// Checks that every log record was sent, acknowledged and converted exactly once, in order,
-/// that every batch ended `STORED` with its rows in the catalogued Parquet files, and that the
-/// reopened log holds what it should.
-fn check(run: &RunOutcome, reopened: &Reopened) -> Result<(), String> {
-    let c = &run.consumer;
-    let mut problems = c.problems.clone();
-    if let Some(e) = &run.producer_error {
-        problems.push(e.clone());
-    }
-    if run.n_records_acked() != run.requested {
-        problems.push(format!(
-            "{} log records to send but {} acknowledged",
-            run.requested,
-            run.n_records_acked()
-        ));
-    }
-    for (p, (acked, seen)) in run.acked.iter().zip(&c.seen).enumerate() {
-        if acked != seen {
-            let first_diff = acked
-                .iter()
-                .zip(seen)
-                .position(|(a, s)| a != s)
-                .unwrap_or(acked.len().min(seen.len()));
+    let files = tracker.list(tenant, signal, None).unwrap_or_else(|e| {
+        problems.push(format!("{signal}: cannot list the stored files: {e}"));
+        Vec::new()
+    });
+    // How often each record is stored, by producer and sequence number.
+    let mut times: Vec<Vec<u8>> = sent.iter().map(|p| vec![0; p.records[s] as usize]).collect();
+    let mut rows = 0;
+    for file in &files {
+        let ids = read_ids(&data.join(&file.path)).unwrap_or_else(|e| {
+            problems.push(format!("{signal}: cannot read `{}`: {e}", file.path));
+            Vec::new()
+        });
+        if ids.len() as u64 != file.rows {
             problems.push(format!(
-                "producer {p}: {} batches acknowledged, {} converted; they differ from batch {first_diff}: \
-                 acknowledged {:?}, converted {:?}",
-                acked.len(),
-                seen.len(),
-                acked.get(first_diff),
-                seen.get(first_diff)
+                "{signal}: `{}` holds {} rows, the catalog says {}",
+                file.path,
+                ids.len(),
+                file.rows
             ));
         }
-    }
-    if c.n_consumed() != run.n_batches_acked() {
-        problems.push(format!(
-            "{} batches acknowledged but {} consumed",
-            run.n_batches_acked(),
-            c.n_consumed()
-        ));
-    }
-    if c.n_rows != run.n_records_acked() {
-        problems.push(format!(
-            "{} log records acknowledged but {} rows converted",
-            run.n_records_acked(),
-            c.n_rows
-        ));
-    }
-    if c.received != run.sent {
-        problems.push(format!(
-            "requests sent ({}) and converted ({}) differ",
-            encoding_summary(&run.sent),
-            encoding_summary(&c.received)
-        ));
-    }
-    let l = &run.lifecycle;
-    let stored = l.current[stage_index(Stage::Stored)];
-    if l.n_batches != run.n_batches_acked() || stored != l.n_batches {
-        problems.push(format!(
-            "{} batches acknowledged, {} tracked, {stored} of them STORED",
-            run.n_batches_acked(),
-            l.n_batches
-        ));
-    }
-    if run.stored_rows != run.n_records_acked() {
-        problems.push(format!(
-            "{} log records acknowledged but {} rows in the stored files",
-            run.n_records_acked(),
-            run.stored_rows
-        ));
-    }
-    if reopened.stats.next_lsn != c.next {
-        problems.push(format!(
-            "reopened log continues at LSN {}, expected {}",
-            reopened.stats.next_lsn, c.next
-        ));
-    }
-    if !reopened.contiguous {
-        problems.push("envelopes read back after reopening have a gap".into());
-    }
-    if reopened.recovery.torn_tail.is_some() {
-        problems.push("a cleanly closed log had a torn tail".into());
-    }
-    match problems.len() {
-        0 => Ok(()),
-        n => {
-            let mut shown = problems[..n.min(MAX_PROBLEMS_SHOWN)].join("\n  ");
-            if n > MAX_PROBLEMS_SHOWN {
-                shown.push_str(&format!("\n  ... and {} more", n - MAX_PROBLEMS_SHOWN));
+        rows += ids.len() as u64;
+        for (producer, seq) in ids {
+            match times.get_mut(producer as usize).and_then(|t| t.get_mut(seq as usize)) {
+                Some(n) => *n = n.saturating_add(1),
+                None => problems.push(format!(
+                    "{signal}: `{}` holds record {seq} of producer {producer}, never sent",
+                    file.path
+                )),
             }
-            Err(format!("{n} problem(s):\n  {shown}"))
         }
     }
+    for (producer, times) in times.iter().enumerate() {
+        let mut seq = 0;
+        for run in times.chunk_by(|a, b| a == b) {
+            if run[0] != 1 {
+                let (seqs, n) = (seq..seq + run.len(), run[0]);
+                problems.push(format!(
+                    "{signal}: records {seqs:?} of producer {producer} are stored {n} times"
+                ));
+            }
+            seq += run.len();
+        }
+    }
+    let batches: BTreeSet<BatchId> = sent.iter().flat_map(|p| &p.batches[s]).copied().collect();
+    let mut completed = 0;
+    for batch in &batches {
+        match tracker.batch(*batch).map(|record| record.stage) {
+            Ok(Stage::Stored) => {}
+            Ok(Stage::Completed) => completed += 1,
+            Ok(stage) => problems.push(format!("{signal}: batch {batch} is {stage}, not STORED or COMPLETED")),
+            Err(e) => problems.push(format!("{signal}: batch {batch}: {e}")),
+        }
+    }
+    let requests: u64 = sent.iter().map(|p| p.requests[s]).sum();
+    println!(
+        "{:<10}{acked} records acknowledged in {requests} requests, {} batches ({completed} COMPLETED); \
+         {rows} rows read back from {} Parquet file(s)",
+        format!("{signal}:"),
+        batches.len(),
+        files.len()
+    );
+    problems
+}
+
+/// The `producer` and `seq` attributes of every row of a Parquet file, read with the Arrow reader.
+fn read_ids(path: &Path) -> Result<Vec<(u64, u64)>, Box<dyn std::error::Error>> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [builder.schema().index_of("attributes")?]);
+    let mut ids = Vec::new();
+    for batch in builder.with_projection(mask).build()? {
+        let batch = batch?;
+        let map = batch.column(0).as_map_opt().ok_or("`attributes` is not a map")?;
+        let keys = map
+            .keys()
+            .as_string_opt::<i32>()
+            .ok_or("attribute keys are not strings")?;
+        let ints = map
+            .values()
+            .as_struct_opt()
+            .and_then(|values| values.column_by_name("int"))
+            .and_then(|ints| ints.as_primitive_opt::<Int64Type>())
+            .ok_or("attribute values have no Int64 `int` child")?;
+        for entries in map.value_offsets().windows(2) {
+            let (mut producer, mut seq) = (None, None);
+            for i in entries[0] as usize..entries[1] as usize {
+                let value = ints.is_valid(i).then(|| ints.value(i) as u64);
+                match keys.value(i) {
+                    "producer" => producer = value,
+                    "seq" => seq = value,
+                    _ => {}
+                }
+            }
+            ids.push(
+                producer
+                    .zip(seq)
+                    .ok_or("a row has no integer `producer` and `seq` attributes")?,
+            );
+        }
+    }
+    Ok(ids)
+}
+
+/// Inspects the closed WAL read-only, as `wit wal verify` does.
+fn check_wal(dir: &Path) -> Vec<String> {
+    let report = match wit_wal::Inspector::open(dir) {
+        Ok(inspector) => inspector.verify(),
+        Err(e) => return vec![format!("cannot inspect the WAL `{}`: {e}", dir.display())],
+    };
+    let intact = report.is_intact() && report.torn_tail.is_none();
+    let state = if intact { "intact" } else { "DAMAGED" };
+    let (segments, records, next) = (report.segments, report.records, report.next_lsn);
+    println!("wal:      {segments} segment(s), {records} record(s) retained, next LSN {next}: {state}");
+    if intact {
+        return Vec::new();
+    }
+    vec![format!("the WAL `{}` is damaged: {report:?}", dir.display())]
 }
