@@ -187,13 +187,15 @@ fn run(options: &Options) -> Result<Vec<String>, String> {
     let tracker = SqliteTracker::open(&root.join("tracker.db"), TrackerConfig::default());
     let tracker = Arc::new(tracker.map_err(failed("open the tracker"))?);
     let node = NodeName::try_new("local").map_err(failed("name the node"))?;
-    // For a demo: batches leave after 20 ms, files are published after 500 ms, and the WAL
-    // has segments of 1 MiB (the janitor releases it a whole segment at a time).
+    // For a demo: batches leave after 20 ms (or at 256 KiB), files are published after
+    // 500 ms, and the WAL has segments of 1 MiB (the janitor releases it a whole segment at a
+    // time; a batch must fit in one).
     let config = PipelineConfig::new(root.join("pipeline"), node.clone())
         .with_wal(wit_wal::Config::default().with_segment_size(1 << 20))
         .with_batcher(
             BatcherConfig::default()
                 .with_max_messages(64)
+                .with_max_bytes(256 << 10)
                 .with_max_age(Duration::from_millis(20)),
         )
         .with_sink(SinkConfig::new(node).with_max_file_age(Duration::from_millis(500)));
