@@ -150,16 +150,19 @@ impl Processor {
         if !self.shared.drain.load(Ordering::Acquire) {
             return Ok(());
         }
-        // Drain: every open file is closed and published.
-        let flushed = self.sink.flush().map_err(Error::store("flush"));
-        match flushed {
-            Ok(files) => self.published(&files),
-            Err(e) => {
+        // Drain: every open file is closed and published; batches whose file was given up on
+        // the way are written again at once, until they are stored or given up themselves.
+        loop {
+            if let Err(e) = self.poll_sink(true) {
                 self.after_round();
                 return Err(e);
             }
+            self.refused()?;
+            if self.retries.is_empty() {
+                break;
+            }
+            self.retry_due(true)?;
         }
-        self.refused()?;
         self.after_round();
         Ok(())
     }
@@ -181,9 +184,8 @@ impl Processor {
 
     /// Publishes what is due, and lets the janitor know how far the WAL is stored.
     fn after_round(&mut self) {
-        match self.sink.poll(Instant::now()) {
-            Ok(files) => self.published(&files),
-            Err(e) => self.shared.note_error(&Error::store("publish")(e)),
+        if let Err(e) = self.poll_sink(false) {
+            self.shared.note_error(&e);
         }
         if let Err(e) = self.refused() {
             self.shared.note_error(&e);
@@ -241,10 +243,8 @@ impl Processor {
             }
         }
 
-        let converted: Vec<Result<RecordBatch>> = fresh
-            .iter()
-            .map(|(_, envelope, _)| convert(envelope, &self.shared.config.events))
-            .collect();
+        let envelopes: Vec<&Envelope> = fresh.iter().map(|(_, envelope, _)| envelope).collect();
+        let converted = convert_all(&envelopes, &self.shared.config.events);
 
         // The tracker learns of the batches (one call each for all of them): registered,
         // durable at their WAL position, converted. Steps already taken are skipped.
@@ -358,7 +358,59 @@ impl Processor {
         let meta = envelope.meta();
         match self.sink.write(&meta.tenant, meta.signal, batch, &[meta.id]) {
             Ok(()) => Ok(()),
+            Err(wit_store::Error::FileAbandoned { batches, source }) => {
+                self.abandoned(&batches, Error::store("write")(*source))
+            }
             Err(e) => self.step_failed(lsn, envelope, Stage::Stored, &Error::store("write")(e)),
+        }
+    }
+
+    /// An open file was given up after a write error: every batch it held is written again
+    /// (read back from the WAL), as a failed `STORED` step.
+    fn abandoned(&mut self, batches: &[BatchId], error: Error) -> Result<()> {
+        for id in batches {
+            let Some(&lsn) = self.by_batch.get(id) else {
+                continue;
+            };
+            let envelope = self.reread(lsn, *id)?;
+            self.step_failed(lsn, envelope, Stage::Stored, &error)?;
+        }
+        Ok(())
+    }
+
+    /// A batch's envelope read back from the WAL (which keeps it until it is stored).
+    fn reread(&self, lsn: u64, id: BatchId) -> Result<Envelope> {
+        let mut reader = self.shared.wal.read_from(Lsn(lsn)).map_err(Error::wal("read"))?;
+        let record = reader
+            .next()
+            .ok_or_else(|| Error::Closed {
+                reason: Some(format!("WAL record {lsn} of batch {id} is gone")),
+            })?
+            .map_err(Error::wal("read"))?;
+        Envelope::decode(&record.payload).map_err(|e| Error::Convert {
+            batch: id,
+            source: Box::new(e),
+        })
+    }
+
+    /// Publishes what is due; files abandoned on the way are written again.
+    fn poll_sink(&mut self, flush: bool) -> Result<()> {
+        let polled = if flush {
+            self.sink.flush()
+        } else {
+            self.sink.poll(Instant::now())
+        };
+        match polled {
+            Ok(files) => {
+                self.published(&files);
+                Ok(())
+            }
+            Err(wit_store::Error::FileAbandoned { batches, source }) => {
+                let error = Error::store("close a file")(*source);
+                self.shared.note_error(&error);
+                self.abandoned(&batches, error)
+            }
+            Err(e) => Err(Error::store(if flush { "flush" } else { "publish" })(e)),
         }
     }
 
@@ -494,20 +546,29 @@ impl Processor {
                     self.stored(id);
                     continue;
                 }
-                let mut reader = self.shared.wal.read_from(Lsn(lsn)).map_err(Error::wal("read"))?;
-                let record = reader
-                    .next()
-                    .ok_or_else(|| Error::Closed {
-                        reason: Some(format!("WAL record {lsn} of batch {id} is gone")),
-                    })?
-                    .map_err(Error::wal("read"))?;
-                let envelope = Envelope::decode(&record.payload).map_err(|e| Error::Convert {
-                    batch: id,
-                    source: Box::new(e),
-                })?;
+                let envelope = self.reread(lsn, id)?;
                 self.step_failed(lsn, envelope, Stage::Stored, &error)?;
             }
         }
         Ok(())
     }
+}
+
+/// Converts a round's envelopes, on two threads when there are several (the processor's own
+/// and one more): decoding is a fair share of a batch's work, and the Parquet encoding that
+/// follows runs on this thread alone.
+fn convert_all(envelopes: &[&Envelope], events: &wit_batch::events::EventOptions) -> Vec<Result<RecordBatch>> {
+    if envelopes.len() < 2 {
+        return envelopes.iter().map(|e| convert(e, events)).collect();
+    }
+    let (first, second) = envelopes.split_at(envelopes.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| second.iter().map(|e| convert(e, events)).collect::<Vec<_>>());
+        let mut out: Vec<Result<RecordBatch>> = first.iter().map(|e| convert(e, events)).collect();
+        match other.join() {
+            Ok(rest) => out.extend(rest),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        out
+    })
 }

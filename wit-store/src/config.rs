@@ -62,6 +62,43 @@ pub struct SinkConfig {
     pub(crate) upload_attempts: u32,
     pub(crate) upload_backoff: Duration,
     pub(crate) upload_part_bytes: usize,
+    pub(crate) faults: FaultHook,
+}
+
+/// Test hook: write failures injected into the sink's files (`#[doc(hidden)]`).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct SinkFaults {
+    /// The row group (counted from 1 over every file this hook sees) whose write reports an
+    /// error after its rows went into the file; 0 for none.
+    fail_row_group: std::sync::atomic::AtomicU64,
+    written: std::sync::atomic::AtomicU64,
+}
+
+impl SinkFaults {
+    /// Makes the `n`th row group written from now on fail (after its rows are in the file).
+    pub fn fail_row_group(&self, n: u64) {
+        use std::sync::atomic::Ordering;
+        self.written.store(0, Ordering::SeqCst);
+        self.fail_row_group.store(n, Ordering::SeqCst);
+    }
+
+    /// Whether the row group just written is the one to fail.
+    pub(crate) fn row_group_written(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let n = self.written.fetch_add(1, Ordering::SeqCst) + 1;
+        n == self.fail_row_group.load(Ordering::SeqCst)
+    }
+}
+
+/// The optional fault hook; configurations compare equal whatever their hooks.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FaultHook(pub(crate) Option<std::sync::Arc<SinkFaults>>);
+
+impl PartialEq for FaultHook {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl SinkConfig {
@@ -83,7 +120,15 @@ impl SinkConfig {
             upload_attempts: 3,
             upload_backoff: Duration::from_millis(500),
             upload_part_bytes: 16 << 20,
+            faults: FaultHook::default(),
         }
+    }
+
+    /// Test hook: injects write failures into this sink's files.
+    #[doc(hidden)]
+    pub fn with_faults(mut self, faults: std::sync::Arc<SinkFaults>) -> Self {
+        self.faults = FaultHook(Some(faults));
+        self
     }
 
     /// The node named in file paths.
@@ -91,7 +136,7 @@ impl SinkConfig {
         &self.node
     }
 
-    /// Closes a file once it holds about this many bytes (checked after each row group).
+    /// Closes a file once it holds about this many bytes (checked after each write).
     pub fn with_max_file_bytes(mut self, bytes: u64) -> Self {
         self.max_file_bytes = bytes;
         self

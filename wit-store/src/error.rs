@@ -44,6 +44,17 @@ pub enum Error {
         stored_in: String,
     },
 
+    /// Writing to an open file failed, so the sink abandoned that file (deleted it, never to
+    /// be published): the rows of every batch it held must be written again.
+    #[error("an open file was abandoned after a write error; its {} batch(es) must be written again", batches.len())]
+    FileAbandoned {
+        /// The batches the file held (the one being written included).
+        batches: Vec<BatchId>,
+        /// What failed.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A path the catalog does not hold.
     #[error("stored file `{path}` is not in the catalog")]
     UnknownFile {

@@ -55,6 +55,8 @@ mod writer;
 pub mod catalog;
 
 pub use catalog::{FileCatalog, InMemoryFileCatalog, StoredFile, TimeRange};
+#[doc(hidden)]
+pub use config::SinkFaults;
 pub use config::{ParquetCompression, SinkConfig};
 pub use destination::Destination;
 pub use error::{Error, Result};

@@ -160,7 +160,9 @@ impl ParquetSink {
     /// # Errors
     ///
     /// [`Error::Schema`] when the batch has no non-null nanosecond `timestamp` column: then
-    /// nothing of it is written. [`Error::Io`], [`Error::Parquet`] when encoding fails.
+    /// nothing of it is written. [`Error::FileAbandoned`] when encoding or writing fails: the
+    /// open file is then deleted, never published, and the error lists every batch it held,
+    /// this one included, to be written again; [`Error::Io`] when even that cleanup fails.
     pub fn write(&mut self, tenant: &Tenant, signal: Signal, batch: &RecordBatch, batch_ids: &[BatchId]) -> Result<()> {
         let schema = batch.schema();
         let idx = time_column(&schema)?;
@@ -180,18 +182,42 @@ impl ParquetSink {
         let writer = self.open.get_mut(&key).expect("opened above");
         // The writer encodes a row group at a time as rows arrive; the file is only closed
         // after the whole batch is in it.
-        writer.write(batch.clone(), bounds, batch_ids)?;
+        if let Err(error) = writer.write(batch.clone(), bounds, batch_ids) {
+            // Part of the batch may be in the file: it is given up whole.
+            let writer = self.open.remove(&key).expect("open");
+            // The writer took the batch's ids before it failed.
+            let batches = writer.batch_ids();
+            let file_id = writer.file_id();
+            drop(writer);
+            FileWriter::abandon(&self.staging, file_id)?;
+            return Err(Error::FileAbandoned {
+                batches,
+                source: Box::new(error),
+            });
+        }
         if writer.encoded_bytes() >= self.config.max_file_bytes {
             self.close(&key)?;
         }
         Ok(())
     }
 
+    /// Closes the open file of `key` into the publish queue; a file that fails to close is
+    /// abandoned ([`Error::FileAbandoned`]).
     fn close(&mut self, key: &(Tenant, Signal)) -> Result<()> {
-        if let Some(writer) = self.open.remove(key)
-            && let Some(staged) = writer.finish()?
-        {
-            self.ready.push(staged);
+        let Some(writer) = self.open.remove(key) else {
+            return Ok(());
+        };
+        let (batches, file_id) = (writer.batch_ids(), writer.file_id());
+        match writer.finish() {
+            Ok(Some(staged)) => self.ready.push(staged),
+            Ok(None) => {}
+            Err(error) => {
+                FileWriter::abandon(&self.staging, file_id)?;
+                return Err(Error::FileAbandoned {
+                    batches,
+                    source: Box::new(error),
+                });
+            }
         }
         Ok(())
     }

@@ -103,6 +103,7 @@ pub(crate) struct FileWriter {
     rows: u64,
     bounds: Option<(i64, i64)>,
     opened: Instant,
+    faults: Option<Arc<crate::config::SinkFaults>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -214,6 +215,7 @@ impl FileWriter {
             rows: 0,
             bounds: None,
             opened: Instant::now(),
+            faults: config.faults.0.clone(),
         })
     }
 
@@ -227,6 +229,33 @@ impl FileWriter {
 
     pub(crate) fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// The batches written into this file so far.
+    pub(crate) fn batch_ids(&self) -> Vec<BatchId> {
+        self.batch_ids.iter().copied().collect()
+    }
+
+    /// Gives the file up after an error: it is deleted (as `{id}.parquet.tmp`, or as
+    /// `{id}.parquet` if the error came after the rename) and never published.
+    pub(crate) fn abandon(staging: &Path, file_id: uuid::Uuid) -> Result<()> {
+        let mut removed = false;
+        for name in [format!("{file_id}.parquet.tmp"), format!("{file_id}.parquet")] {
+            let path = staging.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        if removed {
+            sync_dir(staging)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn file_id(&self) -> uuid::Uuid {
+        self.file_id
     }
 
     /// Bytes encoded so far: row groups written plus the one in progress (rows still
@@ -297,6 +326,12 @@ impl FileWriter {
         self.writer.flush()?;
         self.pending_rows = rest.iter().map(RecordBatch::num_rows).sum();
         self.pending = rest;
+        if self.faults.as_ref().is_some_and(|f| f.row_group_written()) {
+            return Err(Error::Io {
+                path: self.staging.join(format!("{}.parquet.tmp", self.file_id)),
+                source: std::io::Error::other("injected write failure (test)"),
+            });
+        }
         Ok(())
     }
 

@@ -460,3 +460,61 @@ fn a_part_no_wal_record_can_hold_is_refused_and_the_pipeline_goes_on() {
     .expect_err("refused");
     assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
 }
+
+#[test]
+fn a_file_abandoned_after_a_write_error_has_its_batches_written_again_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let data = dir.path().join("data");
+    let faults = std::sync::Arc::new(wit_store::SinkFaults::default());
+    // The third row group written fails after its rows went into the file: that file, and
+    // every batch in it, is given up and written again.
+    faults.fail_row_group(3);
+    let node = wit_store::NodeName::try_new("node-a").expect("node");
+    let config = config(dir.path()).with_sink(
+        wit_store::SinkConfig::new(node)
+            .with_max_file_age(Duration::from_millis(200))
+            .with_row_group_rows(16)
+            .with_faults(faults),
+    );
+    let pipeline = Pipeline::open(config, Destination::local(&data).expect("dest"), tracker.clone()).expect("open");
+    let acks: Vec<_> = (0..40u64)
+        .map(|i| {
+            let ids: Vec<u64> = (i * 5..i * 5 + 5).collect();
+            pipeline
+                .blocking_submit(&key("acme", Signal::Traces), proto(spans(&ids), 1), AckLevel::Stored)
+                .expect("submit")
+        })
+        .collect();
+    let mut batches = Vec::new();
+    for ack in acks {
+        batches.push(
+            ack.wait_timeout(LONG)
+                .expect("in time")
+                .expect("stored")
+                .batch
+                .expect("batch"),
+        );
+    }
+    pipeline.close().expect("close");
+    batches.sort_unstable();
+    batches.dedup();
+    let retried = batches
+        .iter()
+        .filter(|b| tracker.batch(**b).expect("record").error_stage == Some(Stage::Stored))
+        .count();
+    assert!(retried > 0, "a write failed and its batches were written again");
+    let acme = Tenant::try_new("acme").expect("tenant");
+    let rows: u64 = tracker
+        .list(&acme, Signal::Traces, None)
+        .expect("list")
+        .iter()
+        .map(|f| f.rows)
+        .sum();
+    assert_eq!(rows, 200, "every span once");
+    if support::has_pyarrow() {
+        let mut ids = support::pyarrow_read(&data, "traces").ids;
+        ids.sort_unstable();
+        assert_eq!(ids, (0..200).collect::<Vec<i64>>());
+    }
+}

@@ -891,3 +891,42 @@ fn staging_on_another_file_system_is_copied_into_place() {
     assert_eq!(staged_files(staging.path()), 0);
     assert!(!local.with_extension("parquet.tmp").exists());
 }
+
+#[test]
+fn a_file_that_fails_to_write_is_abandoned_and_names_its_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = Arc::new(wit_store::SinkFaults::default());
+    let mut sink = ParquetSink::open(
+        Destination::local(dir.path()).expect("dest"),
+        config().with_row_group_rows(50).with_faults(faults.clone()),
+    )
+    .expect("open");
+    let (first, second, third) = (BatchId::new(), BatchId::new(), BatchId::new());
+    sink.write(&acme(), Signal::Traces, &spans(40, 1_700_000_000, 1), &[first])
+        .expect("no row group yet");
+    // The next row group written reports an error after its rows went into the file.
+    faults.fail_row_group(1);
+    match sink.write(&acme(), Signal::Traces, &spans(40, 1_700_000_000, 2), &[second]) {
+        Err(Error::FileAbandoned { mut batches, .. }) => {
+            batches.sort_unstable();
+            let mut want = vec![first, second];
+            want.sort_unstable();
+            assert_eq!(batches, want, "every batch of the file, this one included");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sink.open_rows(), 0, "the file is no longer open");
+    let leftovers: Vec<_> = std::fs::read_dir(sink.staging_dir())
+        .expect("staging")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n.to_string_lossy().contains(".parquet"))
+        .collect();
+    assert!(leftovers.is_empty(), "the abandoned file is deleted: {leftovers:?}");
+    // The sink goes on: the next batch gets a file of its own, and only it is published.
+    sink.write(&acme(), Signal::Traces, &spans(10, 1_700_000_000, 3), &[third])
+        .expect("write");
+    let files = sink.flush().expect("flush");
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].batch_ids, [third]);
+    assert_eq!(files[0].rows, 10);
+}
