@@ -10,9 +10,13 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves,
+};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use wit_batch::{BatchId, Signal, Tenant};
 
@@ -91,7 +95,11 @@ pub(crate) struct FileWriter {
     node: NodeName,
     file_id: uuid::Uuid,
     staging: PathBuf,
-    writer: ArrowWriter<File>,
+    /// The file, written a row group at a time; the row group's columns are encoded by
+    /// `factory`'s column writers, on two threads.
+    writer: SerializedFileWriter<File>,
+    factory: ArrowRowGroupWriterFactory,
+    row_groups: usize,
     /// A second handle on the staging file, to sync it once the writer is done.
     handle: File,
     schema: SchemaRef,
@@ -197,7 +205,9 @@ impl FileWriter {
         let tmp = staging.join(format!("{file_id}.parquet.tmp"));
         let file = File::create(&tmp).map_err(io(&tmp))?;
         let handle = file.try_clone().map_err(io(&tmp))?;
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        // `ArrowWriter` sets the file up (the Arrow schema in the metadata, the Parquet
+        // schema); its lower-level parts then encode columns in parallel.
+        let (writer, factory) = ArrowWriter::try_new(file, schema.clone(), Some(props))?.into_serialized_writer()?;
         Ok(FileWriter {
             tenant: tenant.clone(),
             signal,
@@ -205,6 +215,8 @@ impl FileWriter {
             file_id,
             staging: staging.to_owned(),
             writer,
+            factory,
+            row_groups: 0,
             handle,
             schema,
             time_idx,
@@ -258,10 +270,10 @@ impl FileWriter {
         self.file_id
     }
 
-    /// Bytes encoded so far: row groups written plus the one in progress (rows still
-    /// buffered for sorting are not counted).
+    /// Bytes encoded so far: the row groups written (rows still buffered for sorting are
+    /// not counted).
     pub(crate) fn encoded_bytes(&self) -> u64 {
-        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+        self.writer.bytes_written() as u64
     }
 
     /// Adds a batch (of this file's schema, with valid times: the sink checks both first).
@@ -311,19 +323,20 @@ impl FileWriter {
         }
         let mut left = n.min(self.pending_rows);
         let mut rest = Vec::new();
+        let mut pieces = Vec::new();
         for batch in std::mem::take(&mut self.pending) {
             if left == 0 {
                 rest.push(batch);
             } else if batch.num_rows() <= left {
                 left -= batch.num_rows();
-                self.writer.write(&batch)?;
+                pieces.push(batch);
             } else {
-                self.writer.write(&batch.slice(0, left))?;
+                pieces.push(batch.slice(0, left));
                 rest.push(batch.slice(left, batch.num_rows() - left));
                 left = 0;
             }
         }
-        self.writer.flush()?;
+        self.encode_row_group(&pieces)?;
         self.pending_rows = rest.iter().map(RecordBatch::num_rows).sum();
         self.pending = rest;
         if self.faults.as_ref().is_some_and(|f| f.row_group_written()) {
@@ -332,6 +345,61 @@ impl FileWriter {
                 source: std::io::Error::other("injected write failure (test)"),
             });
         }
+        Ok(())
+    }
+
+    /// Encodes `pieces` (in order) as one row group: every leaf column by its own column
+    /// writer, the writers shared out between this thread and one more, then the chunks
+    /// appended to the file in schema order.
+    fn encode_row_group(&mut self, pieces: &[RecordBatch]) -> Result<()> {
+        let writers = self.factory.create_column_writers(self.row_groups)?;
+        let mut leaves: Vec<Vec<ArrowLeafColumn>> = (0..writers.len()).map(|_| Vec::new()).collect();
+        for piece in pieces {
+            let mut leaf = 0;
+            for (field, column) in self.schema.fields().iter().zip(piece.columns()) {
+                for computed in compute_leaves(field, column)? {
+                    leaves[leaf].push(computed);
+                    leaf += 1;
+                }
+            }
+        }
+        // Alternate columns between the two threads (neighbouring columns differ most in
+        // cost, so this shares the work out fairly evenly).
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for (i, job) in writers.into_iter().zip(leaves).enumerate() {
+            if i % 2 == 0 {
+                ours.push((i, job))
+            } else {
+                theirs.push((i, job))
+            }
+        }
+        let encode = |jobs: Vec<(usize, (ArrowColumnWriter, Vec<ArrowLeafColumn>))>| {
+            jobs.into_iter()
+                .map(|(i, (mut writer, leaves))| {
+                    for leaf in &leaves {
+                        writer.write(leaf)?;
+                    }
+                    Ok((i, writer.close()?))
+                })
+                .collect::<Result<Vec<(usize, ArrowColumnChunk)>>>()
+        };
+        let mut chunks = std::thread::scope(|scope| {
+            let other = scope.spawn(|| encode(theirs));
+            let mut chunks = encode(ours)?;
+            match other.join() {
+                Ok(rest) => chunks.extend(rest?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            Ok::<_, Error>(chunks)
+        })?;
+        chunks.sort_by_key(|(i, _)| *i);
+        let mut row_group = self.writer.next_row_group()?;
+        for (_, chunk) in chunks {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+        self.row_groups += 1;
         Ok(())
     }
 
