@@ -3,13 +3,14 @@
 //! Input: 10 OTLP trace export requests of 10,000 spans each (`wit_benches::telemetry`),
 //! converted to Arrow by `wit-batch` once, before measuring: 100,000 spans.
 //!
-//! - `arrow_writer` (the ceiling): `parquet::arrow::ArrowWriter` with the same properties
+//! - `arrow_writer` (the reference): `parquet::arrow::ArrowWriter` on one thread, with the same properties
 //!   (ZSTD level 3, row groups of 131,072 rows, page statistics and page index, bloom filters
 //!   on `trace_id`, `span_id`, `parent_span_id`, `service_name`) writing the 10 batches into a
 //!   file, then `sync_all`.
 //! - `wit_sink`: `ParquetSink` on a local destination with its defaults: the same batches
 //!   (rows checked for time order, sorted when needed), the key-value metadata, `fsync` of the
-//!   file and its directories, publication under the final path by hard link. The requests
+//!   file and its directories, publication under the final path by hard link; each row
+//!   group's columns encoded on two threads. The requests
 //!   arrive in time order, as from one exporter, so the sort is skipped.
 //! - `wit_sink_out_of_order`: the same, with the 10 batches given newest first (each in order
 //!   itself), so the sink must put the row group back in time order before encoding (it
