@@ -21,8 +21,8 @@
 //! let dir = tempfile::tempdir()?;
 //! let tracker = Arc::new(SqliteTracker::open(&dir.path().join("tracker.db"), TrackerConfig::default())?);
 //! let node = NodeName::try_new("node-a")?;
-//! // Files are closed (and their batches acknowledged at `Stored`) within 100 ms.
-//! let sink = SinkConfig::new(node.clone()).with_max_file_age(Duration::from_millis(100));
+//! // Files close at 256 MiB or after ten minutes (the sink's defaults), or on `flush`.
+//! let sink = SinkConfig::new(node.clone()).with_max_file_age(Duration::from_secs(600));
 //! let config = PipelineConfig::new(dir.path().join("pipeline"), node).with_sink(sink);
 //! let pipeline = Pipeline::open(config, Destination::local(&dir.path().join("data"))?, tracker.clone())?;
 //!
@@ -33,7 +33,7 @@
 //! let key = BatchKey::new(Tenant::try_new("acme")?, Signal::Traces, SourceKind::Http);
 //! let part = Part::new(PayloadFormat::OtlpJson, Compression::None, 1, &body[..]);
 //! let ack = pipeline.blocking_submit(&key, part, AckLevel::Stored)?;
-//! pipeline.flush()?; // emit the open batch now rather than when it is a second old
+//! pipeline.flush()?; // store now what was submitted, rather than when batch and file are due
 //! let acked = ack.wait()?; // durable in the WAL, then in a published Parquet file
 //!
 //! let batch = acked.batch.expect("a stored part has a batch");

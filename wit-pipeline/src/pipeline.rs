@@ -76,10 +76,12 @@ pub struct Status {
     pub last_error: Option<String>,
 }
 
-/// A batch the batcher emitted, on its way to the WAL writer.
+/// A batch the batcher emitted, on its way to the WAL writer, or a barrier: the writer
+/// answers it, once everything sent before it is durable, with the WAL's next LSN.
 pub(crate) struct Emitted {
     pub(crate) id: BatchId,
     pub(crate) bytes: Vec<u8>,
+    pub(crate) barrier: Option<mpsc::Sender<u64>>,
 }
 
 /// What is waiting on one emitted batch.
@@ -110,6 +112,9 @@ pub(crate) struct Shared {
     durable_rounds: Mutex<u64>,
     durable_cond: Condvar,
     pub(crate) safe_lsn: AtomicU64,
+    /// When not 0: open files are to be closed and published once the processor has read
+    /// the WAL up to this LSN ([`Pipeline::flush`]).
+    pub(crate) files_due: AtomicU64,
     pub(crate) stop: AtomicBool,
     /// Whether stopping drains (closes and publishes every open file) or just stops.
     pub(crate) drain: AtomicBool,
@@ -230,6 +235,7 @@ impl Shared {
             .map(|(id, envelope)| Emitted {
                 id,
                 bytes: envelope.encode(),
+                barrier: None,
             })
             .collect();
         let tx = self.tx.lock().clone();
@@ -334,6 +340,7 @@ impl Pipeline {
             durable_rounds: Mutex::new(0),
             durable_cond: Condvar::new(),
             safe_lsn: AtomicU64::new(0),
+            files_due: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             drain: AtomicBool::new(true),
             fatal: Mutex::new(None),
@@ -477,15 +484,33 @@ impl Pipeline {
         }
     }
 
-    /// Emits every open batch now, whatever its size and age (their acknowledgments follow
-    /// as usual).
+    /// Emits every open batch now, whatever its size and age, waits until they are durable,
+    /// and has the processor close and publish its open files as soon as it has read them:
+    /// what was submitted before the call is then stored without waiting for file sizes or
+    /// ages (acknowledgments follow as usual). Small files are the price; compaction merges
+    /// them later.
     ///
     /// # Errors
     ///
     /// [`Error::Closed`].
     pub fn flush(&self) -> Result<()> {
         self.shared.check_open()?;
-        self.shared.flush_batcher()
+        self.shared.flush_batcher()?;
+        let (tx, rx) = mpsc::channel();
+        let sender = self.shared.tx.lock().clone().ok_or(Error::Closed { reason: None })?;
+        sender
+            .send(Emitted {
+                id: BatchId::new(),
+                bytes: Vec::new(),
+                barrier: Some(tx),
+            })
+            .map_err(|_| Error::Closed { reason: None })?;
+        let durable_end = rx
+            .recv()
+            .map_err(|_| self.shared.check_open().err().unwrap_or(Error::Closed { reason: None }))?;
+        self.shared.files_due.fetch_max(durable_end, Ordering::AcqRel);
+        self.shared.wake_all();
+        Ok(())
     }
 
     /// The pipeline's progress.
@@ -646,7 +671,8 @@ fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<Emitted>) {
             }
         }
         let mut bytes: usize = round.iter().map(|e| e.bytes.len()).sum();
-        while bytes < ROUND_BYTES {
+        // A barrier ends the round: it is answered once what came before it is durable.
+        while bytes < ROUND_BYTES && round.last().is_none_or(|e| e.barrier.is_none()) {
             match rx.try_recv() {
                 Ok(item) => {
                     bytes += item.bytes.len();
@@ -659,6 +685,7 @@ fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<Emitted>) {
                 }
             }
         }
+        let barrier = round.pop_if(|e| e.barrier.is_some()).and_then(|e| e.barrier);
         if !round.is_empty() {
             let records: Vec<&[u8]> = round.iter().map(|e| e.bytes.as_slice()).collect();
             let written = shared
@@ -682,6 +709,9 @@ fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<Emitted>) {
                     return;
                 }
             }
+        }
+        if let Some(barrier) = barrier {
+            let _ = barrier.send(shared.wal.stats().next_lsn.0);
         }
         if disconnected {
             shared.durable_round();

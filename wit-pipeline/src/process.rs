@@ -184,7 +184,16 @@ impl Processor {
 
     /// Publishes what is due, and lets the janitor know how far the WAL is stored.
     fn after_round(&mut self) {
-        if let Err(e) = self.poll_sink(false) {
+        // A flush asked for everything durable up to `due` to be published.
+        let due = self.shared.files_due.load(Ordering::Acquire);
+        let flush = due > 0
+            && self.next_lsn >= due
+            && self
+                .shared
+                .files_due
+                .compare_exchange(due, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        if let Err(e) = self.poll_sink(flush) {
             self.shared.note_error(&e);
         }
         if let Err(e) = self.refused() {

@@ -255,7 +255,7 @@ fn a_reopened_pipeline_stores_what_was_durable_exactly_once() {
                 .expect("submit");
             acked.insert(i, ack);
         }
-        pipeline.flush().expect("flush");
+        // No flush: the batcher emits by age, and files are left open for the drop.
         let acked: Vec<_> = std::mem::take(&mut acked).into_values().collect();
         for ack in acked {
             ack.wait_timeout(LONG).expect("in time").expect("durable");
@@ -517,4 +517,37 @@ fn a_file_abandoned_after_a_write_error_has_its_batches_written_again_once() {
         ids.sort_unstable();
         assert_eq!(ids, (0..200).collect::<Vec<i64>>());
     }
+}
+
+#[test]
+fn flush_stores_what_was_submitted_before_it_without_waiting_for_file_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let node = wit_store::NodeName::try_new("node-a").expect("node");
+    // Files would stay open for ten minutes.
+    let config = config(dir.path()).with_sink(wit_store::SinkConfig::new(node));
+    let pipeline = Pipeline::open(
+        config,
+        Destination::local(&dir.path().join("data")).expect("dest"),
+        tracker.clone(),
+    )
+    .expect("open");
+    let ack = pipeline
+        .blocking_submit(&key("acme", Signal::Logs), proto(logs(&[1, 2]), 1), AckLevel::Stored)
+        .expect("submit");
+    let durable = pipeline
+        .blocking_submit(&key("acme", Signal::Logs), proto(logs(&[3]), 1), AckLevel::WalDurable)
+        .expect("submit");
+    durable.wait_timeout(LONG).expect("in time").expect("durable");
+    assert!(
+        ack.wait_timeout(Duration::from_millis(300)).is_none(),
+        "the file is still open"
+    );
+    pipeline.flush().expect("flush");
+    let acked = ack.wait_timeout(LONG).expect("stored after the flush").expect("stored");
+    assert_eq!(
+        tracker.files_holding(acked.batch.expect("batch")).expect("files").len(),
+        1
+    );
+    pipeline.close().expect("close");
 }
