@@ -370,6 +370,7 @@ impl Pipeline {
             std::thread::Builder::new()
                 .name("wit-pipeline-process".into())
                 .spawn(move || {
+                    background_priority();
                     let result = processor.run();
                     if let Err(e) = &result {
                         shared.fail(e);
@@ -382,7 +383,10 @@ impl Pipeline {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("wit-pipeline-janitor".into())
-                .spawn(move || crate::janitor::run(&shared))
+                .spawn(move || {
+                    background_priority();
+                    crate::janitor::run(&shared);
+                })
                 .map_err(Error::io(std::path::Path::new("<thread>")))?
         };
         Ok(Pipeline {
@@ -623,6 +627,16 @@ impl Drop for Pipeline {
         if self.writer.is_some() || self.processor.is_some() {
             let _ = self.shutdown(false);
         }
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10; Linux, best effort): converting and
+/// encoding Parquet (and the threads they start, which inherit it) then yield the CPU to the
+/// acknowledgment path (submitters and the WAL writer) when both want it.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
     }
 }
 
