@@ -124,9 +124,21 @@ impl Processor {
     /// Follows the WAL until the pipeline stops, then stores everything read.
     pub(crate) fn run(mut self) -> Result<()> {
         let mut seen_rounds = 0;
+        let interval = self.shared.config.processing_interval;
+        let mut last_round = Instant::now();
+        let mut last_full = false;
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
+            // Rounds that are not full start at most once per interval, so that tracker
+            // commits (each one a sync of its database) are batched rather than one per
+            // record when records trickle in.
+            let since = last_round.elapsed();
+            if !stopping && !last_full && since < interval && self.files_not_due() {
+                std::thread::sleep(interval - since);
+            }
+            last_round = Instant::now();
             let records = self.read()?;
+            last_full = records.len() >= self.shared.config.read_batch;
             let idle = records.is_empty();
             if !idle {
                 self.handle(records, None)?;
@@ -165,6 +177,11 @@ impl Processor {
         }
         self.after_round();
         Ok(())
+    }
+
+    /// Whether no flush is waiting for this processor to publish its files.
+    fn files_not_due(&self) -> bool {
+        self.shared.files_due.load(Ordering::Acquire) == 0
     }
 
     fn read(&mut self) -> Result<Vec<(u64, Bytes)>> {
