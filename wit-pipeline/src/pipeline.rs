@@ -358,37 +358,19 @@ impl Pipeline {
         let mut processor = Processor::new(shared.clone(), sink)?;
         processor.replay(&mut recovery)?;
 
-        let writer = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("wit-pipeline-wal".into())
-                .spawn(move || writer_loop(&shared, &rx))
-                .map_err(Error::io(std::path::Path::new("<thread>")))?
-        };
-        let processor = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("wit-pipeline-process".into())
-                .spawn(move || {
-                    background_priority();
-                    let result = processor.run();
-                    if let Err(e) = &result {
-                        shared.fail(e);
-                    }
-                    result
-                })
-                .map_err(Error::io(std::path::Path::new("<thread>")))?
-        };
-        let janitor = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("wit-pipeline-janitor".into())
-                .spawn(move || {
-                    background_priority();
-                    crate::janitor::run(&shared);
-                })
-                .map_err(Error::io(std::path::Path::new("<thread>")))?
-        };
+        let writer = spawn(&shared, "wal", move |shared| writer_loop(&shared, &rx))?;
+        let processor = spawn(&shared, "process", move |shared| {
+            background_priority();
+            let result = processor.run();
+            if let Err(e) = &result {
+                shared.fail(e);
+            }
+            result
+        })?;
+        let janitor = spawn(&shared, "janitor", |shared| {
+            background_priority();
+            crate::janitor::run(&shared);
+        })?;
         Ok(Pipeline {
             shared,
             recovery,
@@ -628,6 +610,19 @@ impl Drop for Pipeline {
             let _ = self.shutdown(false);
         }
     }
+}
+
+/// Starts the pipeline's thread `wit-pipeline-{name}`, giving it the shared state.
+fn spawn<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    name: &str,
+    run: impl FnOnce(Arc<Shared>) -> T + Send + 'static,
+) -> Result<JoinHandle<T>> {
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name(format!("wit-pipeline-{name}"))
+        .spawn(move || run(shared))
+        .map_err(Error::io(std::path::Path::new("<thread>")))
 }
 
 /// Lowers the calling thread's CPU priority (nice 10; Linux, best effort): converting and

@@ -179,6 +179,22 @@ impl Processor {
         Ok(())
     }
 
+    /// Starts following a batch read at `lsn` until it is stored (or given up); `hold` when
+    /// its bytes are not yet counted against the unstored bound (batches of an earlier run).
+    fn take_off(&mut self, lsn: u64, meta: &BatchMeta, hold: bool) {
+        self.flights.insert(
+            lsn,
+            Flight {
+                id: meta.id,
+                bytes: meta.byte_size,
+            },
+        );
+        self.by_batch.insert(meta.id, lsn);
+        if hold {
+            self.shared.hold(meta.byte_size);
+        }
+    }
+
     /// Whether no flush is waiting for this processor to publish its files.
     fn files_not_due(&self) -> bool {
         self.shared.files_due.load(Ordering::Acquire) == 0
@@ -244,19 +260,8 @@ impl Processor {
             } else {
                 None
             };
-            let id = envelope.meta().id;
-            self.flights.insert(
-                lsn,
-                Flight {
-                    id,
-                    bytes: envelope.meta().byte_size,
-                },
-            );
-            self.by_batch.insert(id, lsn);
-            if lsn < self.replay_end {
-                // Batches written before this run hold the bound again until stored.
-                self.shared.hold(envelope.meta().byte_size);
-            }
+            // Batches written before this run hold the bound again until stored.
+            self.take_off(lsn, envelope.meta(), lsn < self.replay_end);
             fresh.push((lsn, envelope, known));
         }
         if fresh.is_empty() {
@@ -359,15 +364,7 @@ impl Processor {
         if self.staged.contains(&id) {
             // Its file is complete in staging and is published (marking it STORED) as soon as
             // the destination takes it; until then the batch holds the log.
-            self.flights.insert(
-                lsn,
-                Flight {
-                    id,
-                    bytes: envelope.meta().byte_size,
-                },
-            );
-            self.by_batch.insert(id, lsn);
-            self.shared.hold(envelope.meta().byte_size);
+            self.take_off(lsn, envelope.meta(), true);
             if let Some(r) = report.as_deref_mut() {
                 r.already_stored += 1;
             }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wit_batch::{BatchKey, Signal, SourceKind, Tenant};
 use wit_pipeline::{AckLevel, Pipeline, Submitted};
-use wit_store::{Destination, FileCatalog, NodeName, SinkConfig};
+use wit_store::{Destination, NodeName, SinkConfig};
 
 use crate::support::{self, proto, spans};
 
@@ -115,12 +115,7 @@ fn a_store_outage_pushes_back_at_the_bound_and_loses_nothing() {
 
     // The catalog lists every record, and pyarrow reads each span once from the server. (The
     // restarted server is empty: the first five files went with the old one.)
-    let rows: u64 = tracker
-        .list(&Tenant::try_new("acme").expect("tenant"), Signal::Traces, None)
-        .expect("list")
-        .iter()
-        .map(|f| f.rows)
-        .sum();
+    let rows = support::stored_rows(&*tracker, &Tenant::try_new("acme").expect("tenant"), Signal::Traces);
     assert_eq!(rows, next);
     if support::has_pyarrow() {
         let out = std::process::Command::new("python3")

@@ -272,12 +272,7 @@ fn a_reopened_pipeline_stores_what_was_durable_exactly_once() {
     assert!(report.replayed > 0, "{report:?}");
     pipeline.close().expect("close");
     let acme = Tenant::try_new("acme").expect("tenant");
-    let rows: u64 = tracker
-        .list(&acme, Signal::Traces, None)
-        .expect("list")
-        .iter()
-        .map(|f| f.rows)
-        .sum();
+    let rows = support::stored_rows(&*tracker, &acme, Signal::Traces);
     assert_eq!(rows, 200, "every record once: {report:?}");
     if support::has_pyarrow() {
         let mut ids = support::pyarrow_read(&data, "traces").ids;
@@ -331,12 +326,7 @@ fn submitting_pushes_back_at_the_unstored_bound_and_nothing_is_dropped() {
         ack.wait_timeout(LONG).expect("in time").expect("durable");
     }
     pipeline.close().expect("close");
-    let rows: u64 = tracker
-        .list(&Tenant::try_new("acme").expect("tenant"), Signal::Traces, None)
-        .expect("list")
-        .iter()
-        .map(|f| f.rows)
-        .sum();
+    let rows = support::stored_rows(&*tracker, &Tenant::try_new("acme").expect("tenant"), Signal::Traces);
     assert_eq!(rows, refused_at, "every accepted record is stored");
 }
 
@@ -406,12 +396,7 @@ fn acknowledgments_at_wal_durable_do_not_wait_for_the_tracker() {
     tracker.set_down(false);
     stored.wait_timeout(LONG).expect("stored in time").expect("stored");
     pipeline.close().expect("close");
-    let rows: u64 = sqlite
-        .list(&Tenant::try_new("acme").expect("tenant"), Signal::Traces, None)
-        .expect("list")
-        .iter()
-        .map(|f| f.rows)
-        .sum();
+    let rows = support::stored_rows(&*sqlite, &Tenant::try_new("acme").expect("tenant"), Signal::Traces);
     assert_eq!(rows, 21);
 }
 
@@ -505,12 +490,7 @@ fn a_file_abandoned_after_a_write_error_has_its_batches_written_again_once() {
         .count();
     assert!(retried > 0, "a write failed and its batches were written again");
     let acme = Tenant::try_new("acme").expect("tenant");
-    let rows: u64 = tracker
-        .list(&acme, Signal::Traces, None)
-        .expect("list")
-        .iter()
-        .map(|f| f.rows)
-        .sum();
+    let rows = support::stored_rows(&*tracker, &acme, Signal::Traces);
     assert_eq!(rows, 200, "every span once");
     if support::has_pyarrow() {
         let mut ids = support::pyarrow_read(&data, "traces").ids;

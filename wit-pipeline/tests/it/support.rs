@@ -240,3 +240,17 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
         std::thread::park_timeout(Duration::from_millis(50));
     }
 }
+
+/// The rows of `tenant`'s `signal` in the live files the catalog lists.
+pub(crate) fn stored_rows(
+    catalog: &dyn wit_store::FileCatalog,
+    tenant: &wit_batch::Tenant,
+    signal: wit_batch::Signal,
+) -> u64 {
+    catalog
+        .list(tenant, signal, None)
+        .expect("list")
+        .iter()
+        .map(|f| f.rows)
+        .sum()
+}
