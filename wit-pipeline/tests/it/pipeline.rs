@@ -16,6 +16,22 @@ fn key(tenant: &str, signal: Signal) -> BatchKey {
     BatchKey::new(Tenant::try_new(tenant).expect("tenant"), signal, SourceKind::Http)
 }
 
+/// Spans `0..n` of tenant `acme` are stored, each once: the catalog's row count, and the
+/// span ids pyarrow reads from the files.
+fn assert_spans_stored_once(catalog: &dyn FileCatalog, data: &std::path::Path, n: i64) {
+    let acme = Tenant::try_new("acme").expect("tenant");
+    assert_eq!(
+        support::stored_rows(catalog, &acme, Signal::Traces),
+        n as u64,
+        "every span once"
+    );
+    if support::has_pyarrow() {
+        let mut ids = support::pyarrow_read(data, "traces").ids;
+        ids.sort_unstable();
+        assert_eq!(ids, (0..n).collect::<Vec<i64>>());
+    }
+}
+
 fn stored_or_later(stage: Stage) -> bool {
     matches!(stage, Stage::Stored | Stage::Indexed | Stage::Completed)
 }
@@ -271,14 +287,7 @@ fn a_reopened_pipeline_stores_what_was_durable_exactly_once() {
     let report = pipeline.recovery().clone();
     assert!(report.replayed > 0, "{report:?}");
     pipeline.close().expect("close");
-    let acme = Tenant::try_new("acme").expect("tenant");
-    let rows = support::stored_rows(&*tracker, &acme, Signal::Traces);
-    assert_eq!(rows, 200, "every record once: {report:?}");
-    if support::has_pyarrow() {
-        let mut ids = support::pyarrow_read(&data, "traces").ids;
-        ids.sort_unstable();
-        assert_eq!(ids, (0..200).collect::<Vec<i64>>());
-    }
+    assert_spans_stored_once(&*tracker, &data, 200);
 }
 
 #[test]
@@ -489,14 +498,7 @@ fn a_file_abandoned_after_a_write_error_has_its_batches_written_again_once() {
         .filter(|b| tracker.batch(**b).expect("record").error_stage == Some(Stage::Stored))
         .count();
     assert!(retried > 0, "a write failed and its batches were written again");
-    let acme = Tenant::try_new("acme").expect("tenant");
-    let rows = support::stored_rows(&*tracker, &acme, Signal::Traces);
-    assert_eq!(rows, 200, "every span once");
-    if support::has_pyarrow() {
-        let mut ids = support::pyarrow_read(&data, "traces").ids;
-        ids.sort_unstable();
-        assert_eq!(ids, (0..200).collect::<Vec<i64>>());
-    }
+    assert_spans_stored_once(&*tracker, &data, 200);
 }
 
 #[test]
