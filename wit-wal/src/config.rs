@@ -122,6 +122,10 @@ impl Config {
     /// I/O, and always writes through the page cache in [`SyncMode::Buffer`] and on other
     /// systems; [`Stats::direct_io`](crate::Stats::direct_io) tells which is in use. The
     /// files are the same either way.
+    ///
+    /// This concerns the groups only: spare segments are zero-filled with direct I/O
+    /// wherever the file system takes it, so that the fill leaves no dirty pages to compete
+    /// with the log's syncs.
     pub fn with_direct_io(mut self, on: bool) -> Self {
         self.direct_io = on;
         self

@@ -22,7 +22,7 @@ use crate::format::{
 };
 use crate::reader::Reader;
 use crate::recovery::{Recovery, recover};
-use crate::segment::{self, Sealed, Segment};
+use crate::segment::{self, BLOCK, Sealed, Segment};
 use crate::{Error, Lsn, LsnRange, Result};
 
 /// A segmented write-ahead log with group commit.
@@ -109,8 +109,8 @@ struct Plan {
     limit: u64,
 }
 
-/// The unit of direct I/O: offsets, lengths and buffer addresses are multiples of it.
-const BLOCK: usize = 4096;
+/// Zeros that pad a write to the end of its last block.
+static ZEROS: [u8; BLOCK] = [0; BLOCK];
 
 /// The largest write (whole blocks) made with direct I/O; larger groups go through the page
 /// cache. Measured on this project's machine (`benches/benches/wal.rs`, paired workload): a
@@ -915,7 +915,7 @@ impl Shared {
 /// `pwritev` of all of `parts` at `offset`, checking every write's length: short writes
 /// continue where they stopped, a write of zero bytes is an error.
 fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
-    if let [one] | [one, []] = parts {
+    if let [one] | [one, []] | [one, [], []] = parts {
         return file.write_all_at(one, offset);
     }
     let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
@@ -983,7 +983,10 @@ fn start_segment(
     if let Some(f) = faults {
         f.write().map_err(|e| Error::io("write segment header", spare, e))?;
     }
-    file.write_all_at(&header.encode(), 0)
+    // The rest of the first block as zeros (short of the trailer slot of a one-block
+    // segment), so that the write need not read the block in first (see `Io::write_group`).
+    let pad = (BLOCK as u64).min(segment_len - TRAILER_LEN) - HEADER_LEN;
+    write_all_vectored_at(&file, &[&header.encode(), &ZEROS[..pad as usize]], 0)
         .map_err(|e| Error::io("write segment header", spare, e))?;
     if let Some(f) = faults {
         f.sync().map_err(|e| Error::io("sync segment header", spare, e))?;
@@ -1050,7 +1053,19 @@ impl Io {
             }
         }
         if !written {
-            self.write_at(&[&c.buf[lead..], detached], c.offset)?;
+            // A block that a write covers only in part must first be read in unless the page
+            // cache holds it, and a spare zero-filled with direct I/O (or a recycled one whose
+            // pages were evicted) has none of its blocks there. So a group that reaches into a
+            // block no earlier write touched fills the rest of that block with zeros (bytes
+            // past the log's end), stopping short of the trailer slot.
+            let last_block = (end - 1) / BLOCK as u64 * BLOCK as u64;
+            let pad = if last_block >= c.offset {
+                let slot = self.tail.header.segment_len - TRAILER_LEN;
+                (last_block + BLOCK as u64).min(slot).saturating_sub(end) as usize
+            } else {
+                0
+            };
+            self.write_at(&[&c.buf[lead..], detached, &ZEROS[..pad]], c.offset)?;
         }
         if whole_blocks {
             // The block holding the end: its bytes from `buf`, then from `detached`.

@@ -3,6 +3,7 @@
 //! or changing anything.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -140,4 +141,45 @@ fn buffer_mode_never_writes_directly() {
     .unwrap();
     wal.append(b"through the page cache").unwrap();
     assert!(!wal.stats().direct_io);
+}
+
+#[test]
+fn a_group_through_the_page_cache_pads_its_last_block_but_never_the_trailer_slot() {
+    // Four blocks; the trailer slot is the last 64 bytes of the last one.
+    const SEGMENT: u64 = 16 << 10;
+    const SLOT: u64 = SEGMENT - 64;
+    for direct in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || Config::default().with_segment_size(SEGMENT).with_direct_io(direct);
+        let wal = Wal::open(dir.path(), config()).unwrap();
+        wal.append(&[7u8; 10_000]).unwrap();
+        let (path, _, _) = wal.tail_extent();
+        wal.close().unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let mut checkpoint = [0u8; 64];
+        file.read_exact_at(&mut checkpoint, SLOT).unwrap();
+        assert_ne!(checkpoint, [0u8; 64], "a clean close leaves a checkpoint");
+
+        // A group that ends in the last block: written through the page cache either way,
+        // since direct writes never touch the block holding the trailer slot.
+        let wal = Wal::open(dir.path(), config()).unwrap();
+        wal.append(&[9u8; 4000]).unwrap();
+        let (_, durable_end, _) = wal.tail_extent();
+        assert!(durable_end > SEGMENT - 4096 && durable_end < SLOT, "{durable_end}");
+        wal.crash();
+        let mut rest = vec![1u8; (SEGMENT - durable_end) as usize];
+        file.read_exact_at(&mut rest, durable_end).unwrap();
+        let (padding, slot) = rest.split_at((SLOT - durable_end) as usize);
+        assert!(padding.iter().all(|&b| b == 0), "the block is padded with zeros");
+        assert_eq!(slot, checkpoint, "the checkpoint is untouched");
+
+        let wal = Wal::open(dir.path(), config()).unwrap();
+        assert!(wal.recovery().torn_tail.is_none() && wal.recovery().cut.is_none());
+        let lens: Vec<usize> = wal
+            .read_from(Lsn::FIRST)
+            .unwrap()
+            .map(|r| r.unwrap().payload.len())
+            .collect();
+        assert_eq!(lens, [10_000, 4000]);
+    }
 }
