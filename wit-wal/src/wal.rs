@@ -1216,7 +1216,6 @@ impl Io {
         self.tail = seg;
         self.written_end = HEADER_LEN;
         self.block[..HEADER_LEN as usize].copy_from_slice(&self.tail.header.encode());
-        self.ensure_spare(&mut sp);
         self.open_direct()
     }
 
