@@ -41,12 +41,7 @@ fn every_signal_is_stored_and_acknowledged_at_the_level_asked_for() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tracker = support::sqlite(dir.path());
     let data = dir.path().join("data");
-    let pipeline = Pipeline::open(
-        config(dir.path()),
-        Destination::local(&data).expect("dest"),
-        tracker.clone(),
-    )
-    .expect("open");
+    let pipeline = support::open(dir.path(), config(dir.path()), tracker.clone());
 
     let mut acks = Vec::new();
     for i in 0..20u64 {
@@ -155,12 +150,7 @@ fn every_signal_is_stored_and_acknowledged_at_the_level_asked_for() {
 fn an_empty_export_is_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tracker = support::sqlite(dir.path());
-    let pipeline = Pipeline::open(
-        config(dir.path()),
-        Destination::local(&dir.path().join("data")).expect("dest"),
-        tracker.clone(),
-    )
-    .expect("open");
+    let pipeline = support::open(dir.path(), config(dir.path()), tracker.clone());
     // A legal OTLP export with no spans at all.
     let ack = pipeline
         .blocking_submit(&key("acme", Signal::Traces), proto(spans(&[]), 1), AckLevel::Stored)
@@ -187,12 +177,7 @@ fn a_malformed_batch_fails_after_its_retries_without_holding_back_the_rest() {
     );
     let config = config(dir.path());
     let dead_letters = config.dead_letter_dir();
-    let pipeline = Pipeline::open(
-        config,
-        Destination::local(&dir.path().join("data")).expect("dest"),
-        tracker.clone(),
-    )
-    .expect("open");
+    let pipeline = support::open(dir.path(), config, tracker.clone());
     let bad = pipeline
         .blocking_submit(
             &key("bad", Signal::Traces),
@@ -260,7 +245,7 @@ fn a_reopened_pipeline_stores_what_was_durable_exactly_once() {
                 .with_max_file_age(Duration::from_secs(3600))
                 .with_max_file_bytes(20_000),
         );
-        let pipeline = Pipeline::open(config, Destination::local(&data).expect("dest"), tracker.clone()).expect("open");
+        let pipeline = support::open(dir.path(), config, tracker.clone());
         for i in 0..200u64 {
             let ack = pipeline
                 .blocking_submit(
@@ -294,7 +279,6 @@ fn a_reopened_pipeline_stores_what_was_durable_exactly_once() {
 fn submitting_pushes_back_at_the_unstored_bound_and_nothing_is_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tracker = support::sqlite(dir.path());
-    let data = dir.path().join("data");
     let node = wit_store::NodeName::try_new("node-a").expect("node");
     // Nothing is stored until close: files never reach their size or age.
     let config = config(dir.path())
@@ -305,7 +289,7 @@ fn submitting_pushes_back_at_the_unstored_bound_and_nothing_is_dropped() {
                 .with_max_bytes(4096),
         )
         .with_max_unstored_bytes(16 << 10);
-    let pipeline = Pipeline::open(config, Destination::local(&data).expect("dest"), tracker.clone()).expect("open");
+    let pipeline = support::open(dir.path(), config, tracker.clone());
     let mut acks = Vec::new();
     let mut full = None;
     for i in 0..10_000u64 {
@@ -343,12 +327,7 @@ fn submitting_pushes_back_at_the_unstored_bound_and_nothing_is_dropped() {
 fn async_submit_waits_for_room_and_the_ack_is_a_future() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tracker = support::sqlite(dir.path());
-    let pipeline = Pipeline::open(
-        config(dir.path()),
-        Destination::local(&dir.path().join("data")).expect("dest"),
-        tracker.clone(),
-    )
-    .expect("open");
+    let pipeline = support::open(dir.path(), config(dir.path()), tracker.clone());
     let acked = support::block_on(async {
         let ack = pipeline
             .submit(&key("acme", Signal::Logs), proto(logs(&[1, 2, 3]), 1), AckLevel::Stored)
@@ -367,12 +346,7 @@ fn acknowledgments_at_wal_durable_do_not_wait_for_the_tracker() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite = support::sqlite(dir.path());
     let tracker = std::sync::Arc::new(crate::faulty::Faulty::new(sqlite.clone(), None));
-    let pipeline = Pipeline::open(
-        config(dir.path()),
-        Destination::local(&dir.path().join("data")).expect("dest"),
-        tracker.clone(),
-    )
-    .expect("open");
+    let pipeline = support::open(dir.path(), config(dir.path()), tracker.clone());
     // The tracker's database goes away.
     tracker.set_down(true);
     let durable: Vec<_> = (0..20u64)
@@ -418,12 +392,7 @@ fn a_part_no_wal_record_can_hold_is_refused_and_the_pipeline_goes_on() {
             .with_segment_size(4 << 20)
             .with_max_record_size(1 << 20),
     );
-    let pipeline = Pipeline::open(
-        config,
-        Destination::local(&dir.path().join("data")).expect("dest"),
-        tracker.clone(),
-    )
-    .expect("open");
+    let pipeline = support::open(dir.path(), config, tracker.clone());
     let huge = Part::new(PayloadFormat::OtlpProtobuf, Compression::None, 1, vec![0u8; 2 << 20]);
     match pipeline.try_submit(&key("acme", Signal::Traces), huge, AckLevel::WalDurable) {
         Err(Error::PartTooLarge { len, max }) => assert!(len > max && max < 1 << 20, "{len} {max}"),
@@ -471,7 +440,7 @@ fn a_file_abandoned_after_a_write_error_has_its_batches_written_again_once() {
             .with_row_group_rows(16)
             .with_faults(faults),
     );
-    let pipeline = Pipeline::open(config, Destination::local(&data).expect("dest"), tracker.clone()).expect("open");
+    let pipeline = support::open(dir.path(), config, tracker.clone());
     let acks: Vec<_> = (0..40u64)
         .map(|i| {
             let ids: Vec<u64> = (i * 5..i * 5 + 5).collect();
@@ -508,12 +477,7 @@ fn flush_stores_what_was_submitted_before_it_without_waiting_for_file_age() {
     let node = wit_store::NodeName::try_new("node-a").expect("node");
     // Files would stay open for ten minutes.
     let config = config(dir.path()).with_sink(wit_store::SinkConfig::new(node));
-    let pipeline = Pipeline::open(
-        config,
-        Destination::local(&dir.path().join("data")).expect("dest"),
-        tracker.clone(),
-    )
-    .expect("open");
+    let pipeline = support::open(dir.path(), config, tracker.clone());
     let ack = pipeline
         .blocking_submit(&key("acme", Signal::Logs), proto(logs(&[1, 2]), 1), AckLevel::Stored)
         .expect("submit");

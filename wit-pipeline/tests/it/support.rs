@@ -254,3 +254,13 @@ pub(crate) fn stored_rows(
         .map(|f| f.rows)
         .sum()
 }
+
+/// Opens a pipeline storing to `{dir}/data`.
+pub(crate) fn open(
+    dir: &Path,
+    config: PipelineConfig,
+    tracker: Arc<dyn wit_pipeline::TrackerCatalog>,
+) -> wit_pipeline::Pipeline {
+    let destination = wit_store::Destination::local(&dir.join("data")).expect("dest");
+    wit_pipeline::Pipeline::open(config, destination, tracker).expect("open")
+}
