@@ -206,10 +206,7 @@ impl Shared {
         let mut out = Vec::with_capacity(ready.len());
         for envelope in ready {
             let meta = envelope.meta();
-            let mut key = BatchKey::new(meta.tenant.clone(), meta.signal, meta.source);
-            if let Some(topic) = meta.topics.first() {
-                key = key.with_topic(topic.clone());
-            }
+            let key = key_of(meta);
             let queue = ingest.parts.entry(key.clone()).or_default();
             let n = envelope.parts().len().min(queue.len());
             let slots: Vec<Arc<Slot>> = queue.drain(..n).collect();
@@ -528,10 +525,7 @@ impl Pipeline {
             source: Box::new(e),
         })?;
         let (meta, parts) = envelope.into_inner();
-        let mut key = BatchKey::new(meta.tenant, meta.signal, meta.source);
-        if let Some(topic) = meta.topics.first() {
-            key = key.with_topic(topic.clone());
-        }
+        let key = key_of(&meta);
         let acks = parts
             .into_iter()
             .map(|part| self.blocking_submit(&key, part, AckLevel::WalDurable))
@@ -609,6 +603,15 @@ impl Drop for Pipeline {
         if self.writer.is_some() || self.processor.is_some() {
             let _ = self.shutdown(false);
         }
+    }
+}
+
+/// The batcher key a batch was formed under.
+fn key_of(meta: &wit_batch::BatchMeta) -> BatchKey {
+    let key = BatchKey::new(meta.tenant.clone(), meta.signal, meta.source);
+    match meta.topics.first() {
+        Some(topic) => key.with_topic(topic.clone()),
+        None => key,
     }
 }
 
