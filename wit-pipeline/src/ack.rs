@@ -33,6 +33,10 @@ pub enum AckLevel {
     /// as the sink's file age limit (`wit_store::SinkConfig::with_max_file_age`) after the
     /// batch, plus the upload.
     Stored,
+    /// Once the batch is stored and every file holding it has its full-text index recorded
+    /// in the catalog (`wit-index`): searchable through the index. Needs indexing on
+    /// ([`PipelineConfig::with_indexing`](crate::PipelineConfig::with_indexing)).
+    Indexed,
 }
 
 /// What an acknowledgment says.
@@ -60,6 +64,7 @@ struct SlotState {
     lsn: Option<u64>,
     durable: bool,
     stored: bool,
+    indexed: bool,
     error: Option<ErrorKind>,
     wakers: Vec<Waker>,
 }
@@ -103,6 +108,15 @@ impl Slot {
         });
     }
 
+    /// Every file holding the batch is indexed.
+    pub(crate) fn indexed(&self) {
+        self.update(|st| {
+            st.durable = true;
+            st.stored = true;
+            st.indexed = true;
+        });
+    }
+
     /// The level will not be reached: the pipeline stopped or failed.
     pub(crate) fn abandon(&self, reason: &str) {
         self.update(|st| {
@@ -122,6 +136,7 @@ impl Slot {
             AckLevel::Received => true,
             AckLevel::WalDurable => st.durable,
             AckLevel::Stored => st.stored,
+            AckLevel::Indexed => st.indexed,
         };
         if reached {
             let batch = if level == AckLevel::Received { None } else { st.batch };

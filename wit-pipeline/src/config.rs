@@ -42,6 +42,7 @@ pub struct PipelineConfig {
     pub(crate) retention: Option<Duration>,
     pub(crate) compaction_target_bytes: Option<u64>,
     pub(crate) grace: Duration,
+    pub(crate) indexing: bool,
 }
 
 impl PipelineConfig {
@@ -64,7 +65,18 @@ impl PipelineConfig {
             retention: None,
             compaction_target_bytes: None,
             grace: Duration::from_secs(600),
+            indexing: true,
         }
+    }
+
+    /// Whether each published file gets its full-text index (`wit-index`), built by an
+    /// indexing thread after the file is published and recorded beside it in the catalog
+    /// (default on). With it on, [`AckLevel::Indexed`](crate::AckLevel::Indexed) is
+    /// available, compaction indexes the files it writes, and a batch is marked `COMPLETED`
+    /// only once `INDEXED`. Files left unindexed by a crash are indexed after the next open.
+    pub fn with_indexing(mut self, on: bool) -> Self {
+        self.indexing = on;
+        self
     }
 
     /// The write-ahead log's settings (segment size, sync mode ...).

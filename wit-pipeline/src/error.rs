@@ -48,6 +48,16 @@ pub enum Error {
         source: wit_store::Error,
     },
 
+    /// Indexing a file failed (tried again later).
+    #[error("indexing file `{path}` failed")]
+    Index {
+        /// The Parquet file.
+        path: String,
+        /// The index's error.
+        #[source]
+        source: wit_index::Error,
+    },
+
     /// The tracker failed.
     #[error("tracker: {operation} failed")]
     Tracker {

@@ -45,9 +45,19 @@ pub(crate) fn pass(shared: &Shared) -> Result<()> {
     let first = stats.first_lsn.unwrap_or(stats.next_lsn).0;
     let done: Vec<_> = {
         let mut completable = shared.completable.lock();
-        let (done, keep) = std::mem::take(&mut *completable)
+        let (done, mut keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *completable)
             .into_iter()
             .partition(|(lsn, _)| *lsn < first);
+        // With indexing on, a batch is complete once indexed too.
+        let done = match &shared.indexing {
+            None => done,
+            Some(indexing) => {
+                let mut indexed = indexing.indexed.lock();
+                let (ready, waiting): (Vec<_>, Vec<_>) = done.into_iter().partition(|(_, id)| indexed.remove(id));
+                keep.extend(waiting);
+                ready
+            }
+        };
         *completable = keep;
         done
     };
@@ -67,8 +77,11 @@ pub(crate) fn pass(shared: &Shared) -> Result<()> {
     }
 
     let catalog: std::sync::Arc<dyn FileCatalog> = shared.tracker.clone();
-    let maintenance = Maintenance::new(shared.destination.clone(), catalog, shared.config.sink.clone())
+    let mut maintenance = Maintenance::new(shared.destination.clone(), catalog, shared.config.sink.clone())
         .with_grace(shared.config.grace);
+    if shared.indexing.is_some() {
+        maintenance = maintenance.with_indexer(std::sync::Arc::new(wit_index::Indexer::new(shared.destination.clone())));
+    }
     let now = SystemTime::now();
     let seen: Vec<_> = shared.seen.lock().iter().cloned().collect();
     if let Some(retention) = shared.config.retention {

@@ -49,6 +49,7 @@ mod config;
 mod convert;
 mod dead_letter;
 mod error;
+mod index;
 mod janitor;
 mod pipeline;
 mod process;

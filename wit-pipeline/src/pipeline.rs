@@ -70,6 +70,8 @@ pub struct Status {
     pub batches_stored: u64,
     /// Batches given up since the pipeline was opened.
     pub batches_failed: u64,
+    /// Files indexed since the pipeline was opened.
+    pub files_indexed: u64,
     /// The WAL is kept from this LSN on: every batch below it is stored (or given up).
     pub safe_lsn: u64,
     /// The last error a background thread met and lived through (a failed upload, say).
@@ -124,6 +126,8 @@ pub(crate) struct Shared {
     pub(crate) completable: Mutex<Vec<(u64, BatchId)>>,
     /// Tenants and signals seen, for the janitor's retention and compaction.
     pub(crate) seen: Mutex<HashSet<(Tenant, Signal)>>,
+    /// The files waiting for their full-text index (`None` with indexing off).
+    pub(crate) indexing: Option<crate::index::Indexing>,
 }
 
 impl Shared {
@@ -145,6 +149,10 @@ impl Shared {
         self.stop.store(true, Ordering::Release);
         for (_, waiting) in self.acks.lock().drain() {
             waiting.slots.iter().for_each(|s| s.abandon(&reason));
+        }
+        if let Some(indexing) = &self.indexing {
+            indexing.abandon(&reason);
+            indexing.close(false);
         }
         self.wake_all();
     }
@@ -283,6 +291,7 @@ pub struct Pipeline {
     writer: Option<JoinHandle<()>>,
     processor: Option<JoinHandle<Result<()>>>,
     janitor: Option<JoinHandle<()>>,
+    indexer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -305,6 +314,7 @@ impl Pipeline {
     /// [`Error::Tracker`] when the tracker fails during replay; [`Error::Io`].
     pub fn open(config: PipelineConfig, destination: Destination, tracker: Arc<dyn TrackerCatalog>) -> Result<Self> {
         config.validate()?;
+        let config_indexing = config.indexing;
         let dead = DeadLetters::open(config.dead_letter_dir())?;
         let wal = Wal::open(&config.wal_dir(), config.wal.clone()).map_err(Error::wal("open"))?;
         let catalog: Arc<dyn FileCatalog> = tracker.clone();
@@ -344,6 +354,7 @@ impl Pipeline {
             status: Mutex::new(Status::default()),
             completable: Mutex::new(Vec::new()),
             seen: Mutex::new(HashSet::new()),
+            indexing: config_indexing.then(crate::index::Indexing::default),
         });
 
         // Recovery, step 1: complete files the last run staged are published first.
@@ -368,12 +379,20 @@ impl Pipeline {
             background_priority();
             crate::janitor::run(&shared);
         })?;
+        let indexer = match shared.indexing {
+            Some(_) => Some(spawn(&shared, "index", |shared| {
+                background_priority();
+                crate::index::run(&shared);
+            })?),
+            None => None,
+        };
         Ok(Pipeline {
             shared,
             recovery,
             writer: Some(writer),
             processor: Some(processor),
             janitor: Some(janitor),
+            indexer,
         })
     }
 
@@ -395,6 +414,11 @@ impl Pipeline {
     pub fn try_submit(&self, key: &BatchKey, part: Part, level: AckLevel) -> Result<Submitted> {
         self.shared.check_open()?;
         let shared = &self.shared;
+        if level == AckLevel::Indexed && shared.indexing.is_none() {
+            return Err(Error::InvalidConfig {
+                reason: "AckLevel::Indexed needs indexing on (PipelineConfig::with_indexing)".to_owned(),
+            });
+        }
         let len = part.payload.len() as u64;
         let max = shared.config.max_part_bytes();
         if len > max {
@@ -580,6 +604,13 @@ impl Pipeline {
         if let Some(janitor) = self.janitor.take() {
             let _ = janitor.join();
         }
+        // The indexer indexes what the processor published last (when draining), then ends.
+        if let Some(indexing) = &self.shared.indexing {
+            indexing.close(drain && first.is_none());
+        }
+        if let Some(indexer) = self.indexer.take() {
+            let _ = indexer.join();
+        }
         if drain
             && first.is_none()
             && let Err(e) = crate::janitor::pass(&self.shared)
@@ -592,6 +623,9 @@ impl Pipeline {
         for (_, waiting) in self.shared.acks.lock().drain() {
             waiting.slots.iter().for_each(|s| s.abandon(&reason));
         }
+        if let Some(indexing) = &self.shared.indexing {
+            indexing.abandon(&reason);
+        }
         first.map_or(Ok(()), Err)
     }
 }
@@ -600,7 +634,7 @@ impl Drop for Pipeline {
     /// Stops the threads without waiting for open batches or files: what is durable in the
     /// WAL is stored on the next open. Use [`Pipeline::close`] to drain.
     fn drop(&mut self) {
-        if self.writer.is_some() || self.processor.is_some() {
+        if self.writer.is_some() || self.processor.is_some() || self.indexer.is_some() {
             let _ = self.shutdown(false);
         }
     }

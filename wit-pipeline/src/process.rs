@@ -340,8 +340,13 @@ impl Processor {
         })?;
         let stage = record.as_ref().map(|r| r.stage);
         match stage {
-            Some(Stage::Stored | Stage::Indexed) => {
+            Some(stage @ (Stage::Stored | Stage::Indexed)) => {
                 self.shared.completable.lock().push((lsn, id));
+                if let Some(indexing) = &self.shared.indexing
+                    && stage == Stage::Indexed
+                {
+                    indexing.done(&[id]);
+                }
                 if let Some(r) = report.as_deref_mut() {
                     r.already_stored += 1;
                 }
@@ -451,6 +456,10 @@ impl Processor {
         for id in ids {
             self.stored(*id);
         }
+        // No rows, no file, nothing to index.
+        if let Some(indexing) = &self.shared.indexing {
+            indexing.done(ids);
+        }
         Ok(())
     }
 
@@ -530,6 +539,9 @@ impl Processor {
             for id in &file.batch_ids {
                 self.stored(*id);
             }
+            if let Some(indexing) = &self.shared.indexing {
+                indexing.push(file.clone());
+            }
         }
     }
 
@@ -543,6 +555,9 @@ impl Processor {
         }
         if let Some(waiting) = self.shared.acks.lock().remove(&id) {
             waiting.slots.iter().for_each(|s| s.stored(lsn));
+            if let Some(indexing) = &self.shared.indexing {
+                indexing.wait_for(id, waiting.slots);
+            }
         }
         self.shared.completable.lock().push((lsn, id));
         self.shared.status.lock().batches_stored += 1;

@@ -6,9 +6,16 @@
 //! another in one step; retired files are deleted only after a grace period, so a query that
 //! listed them a moment ago can still read them.
 //!
+//! Each file may carry its full-text index: one immutable blob beside it in the store
+//! ([`FileIndex`]), built by `wit-index` and recorded with [`FileCatalog::record_index`] (or
+//! given with the file to [`publish`](FileCatalog::publish) and
+//! [`replace`](FileCatalog::replace)). The blob lives and dies with its file: the catalog
+//! returns it with the file, and [`deletable`](FileCatalog::deletable) names it so the janitor
+//! deletes both.
+//!
 //! [`FileCatalog`] is the contract. [`InMemoryFileCatalog`] implements it here; `wit-tracker`
 //! implements it transactionally in SQLite and PostgreSQL, where publishing a file also marks
-//! its batches `STORED` in the same transaction.
+//! its batches `STORED`, and recording its index marks them `INDEXED`, in the same transaction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
@@ -51,6 +58,22 @@ impl TimeRange {
     }
 }
 
+/// The full-text index of a stored file, as the catalog records it (wit-index builds it).
+///
+/// One immutable blob per file, published to the same [`Destination`](crate::Destination)
+/// beside it, holding one document per row of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIndex {
+    /// The blob's path in the store, relative to its root (validated like a file path).
+    pub path: String,
+    /// The blob's size in bytes.
+    pub bytes: u64,
+    /// How many documents it holds: always the file's row count.
+    pub docs: u64,
+    /// CRC-32 (crc32fast) of the whole blob; readers check it.
+    pub checksum: u32,
+}
+
 /// A complete, durable file in the store, as the catalog records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFile {
@@ -69,38 +92,87 @@ pub struct StoredFile {
     pub bytes: u64,
     /// The batches whose rows it holds. The catalog keeps them sorted and returns them so.
     pub batch_ids: Vec<BatchId>,
+    /// Its full-text index, once one is recorded; `None` for a file not (yet) indexed. A
+    /// file is written without one: the sink always publishes `None`.
+    pub index: Option<FileIndex>,
+}
+
+/// Why `path` cannot be a path in the store, if it cannot: it must be non-empty and relative,
+/// of non-empty components without `.`/`..` or control characters.
+pub(crate) fn path_problem(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        Some("is empty")
+    } else if path.chars().any(char::is_control) {
+        Some("holds a control character")
+    } else if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        Some("must be relative, with no empty, `.` or `..` components")
+    } else {
+        None
+    }
 }
 
 impl StoredFile {
     /// Checks what every catalog requires of a file: a non-empty relative path of non-empty
-    /// components without `.`/`..` or control characters, `min <= max`, no batch id twice.
+    /// components without `.`/`..` or control characters, `min <= max`, no batch id twice;
+    /// and, when it has an [`index`](Self::index), an index path valid by the same rules and
+    /// other than the file's own, holding one document per row (`index.docs == rows`).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidFile`] naming the path and the reason.
+    /// [`Error::InvalidFile`] naming the file's path and the reason.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wit_batch::{BatchId, Signal, Tenant};
+    /// use wit_store::{Error, FileIndex, StoredFile, TimeRange};
+    ///
+    /// let mut file = StoredFile {
+    ///     path: "acme/logs/a.parquet".into(),
+    ///     tenant: Tenant::try_new("acme")?,
+    ///     signal: Signal::Logs,
+    ///     time_range: TimeRange::new(0, 99),
+    ///     rows: 10,
+    ///     bytes: 1_000,
+    ///     batch_ids: vec![BatchId::new()],
+    ///     index: None,
+    /// };
+    /// file.validate()?;
+    /// file.index = Some(FileIndex { path: "acme/logs/a.index".into(), bytes: 300, docs: 9, checksum: 7 });
+    /// assert!(matches!(file.validate(), Err(Error::InvalidFile { .. }))); // 9 documents, 10 rows
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
     pub fn validate(&self) -> Result<()> {
-        let invalid = |reason: &str| {
+        let invalid = |reason: String| {
             Err(Error::InvalidFile {
                 path: self.path.clone(),
-                reason: reason.to_owned(),
+                reason,
             })
         };
-        if self.path.is_empty() {
-            return invalid("the path is empty");
-        }
-        if self.path.chars().any(char::is_control) {
-            return invalid("the path holds a control character");
-        }
-        if self.path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-            return invalid("the path must be relative, with no empty, `.` or `..` components");
+        if let Some(problem) = path_problem(&self.path) {
+            return invalid(format!("the path {problem}"));
         }
         if self.time_range.min > self.time_range.max {
-            return invalid("the time range starts after it ends");
+            return invalid("the time range starts after it ends".to_owned());
         }
         let mut ids = self.batch_ids.clone();
         ids.sort_unstable();
         if ids.windows(2).any(|w| w[0] == w[1]) {
-            return invalid("a batch id is listed twice");
+            return invalid("a batch id is listed twice".to_owned());
+        }
+        if let Some(index) = &self.index {
+            if let Some(problem) = path_problem(&index.path) {
+                return invalid(format!("the index path `{}` {problem}", index.path));
+            }
+            if index.path == self.path {
+                return invalid("the index path is the file's own path".to_owned());
+            }
+            if index.docs != self.rows {
+                return invalid(format!(
+                    "the index holds {} documents but the file has {} rows",
+                    index.docs, self.rows
+                ));
+            }
         }
         Ok(())
     }
@@ -111,6 +183,22 @@ impl StoredFile {
         let mut file = self.clone();
         file.batch_ids.sort_unstable();
         file
+    }
+
+    /// Whether publishing `self` (normalized) again over `held`, the file catalogued under its
+    /// path, is an identical republish: every field equal, the index included, except that a
+    /// file given without an index matches a held one that has since been indexed (the sink
+    /// republishing a file after a crash does not know of an index recorded meanwhile).
+    #[doc(hidden)]
+    pub fn republishes(&self, held: &StoredFile) -> bool {
+        match (&self.index, &held.index) {
+            (None, Some(_)) => {
+                let mut unindexed = held.clone();
+                unindexed.index = None;
+                *self == unindexed
+            }
+            _ => self == held,
+        }
     }
 }
 
@@ -137,9 +225,11 @@ enum FileState {
 pub trait FileCatalog: Send + Sync {
     /// Records complete files as live.
     ///
-    /// Publishing a file again with identical contents is a no-op, so a publish that is
-    /// repeated after a crash succeeds. A tracker marks the files' batches `STORED` in the
-    /// same transaction.
+    /// Publishing a file again with identical contents (its index included) is a no-op, so a
+    /// publish that is repeated after a crash succeeds; a file given without an index also
+    /// matches the same file catalogued since with one. A tracker marks the files' batches
+    /// `STORED` in the same transaction, and, for a file given with its
+    /// [`index`](StoredFile::index), marks them `INDEXED` too.
     ///
     /// A batch is stored in at most one live file: a file holding a batch that another live
     /// file (under another path) holds is refused, as are two files of one call that share a
@@ -148,7 +238,8 @@ pub trait FileCatalog: Send + Sync {
     /// # Errors
     ///
     /// [`Error::InvalidFile`] (see [`StoredFile::validate`], or one path twice in `files`);
-    /// [`Error::FileExists`] for a path already catalogued with other contents;
+    /// [`Error::FileExists`] for a path already catalogued with other contents (another
+    /// index included);
     /// [`Error::Catalog`] when the backend refuses, e.g. a tracker that does not know a batch
     /// or whose batch cannot move to `STORED`; [`Error::BatchAlreadyStored`] for a batch
     /// another live file holds. On any error nothing is published.
@@ -166,7 +257,10 @@ pub trait FileCatalog: Send + Sync {
     /// compaction does: a reader lists either all the old files or all the new ones.
     ///
     /// The new files may hold the batches of the files this call retires, but, as in
-    /// [`publish`](Self::publish), no batch of any other live file, and no batch twice.
+    /// [`publish`](Self::publish), no batch of any other live file, and no batch twice. A new
+    /// file may come with its [`index`](StoredFile::index) (compaction indexes before the
+    /// swap); a tracker then marks its batches that are at `STORED` `INDEXED` in the same
+    /// transaction. The retired files keep their indexes until they are forgotten.
     ///
     /// # Errors
     ///
@@ -195,21 +289,80 @@ pub trait FileCatalog: Send + Sync {
     fn files_holding(&self, batch: BatchId) -> Result<Vec<StoredFile>>;
 
     /// The retired files whose grace period has passed at `now`, ordered by path: the janitor
-    /// deletes these objects, then [`forget`](Self::forget)s them.
+    /// deletes these objects and their index blobs ([`StoredFile::index`]), then
+    /// [`forget`](Self::forget)s them.
     ///
     /// # Errors
     ///
     /// [`Error::Catalog`] when the backend fails.
     fn deletable(&self, now: SystemTime) -> Result<Vec<StoredFile>>;
 
-    /// Removes retired files from the catalog once their objects are deleted, and returns how
-    /// many it removed. Paths the catalog does not hold are skipped, so a janitor may repeat
-    /// this after a crash.
+    /// Removes retired files, with their indexes, from the catalog once their objects are
+    /// deleted, and returns how many it removed. Paths the catalog does not hold are skipped,
+    /// so a janitor may repeat this after a crash.
     ///
     /// # Errors
     ///
     /// [`Error::WrongFileState`] when a file is still live; nothing changes then.
     fn forget(&self, paths: &[String]) -> Result<u64>;
+
+    /// Records `index` as the full-text index of the live file `file`, whose blob the indexer
+    /// has already published beside it. A tracker marks, in the same transaction, each batch
+    /// of the file that is at `STORED` as `INDEXED` (batches already `INDEXED`, `COMPLETED` or
+    /// `FAILED`, and batches it no longer tracks, are left alone).
+    ///
+    /// Recording the same index again is a no-op, so an indexer that repeats the call after a
+    /// crash succeeds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownFile`] when `file` is not catalogued; [`Error::WrongFileState`] when it
+    /// is retired; [`Error::InvalidFile`] when the index does not fit it (an invalid index
+    /// path, the file's own path, or `index.docs` other than the file's rows);
+    /// [`Error::IndexExists`] when the file already has a different index; [`Error::Catalog`]
+    /// when the backend fails. On any error nothing changes.
+    fn record_index(&self, file: &str, index: &FileIndex) -> Result<()>;
+
+    /// Up to `limit` live files without an index, ordered by path: what an indexer (a
+    /// restarted one catching up, say) still has to index.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Catalog`] when the backend fails.
+    fn unindexed(&self, limit: usize) -> Result<Vec<StoredFile>>;
+}
+
+/// Decides a `record_index` call, for every backend: `held` is the file catalogued under
+/// `file` and whether it is live. Returns whether the index is to be recorded (`false` when
+/// the file already has exactly this one).
+///
+/// # Errors
+///
+/// As [`FileCatalog::record_index`]: [`Error::UnknownFile`], [`Error::WrongFileState`],
+/// [`Error::InvalidFile`], [`Error::IndexExists`].
+#[doc(hidden)]
+pub fn check_record_index(file: &str, held: Option<(&StoredFile, bool)>, index: &FileIndex) -> Result<bool> {
+    let held = match held {
+        None => return Err(Error::UnknownFile { path: file.to_owned() }),
+        Some((_, false)) => {
+            return Err(Error::WrongFileState {
+                path: file.to_owned(),
+                state: "retired",
+            });
+        }
+        Some((held, true)) => held,
+    };
+    let mut indexed = held.clone();
+    indexed.index = Some(index.clone());
+    indexed.validate()?;
+    match &held.index {
+        None => Ok(true),
+        Some(existing) if existing == index => Ok(false),
+        Some(existing) => Err(Error::IndexExists {
+            path: file.to_owned(),
+            index: existing.path.clone(),
+        }),
+    }
 }
 
 /// Checks a `publish` call's files: each valid, no path twice. Shared by every backend.
@@ -280,7 +433,7 @@ pub fn check_batches_not_stored(
 /// ```
 /// use std::time::{Duration, SystemTime};
 /// use wit_batch::{BatchId, Signal, Tenant};
-/// use wit_store::{FileCatalog, InMemoryFileCatalog, StoredFile, TimeRange};
+/// use wit_store::{FileCatalog, FileIndex, InMemoryFileCatalog, StoredFile, TimeRange};
 ///
 /// let catalog = InMemoryFileCatalog::default();
 /// let acme = Tenant::try_new("acme")?;
@@ -292,6 +445,7 @@ pub fn check_batches_not_stored(
 ///     rows: 10,
 ///     bytes: 1_000,
 ///     batch_ids: vec![BatchId::new()],
+///     index: None,
 /// };
 /// catalog.publish(&[file("acme/logs/a.parquet", 0, 99), file("acme/logs/b.parquet", 100, 199)])?;
 ///
@@ -307,6 +461,13 @@ pub fn check_batches_not_stored(
 /// assert_eq!(live[0].path, "acme/logs/ab.parquet");
 /// assert!(catalog.deletable(now)?.is_empty());
 /// assert_eq!(catalog.deletable(now + Duration::from_secs(601))?.len(), 2);
+///
+/// // wit-index indexes the new file; an indexer catching up finds nothing left to do.
+/// assert_eq!(catalog.unindexed(100)?.len(), 1);
+/// let index = FileIndex { path: "acme/logs/ab.index".into(), bytes: 512, docs: 10, checksum: 0x1234_5678 };
+/// catalog.record_index("acme/logs/ab.parquet", &index)?;
+/// assert!(catalog.unindexed(100)?.is_empty());
+/// assert_eq!(catalog.list(&acme, Signal::Logs, None)?[0].index, Some(index));
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Default)]
@@ -334,7 +495,7 @@ fn plan_publish(
     for file in new {
         let file = file.normalized();
         match held.get(&file.path) {
-            Some((existing, _)) if *existing == file => {}
+            Some((existing, _)) if file.republishes(existing) => {}
             Some(_) => return Err(Error::FileExists { path: file.path }),
             None => insert.push(file),
         }
@@ -444,5 +605,26 @@ impl FileCatalog for InMemoryFileCatalog {
             }
         }
         Ok(paths.iter().filter(|p| held.remove(*p).is_some()).count() as u64)
+    }
+
+    fn record_index(&self, file: &str, index: &FileIndex) -> Result<()> {
+        let mut held = self.files.lock();
+        let entry = held.get(file).map(|(f, state)| (f, *state == FileState::Live));
+        if check_record_index(file, entry, index)?
+            && let Some((f, _)) = held.get_mut(file)
+        {
+            f.index = Some(index.clone());
+        }
+        Ok(())
+    }
+
+    fn unindexed(&self, limit: usize) -> Result<Vec<StoredFile>> {
+        let held = self.files.lock();
+        Ok(held
+            .values()
+            .filter(|(f, state)| *state == FileState::Live && f.index.is_none())
+            .take(limit)
+            .map(|(f, _)| f.clone())
+            .collect())
     }
 }

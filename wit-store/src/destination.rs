@@ -1,5 +1,6 @@
 //! Where complete files are published: a local directory (by hard link, then rename-free and
-//! atomic) or any `object_store` (uploaded, in parts when large, retried with backoff).
+//! atomic) or any `object_store` (uploaded, in parts when large, retried with backoff); and
+//! the whole-blob `read`, `put` and `delete` that compaction, the janitor and index blobs use.
 
 use std::fs::File;
 use std::io::Read;
@@ -222,8 +223,41 @@ impl Destination {
         }
     }
 
-    /// The bytes of a published file.
-    pub(crate) fn read(&self, path: &str) -> Result<Bytes> {
+    /// Checks a path given to [`read`](Self::read), [`put`](Self::put) or
+    /// [`delete`](Self::delete) by the rules of a file path in the catalog, so no call reaches
+    /// outside the root.
+    fn check_path(path: &str) -> Result<()> {
+        match crate::catalog::path_problem(path) {
+            None => Ok(()),
+            Some(problem) => Err(Error::InvalidFile {
+                path: path.to_owned(),
+                reason: format!("the path {problem}"),
+            }),
+        }
+    }
+
+    /// The whole blob (a published file, an index) under `path`, relative to the root.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidFile`] for a path that is not relative (see
+    /// [`StoredFile::validate`](crate::StoredFile::validate)); [`Error::Io`] (local) or
+    /// [`Error::ObjectStore`] when it cannot be read, a missing blob included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wit_store::Destination;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Destination::local(dir.path())?;
+    /// store.put("acme/logs/a.index", bytes::Bytes::from_static(b"postings"))?;
+    /// assert_eq!(store.read("acme/logs/a.index")?, &b"postings"[..]);
+    /// assert!(store.read("acme/logs/missing.index").is_err());
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read(&self, path: &str) -> Result<Bytes> {
+        Self::check_path(path)?;
         match &self.target {
             Target::Local { root } => {
                 let full = root.join(path);
@@ -247,8 +281,72 @@ impl Destination {
         }
     }
 
-    /// Deletes a published file; one already gone is fine.
-    pub(crate) fn delete(&self, path: &str) -> Result<()> {
+    /// Publishes `bytes` as the whole blob under `path` (relative to the root), atomically and
+    /// durably, replacing any blob there: a reader sees the old blob or the new one, never
+    /// part of one, and once this returns the blob survives a crash. For index blobs and other
+    /// small objects written whole; Parquet files go through the sink.
+    ///
+    /// Locally the bytes are written to `{path}.tmp`, fsynced, renamed to `path`, and every
+    /// directory from its parent up to the root is fsynced (a crash before the rename may
+    /// leave the `.tmp` file, which the next `put` of the same path overwrites). Two `put`s
+    /// of one path at once are not supported. On object storage it is one `put` request
+    /// (atomic by the store's contract), retried only by the object store client's own retry
+    /// settings (those [`from_url`](Self::from_url) sets), not by the sink's upload retries.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidFile`] for a path that is not relative; [`Error::Io`] (local) or
+    /// [`Error::ObjectStore`] when the blob cannot be written. The blob under `path` is then
+    /// the old one, or none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use wit_store::Destination;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Destination::local(dir.path())?;
+    /// store.put("acme/logs/2026/a.index", Bytes::from_static(b"first"))?;
+    /// store.put("acme/logs/2026/a.index", Bytes::from_static(b"second"))?; // replaces it
+    /// assert_eq!(std::fs::read(dir.path().join("acme/logs/2026/a.index"))?, b"second");
+    /// assert!(!dir.path().join("acme/logs/2026/a.index.tmp").exists());
+    /// store.delete("acme/logs/2026/a.index")?;
+    /// store.delete("acme/logs/2026/a.index")?; // already gone is fine
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put(&self, path: &str, bytes: Bytes) -> Result<()> {
+        Self::check_path(path)?;
+        match &self.target {
+            Target::Local { root } => put_local(root, path, &bytes),
+            Target::Object {
+                store, prefix, runtime, ..
+            } => {
+                let (store, dest) = (store.clone(), Self::object_path(prefix, path));
+                let shown = dest.to_string();
+                runtime
+                    .run(async move { store.put(&dest, PutPayload::from(bytes)).await.map(drop) })
+                    .map_err(|source| Error::ObjectStore {
+                        path: shown,
+                        source: Box::new(source),
+                    })
+            }
+        }
+    }
+
+    /// Deletes the blob under `path` (relative to the root); one already gone is fine, so a
+    /// janitor may repeat this after a crash. Locally the parent directory is fsynced after.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidFile`] for a path that is not relative; [`Error::Io`] (local) or
+    /// [`Error::ObjectStore`] when it cannot be deleted.
+    ///
+    /// # Examples
+    ///
+    /// See [`put`](Self::put).
+    pub fn delete(&self, path: &str) -> Result<()> {
+        Self::check_path(path)?;
         match &self.target {
             Target::Local { root } => {
                 let full = root.join(path);
@@ -277,6 +375,24 @@ impl Destination {
             }
         }
     }
+}
+
+/// Writes `bytes` to `root/path` through `{path}.tmp`: write, fsync, rename into place, then
+/// fsync every directory from its parent up to `root`.
+fn put_local(root: &Path, path: &str, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let target = root.join(path);
+    let parent = target.parent().unwrap_or(root);
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let mut tmp_name = target.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut file = File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, &target).map_err(io(&target))?;
+    sync_up_to(root, parent)
 }
 
 /// Links the staged file under `root/path` (or, when staging is on another file system,

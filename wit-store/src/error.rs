@@ -12,7 +12,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A file description is not acceptable: an empty or non-relative path, a time range whose
-    /// start is after its end, a file listed twice in one call.
+    /// start is after its end, a file listed twice in one call, an index that does not fit its
+    /// file; or a path given to a [`Destination`](crate::Destination) that is not relative.
     #[error("invalid stored file `{path}`: {reason}")]
     InvalidFile {
         /// The file's path in the store.
@@ -22,7 +23,7 @@ pub enum Error {
     },
 
     /// A file was published under a path the catalog already holds with different contents
-    /// (tenant, signal, time range, rows, bytes or batch ids).
+    /// (tenant, signal, time range, rows, bytes, batch ids or index).
     #[error("stored file `{path}` is already in the catalog with different contents")]
     FileExists {
         /// The file's path in the store.
@@ -53,6 +54,27 @@ pub enum Error {
         /// What failed.
         #[source]
         source: Box<Error>,
+    },
+
+    /// An index was recorded for a file that already has a different one. A file has one
+    /// immutable index; the same one again is accepted (a repeat after a crash).
+    #[error("stored file `{path}` already has a different index, `{index}`")]
+    IndexExists {
+        /// The file's path in the store.
+        path: String,
+        /// The path of the index blob recorded for it.
+        index: String,
+    },
+
+    /// Indexing a new file failed (the [`FileIndexer`](crate::FileIndexer)'s error), so the
+    /// file was not catalogued.
+    #[error("indexing stored file `{path}` failed")]
+    Index {
+        /// The file's path in the store.
+        path: String,
+        /// The indexer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// A path the catalog does not hold.

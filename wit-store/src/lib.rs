@@ -6,7 +6,9 @@
 //! publishes through a [`Destination`]; [`Maintenance`] compacts small files, applies
 //! retention and deletes retired files after a grace period, always through the catalog.
 //! [`InMemoryFileCatalog`] implements the catalog here; `wit-tracker` implements it in SQLite
-//! and PostgreSQL, in the same transaction as the batches' `STORED` mark.
+//! and PostgreSQL, in the same transaction as the batches' `STORED` mark. The catalog also
+//! records each file's full-text index blob ([`FileIndex`], built by `wit-index` through a
+//! [`FileIndexer`] or on its own), published beside the file with [`Destination::put`].
 //!
 //! Layout: `{tenant}/{signal}/{yyyy}/{mm}/{dd}/{hh}/{node}/{file}.parquet`, the hour being
 //! the UTC hour of the file's earliest event, the file name a UUID v7. Each file's key-value
@@ -54,12 +56,12 @@ mod writer;
 
 pub mod catalog;
 
-pub use catalog::{FileCatalog, InMemoryFileCatalog, StoredFile, TimeRange};
+pub use catalog::{FileCatalog, FileIndex, InMemoryFileCatalog, StoredFile, TimeRange};
 #[doc(hidden)]
 pub use config::SinkFaults;
 pub use config::{ParquetCompression, SinkConfig};
 pub use destination::Destination;
 pub use error::{Error, Result};
 pub use layout::NodeName;
-pub use maintenance::{CompactionReport, Maintenance};
+pub use maintenance::{CompactionReport, FileIndexer, Maintenance};
 pub use sink::{AsyncParquetSink, ParquetSink};

@@ -1,4 +1,5 @@
-//! Compaction, retention and the deletion of retired files, all through the catalog.
+//! Compaction, retention and the deletion of retired files (with their index blobs), all
+//! through the catalog.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +13,61 @@ use wit_batch::{BatchId, Signal, Tenant};
 
 use crate::layout::partition_of;
 use crate::writer::{FileWriter, Staged, lock_dir, same_schema, time_column};
-use crate::{Destination, Error, FileCatalog, Result, SinkConfig, StoredFile};
+use crate::{Destination, Error, FileCatalog, FileIndex, Result, SinkConfig, StoredFile};
+
+/// Builds and publishes the index of a stored file; wit-index implements it.
+///
+/// [`Maintenance::with_indexer`] has compaction index each new file after uploading it and
+/// before swapping it into the catalog, so a compacted file is never live without its index.
+///
+/// ```
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use wit_store::{Destination, FileIndex, FileIndexer, InMemoryFileCatalog, Maintenance, NodeName, SinkConfig, StoredFile};
+///
+/// /// Indexes nothing but the file's path, into `{file}.index` beside it.
+/// struct PathIndexer(Destination);
+///
+/// impl FileIndexer for PathIndexer {
+///     fn index_file(&self, file: &StoredFile) -> Result<FileIndex, Box<dyn std::error::Error + Send + Sync>> {
+///         let blob = Bytes::from(file.path.clone());
+///         let index = FileIndex {
+///             path: format!("{}.index", file.path),
+///             bytes: blob.len() as u64,
+///             docs: file.rows,
+///             checksum: crc32fast::hash(&blob),
+///         };
+///         self.0.put(&index.path, blob)?;
+///         Ok(index)
+///     }
+/// }
+///
+/// let dir = tempfile::tempdir()?;
+/// let destination = Destination::local(dir.path())?;
+/// let maintenance = Maintenance::new(
+///     destination.clone(),
+///     Arc::new(InMemoryFileCatalog::default()),
+///     SinkConfig::new(NodeName::try_new("node-a")?),
+/// )
+/// .with_indexer(Arc::new(PathIndexer(destination)));
+/// # drop(maintenance);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub trait FileIndexer: Send + Sync {
+    /// Indexes `file` (already published in the destination, not yet catalogued), publishes
+    /// the blob, returns what to record.
+    ///
+    /// The blob must be durable in the destination before this returns (e.g. through
+    /// [`Destination::put`]), and the returned [`FileIndex`] must fit the file (see
+    /// [`StoredFile::validate`]: a valid path other than the file's, `docs == file.rows`).
+    ///
+    /// # Errors
+    ///
+    /// The indexer's own error; compaction reports it as [`Error::Index`] and catalogues
+    /// nothing of that partition.
+    fn index_file(&self, file: &StoredFile)
+    -> std::result::Result<FileIndex, Box<dyn std::error::Error + Send + Sync>>;
+}
 
 /// What a compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,10 +78,11 @@ pub struct CompactionReport {
     pub published: Vec<StoredFile>,
 }
 
-/// Keeps a store tidy: merges small files, applies retention, deletes retired files once
-/// their grace period has passed. Every change goes through the [`FileCatalog`], so a query
-/// sees either the old files or the new ones, and a file it listed stays readable for the
-/// grace period (default 10 minutes).
+/// Keeps a store tidy: merges small files, applies retention, deletes retired files (and
+/// their index blobs) once their grace period has passed. Every change goes through the
+/// [`FileCatalog`], so a query sees either the old files or the new ones, and a file it listed
+/// stays readable for the grace period (default 10 minutes). With a [`FileIndexer`]
+/// ([`with_indexer`](Self::with_indexer)), compacted files are indexed before they go live.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -45,6 +101,7 @@ pub struct Maintenance {
     catalog: Arc<dyn FileCatalog>,
     config: SinkConfig,
     grace: Duration,
+    indexer: Option<Arc<dyn FileIndexer>>,
 }
 
 impl std::fmt::Debug for Maintenance {
@@ -52,6 +109,7 @@ impl std::fmt::Debug for Maintenance {
         f.debug_struct("Maintenance")
             .field("destination", &self.destination)
             .field("grace", &self.grace)
+            .field("indexer", &self.indexer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -65,7 +123,17 @@ impl Maintenance {
             catalog,
             config,
             grace: Duration::from_secs(600),
+            indexer: None,
         }
+    }
+
+    /// Has [`compact`](Self::compact) index each new file with `indexer` after uploading it
+    /// and before the swap, so the new files are catalogued with their
+    /// [`index`](StoredFile::index). Without one (the default), compacted files are catalogued
+    /// unindexed.
+    pub fn with_indexer(mut self, indexer: Arc<dyn FileIndexer>) -> Self {
+        self.indexer = Some(indexer);
+        self
     }
 
     /// How long a retired file stays readable before it may be deleted.
@@ -95,12 +163,19 @@ impl Maintenance {
     /// ids of the files it merged. So a batch that was in one file is again in one file, and
     /// no two new files hold the same batch. One group's files are read into memory together.
     ///
+    /// With an indexer ([`with_indexer`](Self::with_indexer)), each new file is indexed right
+    /// after its upload, and the swap catalogues it with its index (a tracker then marks its
+    /// batches at `STORED` `INDEXED` in the same transaction).
+    ///
     /// # Errors
     ///
     /// [`Error::Locked`] when another compaction uses the same staging directory; reading,
-    /// writing, uploading or catalog errors. Partitions compacted before the error
-    /// stay compacted; the failing one is unchanged (its new files, if uploaded, are not
-    /// catalogued and never listed).
+    /// writing, uploading or catalog errors; [`Error::Index`] when the indexer fails.
+    /// Partitions compacted before the error stay compacted; the failing one is unchanged
+    /// (its new files, if uploaded, are not catalogued and never listed). After an indexing
+    /// failure the partition's new files and the index blobs already made for them are
+    /// deleted again, best-effort (after a failed swap they are not: the catalog may have
+    /// applied it).
     pub fn compact(
         &self,
         tenant: &Tenant,
@@ -149,10 +224,21 @@ impl Maintenance {
                 let mut ids: Vec<BatchId> = group.iter().flat_map(|f| f.batch_ids.iter().copied()).collect();
                 ids.sort_unstable();
                 ids.dedup();
-                let Some(file) = self.write_merged(&staging, tenant, signal, merged, &ids)? else {
+                let Some(mut file) = self.write_merged(&staging, tenant, signal, merged, &ids)? else {
                     continue;
                 };
                 self.destination.publish(&file, &self.config)?;
+                if let Some(indexer) = &self.indexer {
+                    match indexer.index_file(&file.file) {
+                        Ok(index) => file.file.index = Some(index),
+                        Err(source) => {
+                            let path = file.file.path.clone();
+                            staged.push(file);
+                            self.abandon(&staged);
+                            return Err(Error::Index { path, source });
+                        }
+                    }
+                }
                 old.extend(group.into_iter().map(|f| f.path));
                 staged.push(file);
             }
@@ -171,6 +257,19 @@ impl Maintenance {
             report.published.extend(new);
         }
         Ok(report)
+    }
+
+    /// Deletes, best-effort, what a partition whose indexing failed made before it was
+    /// catalogued: the new files (published and staged) and the index blobs made for them.
+    /// None of it was ever offered to the catalog, so nothing can list it.
+    fn abandon(&self, staged: &[Staged]) {
+        for file in staged {
+            if let Some(index) = &file.file.index {
+                let _ = self.destination.delete(&index.path);
+            }
+            let _ = self.destination.delete(&file.file.path);
+            let _ = std::fs::remove_file(&file.local);
+        }
     }
 
     /// All rows of `files`, sorted by event time; `None` when their schemas differ.
@@ -236,8 +335,9 @@ impl Maintenance {
         Ok(retired)
     }
 
-    /// Deletes the retired files whose grace period has passed at `now`, then forgets them in
-    /// the catalog. Returns how many it deleted. Safe to repeat after a crash.
+    /// Deletes the retired files whose grace period has passed at `now`, each with its index
+    /// blob if it has one, then forgets them in the catalog. Returns how many files it
+    /// deleted. Safe to repeat after a crash.
     ///
     /// # Errors
     ///
@@ -246,6 +346,9 @@ impl Maintenance {
     pub fn delete_retired(&self, now: SystemTime) -> Result<u64> {
         let due = self.catalog.deletable(now)?;
         for file in &due {
+            if let Some(index) = &file.index {
+                self.destination.delete(&index.path)?;
+            }
             self.destination.delete(&file.path)?;
         }
         let paths: Vec<String> = due.into_iter().map(|f| f.path).collect();

@@ -448,6 +448,7 @@ impl FileWriter {
                 rows: self.rows,
                 bytes,
                 batch_ids: self.batch_ids.into_iter().collect(),
+                index: None,
             },
         }))
     }
@@ -519,6 +520,7 @@ pub(crate) fn read_staged(local: &Path) -> Result<Staged> {
             rows: get(keys::ROWS)?.parse().map_err(|_| bad(keys::ROWS))?,
             bytes,
             batch_ids,
+            index: None,
         },
     })
 }

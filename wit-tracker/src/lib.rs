@@ -6,7 +6,8 @@
 //! workers on several nodes, stores source offsets in the same transaction as a step, and
 //! answers the operator's questions. It is also the transactional
 //! [`FileCatalog`](wit_store::FileCatalog): publishing a Parquet file marks its batches
-//! `STORED` in the same transaction. Backends: [`SqliteTracker`] (embedded, the default),
+//! `STORED` in the same transaction, and recording the file's full-text index marks them
+//! `INDEXED`. Backends: [`SqliteTracker`] (embedded, the default),
 //! [`PostgresTracker`] (shared by several nodes; the table `batch_tracker` keeps seed 000's
 //! columns) and [`InMemoryTracker`]; each is also an [`AsyncTracker`].
 //!

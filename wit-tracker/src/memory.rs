@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
-use wit_store::{FileCatalog, InMemoryFileCatalog, StoredFile, TimeRange};
+use wit_store::{FileCatalog, FileIndex, InMemoryFileCatalog, StoredFile, TimeRange};
 
 use crate::model::{
     Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts,
@@ -259,23 +259,40 @@ impl Tracker for InMemoryTracker {
     }
 }
 
+impl State {
+    /// Copies of the records of `ids` that exist (work is done on copies, so that an error
+    /// leaves everything as it was).
+    fn copies(&self, ids: &[BatchId]) -> HashMap<BatchId, BatchRecord> {
+        ids.iter()
+            .filter_map(|id| self.batches.get(id).map(|rec| (*id, rec.clone())))
+            .collect()
+    }
+
+    /// Writes back the records of `changed`.
+    fn write_back(&mut self, mut records: HashMap<BatchId, BatchRecord>, changed: Vec<BatchId>) {
+        for id in changed {
+            if let Some(rec) = records.remove(&id) {
+                self.batches.insert(id, rec);
+            }
+        }
+    }
+}
+
 impl FileCatalog for InMemoryTracker {
     fn publish(&self, files: &[StoredFile]) -> wit_store::Result<()> {
         let mut state = self.inner.lock();
         let new = plan::files_to_publish(files, |path| Ok(state.files.get(path)))?;
         let ids = plan::file_batch_ids(&new);
-        let mut records = HashMap::new();
-        for id in &ids {
-            let rec = state.batches.get(id).ok_or(Error::UnknownBatch { batch: *id })?;
-            records.insert(*id, rec.clone());
+        if let Some(batch) = ids.iter().find(|id| !state.batches.contains_key(id)) {
+            return Err(Error::UnknownBatch { batch: *batch }.into());
         }
-        let changed = plan::store_all(&mut records, &ids, SystemTime::now())?;
+        let indexed = plan::indexed_batch_ids(files);
+        let mut records = state.copies(&plan::merged_ids(ids.clone(), indexed.clone()));
+        let now = SystemTime::now();
+        let stored = plan::store_all(&mut records, &ids, now)?;
+        let changed = plan::merged_ids(stored, plan::index_all(&mut records, &indexed, now)?);
         state.files.publish(&new)?;
-        for id in changed {
-            if let Some(rec) = records.remove(&id) {
-                state.batches.insert(id, rec);
-            }
-        }
+        state.write_back(records, changed);
         Ok(())
     }
 
@@ -284,7 +301,13 @@ impl FileCatalog for InMemoryTracker {
     }
 
     fn replace(&self, old: &[String], new: &[StoredFile], delete_after: SystemTime) -> wit_store::Result<()> {
-        self.inner.lock().files.replace(old, new, delete_after)
+        let mut state = self.inner.lock();
+        let indexed = plan::indexed_batch_ids(new);
+        let mut records = state.copies(&indexed);
+        let changed = plan::index_all(&mut records, &indexed, SystemTime::now())?;
+        state.files.replace(old, new, delete_after)?;
+        state.write_back(records, changed);
+        Ok(())
     }
 
     fn retire(&self, paths: &[String], delete_after: SystemTime) -> wit_store::Result<()> {
@@ -301,6 +324,20 @@ impl FileCatalog for InMemoryTracker {
 
     fn forget(&self, paths: &[String]) -> wit_store::Result<u64> {
         self.inner.lock().files.forget(paths)
+    }
+
+    fn record_index(&self, file: &str, index: &FileIndex) -> wit_store::Result<()> {
+        let mut state = self.inner.lock();
+        let ids = state.files.get(file).map(|f| f.batch_ids).unwrap_or_default();
+        let mut records = state.copies(&ids);
+        let changed = plan::index_all(&mut records, &ids, SystemTime::now())?;
+        state.files.record_index(file, index)?;
+        state.write_back(records, changed);
+        Ok(())
+    }
+
+    fn unindexed(&self, limit: usize) -> wit_store::Result<Vec<StoredFile>> {
+        self.inner.lock().files.unindexed(limit)
     }
 }
 

@@ -281,8 +281,8 @@ pub(crate) fn merged_offsets(steps: &[Advance]) -> Vec<SourceOffset> {
     merged.into_values().cloned().collect()
 }
 
-/// Decides which of `files` a publish inserts: an identical file already held is skipped, a
-/// different one under the same path is `FileExists`.
+/// Decides which of `files` a publish inserts: an identical file already held is skipped
+/// ([`StoredFile::republishes`]), a different one under the same path is `FileExists`.
 pub(crate) fn files_to_publish(
     files: &[StoredFile],
     mut existing: impl FnMut(&str) -> Result<Option<StoredFile>>,
@@ -292,7 +292,7 @@ pub(crate) fn files_to_publish(
     for file in files {
         let file = file.normalized();
         match existing(&file.path)? {
-            Some(held) if held == file => {}
+            Some(held) if file.republishes(&held) => {}
             Some(_) => return Err(wit_store::Error::FileExists { path: file.path }),
             None => insert.push(file),
         }
@@ -389,6 +389,41 @@ pub(crate) fn store_all(
         changed.push(*id);
     }
     Ok(changed)
+}
+
+/// The batch ids of those of `files` that come with an index, each once, sorted.
+pub(crate) fn indexed_batch_ids(files: &[StoredFile]) -> Vec<BatchId> {
+    let indexed: Vec<StoredFile> = files.iter().filter(|f| f.index.is_some()).cloned().collect();
+    file_batch_ids(&indexed)
+}
+
+/// Marks the batches of a file whose index is recorded `INDEXED`: those at `STORED` move on,
+/// the rest (`INDEXED`, `COMPLETED`, `FAILED`, earlier stages) stay as they are, as do ids
+/// without a record (batches purged since their file was published). Returns the ids of the
+/// records that changed.
+pub(crate) fn index_all(
+    records: &mut HashMap<BatchId, BatchRecord>,
+    ids: &[BatchId],
+    at: SystemTime,
+) -> Result<Vec<BatchId>> {
+    let mut changed = Vec::new();
+    for id in ids {
+        let Some(rec) = records.get_mut(id) else { continue };
+        if rec.stage != Stage::Stored {
+            continue;
+        }
+        apply_advance(rec, &Advance::new(*id, Stage::Indexed, at))?;
+        changed.push(*id);
+    }
+    Ok(changed)
+}
+
+/// `a` and `b` together, each id once, sorted.
+pub(crate) fn merged_ids(mut a: Vec<BatchId>, b: Vec<BatchId>) -> Vec<BatchId> {
+    a.extend(b);
+    a.sort_unstable();
+    a.dedup();
+    a
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -17,7 +17,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
-use wit_store::{FileCatalog, StoredFile, TimeRange};
+use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 
 use crate::model::{
     Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts,
@@ -25,7 +25,8 @@ use crate::model::{
 };
 use crate::plan::{micros, sql_limit, to_i64};
 use crate::sql::{
-    FIRST_TIME_COLUMN, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN, stage_list, wal_node,
+    FIRST_TIME_COLUMN, IndexColumns, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN, read_index,
+    stage_list, wal_node,
 };
 use crate::{AsyncTracker, Error, Result, Tracker, plan};
 
@@ -122,6 +123,18 @@ ALTER TABLE batch_tracker ADD COLUMN wal_node TEXT;
 DROP INDEX batch_tracker_wal;
 CREATE INDEX batch_tracker_wal ON batch_tracker (wal_node, wal_position)
     WHERE wal_position IS NOT NULL AND stage IN ('CREATED', 'WAL_WRITTEN', 'SOURCE_COMMITTED', 'INGESTED');
+"#,
+    ),
+    (
+        3,
+        "stored_files.index_*: each file's full-text index blob; stored_files_unindexed",
+        r#"
+ALTER TABLE stored_files
+    ADD COLUMN index_path TEXT,
+    ADD COLUMN index_bytes BIGINT,
+    ADD COLUMN index_docs BIGINT,
+    ADD COLUMN index_checksum BIGINT;
+CREATE INDEX stored_files_unindexed ON stored_files (path) WHERE state = 'live' AND index_path IS NULL;
 "#,
     ),
 ];
@@ -853,7 +866,14 @@ both_apis! {
     fn purge_completed(&self, completed_before: SystemTime) -> u64;
 }
 
-const FILE_COLUMNS: &str = "path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, batch_ids, state";
+const FILE_COLUMNS: &str = "path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, batch_ids, state, \
+     index_path, index_bytes, index_docs, index_checksum";
+
+/// A file's index from its four columns (all `NULL` when it has none).
+fn read_file_index(row: &Row) -> Result<Option<FileIndex>> {
+    let get = |i: usize| row.try_get::<_, Option<i64>>(i).map_err(row_err);
+    read_index(BACKEND, row.try_get(9).map_err(row_err)?, get(10)?, get(11)?, get(12)?)
+}
 
 fn read_file(row: &Row) -> Result<(StoredFile, bool)> {
     let tenant: String = row.try_get(1).map_err(row_err)?;
@@ -871,6 +891,7 @@ fn read_file(row: &Row) -> Result<(StoredFile, bool)> {
             rows: u64::try_from(rows).map_err(|_| corrupt("row count", rows))?,
             bytes: u64::try_from(bytes).map_err(|_| corrupt("byte size", bytes))?,
             batch_ids: ids.into_iter().map(|u| BatchId::from_u128(u.as_u128())).collect(),
+            index: read_file_index(row)?,
         },
         state == "live",
     ))
@@ -901,7 +922,8 @@ async fn insert_files(tx: &deadpool_postgres::Transaction<'_>, files: &[StoredFi
     let file_stmt = tx
         .prepare_cached(
             "INSERT INTO stored_files (path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, \
-             batch_ids, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'live')",
+             batch_ids, state, index_path, index_bytes, index_docs, index_checksum) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'live', $9, $10, $11, $12)",
         )
         .await
         .map_err(pg_err(op))?;
@@ -912,6 +934,7 @@ async fn insert_files(tx: &deadpool_postgres::Transaction<'_>, files: &[StoredFi
     for f in files {
         let ids: Vec<Uuid> = f.batch_ids.iter().copied().map(uuid).collect();
         let (rows, bytes) = (to_i64(f.rows, "row count")?, to_i64(f.bytes, "byte size")?);
+        let index = IndexColumns::of(f.index.as_ref())?;
         tx.execute(
             &file_stmt,
             &[
@@ -923,6 +946,10 @@ async fn insert_files(tx: &deadpool_postgres::Transaction<'_>, files: &[StoredFi
                 &rows,
                 &bytes,
                 &ids,
+                &index.path,
+                &index.bytes,
+                &index.docs,
+                &index.checksum,
             ],
         )
         .await
@@ -997,8 +1024,11 @@ async fn publish(inner: &Inner, files: Vec<StoredFile>) -> wit_store::Result<()>
     let new = plan::files_to_publish(&files, |path| Ok(held.get(path).map(|f| f.0.clone())))?;
     let ids = plan::file_batch_ids(&new);
     lock_batches(&tx, &ids, op).await?;
-    let mut records = load(&tx, &ids, op).await?;
-    let changed = plan::store_all(&mut records, &ids, SystemTime::now())?;
+    let indexed = plan::indexed_batch_ids(&files);
+    let mut records = load(&tx, &plan::merged_ids(ids.clone(), indexed.clone()), op).await?;
+    let now = SystemTime::now();
+    let stored = plan::store_all(&mut records, &ids, now)?;
+    let changed = plan::merged_ids(stored, plan::index_all(&mut records, &indexed, now)?);
     wit_store::catalog::check_batches_not_stored(&new, &[], &live_holders(&tx, &ids, op).await?)?;
     insert_files(&tx, &new, op).await?;
     store(&tx, &records, &changed, op).await?;
@@ -1017,10 +1047,14 @@ async fn replace(
     let tx = client.transaction().await.map_err(pg_err(op))?;
     let held = lock_files(&tx, &all_paths(&old, &new), op).await?;
     plan::check_live(&old, |path| Ok(held.get(path).map(|f| f.1)))?;
+    let indexed = plan::indexed_batch_ids(&new);
     let new = plan::files_to_publish(&new, |path| Ok(held.get(path).map(|f| f.0.clone())))?;
     let ids = plan::file_batch_ids(&new);
     lock_batches(&tx, &ids, op).await?;
     wit_store::catalog::check_batches_not_stored(&new, &old, &live_holders(&tx, &ids, op).await?)?;
+    let mut records = load(&tx, &indexed, op).await?;
+    let changed = plan::index_all(&mut records, &indexed, SystemTime::now())?;
+    store(&tx, &records, &changed, op).await?;
     tx.execute(
         "UPDATE stored_files SET state = 'retired', delete_after = $2 WHERE path = ANY($1)",
         &[&old, &micros(delete_after)],
@@ -1040,6 +1074,30 @@ async fn list_files(
 ) -> Result<Vec<StoredFile>> {
     let rows = query_rows(inner, op, sql, params).await?;
     rows.iter().map(|r| Ok(read_file(r)?.0)).collect()
+}
+
+async fn record_index(inner: &Inner, file: String, index: FileIndex) -> wit_store::Result<()> {
+    let op = "record_index";
+    let mut client = inner.pool.get().await.map_err(pool_err(op))?;
+    let tx = client.transaction().await.map_err(pg_err(op))?;
+    let held = lock_files(&tx, &[file.as_str()], op).await?.remove(&file);
+    let record = wit_store::catalog::check_record_index(&file, held.as_ref().map(|(f, live)| (f, *live)), &index)?;
+    if record {
+        let columns = IndexColumns::of(Some(&index))?;
+        tx.execute(
+            "UPDATE stored_files SET index_path = $2, index_bytes = $3, index_docs = $4, index_checksum = $5 \
+             WHERE path = $1",
+            &[&file, &columns.path, &columns.bytes, &columns.docs, &columns.checksum],
+        )
+        .await
+        .map_err(pg_err(op))?;
+    }
+    let ids = held.map(|(f, _)| f.batch_ids).unwrap_or_default();
+    let mut records = load(&tx, &ids, op).await?;
+    let changed = plan::index_all(&mut records, &ids, SystemTime::now())?;
+    store(&tx, &records, &changed, op).await?;
+    tx.commit().await.map_err(pg_err(op))?;
+    Ok(())
 }
 
 async fn forget(inner: &Inner, paths: Vec<String>) -> wit_store::Result<u64> {
@@ -1111,5 +1169,20 @@ impl FileCatalog for PostgresTracker {
     fn forget(&self, paths: &[String]) -> wit_store::Result<u64> {
         let paths = paths.to_vec();
         self.catalog(move |inner| async move { forget(&inner, paths).await })
+    }
+
+    fn record_index(&self, file: &str, index: &FileIndex) -> wit_store::Result<()> {
+        let (file, index) = (file.to_owned(), index.clone());
+        self.catalog(move |inner| async move { record_index(&inner, file, index).await })
+    }
+
+    fn unindexed(&self, limit: usize) -> wit_store::Result<Vec<StoredFile>> {
+        self.catalog(move |inner| async move {
+            let sql = format!(
+                "SELECT {FILE_COLUMNS} FROM stored_files WHERE state = 'live' AND index_path IS NULL \
+                 ORDER BY path LIMIT $1"
+            );
+            Ok(list_files(&inner, "unindexed files", &sql, &[&sql_limit(limit)]).await?)
+        })
     }
 }

@@ -1,9 +1,11 @@
-//! What the SQL backends share: the schema's column order and names, and how a row read in
-//! that order becomes a record.
+//! What the SQL backends share: the schema's column order and names, how a row read in that
+//! order becomes a record, and how a file's index maps to its columns.
 
 use std::time::SystemTime;
 
 use wit_batch::{BatchId, BatchMeta, Stage, Tenant};
+
+use wit_store::FileIndex;
 
 use crate::model::{BatchRecord, Lease, StageTimes, WalPosition};
 use crate::{Error, Result, plan};
@@ -14,6 +16,56 @@ pub(crate) const RECORD_COLUMNS: &str = "batch_id, client_id, signal, source, st
      kafka_completed_at, ingestion_completed_at, storage_completed_at, index_completed_at, \
      janitor_completed_at, failed_at, error_stage, error_message, retry_count, claimed_by, lease_until, \
      updated_at, wal_node";
+
+/// A file's index as the four nullable `stored_files` columns of schema version 3 hold it,
+/// in this order: `index_path`, `index_bytes`, `index_docs`, `index_checksum` (the CRC-32
+/// widened to 64 bits). All four are `NULL` for a file without an index.
+#[derive(Debug, Default)]
+pub(crate) struct IndexColumns<'a> {
+    pub(crate) path: Option<&'a str>,
+    pub(crate) bytes: Option<i64>,
+    pub(crate) docs: Option<i64>,
+    pub(crate) checksum: Option<i64>,
+}
+
+impl<'a> IndexColumns<'a> {
+    /// The columns' values for `index`.
+    pub(crate) fn of(index: Option<&'a FileIndex>) -> Result<Self> {
+        let Some(index) = index else {
+            return Ok(IndexColumns::default());
+        };
+        Ok(IndexColumns {
+            path: Some(&index.path),
+            bytes: Some(plan::to_i64(index.bytes, "index byte size")?),
+            docs: Some(plan::to_i64(index.docs, "index document count")?),
+            checksum: Some(i64::from(index.checksum)),
+        })
+    }
+}
+
+/// A file's index read back from its four columns (see [`IndexColumns`]).
+pub(crate) fn read_index(
+    backend: &'static str,
+    path: Option<String>,
+    bytes: Option<i64>,
+    docs: Option<i64>,
+    checksum: Option<i64>,
+) -> Result<Option<FileIndex>> {
+    match (path, bytes, docs, checksum) {
+        (None, None, None, None) => Ok(None),
+        (Some(path), Some(bytes), Some(docs), Some(checksum)) => Ok(Some(FileIndex {
+            bytes: u64::try_from(bytes).map_err(|_| Error::corrupt(backend, "index byte size", bytes))?,
+            docs: u64::try_from(docs).map_err(|_| Error::corrupt(backend, "index document count", docs))?,
+            checksum: u32::try_from(checksum).map_err(|_| Error::corrupt(backend, "index checksum", checksum))?,
+            path,
+        })),
+        (path, ..) => Err(Error::corrupt(
+            backend,
+            "index columns (some NULL)",
+            path.unwrap_or_default(),
+        )),
+    }
+}
 
 /// The index in [`RECORD_COLUMNS`] of `wal_node`.
 pub(crate) const WAL_NODE_COLUMN: usize = 26;

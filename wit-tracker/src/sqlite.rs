@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
 use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
-use wit_store::{FileCatalog, StoredFile, TimeRange};
+use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 
 use crate::model::{
     Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts,
@@ -16,7 +16,8 @@ use crate::model::{
 };
 use crate::plan::{from_micros, micros, sql_limit, to_i64, to_micros};
 use crate::sql::{
-    FIRST_TIME_COLUMN, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN, stage_list, wal_node,
+    FIRST_TIME_COLUMN, IndexColumns, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN, read_index,
+    stage_list, wal_node,
 };
 use crate::{Error, Result, Tracker, plan};
 
@@ -104,6 +105,17 @@ ALTER TABLE batch_tracker ADD COLUMN wal_node TEXT;
 DROP INDEX batch_tracker_wal;
 CREATE INDEX batch_tracker_wal ON batch_tracker (wal_node, wal_position)
     WHERE wal_position IS NOT NULL AND stage IN ('CREATED', 'WAL_WRITTEN', 'SOURCE_COMMITTED', 'INGESTED');
+"#,
+    ),
+    (
+        3,
+        "stored_files.index_*: each file's full-text index blob; stored_files_unindexed",
+        r#"
+ALTER TABLE stored_files ADD COLUMN index_path TEXT;
+ALTER TABLE stored_files ADD COLUMN index_bytes INTEGER;
+ALTER TABLE stored_files ADD COLUMN index_docs INTEGER;
+ALTER TABLE stored_files ADD COLUMN index_checksum INTEGER;
+CREATE INDEX stored_files_unindexed ON stored_files (path) WHERE state = 'live' AND index_path IS NULL;
 "#,
     ),
 ];
@@ -627,7 +639,15 @@ impl Tracker for SqliteTracker {
     }
 }
 
-const FILE_COLUMNS: &str = "path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, batch_ids, state";
+const FILE_COLUMNS: &str = "path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, batch_ids, state, \
+     index_path, index_bytes, index_docs, index_checksum";
+
+/// A file's index from its four columns (all `NULL` when it has none).
+fn read_file_index(row: &Row<'_>) -> Result<Option<FileIndex>> {
+    let r = (|| -> rusqlite::Result<_> { Ok((row.get(9)?, row.get(10)?, row.get(11)?, row.get(12)?)) })()
+        .map_err(db_err("read file"))?;
+    read_index(BACKEND, r.0, r.1, r.2, r.3)
+}
 
 fn read_file(row: &Row<'_>) -> Result<(StoredFile, bool)> {
     let r = (|| -> rusqlite::Result<_> {
@@ -659,6 +679,7 @@ fn read_file(row: &Row<'_>) -> Result<(StoredFile, bool)> {
             rows: u64::try_from(rows).map_err(|_| corrupt("row count", rows))?,
             bytes: u64::try_from(bytes).map_err(|_| corrupt("byte size", bytes))?,
             batch_ids,
+            index: read_file_index(row)?,
         },
         state == "live",
     ))
@@ -687,7 +708,8 @@ fn insert_files(tx: &Transaction<'_>, files: &[StoredFile]) -> Result<()> {
     let mut file_stmt = tx
         .prepare_cached(
             "INSERT INTO stored_files (path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, \
-             batch_ids, state, delete_after, published_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', NULL, ?9)",
+             batch_ids, state, delete_after, published_at, index_path, index_bytes, index_docs, index_checksum) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', NULL, ?9, ?10, ?11, ?12, ?13)",
         )
         .map_err(db_err("publish"))?;
     let mut link_stmt = tx
@@ -695,6 +717,7 @@ fn insert_files(tx: &Transaction<'_>, files: &[StoredFile]) -> Result<()> {
         .map_err(db_err("publish"))?;
     for f in files {
         let ids: Vec<String> = f.batch_ids.iter().map(ToString::to_string).collect();
+        let index = IndexColumns::of(f.index.as_ref())?;
         file_stmt
             .execute(params![
                 f.path,
@@ -706,6 +729,10 @@ fn insert_files(tx: &Transaction<'_>, files: &[StoredFile]) -> Result<()> {
                 to_i64(f.bytes, "byte size")?,
                 serde_json::to_string(&ids).unwrap_or_default(),
                 now,
+                index.path,
+                index.bytes,
+                index.docs,
+                index.checksum,
             ])
             .map_err(db_err("publish"))?;
         for id in &ids {
@@ -713,6 +740,14 @@ fn insert_files(tx: &Transaction<'_>, files: &[StoredFile]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The live files without an index, by path, at most `?1` (read from the partial index
+/// `stored_files_unindexed`).
+fn unindexed_sql() -> String {
+    format!(
+        "SELECT {FILE_COLUMNS} FROM stored_files WHERE state = 'live' AND index_path IS NULL ORDER BY path LIMIT ?1"
+    )
 }
 
 /// The `(batch, path)` of every live file holding one of `ids`.
@@ -751,8 +786,11 @@ impl FileCatalog for SqliteTracker {
         self.write("publish", |tx| {
             let new = plan::files_to_publish(files, |path| Ok(get_file(tx, path)?.map(|f| f.0)))?;
             let ids = plan::file_batch_ids(&new);
-            let mut records = load(tx, &ids)?;
-            let changed = plan::store_all(&mut records, &ids, SystemTime::now())?;
+            let indexed = plan::indexed_batch_ids(files);
+            let mut records = load(tx, &plan::merged_ids(ids.clone(), indexed.clone()))?;
+            let now = SystemTime::now();
+            let stored = plan::store_all(&mut records, &ids, now)?;
+            let changed = plan::merged_ids(stored, plan::index_all(&mut records, &indexed, now)?);
             wit_store::catalog::check_batches_not_stored(&new, &[], &live_holders(tx, &ids)?)?;
             insert_files(tx, &new)?;
             store(tx, &records, &changed)?;
@@ -774,14 +812,18 @@ impl FileCatalog for SqliteTracker {
         })?)
     }
 
-    fn replace(&self, old: &[String], new: &[StoredFile], delete_after: SystemTime) -> wit_store::Result<()> {
+    fn replace(&self, old: &[String], new_files: &[StoredFile], delete_after: SystemTime) -> wit_store::Result<()> {
         self.write("replace", |tx| {
             plan::check_live(old, |path| Ok(get_file(tx, path)?.map(|f| f.1)))?;
-            let new = plan::files_to_publish(new, |path| Ok(get_file(tx, path)?.map(|f| f.0)))?;
+            let new = plan::files_to_publish(new_files, |path| Ok(get_file(tx, path)?.map(|f| f.0)))?;
             let holders = live_holders(tx, &plan::file_batch_ids(&new))?;
             wit_store::catalog::check_batches_not_stored(&new, old, &holders)?;
+            let indexed = plan::indexed_batch_ids(new_files);
+            let mut records = load(tx, &indexed)?;
+            let changed = plan::index_all(&mut records, &indexed, SystemTime::now())?;
             retire_files(tx, old, delete_after)?;
             insert_files(tx, &new)?;
+            store(tx, &records, &changed)?;
             Ok(())
         })
     }
@@ -830,6 +872,32 @@ impl FileCatalog for SqliteTracker {
             Ok(n)
         })
     }
+
+    fn record_index(&self, file: &str, index: &FileIndex) -> wit_store::Result<()> {
+        self.write("record_index", |tx| {
+            let held = get_file(tx, file)?;
+            let record =
+                wit_store::catalog::check_record_index(file, held.as_ref().map(|(f, live)| (f, *live)), index)?;
+            if record {
+                let columns = IndexColumns::of(Some(index))?;
+                tx.execute(
+                    "UPDATE stored_files SET index_path = ?2, index_bytes = ?3, index_docs = ?4, index_checksum = ?5 \
+                     WHERE path = ?1",
+                    params![file, columns.path, columns.bytes, columns.docs, columns.checksum],
+                )
+                .map_err(db_err("record_index"))?;
+            }
+            let ids = held.map(|(f, _)| f.batch_ids).unwrap_or_default();
+            let mut records = load(tx, &ids)?;
+            let changed = plan::index_all(&mut records, &ids, SystemTime::now())?;
+            store(tx, &records, &changed)?;
+            Ok(())
+        })
+    }
+
+    fn unindexed(&self, limit: usize) -> wit_store::Result<Vec<StoredFile>> {
+        Ok(self.read(|conn| query_files(conn, &unindexed_sql(), [sql_limit(limit)]))?)
+    }
 }
 
 /// Runs a blocking call on the caller's runtime's blocking pool.
@@ -868,5 +936,15 @@ mod tests {
         let seek = "SEARCH batch_tracker USING INDEX batch_tracker_wal (wal_node=? AND wal_position>?)";
         assert_eq!(plan.matches(seek).count(), 2, "{plan}");
         assert!(!plan.contains("SCAN batch_tracker"), "{plan}");
+    }
+
+    /// The unindexed files are read from their partial index, in path order, without a sort.
+    #[test]
+    fn unindexed_files_read_the_partial_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tracker = SqliteTracker::open(&dir.path().join("t.db"), TrackerConfig::default()).expect("open");
+        let plan = plan_of(&tracker, &unindexed_sql());
+        assert!(plan.contains("USING INDEX stored_files_unindexed"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 }

@@ -31,9 +31,10 @@ fn crates_depend_only_downwards() {
         ("wit-batch", &[][..]),
         ("wit-store", &["wit-batch"][..]),
         ("wit-tracker", &["wit-batch", "wit-store"][..]),
+        ("wit-index", &["wit-batch", "wit-store"][..]),
         (
             "wit-pipeline",
-            &["wit-wal", "wit-batch", "wit-store", "wit-tracker"][..],
+            &["wit-wal", "wit-batch", "wit-store", "wit-tracker", "wit-index"][..],
         ),
     ]);
     for (krate, deps) in &graph {

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_pipeline::TrackerCatalog;
-use wit_store::{FileCatalog, StoredFile, TimeRange};
+use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 use wit_tracker::{
     Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts,
     Tracker, Window,
@@ -28,6 +28,7 @@ pub(crate) enum AbortAt {
 pub(crate) struct Faulty {
     inner: Arc<dyn TrackerCatalog>,
     down: AtomicBool,
+    refuse_index: AtomicBool,
     abort: Option<AbortAt>,
     publishes: AtomicU64,
     floors: AtomicU64,
@@ -38,6 +39,7 @@ impl Faulty {
         Faulty {
             inner,
             down: AtomicBool::new(false),
+            refuse_index: AtomicBool::new(false),
             abort,
             publishes: AtomicU64::new(0),
             floors: AtomicU64::new(0),
@@ -47,6 +49,12 @@ impl Faulty {
     /// Every call fails (as with the database unreachable) until `set_down(false)`.
     pub(crate) fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// `record_index` fails (as for an index the catalog will not take) until
+    /// `set_refuse_index(false)`.
+    pub(crate) fn set_refuse_index(&self, refuse: bool) {
+        self.refuse_index.store(refuse, Ordering::SeqCst);
     }
 
     fn check(&self, operation: &'static str) -> wit_tracker::Result<()> {
@@ -182,5 +190,18 @@ impl FileCatalog for Faulty {
     fn files_holding(&self, batch: BatchId) -> wit_store::Result<Vec<StoredFile>> {
         self.check_catalog("files_holding")?;
         self.inner.files_holding(batch)
+    }
+    fn record_index(&self, file: &str, index: &FileIndex) -> wit_store::Result<()> {
+        self.check_catalog("record_index")?;
+        if self.refuse_index.load(Ordering::SeqCst) {
+            return Err(wit_store::Error::Catalog {
+                source: "recording indexes is refused (test)".into(),
+            });
+        }
+        self.inner.record_index(file, index)
+    }
+    fn unindexed(&self, limit: usize) -> wit_store::Result<Vec<StoredFile>> {
+        self.check_catalog("unindexed")?;
+        self.inner.unindexed(limit)
     }
 }

@@ -497,3 +497,147 @@ fn flush_stores_what_was_submitted_before_it_without_waiting_for_file_age() {
     );
     pipeline.close().expect("close");
 }
+
+#[test]
+fn indexed_acknowledgments_wait_for_the_index_and_the_index_finds_the_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let pipeline = support::open(dir.path(), config(dir.path()), tracker.clone());
+    let mut acks = Vec::new();
+    for i in 0..10u64 {
+        let ids: Vec<u64> = (i * 4..i * 4 + 4).collect();
+        acks.push(
+            pipeline
+                .blocking_submit(&key("acme", Signal::Logs), proto(logs(&ids), 1), AckLevel::Indexed)
+                .expect("logs"),
+        );
+    }
+    let mut batches = Vec::new();
+    for ack in acks {
+        let acked = ack.wait_timeout(LONG).expect("in time").expect("indexed");
+        assert_eq!(acked.level, AckLevel::Indexed);
+        let batch = acked.batch.expect("a batch");
+        // Indexed means: every file holding the batch has its index recorded.
+        let files = tracker.files_holding(batch).expect("files");
+        assert_eq!(files.len(), 1);
+        assert!(files[0].index.is_some(), "{batch}: acknowledged Indexed without an index");
+        let stage = tracker.batch(batch).expect("record").stage;
+        assert!(matches!(stage, Stage::Indexed | Stage::Completed), "{batch}: {stage}");
+        batches.push(batch);
+    }
+    assert!(pipeline.status().files_indexed >= 1);
+
+    // The indexes answer, through the index, the rows a scan finds.
+    let acme = Tenant::try_new("acme").expect("tenant");
+    let searcher = wit_index::Searcher::new(Destination::local(&dir.path().join("data")).expect("dest"));
+    let query = wit_index::Query::parse("\"record 17\" OR \"record 23\"").expect("query");
+    let mut found = 0;
+    for file in tracker.list(&acme, Signal::Logs, None).expect("list") {
+        let hits = searcher.search(&file, &query).expect("search");
+        assert!(matches!(hits.by, wit_index::SearchedBy::Index), "{:?}", hits.by);
+        assert_eq!(hits.rows, searcher.scan(&file, &query).expect("scan"));
+        found += hits.rows.count();
+    }
+    assert_eq!(found, 2);
+    pipeline.close().expect("close");
+    // COMPLETED follows INDEXED once the WAL releases the record (a whole segment at a time).
+    for batch in &batches {
+        let stage = tracker.batch(*batch).expect("record").stage;
+        assert!(matches!(stage, Stage::Indexed | Stage::Completed), "{batch}: {stage}");
+    }
+    assert!(tracker.unindexed(100).expect("unindexed").is_empty());
+}
+
+#[test]
+fn files_stored_without_an_index_are_indexed_after_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let acme = Tenant::try_new("acme").expect("tenant");
+    {
+        let pipeline = support::open(dir.path(), config(dir.path()).with_indexing(false), tracker.clone());
+        let refused = pipeline.blocking_submit(&key("acme", Signal::Logs), proto(logs(&[0]), 1), AckLevel::Indexed);
+        assert!(matches!(refused, Err(Error::InvalidConfig { .. })), "{refused:?}");
+        for i in 0..5u64 {
+            pipeline
+                .blocking_submit(&key("acme", Signal::Logs), proto(logs(&[i]), 1), AckLevel::Stored)
+                .expect("submit")
+                .wait_timeout(LONG)
+                .expect("in time")
+                .expect("stored");
+        }
+        pipeline.close().expect("close");
+    }
+    let files = tracker.list(&acme, Signal::Logs, None).expect("list");
+    assert!(!files.is_empty());
+    assert!(files.iter().all(|f| f.index.is_none()), "indexing was off");
+    assert_eq!(tracker.unindexed(100).expect("unindexed").len(), files.len());
+
+    // Reopened with indexing on: the files are found and indexed.
+    let pipeline = support::open(dir.path(), config(dir.path()), tracker.clone());
+    let deadline = std::time::Instant::now() + LONG;
+    while !tracker.unindexed(100).expect("unindexed").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "files left unindexed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pipeline.close().expect("close");
+    for file in tracker.list(&acme, Signal::Logs, None).expect("list") {
+        let index = file.index.expect("indexed");
+        assert_eq!(index.docs, file.rows);
+        for batch in &file.batch_ids {
+            let stage = tracker.batch(*batch).expect("record").stage;
+            assert!(matches!(stage, Stage::Indexed | Stage::Completed), "{stage}");
+        }
+    }
+}
+
+#[test]
+fn a_batch_is_completed_only_once_indexed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = support::sqlite(dir.path());
+    let faulty = std::sync::Arc::new(crate::faulty::Faulty::new(sqlite.clone(), None));
+    faulty.set_refuse_index(true);
+    let submit_all = |pipeline: &Pipeline, first: u64| -> Vec<wit_batch::BatchId> {
+        // Enough to fill several WAL segments, so the janitor releases records.
+        let acks: Vec<_> = (first..first + 150)
+            .map(|i| {
+                let ids: Vec<u64> = (i * 100..i * 100 + 100).collect();
+                pipeline
+                    .blocking_submit(&key("acme", Signal::Logs), proto(logs(&ids), 1), AckLevel::Stored)
+                    .expect("submit")
+            })
+            .collect();
+        acks.into_iter()
+            .map(|a| a.wait_timeout(LONG).expect("in time").expect("stored").batch.expect("batch"))
+            .collect()
+    };
+    let pipeline = support::open(dir.path(), config(dir.path()), faulty.clone());
+    let first = submit_all(&pipeline, 0);
+    // The janitor had time to release segments and complete what it may.
+    std::thread::sleep(Duration::from_millis(300));
+    pipeline.close().expect("close");
+    let stages: Vec<Stage> = first.iter().map(|b| sqlite.batch(*b).expect("record").stage).collect();
+    assert!(
+        stages.iter().all(|s| *s == Stage::Stored),
+        "no index was recorded, so nothing may be INDEXED or COMPLETED: {stages:?}"
+    );
+
+    // The catalog takes indexes again: everything gets indexed, then completed as the WAL
+    // releases it.
+    faulty.set_refuse_index(false);
+    let pipeline = support::open(dir.path(), config(dir.path()), faulty.clone());
+    let second = submit_all(&pipeline, 1_000);
+    let deadline = std::time::Instant::now() + LONG;
+    while !sqlite.unindexed(1_000).expect("unindexed").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "files left unindexed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    pipeline.close().expect("close");
+    let stages: Vec<Stage> = first
+        .iter()
+        .chain(&second)
+        .map(|b| sqlite.batch(*b).expect("record").stage)
+        .collect();
+    assert!(stages.iter().all(|s| matches!(s, Stage::Indexed | Stage::Completed)), "{stages:?}");
+    assert!(stages.contains(&Stage::Completed), "some records were released: {stages:?}");
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use wit_batch::{BatchId, Signal, Tenant};
 
-use crate::{Error, FileCatalog, StoredFile, TimeRange};
+use crate::{Error, FileCatalog, FileIndex, StoredFile, TimeRange};
 
 /// Makes batch ids publishable in the catalog under test.
 pub type Prepare<'a> = &'a dyn Fn(&[BatchId]);
@@ -30,6 +30,25 @@ fn file(prepare: Prepare<'_>, path: &str, tenant_name: &str, signal: Signal, min
         rows: 100,
         bytes: 4_096,
         batch_ids,
+        index: None,
+    }
+}
+
+/// An index of `file` (one document per row) under `path`.
+fn index_of(file: &StoredFile, path: &str) -> FileIndex {
+    FileIndex {
+        path: path.to_owned(),
+        bytes: 512,
+        docs: file.rows,
+        checksum: 0xdead_beef,
+    }
+}
+
+/// `file` as given with `index`.
+fn with_index(file: &StoredFile, index: &FileIndex) -> StoredFile {
+    StoredFile {
+        index: Some(index.clone()),
+        ..file.normalized()
     }
 }
 
@@ -132,6 +151,15 @@ pub fn invalid_files(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
         bad(|f| f.path = "acme/x\n.parquet".into()),
         bad(|f| f.time_range = TimeRange::new(10, 9)),
         bad(|f| f.batch_ids.push(f.batch_ids[0])),
+        bad(|f| f.index = Some(index_of(f, ""))),
+        bad(|f| f.index = Some(index_of(f, "acme/../x.index"))),
+        bad(|f| f.index = Some(index_of(f, &f.path.clone()))),
+        bad(|f| {
+            f.index = Some(FileIndex {
+                docs: f.rows + 1,
+                ..index_of(f, "acme/logs/bad.index")
+            })
+        }),
         good.clone(),
     ];
     for case in cases {
@@ -389,6 +417,239 @@ pub fn files_holding_names_live_files(catalog: &dyn FileCatalog, prepare: Prepar
     assert_eq!(holding(t.batch_ids[0]), [t.normalized()]);
 }
 
+/// `record_index` records an index beside a live file, which every listing then returns with
+/// it; an unknown file is `UnknownFile`, a retired one `WrongFileState`.
+pub fn record_index_on_live_unknown_and_retired_files(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let a = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    let b = file(prepare, "acme/logs/b.parquet", "acme", Signal::Logs, 100, 199);
+    catalog.publish(&[a.clone(), b.clone()]).expect("publish");
+    let index = index_of(&a, "acme/logs/a.index");
+    catalog.record_index(&a.path, &index).expect("record_index");
+    let listed = catalog.list(&tenant("acme"), Signal::Logs, None).expect("list");
+    assert_eq!(listed, [with_index(&a, &index), b.normalized()]);
+    assert_eq!(
+        catalog.files_holding(a.batch_ids[1]).expect("files_holding"),
+        [with_index(&a, &index)]
+    );
+
+    let err = catalog
+        .record_index("acme/logs/nope.parquet", &index)
+        .expect_err("unknown");
+    assert!(
+        matches!(&err, Error::UnknownFile { path } if path == "acme/logs/nope.parquet"),
+        "{err}"
+    );
+    catalog.retire(std::slice::from_ref(&b.path), now).expect("retire");
+    let err = catalog
+        .record_index(&b.path, &index_of(&b, "acme/logs/b.index"))
+        .expect_err("retired");
+    assert!(
+        matches!(&err, Error::WrongFileState { path, state: "retired" } if *path == b.path),
+        "{err}"
+    );
+    assert_eq!(
+        catalog.deletable(now).expect("deletable"),
+        [b.normalized()],
+        "the retired file got no index"
+    );
+}
+
+/// An index that does not fit its file is `InvalidFile` (naming the document and row counts
+/// when they differ), and nothing is recorded.
+pub fn record_index_checks_the_index(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let a = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    catalog.publish(std::slice::from_ref(&a)).expect("publish");
+    let short = FileIndex {
+        docs: a.rows - 1,
+        ..index_of(&a, "acme/logs/a.index")
+    };
+    let err = catalog.record_index(&a.path, &short).expect_err("docs mismatch");
+    assert!(
+        matches!(&err, Error::InvalidFile { path, reason }
+            if *path == a.path && reason.contains(&short.docs.to_string()) && reason.contains(&a.rows.to_string())),
+        "{err}"
+    );
+    for bad in ["", "/abs/a.index", "acme/./a.index", a.path.as_str()] {
+        let err = catalog
+            .record_index(&a.path, &index_of(&a, bad))
+            .expect_err("bad index path");
+        assert!(
+            matches!(&err, Error::InvalidFile { path, .. } if *path == a.path),
+            "{bad}: {err}"
+        );
+    }
+    assert_eq!(
+        catalog.list(&tenant("acme"), Signal::Logs, None).expect("list"),
+        [a.normalized()]
+    );
+    assert_eq!(catalog.unindexed(10).expect("unindexed"), [a.normalized()]);
+}
+
+/// Recording the same index again is a no-op (a repeat after a crash); a different one is
+/// `IndexExists`, naming the blob recorded, and changes nothing.
+pub fn record_index_repeats(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let a = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    catalog.publish(std::slice::from_ref(&a)).expect("publish");
+    let index = index_of(&a, "acme/logs/a.index");
+    catalog.record_index(&a.path, &index).expect("record_index");
+    catalog
+        .record_index(&a.path, &index)
+        .expect("the same index again is accepted");
+    let others = [
+        index_of(&a, "acme/logs/a2.index"),
+        FileIndex {
+            checksum: index.checksum ^ 1,
+            ..index.clone()
+        },
+        FileIndex {
+            bytes: index.bytes + 1,
+            ..index.clone()
+        },
+    ];
+    for other in others {
+        let err = catalog.record_index(&a.path, &other).expect_err("another index");
+        assert!(
+            matches!(&err, Error::IndexExists { path, index: held } if *path == a.path && *held == index.path),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        catalog.list(&tenant("acme"), Signal::Logs, None).expect("list"),
+        [with_index(&a, &index)]
+    );
+}
+
+/// `unindexed` lists up to `limit` live files without an index, ordered by path; indexed and
+/// retired files are not among them.
+pub fn unindexed_lists_live_files_without_an_index(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    assert!(catalog.unindexed(10).expect("unindexed").is_empty());
+    let c = file(prepare, "acme/logs/c.parquet", "acme", Signal::Logs, 0, 99);
+    let a = file(prepare, "acme/traces/a.parquet", "acme", Signal::Traces, 500, 599);
+    let b = file(prepare, "umbrella/logs/b.parquet", "umbrella", Signal::Logs, 100, 199);
+    let d = file(prepare, "acme/logs/d.parquet", "acme", Signal::Logs, 0, 99);
+    catalog
+        .publish(&[c.clone(), a.clone(), b.clone(), d.clone()])
+        .expect("publish");
+    catalog.retire(std::slice::from_ref(&d.path), now).expect("retire");
+    let unindexed = |limit| catalog.unindexed(limit).expect("unindexed");
+    assert_eq!(unindexed(10), [c.normalized(), a.normalized(), b.normalized()]);
+    assert_eq!(paths(&unindexed(2)), [c.path.as_str(), a.path.as_str()]);
+    assert!(unindexed(0).is_empty());
+
+    catalog
+        .record_index(&a.path, &index_of(&a, "acme/traces/a.index"))
+        .expect("record_index");
+    assert_eq!(paths(&unindexed(10)), [c.path.as_str(), b.path.as_str()]);
+    catalog
+        .record_index(&c.path, &index_of(&c, "acme/logs/c.index"))
+        .expect("record_index");
+    catalog
+        .record_index(&b.path, &index_of(&b, "umbrella/logs/b.index"))
+        .expect("record_index");
+    assert!(unindexed(10).is_empty());
+}
+
+/// Files published or swapped in with their index are listed with it, and a retired file's
+/// index comes back from `deletable`, so the janitor deletes both; `forget` forgets both.
+pub fn publish_and_replace_with_an_index(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let grace = now + Duration::from_secs(600);
+    let a = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    let b = file(prepare, "acme/logs/b.parquet", "acme", Signal::Logs, 100, 199);
+    let a_index = index_of(&a, "acme/logs/a.index");
+    let a = with_index(&a, &a_index);
+    catalog.publish(&[a.clone(), b.clone()]).expect("publish");
+    assert_eq!(
+        catalog.list(&tenant("acme"), Signal::Logs, None).expect("list"),
+        [a.clone(), b.normalized()]
+    );
+    assert_eq!(paths(&catalog.unindexed(10).expect("unindexed")), [b.path.as_str()]);
+
+    // An index that does not fit: nothing of the call is published.
+    let c = file(prepare, "acme/logs/c.parquet", "acme", Signal::Logs, 200, 299);
+    let mut bad = file(prepare, "acme/logs/bad.parquet", "acme", Signal::Logs, 0, 9);
+    bad.index = Some(FileIndex {
+        docs: bad.rows + 1,
+        ..index_of(&bad, "acme/logs/bad.index")
+    });
+    let err = catalog.publish(&[c, bad.clone()]).expect_err("docs mismatch");
+    assert!(
+        matches!(&err, Error::InvalidFile { path, .. } if *path == bad.path),
+        "{err}"
+    );
+    assert_eq!(live(catalog, "acme", Signal::Logs), [a.path.as_str(), b.path.as_str()]);
+
+    // Compaction: the merged file comes with its index.
+    let mut ab = file(prepare, "acme/logs/ab.parquet", "acme", Signal::Logs, 0, 199);
+    ab.batch_ids = a.batch_ids.iter().chain(&b.batch_ids).copied().collect();
+    ab.rows = 200;
+    let ab = with_index(&ab, &index_of(&ab, "acme/logs/ab.index"));
+    let mut wrong = ab.clone();
+    wrong.index = Some(index_of(&ab, &ab.path));
+    let err = catalog
+        .replace(&[a.path.clone(), b.path.clone()], &[wrong], grace)
+        .expect_err("the index path is the file's");
+    assert!(matches!(err, Error::InvalidFile { .. }), "{err}");
+    catalog
+        .replace(&[a.path.clone(), b.path.clone()], std::slice::from_ref(&ab), grace)
+        .expect("replace");
+    assert_eq!(
+        catalog.list(&tenant("acme"), Signal::Logs, None).expect("list"),
+        std::slice::from_ref(&ab)
+    );
+    assert_eq!(
+        catalog.files_holding(b.batch_ids[0]).expect("files_holding"),
+        std::slice::from_ref(&ab)
+    );
+    assert!(catalog.unindexed(10).expect("unindexed").is_empty());
+    let due = catalog.deletable(grace).expect("deletable");
+    assert_eq!(due, [a.clone(), b.normalized()], "the janitor learns a's index blob");
+
+    catalog.forget(&[a.path.clone(), b.path.clone()]).expect("forget");
+    assert!(catalog.deletable(grace).expect("deletable").is_empty());
+    let err = catalog.record_index(&a.path, &a_index).expect_err("forgotten");
+    assert!(matches!(err, Error::UnknownFile { .. }), "{err}");
+}
+
+/// An identical republish includes the index: the same index again is a no-op, another
+/// index is `FileExists`, and so is an index for a file catalogued without one; a republish
+/// without an index still matches the file indexed since (the sink repeating a publish after
+/// a crash knows of no index).
+pub fn republish_with_an_index(catalog: &dyn FileCatalog, prepare: Prepare<'_>) {
+    let plain = file(prepare, "acme/logs/a.parquet", "acme", Signal::Logs, 0, 99);
+    let index = index_of(&plain, "acme/logs/a.index");
+    let a = with_index(&plain, &index);
+    catalog.publish(std::slice::from_ref(&a)).expect("publish");
+    catalog
+        .publish(std::slice::from_ref(&a))
+        .expect("an identical republish is accepted");
+    catalog
+        .publish(std::slice::from_ref(&plain))
+        .expect("a republish without the index is accepted");
+    let other = with_index(&plain, &index_of(&plain, "acme/logs/a2.index"));
+    let err = catalog.publish(&[other]).expect_err("another index");
+    assert!(matches!(&err, Error::FileExists { path } if *path == a.path), "{err}");
+    assert_eq!(
+        catalog.list(&tenant("acme"), Signal::Logs, None).expect("list"),
+        std::slice::from_ref(&a)
+    );
+
+    let b = file(prepare, "acme/logs/b.parquet", "acme", Signal::Logs, 100, 199);
+    catalog.publish(std::slice::from_ref(&b)).expect("publish");
+    let b_index = index_of(&b, "acme/logs/b.index");
+    let err = catalog
+        .publish(&[with_index(&b, &b_index)])
+        .expect_err("b is catalogued without an index");
+    assert!(matches!(&err, Error::FileExists { path } if *path == b.path), "{err}");
+    catalog.record_index(&b.path, &b_index).expect("record_index");
+    catalog
+        .publish(&[with_index(&b, &b_index)])
+        .expect("now it matches b as indexed");
+    catalog.publish(&[b]).expect("as does b without it");
+}
+
 /// Turns every check of [`conformance`](crate::catalog::conformance) into a `#[test]`.
 ///
 /// `$make` is a function returning `Option<(catalog, prepare)>`; `None` skips (a backend
@@ -398,7 +659,10 @@ pub fn files_holding_names_live_files(catalog: &dyn FileCatalog, prepare: Prepar
 macro_rules! file_catalog_conformance {
     ($make:path) => {
         $crate::file_catalog_conformance!(@each $make, publish_and_list, republish, invalid_files, replace, retire_and_forget,
-            duplicate_batch_is_refused, replace_batch_guard, files_holding_names_live_files);
+            duplicate_batch_is_refused, replace_batch_guard, files_holding_names_live_files,
+            record_index_on_live_unknown_and_retired_files, record_index_checks_the_index, record_index_repeats,
+            unindexed_lists_live_files_without_an_index, publish_and_replace_with_an_index,
+            republish_with_an_index);
     };
     (@each $make:path, $($check:ident),+) => {
         $(

@@ -1,6 +1,7 @@
 //! `wit-store`'s integration tests.
 
 mod crash;
+mod destination;
 mod maintenance;
 // Shared by path with other crates' tests; not every helper is used here.
 #[allow(dead_code)]

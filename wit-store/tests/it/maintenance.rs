@@ -1,12 +1,18 @@
 //! Compaction, retention and deletion of retired files, through the catalog.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use wit_batch::{BatchId, Signal, Tenant};
-use wit_store::{Destination, FileCatalog, InMemoryFileCatalog, Maintenance, ParquetSink};
+use wit_store::{
+    Destination, Error, FileCatalog, FileIndex, FileIndexer, InMemoryFileCatalog, Maintenance, ParquetSink, StoredFile,
+};
 
 use crate::data::spans;
+use crate::destination::files_under;
 use crate::sink::{config, read_back};
 
 fn acme() -> Tenant {
@@ -167,4 +173,208 @@ fn retention_retires_old_files_for_later_deletion() {
             .expect("delete"),
         1
     );
+}
+
+/// A stand-in for wit-index: reads the published file, writes a blob naming its rows beside
+/// it (`….parquet` → `….index`) with `Destination::put`, and returns what to record. From
+/// call `fail_from` on (counting from 0), it fails instead, before writing anything.
+struct TestIndexer {
+    destination: Destination,
+    calls: AtomicUsize,
+    fail_from: usize,
+}
+
+impl TestIndexer {
+    fn new(destination: Destination) -> Self {
+        TestIndexer::failing_from(destination, usize::MAX)
+    }
+
+    fn failing_from(destination: Destination, fail_from: usize) -> Self {
+        TestIndexer {
+            destination,
+            calls: AtomicUsize::new(0),
+            fail_from,
+        }
+    }
+
+    /// The blob this indexer writes for `file`.
+    fn blob(file: &StoredFile) -> Bytes {
+        Bytes::from(format!("{} documents of {}", file.rows, file.path))
+    }
+}
+
+impl FileIndexer for TestIndexer {
+    fn index_file(&self, file: &StoredFile) -> Result<FileIndex, Box<dyn std::error::Error + Send + Sync>> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) >= self.fail_from {
+            return Err("the index writer ran out of memory".into());
+        }
+        let rows = read_back_bytes(&self.destination.read(&file.path)?);
+        assert_eq!(rows, file.rows, "the file is published before it is indexed");
+        let blob = TestIndexer::blob(file);
+        let index = FileIndex {
+            path: file.path.replace(".parquet", ".index"),
+            bytes: blob.len() as u64,
+            docs: file.rows,
+            checksum: crc32fast::hash(&blob),
+        };
+        self.destination.put(&index.path, blob)?;
+        Ok(index)
+    }
+}
+
+fn read_back_bytes(bytes: &Bytes) -> u64 {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+        .expect("parquet")
+        .build()
+        .expect("reader")
+        .map(|b| b.expect("batch").num_rows() as u64)
+        .sum()
+}
+
+/// The files under `root` outside the staging directory, relative to `root`.
+fn stored_under(root: &Path) -> Vec<PathBuf> {
+    files_under(root)
+        .into_iter()
+        .filter_map(|p| p.strip_prefix(root).ok().map(Path::to_owned))
+        .filter(|p| !p.starts_with(".staging"))
+        .collect()
+}
+
+/// Four small files of one partition, published through the sink into `catalog`; their ids.
+fn four_small_files(root: &Path, catalog: Arc<dyn FileCatalog>) -> Vec<BatchId> {
+    let mut sink = ParquetSink::open(Destination::local(root).expect("dest"), config())
+        .expect("open")
+        .with_catalog(catalog);
+    let mut ids = Vec::new();
+    for seed in 0..4 {
+        let id = BatchId::new();
+        ids.push(id);
+        sink.write(&acme(), Signal::Traces, &spans(100, 1_700_000_000, seed), &[id])
+            .expect("write");
+        sink.flush().expect("flush");
+    }
+    ids
+}
+
+#[test]
+fn compaction_with_an_indexer_catalogues_the_index_and_deletion_takes_the_old_blobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let destination = Destination::local(dir.path()).expect("dest");
+    let catalog = Arc::new(InMemoryFileCatalog::default());
+    four_small_files(dir.path(), catalog.clone());
+    // wit-index catches up with the sink's files.
+    let indexer = Arc::new(TestIndexer::new(destination.clone()));
+    let before = catalog.unindexed(100).expect("unindexed");
+    assert_eq!(before.len(), 4);
+    for file in &before {
+        let index = indexer.index_file(file).expect("index");
+        catalog.record_index(&file.path, &index).expect("record_index");
+    }
+    let before = catalog.list(&acme(), Signal::Traces, None).expect("list");
+    let old_blobs: Vec<String> = before
+        .iter()
+        .map(|f| f.index.as_ref().expect("indexed").path.clone())
+        .collect();
+
+    let now = SystemTime::now();
+    let maintenance = Maintenance::new(destination.clone(), catalog.clone(), config())
+        .with_grace(Duration::from_secs(600))
+        .with_indexer(indexer.clone());
+    let report = maintenance
+        .compact(&acme(), Signal::Traces, 64 << 20, now)
+        .expect("compact");
+    assert_eq!((report.retired.len(), report.published.len()), (4, 1));
+    let merged = &report.published[0];
+    let index = merged.index.clone().expect("the new file comes with its index");
+    assert_eq!((index.docs, merged.rows), (400, 400));
+    assert_eq!(
+        catalog.list(&acme(), Signal::Traces, None).expect("list"),
+        std::slice::from_ref(merged)
+    );
+    assert!(catalog.unindexed(100).expect("unindexed").is_empty());
+    let blob = destination.read(&index.path).expect("the blob is published");
+    assert_eq!(blob, TestIndexer::blob(merged));
+    assert_eq!(
+        (blob.len() as u64, crc32fast::hash(&blob)),
+        (index.bytes, index.checksum)
+    );
+
+    // The old files' blobs go with them, after the grace period.
+    assert_eq!(maintenance.delete_retired(now).expect("too early"), 0);
+    assert!(old_blobs.iter().all(|b| dir.path().join(b).exists()));
+    assert_eq!(
+        maintenance
+            .delete_retired(now + Duration::from_secs(601))
+            .expect("delete"),
+        4
+    );
+    let mut left = vec![PathBuf::from(&index.path), PathBuf::from(&merged.path)];
+    left.sort();
+    assert_eq!(
+        stored_under(dir.path()),
+        left,
+        "only the new file and its blob are left"
+    );
+    assert!(
+        catalog
+            .deletable(now + Duration::from_secs(601))
+            .expect("deletable")
+            .is_empty()
+    );
+}
+
+#[test]
+fn compaction_whose_indexer_fails_catalogues_nothing_and_leaves_the_old_files_live() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let destination = Destination::local(dir.path()).expect("dest");
+    let catalog = Arc::new(InMemoryFileCatalog::default());
+    let mut ids = four_small_files(dir.path(), catalog.clone());
+    let before = catalog.list(&acme(), Signal::Traces, None).expect("list");
+    let on_disk = stored_under(dir.path());
+    assert_eq!(on_disk.len(), 4);
+
+    // Two groups of two files: the first new file is indexed, the second's indexing fails.
+    let largest = before.iter().map(|f| f.bytes).max().expect("files");
+    let target = largest * 2 + largest / 2;
+    let indexer = Arc::new(TestIndexer::failing_from(destination.clone(), 1));
+    let maintenance = Maintenance::new(destination.clone(), catalog.clone(), config()).with_indexer(indexer.clone());
+    let err = maintenance
+        .compact(&acme(), Signal::Traces, target, SystemTime::now())
+        .expect_err("the indexer fails");
+    let Error::Index { path, source } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        path.ends_with(".parquet") && !before.iter().any(|f| f.path == *path),
+        "{path}"
+    );
+    assert!(source.to_string().contains("out of memory"), "{source}");
+    assert_eq!(indexer.calls.load(Ordering::SeqCst), 2);
+
+    // Nothing changed in the catalog, and what the partition made is gone again.
+    assert_eq!(catalog.list(&acme(), Signal::Traces, None).expect("list"), before);
+    assert!(
+        catalog
+            .deletable(SystemTime::now() + Duration::from_secs(3_600))
+            .expect("deletable")
+            .is_empty()
+    );
+    assert_eq!(
+        stored_under(dir.path()),
+        on_disk,
+        "the new files and the first one's blob are deleted"
+    );
+
+    // Once the indexer works, the same compaction goes through.
+    let maintenance = Maintenance::new(destination.clone(), catalog.clone(), config())
+        .with_indexer(Arc::new(TestIndexer::new(destination)));
+    let report = maintenance
+        .compact(&acme(), Signal::Traces, target, SystemTime::now())
+        .expect("compact");
+    assert_eq!((report.retired.len(), report.published.len()), (4, 2));
+    assert!(report.published.iter().all(|f| f.index.is_some()));
+    let mut held: Vec<BatchId> = report.published.iter().flat_map(|f| f.batch_ids.clone()).collect();
+    held.sort();
+    ids.sort();
+    assert_eq!(held, ids);
 }

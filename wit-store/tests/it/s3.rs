@@ -264,3 +264,42 @@ fn s3_server_stopped_mid_upload_keeps_the_file_and_a_retry_succeeds() {
     assert!(reopened.pending().is_empty());
     assert!(reopened.publish().expect("nothing").is_empty());
 }
+
+#[test]
+fn s3_put_read_overwrite_delete() {
+    if !Moto::available() {
+        return;
+    }
+    let moto = Moto::start();
+    let destination =
+        Destination::from_url("s3://wit/data", options(moto.port), 2, Duration::from_secs(10)).expect("destination");
+    let path = "acme/traces/2026/11/22/09/node-a/0193.index";
+    destination.put(path, Bytes::from_static(b"first blob")).expect("put");
+    assert_eq!(destination.read(path).expect("read"), &b"first blob"[..]);
+    let big = Bytes::from(vec![3u8; 6 << 20]);
+    destination.put(path, big.clone()).expect("overwrite");
+    assert_eq!(destination.read(path).expect("read"), big);
+
+    // An independent client sees the one object, whole, under the prefix: no `.tmp` object.
+    let store = client(moto.port);
+    let listed: Vec<_> = block_on(async {
+        use futures::TryStreamExt;
+        store
+            .list(Some(&ObjectPath::from("data")))
+            .try_collect::<Vec<_>>()
+            .await
+    })
+    .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].location.as_ref(), format!("data/{path}"));
+    assert_eq!(listed[0].size, big.len() as u64);
+
+    destination.delete(path).expect("delete");
+    destination.delete(path).expect("already gone is fine");
+    let err = destination.read(path).expect_err("deleted");
+    assert!(matches!(err, Error::ObjectStore { .. }), "{err}");
+    let err = destination
+        .put("../outside.index", Bytes::from_static(b"x"))
+        .expect_err("not relative");
+    assert!(matches!(err, Error::InvalidFile { .. }), "{err}");
+}

@@ -500,6 +500,12 @@ fn a_catalog_refusal_keeps_the_file_for_a_later_publish() {
         fn forget(&self, p: &[String]) -> wit_store::Result<u64> {
             self.inner.forget(p)
         }
+        fn record_index(&self, file: &str, index: &wit_store::FileIndex) -> wit_store::Result<()> {
+            self.inner.record_index(file, index)
+        }
+        fn unindexed(&self, limit: usize) -> wit_store::Result<Vec<StoredFile>> {
+            self.inner.unindexed(limit)
+        }
     }
     let catalog = Arc::new(Flaky {
         inner: InMemoryFileCatalog::default(),
@@ -568,6 +574,12 @@ impl FileCatalog for Scripted {
     }
     fn files_holding(&self, batch: BatchId) -> wit_store::Result<Vec<StoredFile>> {
         self.inner.files_holding(batch)
+    }
+    fn record_index(&self, file: &str, index: &wit_store::FileIndex) -> wit_store::Result<()> {
+        self.inner.record_index(file, index)
+    }
+    fn unindexed(&self, limit: usize) -> wit_store::Result<Vec<StoredFile>> {
+        self.inner.unindexed(limit)
     }
 }
 

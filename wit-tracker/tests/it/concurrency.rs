@@ -140,6 +140,7 @@ pub fn one_batch_is_catalogued_once<T: Tracker + FileCatalog + 'static>(nodes: [
         rows: 1,
         bytes: 1,
         batch_ids: ids,
+        index: None,
     };
     let start = std::sync::Barrier::new(2);
     for round in 0..ROUNDS {

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use wit_batch::{BatchId, BatchMeta, RetryPolicy, Signal, SourceKind, Stage, Tenant, Transition};
-use wit_store::{FileCatalog, StoredFile, TimeRange};
+use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 use wit_tracker::{
     Advance, AsyncTracker, ClaimRequest, Error, ErrorOutcome, Registration, SourceOffset, Tracker, TrackerConfig,
     TrackerExt, WalPosition, Window,
@@ -726,6 +726,16 @@ fn stored_file(path: &str, ids: &[BatchId]) -> StoredFile {
         rows: 10,
         bytes: 1_000,
         batch_ids: ids.to_vec(),
+        index: None,
+    }
+}
+
+fn file_index(path: &str) -> FileIndex {
+    FileIndex {
+        path: path.to_owned(),
+        bytes: 300,
+        docs: 10,
+        checksum: 0x0bad_cafe,
     }
 }
 
@@ -779,6 +789,100 @@ pub fn publish_marks_stored(t: &(impl Tracker + FileCatalog)) {
     t.publish(&[stored_file("acme/logs/f1.parquet", &[b, a])])
         .expect("republish");
     assert_eq!(t.batch(a).expect("a").stage, Stage::Indexed);
+}
+
+/// Recording a file's index marks its batches at `STORED` `INDEXED` in the same transaction,
+/// leaving `COMPLETED` and `FAILED` ones (and batches purged since) alone; a refused
+/// `record_index` marks nothing. Publishing or swapping in a file with its index does the same.
+pub fn record_index_marks_indexed(t: &(impl Tracker + FileCatalog)) {
+    let [stored, completed, failed, purged] = [(); 4].map(|()| registered(t, "acme", at(0), 1));
+    for id in [stored, completed, failed, purged] {
+        walk(t, id, TO_INGESTED, at(1));
+    }
+    let f1 = stored_file("acme/logs/f1.parquet", &[stored, completed, failed, purged]);
+    t.publish(std::slice::from_ref(&f1)).expect("publish");
+    walk(t, purged, &[Stage::Completed], at(2));
+    assert_eq!(t.purge_completed(at(3)).expect("purge"), 1);
+    walk(t, completed, &[Stage::Completed], at(4));
+    for _ in 0..10 {
+        if t.batch(failed).expect("batch").stage == Stage::Failed {
+            break;
+        }
+        t.record_error(failed, Stage::Indexed, "indexer down", at(3))
+            .expect("record_error");
+    }
+    assert_eq!(t.batch(failed).expect("failed").stage, Stage::Failed);
+
+    // A refused index (the wrong document count) marks nothing.
+    let wrong = FileIndex {
+        docs: 9,
+        ..file_index("acme/logs/f1.index")
+    };
+    let err = t.record_index(&f1.path, &wrong).expect_err("docs mismatch");
+    assert!(matches!(err, wit_store::Error::InvalidFile { .. }), "{err}");
+    assert_eq!(t.batch(stored).expect("stored").stage, Stage::Stored);
+
+    let before = SystemTime::now() - Duration::from_secs(1);
+    t.record_index(&f1.path, &file_index("acme/logs/f1.index"))
+        .expect("record_index");
+    let rec = t.batch(stored).expect("stored");
+    assert_eq!(rec.stage, Stage::Indexed);
+    assert!(rec.completed_at.get(Stage::Indexed).is_some_and(|s| s >= before));
+    assert_eq!(
+        t.batch(failed).expect("failed").stage,
+        Stage::Failed,
+        "FAILED is left alone"
+    );
+    assert!(matches!(t.batch(purged), Err(Error::UnknownBatch { .. })));
+    t.record_index(&f1.path, &file_index("acme/logs/f1.index"))
+        .expect("the same index again");
+    assert_eq!(t.batch(stored).expect("stored").stage, Stage::Indexed);
+
+    assert_eq!(
+        t.batch(completed).expect("completed").stage,
+        Stage::Completed,
+        "COMPLETED is left alone"
+    );
+
+    // Published with its index: INGESTED -> STORED -> INDEXED in one call.
+    let fresh = registered(t, "acme", at(0), 1);
+    walk(t, fresh, TO_INGESTED, at(1));
+    let mut f3 = stored_file("acme/logs/f3.parquet", &[fresh]);
+    f3.index = Some(file_index("acme/logs/f3.index"));
+    t.publish(std::slice::from_ref(&f3)).expect("publish");
+    let rec = t.batch(fresh).expect("fresh");
+    assert_eq!(rec.stage, Stage::Indexed);
+    assert!(rec.completed_at.get(Stage::Stored).is_some());
+
+    // Compaction with an index: the merged file's STORED batches become INDEXED, in the
+    // replace's transaction, and the rest stay as they are.
+    let [x, y] = [(); 2].map(|()| registered(t, "acme", at(0), 1));
+    for id in [x, y] {
+        walk(t, id, TO_INGESTED, at(1));
+    }
+    t.publish(&[
+        stored_file("acme/logs/x.parquet", &[x]),
+        stored_file("acme/logs/y.parquet", &[y]),
+    ])
+    .expect("publish");
+    walk(t, y, &[Stage::Completed], at(5));
+    let mut xy = stored_file("acme/logs/xy.parquet", &[x, y]);
+    xy.index = Some(file_index("acme/logs/xy.index"));
+    t.replace(
+        &["acme/logs/x.parquet".into(), "acme/logs/y.parquet".into()],
+        std::slice::from_ref(&xy),
+        at(600),
+    )
+    .expect("replace");
+    assert_eq!(t.batch(x).expect("x").stage, Stage::Indexed);
+    assert_eq!(t.batch(y).expect("y").stage, Stage::Completed);
+    let listed = t
+        .list(&Tenant::try_new("acme").expect("tenant"), Signal::Logs, None)
+        .expect("list");
+    assert_eq!(
+        listed.iter().find(|f| f.path == xy.path).and_then(|f| f.index.clone()),
+        xy.index
+    );
 }
 
 pub fn async_twin(t: &impl AsyncTracker) {
@@ -870,7 +974,7 @@ macro_rules! tracker_conformance {
             register_and_read_back, unknown_batch, full_lifecycle, invalid_transitions, errors_and_retries,
             claims_and_leases, fenced_steps_need_the_lease, queries, no_wal_position_yet,
             wal_positions_are_per_node, failed_and_stored_do_not_hold_the_wal, source_offsets, purge_completed,
-            publish_marks_stored, async_twin);
+            publish_marks_stored, record_index_marks_indexed, async_twin);
     };
     (@each $make:path, $($check:ident),+) => {
         $(

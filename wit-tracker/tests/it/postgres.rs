@@ -167,10 +167,10 @@ fn migrations_apply_once_and_refuse_a_newer_schema() {
     let sql = |q: &str| server.psql("wit", &format!("SET search_path = {schema}; {q}"));
     assert_eq!(
         sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
-        "1\n2"
+        "1\n2\n3"
     );
     PostgresTracker::connect(&params, TrackerConfig::default()).expect("reopen");
-    assert_eq!(sql("SELECT count(*) FROM wit_schema_version").trim(), "2");
+    assert_eq!(sql("SELECT count(*) FROM wit_schema_version").trim(), "3");
 
     sql("INSERT INTO wit_schema_version (version, description) VALUES (99, 'from the future')");
     let err = PostgresTracker::connect(&params, TrackerConfig::default()).expect_err("too new");
@@ -179,7 +179,7 @@ fn migrations_apply_once_and_refuse_a_newer_schema() {
             err,
             Error::SchemaTooNew {
                 found: 99,
-                supported: 2
+                supported: 3
             }
         ),
         "{err:?}"
@@ -205,15 +205,18 @@ fn version_1_positions_hold_every_log_after_the_migration() {
         )
         .expect("advance");
     }
-    sql("DROP INDEX batch_tracker_wal;
+    sql(&format!(
+        "{DOWNGRADE_TO_2}
+         DROP INDEX batch_tracker_wal;
          ALTER TABLE batch_tracker DROP COLUMN wal_node;
          CREATE INDEX batch_tracker_wal ON batch_tracker (wal_position) WHERE stage <> 'COMPLETED';
-         DELETE FROM wit_schema_version WHERE version = 2;");
+         DELETE FROM wit_schema_version WHERE version = 2;"
+    ));
 
     let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("migrate");
     assert_eq!(
         sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
-        "1\n2"
+        "1\n2\n3"
     );
     assert_eq!(
         Tracker::batch(&tracker, old.id).expect("batch").wal_position,
@@ -251,6 +254,94 @@ fn version_1_positions_hold_every_log_after_the_migration() {
          AND stage IN ('CREATED', 'WAL_WRITTEN', 'SOURCE_COMMITTED', 'INGESTED')) AS oldest");
     assert_eq!(plan.matches("batch_tracker_wal").count(), 2, "{plan}");
     assert!(!plan.contains("Seq Scan"), "{plan}");
+}
+
+/// Undoes schema version 3: the files' index columns and their partial index.
+const DOWNGRADE_TO_2: &str = "DROP INDEX stored_files_unindexed;
+     ALTER TABLE stored_files DROP COLUMN index_path, DROP COLUMN index_bytes, DROP COLUMN index_docs,
+         DROP COLUMN index_checksum;
+     DELETE FROM wit_schema_version WHERE version = 3;";
+
+/// A schema left at version 2 (files without index columns) is migrated in place on connect:
+/// its files read back with no index, are listed as unindexed, and can be indexed, which
+/// marks their stored batches `INDEXED`. The unindexed files are read from their partial index.
+#[test]
+fn version_2_files_have_no_index_after_the_migration() {
+    use wit_batch::{Signal, Tenant};
+    use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
+
+    let Some(server) = PgServer::shared() else { return };
+    let params = server.fresh_schema("migrate_v2");
+    let schema = schema_of(&params);
+    let sql = |q: &str| server.psql("wit", &format!("SET search_path = {schema}; {q}"));
+    let m = meta("acme", SystemTime::now(), 1);
+    let file = StoredFile {
+        path: "acme/logs/a.parquet".into(),
+        tenant: Tenant::try_new("acme").expect("tenant"),
+        signal: Signal::Logs,
+        time_range: TimeRange::new(0, 99),
+        rows: 10,
+        bytes: 1_000,
+        batch_ids: vec![m.id],
+        index: None,
+    };
+    {
+        let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("connect");
+        tracker.register_one(&m).expect("register");
+        for stage in [Stage::WalWritten, Stage::Ingested] {
+            tracker.mark(m.id, stage, SystemTime::now()).expect("mark");
+        }
+        tracker.publish(std::slice::from_ref(&file)).expect("publish");
+    }
+    sql(DOWNGRADE_TO_2);
+    assert_eq!(
+        sql("SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'stored_files' AND column_name LIKE 'index_%'")
+        .trim(),
+        "0",
+        "back at version 2"
+    );
+
+    let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("migrate");
+    assert_eq!(
+        sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
+        "1\n2\n3"
+    );
+    let tenant = Tenant::try_new("acme").expect("tenant");
+    assert_eq!(
+        tracker.list(&tenant, Signal::Logs, None).expect("list"),
+        std::slice::from_ref(&file)
+    );
+    assert_eq!(tracker.unindexed(10).expect("unindexed"), std::slice::from_ref(&file));
+
+    let index = FileIndex {
+        path: "acme/logs/a.index".into(),
+        bytes: 64,
+        docs: 10,
+        checksum: u32::MAX,
+    };
+    tracker.record_index(&file.path, &index).expect("record_index");
+    assert_eq!(Tracker::batch(&tracker, m.id).expect("batch").stage, Stage::Indexed);
+    assert!(tracker.unindexed(10).expect("unindexed").is_empty());
+    let listed = tracker.list(&tenant, Signal::Logs, None).expect("list");
+    assert_eq!(
+        listed[0].index.as_ref(),
+        Some(&index),
+        "a checksum above i32::MAX reads back"
+    );
+    assert_eq!(
+        sql(&format!(
+            "SELECT index_pip, stage FROM batch_tracker WHERE batch_id = '{}'",
+            m.id
+        ))
+        .trim(),
+        "t|INDEXED"
+    );
+
+    // With sequential scans priced out, the unindexed files come from the partial index.
+    let plan = sql("SET enable_seqscan = off; EXPLAIN SELECT path FROM stored_files \
+         WHERE state = 'live' AND index_path IS NULL ORDER BY path LIMIT 10");
+    assert!(plan.contains("stored_files_unindexed"), "{plan}");
 }
 
 #[test]

@@ -32,7 +32,7 @@ fn records_survive_reopen_and_are_plain_sql() {
     let versions: i64 = conn
         .query_row("SELECT count(*) FROM wit_schema_version", [], |r| r.get(0))
         .expect("versions");
-    assert_eq!(versions, 2, "reopening applies no migration twice");
+    assert_eq!(versions, 3, "reopening applies no migration twice");
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn a_newer_schema_is_refused() {
     conn.execute("INSERT INTO wit_schema_version VALUES (7, 'from the future', 0)", [])
         .expect("insert");
     let err = SqliteTracker::open(&path, TrackerConfig::default()).expect_err("too new");
-    assert!(matches!(err, Error::SchemaTooNew { found: 7, supported: 2 }), "{err:?}");
+    assert!(matches!(err, Error::SchemaTooNew { found: 7, supported: 3 }), "{err:?}");
 }
 
 /// A database left at schema version 1 (WAL positions without their node) is migrated on
@@ -62,14 +62,15 @@ fn version_1_positions_hold_every_log_after_the_migration() {
             .advance(&[Advance::new(old.id, Stage::WalWritten, SystemTime::now()).with_wal_position("x", 7)])
             .expect("advance");
     }
-    // Back to what version 1 left: no `wal_node`, the old index, no version 2.
+    // Back to what version 1 left: no `wal_node`, the old index, no version 2 (nor 3).
     let conn = rusqlite::Connection::open(&path).expect("sqlite");
-    conn.execute_batch(
-        "DROP INDEX batch_tracker_wal;
+    conn.execute_batch(&format!(
+        "{DOWNGRADE_TO_2}
+         DROP INDEX batch_tracker_wal;
          ALTER TABLE batch_tracker DROP COLUMN wal_node;
          CREATE INDEX batch_tracker_wal ON batch_tracker (wal_position) WHERE stage <> 'COMPLETED';
-         DELETE FROM wit_schema_version WHERE version = 2;",
-    )
+         DELETE FROM wit_schema_version WHERE version = 2;"
+    ))
     .expect("downgrade");
 
     let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("migrate");
@@ -77,7 +78,7 @@ fn version_1_positions_hold_every_log_after_the_migration() {
         .prepare("SELECT version FROM wit_schema_version ORDER BY version")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .expect("versions");
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     assert_eq!(
         tracker.batch(old.id).expect("batch").wal_position,
         Some(WalPosition::new("", 7))
@@ -103,6 +104,92 @@ fn version_1_positions_hold_every_log_after_the_migration() {
     assert_eq!(oldest("node-b"), Some(7));
     tracker.mark(old.id, Stage::Stored, SystemTime::now()).expect("mark");
     assert_eq!((oldest("node-a"), oldest("node-b")), (Some(3), None));
+}
+
+/// Undoes schema version 3: the files' index columns and their partial index.
+const DOWNGRADE_TO_2: &str = "DROP INDEX stored_files_unindexed;
+     ALTER TABLE stored_files DROP COLUMN index_path;
+     ALTER TABLE stored_files DROP COLUMN index_bytes;
+     ALTER TABLE stored_files DROP COLUMN index_docs;
+     ALTER TABLE stored_files DROP COLUMN index_checksum;
+     DELETE FROM wit_schema_version WHERE version = 3;";
+
+/// A database left at schema version 2 (files without index columns) is migrated in place on
+/// open: its files read back with no index, are listed as unindexed, and can be indexed,
+/// which marks their stored batches `INDEXED`.
+#[test]
+fn version_2_files_have_no_index_after_the_migration() {
+    use wit_batch::{Signal, Tenant};
+    use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    let m = meta("acme", SystemTime::now(), 1);
+    let file = StoredFile {
+        path: "acme/logs/a.parquet".into(),
+        tenant: Tenant::try_new("acme").expect("tenant"),
+        signal: Signal::Logs,
+        time_range: TimeRange::new(0, 99),
+        rows: 10,
+        bytes: 1_000,
+        batch_ids: vec![m.id],
+        index: None,
+    };
+    {
+        let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("open");
+        tracker.register_one(&m).expect("register");
+        for stage in [Stage::WalWritten, Stage::Ingested] {
+            tracker.mark(m.id, stage, SystemTime::now()).expect("mark");
+        }
+        tracker.publish(std::slice::from_ref(&file)).expect("publish");
+    }
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute_batch(DOWNGRADE_TO_2).expect("downgrade");
+    let columns: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('stored_files') WHERE name LIKE 'index_%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("columns");
+    assert_eq!(columns, 0, "back at version 2");
+
+    let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("migrate");
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM wit_schema_version ORDER BY version")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("versions");
+    assert_eq!(versions, [1, 2, 3]);
+    let tenant = Tenant::try_new("acme").expect("tenant");
+    assert_eq!(
+        tracker.list(&tenant, Signal::Logs, None).expect("list"),
+        std::slice::from_ref(&file)
+    );
+    assert_eq!(tracker.unindexed(10).expect("unindexed"), std::slice::from_ref(&file));
+
+    let index = FileIndex {
+        path: "acme/logs/a.index".into(),
+        bytes: 64,
+        docs: 10,
+        checksum: u32::MAX,
+    };
+    tracker.record_index(&file.path, &index).expect("record_index");
+    assert_eq!(tracker.batch(m.id).expect("batch").stage, Stage::Indexed);
+    assert!(tracker.unindexed(10).expect("unindexed").is_empty());
+    let listed = tracker.list(&tenant, Signal::Logs, None).expect("list");
+    assert_eq!(
+        listed[0].index.as_ref(),
+        Some(&index),
+        "a checksum above i32::MAX reads back"
+    );
+    let (index_pip, stage): (bool, String) = conn
+        .query_row(
+            "SELECT index_pip, stage FROM batch_tracker WHERE batch_id = ?1",
+            [m.id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("query");
+    assert_eq!((index_pip, stage.as_str()), (true, "INDEXED"));
 }
 
 #[test]
