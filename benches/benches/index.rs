@@ -126,7 +126,9 @@ fn indexing(c: &mut Criterion, name: &str, signal: Signal, batches: &[RecordBatc
     let mut group = c.benchmark_group(name);
     group.sample_size(10).measurement_time(Duration::from_secs(15));
     group.throughput(Throughput::Elements(rows as u64));
-    group.bench_function("tantivy_index_writer", |bench| bench.iter(|| black_box(tantivy_default(&docs))));
+    group.bench_function("tantivy_index_writer", |bench| {
+        bench.iter(|| black_box(tantivy_default(&docs)))
+    });
     group.bench_function("wit_two_files", |bench| bench.iter(|| black_box(two_files())));
     group.finish();
     println!(
@@ -141,15 +143,19 @@ fn indexing(c: &mut Criterion, name: &str, signal: Signal, batches: &[RecordBatc
 fn store_files(dir: &std::path::Path, files: usize) -> (Destination, Vec<StoredFile>) {
     let destination = Destination::local(dir).expect("destination");
     let catalog = Arc::new(InMemoryFileCatalog::default());
-    let mut sink = ParquetSink::open(destination.clone(), SinkConfig::new(NodeName::try_new("bench").expect("node")))
-        .expect("sink")
-        .with_catalog(catalog.clone());
+    let mut sink = ParquetSink::open(
+        destination.clone(),
+        SinkConfig::new(NodeName::try_new("bench").expect("node")),
+    )
+    .expect("sink")
+    .with_catalog(catalog.clone());
     let tenant = Tenant::try_new("acme").expect("tenant");
     let indexer = Indexer::new(destination.clone());
     let per_file = 1_000_000 / N / files;
     for f in 0..files {
         for batch in spans(per_file, f * per_file) {
-            sink.write(&tenant, Signal::Traces, &batch, &[BatchId::new()]).expect("write");
+            sink.write(&tenant, Signal::Traces, &batch, &[BatchId::new()])
+                .expect("write");
         }
         for file in sink.flush().expect("flush") {
             indexer.index_and_record(catalog.as_ref(), &file).expect("index");
@@ -213,7 +219,12 @@ fn search(c: &mut Criterion) {
             .map(|f| searcher.search_index(f, &query).expect("search").count())
             .sum()
     };
-    let by_scan = || -> u64 { files.iter().map(|f| parquet_scan(&destination, f, "enduser.id", "user-4242")).sum() };
+    let by_scan = || -> u64 {
+        files
+            .iter()
+            .map(|f| parquet_scan(&destination, f, "enduser.id", "user-4242"))
+            .sum()
+    };
     assert_eq!(by_index(), 100);
     assert_eq!(by_scan(), 100);
 

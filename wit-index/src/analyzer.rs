@@ -5,8 +5,11 @@
 //! one run of letters and digits is a *word*. A chunk with joiners inside (an id, an IP
 //! address, a path, a UUID, `user@host`) gives its *whole* token, then one *part* per run of
 //! letters and digits: `GET /api/v2/users` is `get`, whole `api/v2/users`, parts `api`, `v2`,
-//! `users`. Everything is lower-cased. The whole token sits at the position of its first
-//! part, so a phrase matches parts and words in order. Tokens longer than [`MAX_TOKEN_BYTES`]
+//! `users`. A chunk cut by `:`, `/` or `@` also gives each of its *segments* that still has
+//! joiners inside as a token of its own: `10.0.0.7:5432` gives `10.0.0.7`, `/var/log/app.log`
+//! gives `app.log`, `alice@example.com` gives `example.com`. Everything is lower-cased. Whole
+//! and segment tokens sit at the position of their first part, so a phrase matches parts and
+//! words in order. Tokens longer than [`MAX_TOKEN_BYTES`]
 //! are dropped (their position is still counted, so a phrase never bridges one).
 //! [`VALUE_SEPARATOR`] between two texts of one row adds a position, so no phrase spans two
 //! texts.
@@ -26,12 +29,19 @@ pub(crate) enum Kind {
     Word,
     /// A whole chunk with joiners inside.
     Whole,
+    /// A piece of a chunk between `:`, `/` or `@`, with joiners inside.
+    Segment,
     /// One run of letters and digits of a chunk with joiners.
     Part,
 }
 
 fn is_joiner(c: char) -> bool {
     matches!(c, '.' | '-' | '_' | '/' | ':' | '@' | '+' | '%' | '~' | '#')
+}
+
+/// The joiners that cut a chunk into segments.
+fn is_strong_joiner(c: char) -> bool {
+    matches!(c, ':' | '/' | '@')
 }
 
 /// Whether `c` can be part of a chunk.
@@ -63,7 +73,10 @@ pub(crate) fn analyze(text: &str, scratch: &mut String, emit: &mut dyn FnMut(&st
         let gaps = rest[..start].chars().filter(|c| *c == VALUE_SEPARATOR).count() as u32;
         position = position.saturating_add(gaps);
         rest = &rest[start..];
-        let end = rest.char_indices().find(|(_, c)| !is_chunk_char(*c)).map_or(rest.len(), |(i, _)| i);
+        let end = rest
+            .char_indices()
+            .find(|(_, c)| !is_chunk_char(*c))
+            .map_or(rest.len(), |(i, _)| i);
         let chunk = rest[..end].trim_matches(is_joiner);
         rest = &rest[end..];
         if chunk.is_empty() {
@@ -81,12 +94,22 @@ pub(crate) fn analyze(text: &str, scratch: &mut String, emit: &mut dyn FnMut(&st
         if scratch.len() <= MAX_TOKEN_BYTES {
             emit(scratch, position, Kind::Whole);
         }
-        for part in chunk.split(is_joiner).filter(|p| !p.is_empty()) {
-            lower_into(part, scratch);
-            if scratch.len() <= MAX_TOKEN_BYTES {
-                emit(scratch, position, Kind::Part);
+        let segmented = chunk.contains(is_strong_joiner);
+        for segment in chunk.split(is_strong_joiner) {
+            let segment = segment.trim_matches(is_joiner);
+            if segmented && segment.contains(is_joiner) {
+                lower_into(segment, scratch);
+                if scratch.len() <= MAX_TOKEN_BYTES {
+                    emit(scratch, position, Kind::Segment);
+                }
             }
-            position = position.saturating_add(1);
+            for part in segment.split(is_joiner).filter(|p| !p.is_empty()) {
+                lower_into(part, scratch);
+                if scratch.len() <= MAX_TOKEN_BYTES {
+                    emit(scratch, position, Kind::Part);
+                }
+                position = position.saturating_add(1);
+            }
         }
     }
 }
@@ -162,7 +185,10 @@ mod tests {
 
     #[test]
     fn words_are_lower_cased_and_split_on_punctuation() {
-        let got: Vec<_> = tokens("Payment FAILED, retry=3!").into_iter().map(|(t, p, _)| (t, p)).collect();
+        let got: Vec<_> = tokens("Payment FAILED, retry=3!")
+            .into_iter()
+            .map(|(t, p, _)| (t, p))
+            .collect();
         assert_eq!(
             got,
             [("payment", 0), ("failed", 1), ("retry", 2), ("3", 3)].map(|(t, p)| (t.to_owned(), p))
@@ -185,10 +211,32 @@ mod tests {
     }
 
     #[test]
+    fn addresses_with_ports_paths_and_mailboxes_give_their_segments() {
+        let got = tokens("to 10.0.0.7:5432 via /var/log/app.log for Alice@Example.com");
+        let by_kind =
+            |kind| -> Vec<(String, u32)> { got.iter().filter(|t| t.2 == kind).map(|t| (t.0.clone(), t.1)).collect() };
+        assert_eq!(
+            by_kind(Kind::Whole),
+            [("10.0.0.7:5432", 1), ("var/log/app.log", 7), ("alice@example.com", 12)].map(|(t, p)| (t.to_owned(), p))
+        );
+        assert_eq!(
+            by_kind(Kind::Segment),
+            [("10.0.0.7", 1), ("app.log", 9), ("example.com", 13)].map(|(t, p)| (t.to_owned(), p))
+        );
+        // Parts and words are unchanged: positions advance by parts only.
+        assert_eq!(got.last(), Some(&("com".to_owned(), 14, Kind::Part)));
+        // A chunk without `:`, `/` or `@` has no segments.
+        assert!(tokens("10.0.0.1 a-b_c").iter().all(|t| t.2 != Kind::Segment));
+    }
+
+    #[test]
     fn long_tokens_are_dropped_but_counted() {
         let long = "x".repeat(MAX_TOKEN_BYTES + 1);
         let got = tokens(&format!("a {long} b"));
-        assert_eq!(got.iter().map(|t| (t.0.as_str(), t.1)).collect::<Vec<_>>(), [("a", 0), ("b", 2)]);
+        assert_eq!(
+            got.iter().map(|t| (t.0.as_str(), t.1)).collect::<Vec<_>>(),
+            [("a", 0), ("b", 2)]
+        );
     }
 
     #[test]

@@ -82,7 +82,9 @@ pub(crate) fn unpack(blob: Bytes) -> Result<Unpacked, String> {
     let mut table = Vec::with_capacity(count.min(1024) as usize);
     for _ in 0..count {
         let len = u16::from_le_bytes(take(2)?.try_into().map_err(|_| "short")?) as usize;
-        let name = std::str::from_utf8(take(len)?).map_err(|_| "a file name is not UTF-8")?.to_owned();
+        let name = std::str::from_utf8(take(len)?)
+            .map_err(|_| "a file name is not UTF-8")?
+            .to_owned();
         let offset = u64::from_le_bytes(take(8)?.try_into().map_err(|_| "short")?);
         let length = u64::from_le_bytes(take(8)?.try_into().map_err(|_| "short")?);
         table.push((name, offset, length));

@@ -329,9 +329,15 @@ impl<'a> Extractor<'a> {
                 EventColumn::Other(name, array) => {
                     if array.is_valid(row) {
                         match array.data_type() {
-                            DataType::Int64 => doc.push_attr(name, format_args!("{}", array.as_primitive::<Int64Type>().value(row))),
-                            DataType::UInt64 => doc.push_attr(name, format_args!("{}", array.as_primitive::<UInt64Type>().value(row))),
-                            DataType::Float64 => doc.push_attr(name, format_args!("{}", array.as_primitive::<Float64Type>().value(row))),
+                            DataType::Int64 => {
+                                doc.push_attr(name, format_args!("{}", array.as_primitive::<Int64Type>().value(row)))
+                            }
+                            DataType::UInt64 => {
+                                doc.push_attr(name, format_args!("{}", array.as_primitive::<UInt64Type>().value(row)))
+                            }
+                            DataType::Float64 => {
+                                doc.push_attr(name, format_args!("{}", array.as_primitive::<Float64Type>().value(row)))
+                            }
                             _ => doc.push_attr(name, format_args!("{}", array.as_boolean().value(row))),
                         }
                     }
@@ -359,11 +365,12 @@ impl<'a> Extractor<'a> {
             doc.severity.push(name.to_owned());
         }
         let id = |ids: Option<&FixedSizeBinaryArray>| {
-            ids.filter(|a| a.is_valid(row) && a.value(row).iter().any(|b| *b != 0)).map(|a| {
-                let mut s = String::with_capacity(32);
-                hex(a.value(row), &mut s);
-                s
-            })
+            ids.filter(|a| a.is_valid(row) && a.value(row).iter().any(|b| *b != 0))
+                .map(|a| {
+                    let mut s = String::with_capacity(32);
+                    hex(a.value(row), &mut s);
+                    s
+                })
         };
         doc.trace_id = id(self.trace_id);
         doc.span_id = id(self.span_id);

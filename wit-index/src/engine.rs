@@ -136,10 +136,12 @@ pub(crate) fn build(
     batches: &mut dyn Iterator<Item = Result<RecordBatch>>,
     heap_bytes: usize,
 ) -> Result<Built> {
-    let tantivy_err = |operation| move |source| Error::Tantivy {
-        operation,
-        path: path.to_owned(),
-        source,
+    let tantivy_err = |operation| {
+        move |source| Error::Tantivy {
+            operation,
+            path: path.to_owned(),
+            source: Box::new(source),
+        }
     };
     let schema = schema();
     let fields = Fields::of(&schema).map_err(tantivy_err("schema"))?;
@@ -203,7 +205,9 @@ pub(crate) struct OpenIndex {
 
 impl std::fmt::Debug for OpenIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenIndex").field("docs", &self.docs).finish_non_exhaustive()
+        f.debug_struct("OpenIndex")
+            .field("docs", &self.docs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -275,9 +279,11 @@ impl OpenIndex {
             let err = |source| Error::Tantivy {
                 operation: "search",
                 path: path.to_owned(),
-                source,
+                source: Box::new(source),
             };
-            let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher)).map_err(err)?;
+            let weight = query
+                .weight(EnableScoring::disabled_from_searcher(&searcher))
+                .map_err(err)?;
             weight
                 .for_each_no_score(segment, &mut |docs| {
                     for d in docs {
@@ -334,7 +340,9 @@ impl Scanner {
             extractor.fill(i, &mut self.doc);
             self.tokens.clear();
             let tokens = &mut self.tokens;
-            analyze(&self.doc.text, &mut self.scratch, &mut |t, p, _| tokens.push((t.to_owned(), p)));
+            analyze(&self.doc.text, &mut self.scratch, &mut |t, p, _| {
+                tokens.push((t.to_owned(), p))
+            });
             if self.matches(&query.root) {
                 rows.insert(first + i as u64);
             }

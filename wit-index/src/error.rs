@@ -67,7 +67,7 @@ pub enum Error {
         path: String,
         /// The store's error.
         #[source]
-        source: wit_store::Error,
+        source: Box<wit_store::Error>,
     },
 
     /// The Parquet file could not be decoded.
@@ -89,7 +89,7 @@ pub enum Error {
         path: String,
         /// Tantivy's error.
         #[source]
-        source: tantivy::TantivyError,
+        source: Box<tantivy::TantivyError>,
     },
 }
 

@@ -93,7 +93,7 @@ pub(crate) fn read_rows(
     let bytes = destination.read(path).map_err(|source| Error::Store {
         operation: "read file",
         path: path.to_owned(),
-        source,
+        source: Box::new(source),
     })?;
     let parquet_err = |e: parquet::errors::ParquetError| Error::Parquet {
         path: path.to_owned(),
@@ -219,7 +219,7 @@ impl Indexer {
         self.destination.put(&path, blob.bytes).map_err(|source| Error::Store {
             operation: "publish index",
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(record)
     }
@@ -242,7 +242,7 @@ impl Indexer {
             Err(source) => Err(Error::Store {
                 operation: "record index",
                 path: file.path.clone(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -254,7 +254,10 @@ pub(crate) fn engine_columns(signal: Signal) -> Option<&'static [&'static str]> 
 }
 
 impl wit_store::FileIndexer for Indexer {
-    fn index_file(&self, file: &StoredFile) -> std::result::Result<FileIndex, Box<dyn std::error::Error + Send + Sync>> {
+    fn index_file(
+        &self,
+        file: &StoredFile,
+    ) -> std::result::Result<FileIndex, Box<dyn std::error::Error + Send + Sync>> {
         Indexer::index_file(self, file).map_err(Into::into)
     }
 }

@@ -45,7 +45,10 @@ pub(crate) enum Node {
 /// - `timeout` — rows whose text holds the word (text is the log body, the span name and
 ///   status message, event names and exception messages; case does not matter).
 /// - `10.0.0.7`, `/api/v2/users`, `550e8400-e29b-41d4-a716-446655440000` — ids, addresses
-///   and paths are found whole; their parts (`api`, `v2`) are words too.
+///   and paths are found whole; their parts (`api`, `v2`) are words too, and so are the
+///   pieces between `:`, `/` and `@` (`10.0.0.7` in `10.0.0.7:5432`, `app.log` in
+///   `/var/log/app.log`). A term with `:` in it is a field (`name:value`): quote it
+///   (`"10.0.0.7:5432"`, `"https://example.com/a"`) to search the text.
 /// - `"connection reset by peer"` — a phrase: the words in this order, side by side.
 /// - `time*` — a prefix of a word.
 /// - `http.method:GET`, `user.id:"a b"`, `http.route:/api/*` — an attribute of the record,
@@ -159,9 +162,16 @@ fn lex(text: &str) -> Result<Vec<Lexed>> {
             '"' => {
                 chars.next();
                 let s = quoted(text, at, &mut chars)?;
-                out.push(Lexed { tok: Tok::Quoted(s), at });
+                out.push(Lexed {
+                    tok: Tok::Quoted(s),
+                    at,
+                });
             }
-            '-' if chars.clone().nth(1).is_some_and(|(_, n)| !n.is_whitespace() && n != ')') => {
+            '-' if chars
+                .clone()
+                .nth(1)
+                .is_some_and(|(_, n)| !n.is_whitespace() && n != ')') =>
+            {
                 chars.next();
                 out.push(Lexed { tok: Tok::Minus, at });
             }
@@ -348,12 +358,16 @@ fn text_phrase(text: &str, at: usize) -> Result<Leaf> {
             seq.push((p, t.to_owned()));
         }
         Kind::Part => seq.push((p, t.to_owned())),
+        Kind::Segment => {}
     });
     if chunks == 1 && whole.len() == 1 {
         return Ok(Leaf::Term(Field::Text, whole.remove(0)));
     }
     match seq.len() {
-        0 => Err(query_error(at, "nothing searchable in this term (only punctuation, or too long)")),
+        0 => Err(query_error(
+            at,
+            "nothing searchable in this term (only punctuation, or too long)",
+        )),
         1 => Ok(Leaf::Term(Field::Text, seq.remove(0).1)),
         _ => {
             let first = seq[0].0;
@@ -434,13 +448,23 @@ mod tests {
             root(r#"user.name:"Ann Lee""#),
             Node::Leaf(Leaf::Term(Field::Attr, "user.name=Ann Lee".into()))
         );
-        assert_eq!(root("http.route:/api*"), Node::Leaf(Leaf::Prefix(Field::Attr, "http.route=/api".into())));
+        assert_eq!(
+            root("http.route:/api*"),
+            Node::Leaf(Leaf::Prefix(Field::Attr, "http.route=/api".into()))
+        );
         assert_eq!(root("Time*"), Node::Leaf(Leaf::Prefix(Field::Text, "time".into())));
-        assert_eq!(root("severity:ERROR"), Node::Leaf(Leaf::Term(Field::Severity, "error".into())));
+        assert_eq!(
+            root("severity:ERROR"),
+            Node::Leaf(Leaf::Term(Field::Severity, "error".into()))
+        );
         assert_eq!(root("10.0.0.1"), term("10.0.0.1"));
         assert_eq!(
             root(r#""GET /api/users""#),
-            Node::Leaf(Leaf::Phrase(vec![(0, "get".into()), (1, "api".into()), (2, "users".into())]))
+            Node::Leaf(Leaf::Phrase(vec![
+                (0, "get".into()),
+                (1, "api".into()),
+                (2, "users".into())
+            ]))
         );
         assert_eq!(
             root("user=alice"),

@@ -113,7 +113,12 @@ impl Searcher {
     ///
     /// [`Error::Store`] or [`Error::Parquet`] when the file cannot be read.
     pub fn scan(&self, file: &StoredFile, query: &Query) -> Result<RowSet> {
-        let rows = read_rows(&self.destination, &file.path, crate::indexer::engine_columns(file.signal), None)?;
+        let rows = read_rows(
+            &self.destination,
+            &file.path,
+            crate::indexer::engine_columns(file.signal),
+            None,
+        )?;
         let mut set = RowSet::empty(file.rows);
         let mut scanner = Scanner::default();
         let mut first = 0u64;
@@ -145,7 +150,7 @@ impl Searcher {
         let blob = self.destination.read(&index.path).map_err(|source| Error::Store {
             operation: "read index",
             path: index.path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let corrupt = |reason: String| Error::Corrupt {
             path: index.path.clone(),
@@ -220,7 +225,12 @@ impl Cache {
             return;
         }
         while self.used + bytes > self.capacity {
-            let Some(oldest) = self.entries.iter().min_by_key(|(_, e)| e.used_at).map(|(k, _)| k.clone()) else {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used_at)
+                .map(|(k, _)| k.clone())
+            else {
                 break;
             };
             if let Some(e) = self.entries.remove(&oldest) {

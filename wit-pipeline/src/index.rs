@@ -132,7 +132,10 @@ impl Indexing {
 
     fn retry(&self, mut item: Queued, backoff: Duration) {
         item.attempts += 1;
-        item.due = Instant::now() + backoff.saturating_mul(2u32.saturating_pow(item.attempts.min(8))).min(Duration::from_secs(60));
+        item.due = Instant::now()
+            + backoff
+                .saturating_mul(2u32.saturating_pow(item.attempts.min(8)))
+                .min(Duration::from_secs(60));
         let mut queue = self.queue.lock();
         if queue.closing.is_none() && queue.paths.insert(item.file.path.clone()) {
             queue.files.push_back(item);
@@ -164,9 +167,13 @@ pub(crate) fn run(shared: &Shared) {
             }
             Err(wit_index::Error::Store {
                 operation: "record index",
-                source: wit_store::Error::WrongFileState { .. } | wit_store::Error::UnknownFile { .. },
+                source,
                 ..
-            }) => {
+            }) if matches!(
+                *source,
+                wit_store::Error::WrongFileState { .. } | wit_store::Error::UnknownFile { .. }
+            ) =>
+            {
                 // Retired meanwhile (compaction indexes the file it writes): the blob is
                 // nobody's. Batches now in an indexed file are indexed.
                 let _ = shared.destination.delete(&wit_index::index_path(&item.file.path));
@@ -185,9 +192,9 @@ pub(crate) fn run(shared: &Shared) {
             }
             Err(wit_index::Error::Store {
                 operation: "record index",
-                source: wit_store::Error::IndexExists { .. },
+                source,
                 ..
-            }) => indexing.done(&item.file.batch_ids),
+            }) if matches!(*source, wit_store::Error::IndexExists { .. }) => indexing.done(&item.file.batch_ids),
             Err(e) => {
                 shared.note_error(&Error::Index {
                     path: item.file.path.clone(),

@@ -80,7 +80,8 @@ pub(crate) fn pass(shared: &Shared) -> Result<()> {
     let mut maintenance = Maintenance::new(shared.destination.clone(), catalog, shared.config.sink.clone())
         .with_grace(shared.config.grace);
     if shared.indexing.is_some() {
-        maintenance = maintenance.with_indexer(std::sync::Arc::new(wit_index::Indexer::new(shared.destination.clone())));
+        maintenance =
+            maintenance.with_indexer(std::sync::Arc::new(wit_index::Indexer::new(shared.destination.clone())));
     }
     let now = SystemTime::now();
     let seen: Vec<_> = shared.seen.lock().iter().cloned().collect();

@@ -520,7 +520,10 @@ fn indexed_acknowledgments_wait_for_the_index_and_the_index_finds_the_rows() {
         // Indexed means: every file holding the batch has its index recorded.
         let files = tracker.files_holding(batch).expect("files");
         assert_eq!(files.len(), 1);
-        assert!(files[0].index.is_some(), "{batch}: acknowledged Indexed without an index");
+        assert!(
+            files[0].index.is_some(),
+            "{batch}: acknowledged Indexed without an index"
+        );
         let stage = tracker.batch(batch).expect("record").stage;
         assert!(matches!(stage, Stage::Indexed | Stage::Completed), "{batch}: {stage}");
         batches.push(batch);
@@ -607,7 +610,13 @@ fn a_batch_is_completed_only_once_indexed() {
             })
             .collect();
         acks.into_iter()
-            .map(|a| a.wait_timeout(LONG).expect("in time").expect("stored").batch.expect("batch"))
+            .map(|a| {
+                a.wait_timeout(LONG)
+                    .expect("in time")
+                    .expect("stored")
+                    .batch
+                    .expect("batch")
+            })
             .collect()
     };
     let pipeline = support::open(dir.path(), config(dir.path()), faulty.clone());
@@ -638,6 +647,12 @@ fn a_batch_is_completed_only_once_indexed() {
         .chain(&second)
         .map(|b| sqlite.batch(*b).expect("record").stage)
         .collect();
-    assert!(stages.iter().all(|s| matches!(s, Stage::Indexed | Stage::Completed)), "{stages:?}");
-    assert!(stages.contains(&Stage::Completed), "some records were released: {stages:?}");
+    assert!(
+        stages.iter().all(|s| matches!(s, Stage::Indexed | Stage::Completed)),
+        "{stages:?}"
+    );
+    assert!(
+        stages.contains(&Stage::Completed),
+        "some records were released: {stages:?}"
+    );
 }
