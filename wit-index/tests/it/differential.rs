@@ -199,12 +199,30 @@ fn fixture_words(json: &str) -> Vec<String> {
     words
 }
 
+/// Two words side by side in a string of the fixture, as a quoted phrase.
+fn fixture_phrases(json: &str) -> Vec<String> {
+    let mut phrases: Vec<String> = json
+        .split('"')
+        .flat_map(|s| {
+            let words: Vec<&str> = s.split_whitespace().collect();
+            words
+                .windows(2)
+                .map(|w| format!("\"{} {}\"", w[0], w[1]).replace('\\', ""))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    phrases.sort();
+    phrases.dedup();
+    phrases
+}
+
 #[test]
 fn index_and_scan_agree_on_the_sdk_fixtures() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit-batch/tests/fixtures");
     let store = Store::new();
     let mut files = Vec::new();
     let mut words = Vec::new();
+    let mut phrases = Vec::new();
     for (signal, name) in [
         (Signal::Logs, "logs"),
         (Signal::Traces, "traces"),
@@ -213,6 +231,7 @@ fn index_and_scan_agree_on_the_sdk_fixtures() {
         let pb = std::fs::read(format!("{dir}/{name}.pb")).expect("fixture");
         let json = std::fs::read_to_string(format!("{dir}/{name}.json")).expect("fixture json");
         words.extend(fixture_words(&json));
+        phrases.extend(fixture_phrases(&json));
         let batch = decode(signal, &pb, PayloadFormat::OtlpProtobuf);
         let file = store.write(signal, &[batch]);
         index(&store, &file);
@@ -238,14 +257,20 @@ fn index_and_scan_agree_on_the_sdk_fixtures() {
         "severity:info".to_owned(),
         "service_name:checkout-service".to_owned(),
     ];
+    let prefixes: Vec<String> = words
+        .iter()
+        .filter(|w| w.len() > 3)
+        .map(|w| format!("{}*", w.chars().take(3).collect::<String>()))
+        .collect();
     let mut leaves = words;
     leaves.extend(attrs);
+    leaves.extend(prefixes);
+    leaves.extend(phrases);
     let leaf = prop::sample::select(leaves);
     let text = leaf.prop_recursive(3, 10, 3, |inner| {
         prop_oneof![
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} {b}")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} OR {b})")),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("\"{a} {b}\"").replace("\"\"", "\"")),
             inner.prop_map(|a| format!("NOT ({a})")),
         ]
     });
