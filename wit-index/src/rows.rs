@@ -67,7 +67,7 @@ impl RowSet {
     }
 
     fn trim(&mut self) {
-        if self.len % 64 != 0
+        if !self.len.is_multiple_of(64)
             && let Some(last) = self.words.last_mut()
         {
             *last &= (1u64 << (self.len % 64)) - 1;

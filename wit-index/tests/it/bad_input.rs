@@ -6,7 +6,7 @@ use wit_batch::{PayloadFormat, Signal};
 use wit_index::{Error, Indexer, Query, SearchedBy, Searcher, index_path};
 use wit_store::{FileIndex, StoredFile};
 
-use crate::{Store, decode, logs_json, query};
+use crate::{Rec, Store, decode, logs_json, query};
 
 #[test]
 fn a_bad_query_is_refused_at_the_byte_where_it_goes_wrong() {
@@ -43,8 +43,7 @@ fn a_bad_query_is_refused_at_the_byte_where_it_goes_wrong() {
 /// A file of 50 rows, indexed, and the searcher's answer to `q` by scanning.
 fn indexed_file() -> (Store, StoredFile) {
     let bodies: Vec<String> = (0..50).map(|i| format!("event {i} kind-{}", i % 3)).collect();
-    let records: Vec<(&str, &str, &str, &[(&str, &str)])> =
-        bodies.iter().map(|b| ("svc", b.as_str(), "INFO", &[][..])).collect();
+    let records: Vec<Rec<'_>> = bodies.iter().map(|b| ("svc", b.as_str(), "INFO", &[][..])).collect();
     let store = Store::new();
     let batch = decode(Signal::Logs, logs_json(&records).as_bytes(), PayloadFormat::OtlpJson);
     let file = store.write(Signal::Logs, &[batch]);
@@ -142,8 +141,7 @@ fn a_blob_that_is_not_an_index_is_refused_even_with_a_matching_checksum() {
 fn another_files_index_is_refused_by_its_document_count() {
     let (store, file) = indexed_file();
     // A second file of 20 rows, indexed: its blob is intact but not this file's.
-    let records: Vec<(&str, &str, &str, &[(&str, &str)])> =
-        (0..20).map(|_| ("svc", "kind-1", "INFO", &[][..])).collect();
+    let records: Vec<Rec<'_>> = (0..20).map(|_| ("svc", "kind-1", "INFO", &[][..])).collect();
     let other = store.write(
         Signal::Logs,
         &[decode(

@@ -9,7 +9,7 @@ use wit_batch::{PayloadFormat, Signal};
 use wit_index::{Indexer, SearchedBy, Searcher};
 use wit_store::{FileCatalog, Maintenance};
 
-use crate::{Store, decode, logs_json, query, sink_config, tenant};
+use crate::{Rec, Store, decode, logs_json, query, sink_config, tenant};
 
 /// `n` rows, one in three with `needle` in its body and `user.id=u-7`.
 fn rows(n: usize, file: usize) -> String {
@@ -22,7 +22,7 @@ fn rows(n: usize, file: usize) -> String {
             }
         })
         .collect();
-    let records: Vec<(&str, &str, &str, &[(&str, &str)])> = bodies
+    let records: Vec<Rec<'_>> = bodies
         .iter()
         .enumerate()
         .map(|(i, b)| {

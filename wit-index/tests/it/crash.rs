@@ -13,7 +13,7 @@ use wit_index::{Indexer, SearchedBy, Searcher, index_path};
 use wit_store::{Destination, FileCatalog, FileIndex, ParquetSink, StoredFile};
 use wit_tracker::{SqliteTracker, Tracker, TrackerConfig, TrackerExt};
 
-use crate::{decode, logs_json, query, sink_config, tenant};
+use crate::{Rec, decode, logs_json, query, sink_config, tenant};
 
 const DIR: &str = "WIT_INDEX_CRASH_DIR";
 const ROWS: usize = 600;
@@ -35,7 +35,7 @@ fn batch_rows(round: u64) -> String {
             )
         })
         .collect();
-    let records: Vec<(&str, &str, &str, &[(&str, &str)])> = bodies
+    let records: Vec<Rec<'_>> = bodies
         .iter()
         .map(|b| ("svc", b.as_str(), "WARN", &[("k", "v")][..]))
         .collect();

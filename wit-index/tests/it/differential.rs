@@ -7,7 +7,7 @@ use wit_batch::{PayloadFormat, Signal};
 use wit_index::{Indexer, Query, SearchedBy, Searcher};
 use wit_store::StoredFile;
 
-use crate::{Store, bodies, decode, logs_json, matched, query};
+use crate::{Rec, Store, bodies, decode, logs_json, matched, query};
 
 /// Indexes `file`, then checks that the index and the scan give the same rows for `queries`.
 fn agree(store: &Store, searcher: &Searcher, file: &StoredFile, queries: &[String]) -> Result<(), TestCaseError> {
@@ -168,7 +168,7 @@ fn index_and_scan_agree_on_random_rows_and_queries() {
                         )
                     })
                     .collect();
-                let rows: Vec<(&str, &str, &str, &[(&str, &str)])> = records
+                let rows: Vec<Rec<'_>> = records
                     .iter()
                     .zip(&texts)
                     .map(|((s, _, _, sev, _), (body, attrs))| {
@@ -290,7 +290,7 @@ fn index_and_scan_agree_on_the_sdk_fixtures() {
 
 #[test]
 fn known_answers() {
-    let records: &[(&str, &str, &str, &[(&str, &str)])] = &[
+    let records: &[Rec<'_>] = &[
         (
             "checkout",
             "GET /api/v2/users/42 took 3012ms",

@@ -85,9 +85,12 @@ pub(crate) fn decode(signal: Signal, payload: &[u8], format: PayloadFormat) -> R
     decoded.expect("decode")
 }
 
+/// One log record of [`logs_json`]: service, body, severity text, attributes.
+pub(crate) type Rec<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+
 /// The OTLP/JSON logs request of `records`, each `(service, body, severity, attributes)`,
 /// stamped one millisecond apart within one hour.
-pub(crate) fn logs_json(records: &[(&str, &str, &str, &[(&str, &str)])]) -> String {
+pub(crate) fn logs_json(records: &[Rec<'_>]) -> String {
     let mut resources = Vec::new();
     for (i, (service, body, severity, attrs)) in records.iter().enumerate() {
         let attrs: Vec<String> = attrs

@@ -9,7 +9,7 @@ use wit_index::{Error, Indexer, SearchedBy, Searcher, index_path};
 use wit_store::{Destination, FileCatalog, InMemoryFileCatalog, ParquetSink};
 
 use crate::moto::{Moto, options};
-use crate::{Store, bodies, decode, logs_json, matched, query, sink_config, tenant};
+use crate::{Rec, Store, bodies, decode, logs_json, matched, query, sink_config, tenant};
 
 fn numbered(n: usize, tag: &str) -> String {
     let rows: Vec<(String, Vec<(String, String)>)> = (0..n)
@@ -24,7 +24,7 @@ fn numbered(n: usize, tag: &str) -> String {
         .iter()
         .map(|(_, a)| a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
         .collect();
-    let records: Vec<(&str, &str, &str, &[(&str, &str)])> = rows
+    let records: Vec<Rec<'_>> = rows
         .iter()
         .zip(&attrs)
         .map(|((body, _), a)| ("web", body.as_str(), "INFO", a.as_slice()))
