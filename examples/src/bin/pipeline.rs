@@ -16,8 +16,9 @@
 //! Then the pipeline is closed, which stores everything, and the run checks itself, per
 //! signal: every record asked for was acknowledged; the files the tracker's catalog lists,
 //! read back with parquet's Arrow reader, hold the rows the catalog says and every record
-//! exactly once; every batch holding an acknowledged record is `STORED` or `COMPLETED`. Last,
-//! the closed WAL is inspected read-only, as `wit wal verify` does.
+//! exactly once, and each has its index; every batch holding an acknowledged record is
+//! `STORED`, `INDEXED` or `COMPLETED`. Last, the closed WAL is inspected read-only, as
+//! `wit wal verify` does.
 //!
 //! It runs in a fresh temporary directory unless `--dir` names a new or empty one, prints a
 //! report, and exits 1 unless the self-check holds, listing the first problems.
@@ -103,7 +104,9 @@ fn main() -> ExitCode {
         }
     };
     if problems.is_empty() {
-        println!("ok: every acknowledged record is stored exactly once, and its batch is STORED or COMPLETED");
+        println!(
+            "ok: every acknowledged record is stored exactly once, indexed, and its batch is STORED, INDEXED or COMPLETED"
+        );
         return ExitCode::SUCCESS;
     }
     let mut shown = problems[..problems.len().min(MAX_PROBLEMS_SHOWN)].join("\n  ");
@@ -489,7 +492,8 @@ fn attribute(key: &str, value: Value) -> KeyValue {
 }
 
 /// Checks one signal: acknowledged as asked, every record once in the files the catalog lists
-/// (read back), every batch holding an acknowledged record `STORED` or `COMPLETED`. Prints its
+/// (read back) and indexed, every batch holding an acknowledged record `STORED`, `INDEXED` or
+/// `COMPLETED`. Prints its
 /// report line; returns the problems.
 fn check_signal(
     s: usize,
@@ -524,6 +528,13 @@ fn check_signal(
                 file.rows
             ));
         }
+        if file.index.is_none() {
+            // Closing the pipeline drains its indexer: every published file has its index.
+            problems.push(format!(
+                "{signal}: `{}` has no index after the pipeline closed",
+                file.path
+            ));
+        }
         rows += ids.len() as u64;
         for (producer, seq) in ids {
             match times.get_mut(producer as usize).and_then(|t| t.get_mut(seq as usize)) {
@@ -551,9 +562,11 @@ fn check_signal(
     let mut completed = 0;
     for batch in &batches {
         match tracker.batch(*batch).map(|record| record.stage) {
-            Ok(Stage::Stored) => {}
+            Ok(Stage::Stored | Stage::Indexed) => {}
             Ok(Stage::Completed) => completed += 1,
-            Ok(stage) => problems.push(format!("{signal}: batch {batch} is {stage}, not STORED or COMPLETED")),
+            Ok(stage) => problems.push(format!(
+                "{signal}: batch {batch} is {stage}, not STORED, INDEXED or COMPLETED"
+            )),
             Err(e) => problems.push(format!("{signal}: batch {batch}: {e}")),
         }
     }

@@ -74,7 +74,7 @@ fn pipeline_stores_every_signal_exactly_once_and_checks_itself() {
     assert!(line(&report, "wal: ").ends_with(": intact"), "{report}");
     assert!(
         report
-            .ends_with("ok: every acknowledged record is stored exactly once, and its batch is STORED or COMPLETED\n"),
+            .ends_with("ok: every acknowledged record is stored exactly once, indexed, and its batch is STORED, INDEXED or COMPLETED\n"),
         "{report}"
     );
 
