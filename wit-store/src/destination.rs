@@ -334,6 +334,46 @@ impl Destination {
         }
     }
 
+    /// The destination as an `object_store` rooted where its files' paths start, for readers
+    /// that take one (DataFusion's Parquet scan): a stored file's `path` names the same bytes
+    /// here. Locally a `LocalFileSystem` over the root; on object storage the store under the
+    /// prefix. Reads only: writing through it bypasses the publish rules.
+    ///
+    /// ```
+    /// use object_store::{ObjectStoreExt, path::Path};
+    /// use wit_store::Destination;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let destination = Destination::local(dir.path())?;
+    /// destination.put("acme/logs/a.index", bytes::Bytes::from_static(b"postings"))?;
+    /// let store = destination.reader()?;
+    /// let got = futures::executor::block_on(async {
+    ///     store.get(&Path::from("acme/logs/a.index")).await?.bytes().await
+    /// })?;
+    /// assert_eq!(got, &b"postings"[..]);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the local root cannot be opened.
+    pub fn reader(&self) -> Result<Arc<dyn ObjectStore>> {
+        match &self.target {
+            Target::Local { root } => {
+                let store = object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| Error::Io {
+                    path: root.clone(),
+                    source: std::io::Error::other(e),
+                })?;
+                Ok(Arc::new(store))
+            }
+            Target::Object { store, prefix, .. } if prefix.as_ref().is_empty() => Ok(store.clone()),
+            Target::Object { store, prefix, .. } => Ok(Arc::new(object_store::prefix::PrefixStore::new(
+                store.clone(),
+                prefix.clone(),
+            ))),
+        }
+    }
+
     /// Deletes the blob under `path` (relative to the root); one already gone is fine, so a
     /// janitor may repeat this after a crash. Locally the parent directory is fsynced after.
     ///

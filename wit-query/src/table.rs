@@ -1,0 +1,155 @@
+//! A tenant's table of one signal: the catalog's files, pruned by time before any is opened,
+//! read by DataFusion's Parquet scan with their statistics and with page-index and
+//! bloom-filter pruning on.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, ScalarValue, Statistics, project_schema};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use wit_batch::{Signal, Tenant};
+use wit_store::{FileCatalog, StoredFile, TimeRange};
+
+use crate::error::CatalogFailed;
+use crate::time::{self, TIME_COLUMN};
+
+/// One signal's table of one tenant.
+pub(crate) struct WitTable {
+    pub(crate) name: &'static str,
+    pub(crate) tenant: Tenant,
+    pub(crate) signal: Signal,
+    pub(crate) schema: SchemaRef,
+    pub(crate) catalog: Arc<dyn FileCatalog>,
+    pub(crate) store_url: ObjectStoreUrl,
+}
+
+impl std::fmt::Debug for WitTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WitTable")
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WitTable {
+    /// The catalog's live files of this table that can hold a row within `bounds`.
+    async fn files(&self, bounds: time::Bounds) -> Result<Vec<StoredFile>> {
+        let catalog = self.catalog.clone();
+        let (tenant, signal) = (self.tenant.clone(), self.signal);
+        let range = (!bounds.is_all()).then(|| TimeRange::new(bounds.min, bounds.max));
+        // The catalog is a blocking API (SQLite, PostgreSQL through its own runtime).
+        let listed = tokio::task::spawn_blocking(move || catalog.list(&tenant, signal, range))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        listed.map_err(|source| {
+            DataFusionError::External(Box::new(CatalogFailed {
+                table: self.name.to_string(),
+                source,
+            }))
+        })
+    }
+
+    /// What the catalog knows of a file, as DataFusion statistics: the exact row count and
+    /// the exact range of the time column (no nulls there).
+    fn statistics(&self, file: &StoredFile) -> Statistics {
+        let mut stats = Statistics::new_unknown(&self.schema);
+        stats.num_rows = Precision::Exact(file.rows as usize);
+        stats.total_byte_size = Precision::Inexact(file.bytes as usize);
+        if let Ok(idx) = self.schema.index_of(TIME_COLUMN) {
+            let tz = match self.schema.field(idx).data_type() {
+                arrow::datatypes::DataType::Timestamp(_, tz) => tz.clone(),
+                _ => None,
+            };
+            stats.column_statistics[idx] = ColumnStatistics::new_unknown()
+                .with_null_count(Precision::Exact(0))
+                .with_min_value(Precision::Exact(ScalarValue::TimestampNanosecond(
+                    Some(file.time_range.min),
+                    tz.clone(),
+                )))
+                .with_max_value(Precision::Exact(ScalarValue::TimestampNanosecond(
+                    Some(file.time_range.max),
+                    tz,
+                )));
+        }
+        stats
+    }
+}
+
+#[async_trait]
+impl TableProvider for WitTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Every filter is used to prune (time range, statistics, page index, bloom filters)
+        // and re-checked on the rows read.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let bounds = time::bounds(filters);
+        let files = if bounds.is_empty() {
+            Vec::new()
+        } else {
+            self.files(bounds).await?
+        };
+        if files.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(project_schema(&self.schema, projection)?)));
+        }
+        // Spread the files over the partitions, largest first onto the lightest group.
+        let n_groups = state.config().target_partitions().clamp(1, files.len());
+        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n_groups).map(|_| (0, Vec::new())).collect();
+        let mut order: Vec<&StoredFile> = files.iter().collect();
+        order.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
+        let mut all_stats = Vec::with_capacity(files.len());
+        for file in order {
+            let stats = self.statistics(file);
+            all_stats.push(stats.clone());
+            let group = groups
+                .iter_mut()
+                .min_by_key(|(bytes, _)| *bytes)
+                .expect("n_groups >= 1");
+            group.0 += file.bytes;
+            group
+                .1
+                .push(PartitionedFile::new(file.path.clone(), file.bytes).with_statistics(Arc::new(stats)));
+        }
+        let mut options = state.default_table_options().parquet;
+        options.global.pushdown_filters = true;
+        options.global.reorder_filters = true;
+        options.global.enable_page_index = true;
+        options.global.bloom_filter_on_read = true;
+        let format = ParquetFormat::default().with_options(options);
+        let source = format.file_source(self.schema.clone().into());
+        let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
+            .with_file_groups(groups.into_iter().map(|(_, files)| FileGroup::new(files)).collect())
+            .with_statistics(Statistics::try_merge_iter(&all_stats, &self.schema)?)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}
