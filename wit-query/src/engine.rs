@@ -184,6 +184,9 @@ impl QueryEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
+        for function in crate::functions::all() {
+            ctx.register_udf(function);
+        }
         for (name, signal) in TABLES {
             let table = WitTable {
                 name,

@@ -29,6 +29,7 @@
 
 mod engine;
 mod error;
+mod functions;
 mod output;
 mod runtime;
 mod table;

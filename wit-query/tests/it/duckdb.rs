@@ -79,6 +79,26 @@ const CASES: &[Case] = &[
         "SELECT count(*) AS total, count(attributes['user.id'].str) AS with_user, \
          sum(CASE WHEN attributes['user.id'].str IS NULL THEN 1 ELSE 0 END) AS without_user FROM spans",
     ),
+    pair(
+        "attr() against the map lookup",
+        "SELECT attr(attributes, 'http.method') AS m, count(*) AS n FROM spans WHERE attr(attributes, 'user.id') = 'u-3' \
+         GROUP BY attr(attributes, 'http.method') ORDER BY m",
+        "SELECT attributes['http.method'].str AS m, count(*) AS n FROM spans WHERE attributes['user.id'].str = 'u-3' \
+         GROUP BY attributes['http.method'].str ORDER BY m",
+    ),
+    pair(
+        "typed attributes",
+        "SELECT attr_int(attributes, 'http.status_code') AS code, attr(attributes, 'http.status_code') AS text, count(*) AS n \
+         FROM spans GROUP BY 1, 2 ORDER BY 1 NULLS FIRST",
+        "SELECT attributes['http.status_code'].int AS code, CAST(attributes['http.status_code'].int AS VARCHAR) AS text, \
+         count(*) AS n FROM spans GROUP BY 1, 2 ORDER BY 1 NULLS FIRST",
+    ),
+    pair(
+        "span kinds by name",
+        "SELECT span_kind(kind) AS k, count(*) AS n FROM spans WHERE span_kind(kind) IN ('server', 'client') GROUP BY 1 ORDER BY 1",
+        "SELECT CASE kind WHEN 2 THEN 'server' ELSE 'client' END AS k, count(*) AS n FROM spans WHERE kind IN (2, 3) \
+         GROUP BY 1 ORDER BY 1",
+    ),
     same(
         "NULL trace ids and NULL-safe counts",
         "SELECT count(*) AS n, count(trace_id) AS with_trace, count(DISTINCT trace_id) AS traces FROM logs",

@@ -4,6 +4,7 @@
 
 mod data;
 mod duckdb;
+mod functions;
 mod isolation;
 mod pruning;
 

@@ -1,0 +1,120 @@
+//! `attr*` and the enum-name functions, on the payloads a real OpenTelemetry SDK produced.
+
+use serde_json::{Value, json};
+use wit_query::Error;
+
+use crate::{acme, scalar, sql, standard_store};
+
+fn row(session: &wit_query::Session, query: &str) -> Value {
+    let rows = sql(session, query).to_json_rows().expect("json");
+    assert_eq!(rows.len(), 1, "{query}: {rows:?}");
+    Value::Object(rows[0].clone())
+}
+
+#[test]
+fn attribute_values_by_key_typed_and_as_text() {
+    let store = standard_store();
+    let session = store.engine().session(&acme());
+    let checkout = "FROM spans WHERE name = 'GET /checkout/{cart_id}'";
+    assert_eq!(
+        row(
+            &session,
+            &format!(
+                "SELECT attr(attributes, 'attr.string') AS s, attr(attributes, 'attr.string.empty') AS empty, \
+                 attr(attributes, 'attr.int') AS i, attr_int(attributes, 'attr.int') AS int, \
+                 attr_double(attributes, 'attr.int') AS widened, attr(attributes, 'attr.bool') AS b, \
+                 attr_bool(attributes, 'attr.bool') AS bool, attr_int(attributes, 'attr.int.max') AS max, \
+                 attr_int(attributes, 'attr.string') AS not_an_int, attr(attributes, 'no.such.key') AS missing, \
+                 attr(resource_attributes, 'service.name') AS service {checkout}"
+            )
+        ),
+        json!({"s": "hello", "empty": "", "i": "-42", "int": -42, "widened": -42.0, "b": "true", "bool": true,
+               "max": i64::MAX, "service": "checkout-service"}),
+        "absent keys and values of another type are NULL (no key)"
+    );
+    // Arrays and key-value lists read as their OTLP/JSON text; doubles keep their precision.
+    let labels = scalar(&session, &format!("SELECT attr(resource_attributes, 'k8s.pod.labels') {checkout}"));
+    assert!(labels.as_str().is_some_and(|t| t.starts_with('[') && t.contains("key")), "{labels}");
+    assert_eq!(
+        scalar(&session, "SELECT attr_double(attributes, 'double.inf') > 1e308 FROM spans WHERE name LIKE 'render%'"),
+        true
+    );
+    // The function filters like the map lookup it replaces.
+    assert_eq!(
+        scalar(&session, "SELECT count(*) FROM spans WHERE attr(attributes, 'http.method') = 'POST'"),
+        scalar(&session, "SELECT count(*) FROM spans WHERE attributes['http.method']['str'] = 'POST'"),
+    );
+}
+
+#[test]
+fn enum_numbers_read_and_filter_by_their_otlp_names() {
+    let store = standard_store();
+    let session = store.engine().session(&acme());
+    assert_eq!(
+        row(
+            &session,
+            "SELECT kind, span_kind(kind) AS kind_name, status_name(status_code) AS status \
+             FROM spans WHERE name = 'GET /checkout/{cart_id}'"
+        ),
+        json!({"kind": 2, "kind_name": "server", "status": "ok"})
+    );
+    for (n, name) in [(0, "unspecified"), (1, "internal"), (2, "server"), (3, "client"), (4, "producer"), (5, "consumer")] {
+        let by_name = scalar(&session, &format!("SELECT count(*) FROM spans WHERE span_kind(kind) = '{name}'"));
+        let by_number = scalar(&session, &format!("SELECT count(*) FROM spans WHERE kind = {n}"));
+        assert_eq!(by_name, by_number, "{name}");
+        assert!(by_name.as_u64().unwrap_or(0) > 0, "{name}");
+    }
+    // The name comparison is rewritten to the number's, so it prunes like one.
+    let plan = sql(&session, "EXPLAIN SELECT count(*) FROM spans WHERE span_kind(kind) = 'server'")
+        .to_table()
+        .expect("table");
+    assert!(plan.contains("kind@") && !plan.contains("span_kind(kind@"), "{plan}");
+    assert_eq!(scalar(&session, "SELECT count(*) FROM spans WHERE span_kind(kind) = 'no-such-kind'"), 0);
+    let severities = sql(
+        &session,
+        "SELECT DISTINCT severity_number AS n, severity_name(severity_number) AS name FROM logs ORDER BY n",
+    )
+    .to_json_rows()
+    .expect("json");
+    for r in &severities {
+        let n = r["n"].as_i64().expect("n");
+        let expected = match n {
+            0 => "UNSPECIFIED",
+            5 => "DEBUG",
+            9 => "INFO",
+            13 => "WARN",
+            17 => "ERROR",
+            21 => "FATAL",
+            _ => continue,
+        };
+        assert_eq!(r["name"], expected, "{r:?}");
+    }
+    assert!(severities.len() >= 4, "{severities:?}");
+    let types = sql(
+        &session,
+        "SELECT DISTINCT metric_type_name(metric_type) AS t FROM metrics ORDER BY t",
+    )
+    .to_json_rows()
+    .expect("json");
+    let types: Vec<&str> = types.iter().filter_map(|r| r["t"].as_str()).collect();
+    for t in ["gauge", "histogram", "sum"] {
+        assert!(types.contains(&t), "{types:?}");
+    }
+}
+
+#[test]
+fn functions_refuse_arguments_of_the_wrong_kind() {
+    let store = standard_store();
+    let session = store.engine().session(&acme());
+    for bad in [
+        "SELECT attr(name, 'x') FROM spans",
+        "SELECT attr(attributes, 42) FROM spans",
+        "SELECT attr(attributes) FROM spans",
+        "SELECT span_kind('server') FROM spans",
+    ] {
+        match session.blocking_sql(bad) {
+            Err(Error::Plan { message, .. }) => assert!(!message.is_empty()),
+            other => panic!("{bad}: expected a plan error, got {other:?}"),
+        }
+    }
+}
