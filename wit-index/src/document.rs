@@ -29,7 +29,7 @@ pub(crate) struct RowDoc {
 }
 
 impl RowDoc {
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.text.clear();
         self.attrs.clear();
         self.service = None;

@@ -349,6 +349,18 @@ impl Scanner {
         }
     }
 
+    /// Whether `text` alone, as a row's only free text, matches `query`.
+    pub(crate) fn matches_text(&mut self, text: &str, query: &Query) -> bool {
+        self.doc.clear();
+        self.doc.text.push_str(text);
+        self.tokens.clear();
+        let tokens = &mut self.tokens;
+        analyze(&self.doc.text, &mut self.scratch, &mut |t, p, _| {
+            tokens.push((t.to_owned(), p))
+        });
+        self.matches(&query.root)
+    }
+
     fn matches(&self, node: &Node) -> bool {
         match node {
             Node::Leaf(leaf) => self.leaf(leaf),

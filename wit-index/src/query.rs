@@ -106,6 +106,92 @@ impl Query {
     pub fn text(&self) -> &str {
         &self.text
     }
+
+    /// Whether every term of the query searches the free text (no `name:value` terms), so
+    /// it can be evaluated over one text alone ([`matches_texts`](Self::matches_texts)).
+    ///
+    /// ```
+    /// use wit_index::Query;
+    ///
+    /// assert!(Query::parse(r#"timeout OR "connection reset" -debug"#)?.is_text_only());
+    /// assert!(!Query::parse("timeout service_name:checkout")?.is_text_only());
+    /// # Ok::<_, wit_index::Error>(())
+    /// ```
+    pub fn is_text_only(&self) -> bool {
+        fn text_only(node: &Node) -> bool {
+            match node {
+                Node::Leaf(Leaf::Term(f, _) | Leaf::Prefix(f, _)) => *f == Field::Text,
+                Node::Leaf(Leaf::Phrase(_)) => true,
+                Node::And(c) | Node::Or(c) => c.iter().all(text_only),
+                Node::Not(c) => text_only(c),
+            }
+        }
+        text_only(&self.root)
+    }
+
+    /// Whether the query has no `NOT`: then a row that matches keeps matching when text is
+    /// added to it, so the rows it finds in a whole row's text include those it finds in any
+    /// one of the row's texts.
+    ///
+    /// ```
+    /// use wit_index::Query;
+    ///
+    /// assert!(Query::parse("timeout OR (disk AND full)")?.is_monotone());
+    /// assert!(!Query::parse("timeout -debug")?.is_monotone());
+    /// # Ok::<_, wit_index::Error>(())
+    /// ```
+    pub fn is_monotone(&self) -> bool {
+        fn monotone(node: &Node) -> bool {
+            match node {
+                Node::Leaf(_) => true,
+                Node::And(c) | Node::Or(c) => c.iter().all(monotone),
+                Node::Not(_) => false,
+            }
+        }
+        monotone(&self.root)
+    }
+
+    /// Whether each text matches the query on its own, analyzed as the free text of a row
+    /// is (`None` for a missing text, which matches nothing: not even `NOT x`). Terms that
+    /// name a field match no text.
+    ///
+    /// ```
+    /// use wit_index::Query;
+    ///
+    /// let q = Query::parse(r#""disk full" OR timeout*"#)?;
+    /// let got = q.matches_texts([Some("Disk full on /dev/sda1"), Some("timeouts: 3"), Some("ok"), None]);
+    /// assert_eq!(got, [Some(true), Some(true), Some(false), None]);
+    /// # Ok::<_, wit_index::Error>(())
+    /// ```
+    pub fn matches_texts<'a>(&self, texts: impl IntoIterator<Item = Option<&'a str>>) -> Vec<Option<bool>> {
+        let mut scanner = crate::engine::Scanner::default();
+        texts
+            .into_iter()
+            .map(|text| text.map(|t| scanner.matches_text(t, self)))
+            .collect()
+    }
+
+    /// The rows of `batch` (rows of `signal`, with the columns of its Parquet files; columns
+    /// it lacks are treated as empty) that match the query, evaluated as a file scan does:
+    /// the same extraction, analyzer and semantics as the index.
+    ///
+    /// ```
+    /// use wit_batch::{Compression, PayloadFormat, Signal, otlp::logs};
+    /// use wit_index::Query;
+    ///
+    /// let json = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[
+    ///     {"body":{"stringValue":"card declined"},"severityText":"ERROR"},
+    ///     {"body":{"stringValue":"paid"}}]}]}]}"#;
+    /// let rows = logs::decode(json, PayloadFormat::OtlpJson, Compression::None)?;
+    /// let hits = Query::parse("severity:error declined")?.matching_rows(Signal::Logs, &rows);
+    /// assert_eq!(hits.iter().collect::<Vec<_>>(), [0]);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn matching_rows(&self, signal: wit_batch::Signal, batch: &arrow::array::RecordBatch) -> crate::RowSet {
+        let mut rows = crate::RowSet::empty(batch.num_rows() as u64);
+        crate::engine::Scanner::default().scan(signal, batch, 0, self, &mut rows);
+        rows
+    }
 }
 
 impl std::str::FromStr for Query {

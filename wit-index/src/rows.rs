@@ -138,9 +138,23 @@ impl RowSet {
         RowSelection::from(selectors)
     }
 
-    pub(crate) fn and(&mut self, other: &RowSet) {
+    /// Keeps only the rows `other` holds too (both sets are of the same file: rows beyond
+    /// the shorter one's length are dropped).
+    ///
+    /// ```
+    /// use wit_index::RowSet;
+    ///
+    /// let mut a = RowSet::from_rows(10, [1, 2, 3]);
+    /// a.and(&RowSet::from_rows(10, [2, 3, 4]));
+    /// assert_eq!(a.iter().collect::<Vec<_>>(), [2, 3]);
+    /// ```
+    pub fn and(&mut self, other: &RowSet) {
+        let shared = self.words.len().min(other.words.len());
         for (a, b) in self.words.iter_mut().zip(&other.words) {
             *a &= b;
+        }
+        for w in &mut self.words[shared..] {
+            *w = 0;
         }
     }
 

@@ -108,6 +108,7 @@ struct Inner {
     catalog: Arc<dyn FileCatalog>,
     env: Arc<RuntimeEnv>,
     store_url: ObjectStoreUrl,
+    searcher: Arc<wit_index::Searcher>,
     config: QueryConfig,
     runtime: OwnedRuntime,
 }
@@ -161,6 +162,7 @@ impl QueryEngine {
                 catalog,
                 env,
                 store_url,
+                searcher: Arc::new(wit_index::Searcher::new(destination.clone())),
                 config,
                 runtime,
             }),
@@ -184,9 +186,10 @@ impl QueryEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
-        for function in crate::functions::all() {
+        for function in crate::functions::all().into_iter().chain(crate::full_text::functions()) {
             ctx.register_udf(function);
         }
+        ctx.add_analyzer_rule(crate::full_text::rule());
         for (name, signal) in TABLES {
             let table = WitTable {
                 name,
@@ -195,6 +198,7 @@ impl QueryEngine {
                 schema: schema(signal),
                 catalog: self.inner.catalog.clone(),
                 store_url: self.inner.store_url.clone(),
+                searcher: self.inner.searcher.clone(),
             };
             ctx.register_table(name, Arc::new(table))
                 .expect("the default schema takes new tables");

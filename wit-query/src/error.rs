@@ -39,6 +39,15 @@ pub enum Error {
         /// 1-based column, when known.
         column: Option<u64>,
     },
+    /// A full-text query (the literal of `matches` or `search`) does not parse, or asks
+    /// what its form cannot answer.
+    #[error("invalid search query at byte {position}: {reason}")]
+    Search {
+        /// The byte offset in the query literal.
+        position: usize,
+        /// What is wrong there.
+        reason: String,
+    },
     /// The tenant's file catalog could not list the files of a table.
     #[error("failed to list the `{table}` files of the tenant from the catalog")]
     Catalog {
@@ -110,9 +119,18 @@ impl From<DataFusionError> for Error {
                     table: failed.table,
                     source: Box::new(failed.source),
                 },
-                Err(other) => Error::Execution {
-                    message: other.to_string(),
-                    source: Some(other),
+                Err(other) => match other.downcast::<wit_index::Error>() {
+                    Ok(e) => match *e {
+                        wit_index::Error::Query { position, reason } => Error::Search { position, reason },
+                        other => Error::Execution {
+                            message: other.to_string(),
+                            source: Some(Box::new(other)),
+                        },
+                    },
+                    Err(other) => Error::Execution {
+                        message: other.to_string(),
+                        source: Some(other),
+                    },
                 },
             },
             DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::NotImplemented(_) => {

@@ -94,7 +94,11 @@ impl ScalarUDFImpl for AttrFn {
             );
         }
         if !matches!(args[1], DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
-            return plan_err!("{}(attributes, key): the key must be text, not {}", self.name(), args[1]);
+            return plan_err!(
+                "{}(attributes, key): the key must be text, not {}",
+                self.name(),
+                args[1]
+            );
         }
         Ok(match self.kind {
             Attr::Text => DataType::Utf8,
@@ -162,7 +166,11 @@ fn attr_values(kind: Attr, maps: &MapArray, keys: &StringArray) -> Result<ArrayR
         Attr::Int => {
             let mut out = Int64Builder::with_capacity(n);
             for row in 0..n {
-                out.append_option(find(row).filter(|&i| types.value(i) == any::INT && ints.is_valid(i)).map(|i| ints.value(i)));
+                out.append_option(
+                    find(row)
+                        .filter(|&i| types.value(i) == any::INT && ints.is_valid(i))
+                        .map(|i| ints.value(i)),
+                );
             }
             Arc::new(out.finish())
         }
@@ -180,7 +188,11 @@ fn attr_values(kind: Attr, maps: &MapArray, keys: &StringArray) -> Result<ArrayR
         Attr::Bool => {
             let mut out = BooleanBuilder::with_capacity(n);
             for row in 0..n {
-                out.append_option(find(row).filter(|&i| types.value(i) == any::BOOL && bools.is_valid(i)).map(|i| bools.value(i)));
+                out.append_option(
+                    find(row)
+                        .filter(|&i| types.value(i) == any::BOOL && bools.is_valid(i))
+                        .map(|i| bools.value(i)),
+                );
             }
             Arc::new(out.finish())
         }
@@ -326,7 +338,11 @@ impl ScalarUDFImpl for EnumFn {
         let input = args.args[0].to_array(args.number_rows)?;
         let numbers: Vec<Option<i32>> = match self.spec.input {
             InputType::Int32 => input.as_primitive::<Int32Type>().iter().collect(),
-            InputType::UInt8 => input.as_primitive::<UInt8Type>().iter().map(|v| v.map(i32::from)).collect(),
+            InputType::UInt8 => input
+                .as_primitive::<UInt8Type>()
+                .iter()
+                .map(|v| v.map(i32::from))
+                .collect(),
         };
         let out: StringArray = numbers.into_iter().map(|n| n.and_then(|n| self.name_of(n))).collect();
         if scalar {
@@ -350,7 +366,10 @@ impl ScalarUDFImpl for EnumFn {
         };
         let (low, high) = match self.spec.input {
             InputType::Int32 => (ScalarValue::Int32(Some(*n)), ScalarValue::Int32(Some(n + 1))),
-            InputType::UInt8 => (ScalarValue::UInt8(Some(*n as u8)), ScalarValue::UInt8(Some(*n as u8 + 1))),
+            InputType::UInt8 => (
+                ScalarValue::UInt8(Some(*n as u8)),
+                ScalarValue::UInt8(Some(*n as u8 + 1)),
+            ),
         };
         let Some(arg) = args.first() else {
             return exec_err!("{} takes one argument", self.spec.function);

@@ -29,6 +29,7 @@
 
 mod engine;
 mod error;
+mod full_text;
 mod functions;
 mod output;
 mod runtime;

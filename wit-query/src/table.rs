@@ -12,6 +12,7 @@ use datafusion::common::{ColumnStatistics, ScalarValue, Statistics, project_sche
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -19,10 +20,30 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use wit_batch::{Signal, Tenant};
+use wit_index::{Query, RowSet, Searcher};
 use wit_store::{FileCatalog, StoredFile, TimeRange};
 
 use crate::error::CatalogFailed;
 use crate::time::{self, TIME_COLUMN};
+
+/// Every column wit-index reads from a row, in any signal's table.
+pub(crate) const INDEXED: &[&str] = &[
+    "name",
+    "status_message",
+    "events",
+    "attributes",
+    "trace_id",
+    "span_id",
+    "service_name",
+    "resource_attributes",
+    "scope_attributes",
+    "body",
+    "event_name",
+    "severity_text",
+    "severity_number",
+    "metric_name",
+    "metric_description",
+];
 
 /// One signal's table of one tenant.
 pub(crate) struct WitTable {
@@ -32,6 +53,7 @@ pub(crate) struct WitTable {
     pub(crate) schema: SchemaRef,
     pub(crate) catalog: Arc<dyn FileCatalog>,
     pub(crate) store_url: ObjectStoreUrl,
+    pub(crate) searcher: Arc<Searcher>,
 }
 
 impl std::fmt::Debug for WitTable {
@@ -59,6 +81,38 @@ impl WitTable {
                 source,
             }))
         })
+    }
+
+    /// For each file, the rows its index finds for every query (`None`: read all rows, the
+    /// file has no usable index or there is no query). Blocking: indexes are read through the
+    /// searcher's cache.
+    async fn narrow(&self, files: &[StoredFile], queries: Vec<Query>) -> Result<Vec<Option<RowSet>>> {
+        if queries.is_empty() || files.iter().all(|f| f.index.is_none()) {
+            return Ok(vec![None; files.len()]);
+        }
+        let searcher = self.searcher.clone();
+        let files = files.to_vec();
+        tokio::task::spawn_blocking(move || {
+            files
+                .iter()
+                .map(|file| {
+                    file.index.as_ref()?;
+                    let mut rows: Option<RowSet> = None;
+                    for query in &queries {
+                        // An unusable index (missing, corrupt, stale) narrows nothing: the
+                        // filters run on every row of the file instead.
+                        let found = searcher.search_index(file, query).ok()?;
+                        match rows.as_mut() {
+                            None => rows = Some(found),
+                            Some(acc) => acc.and(&found),
+                        }
+                    }
+                    rows
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))
     }
 
     /// What the catalog knows of a file, as DataFusion statistics: the exact row count and
@@ -116,26 +170,38 @@ impl TableProvider for WitTable {
         } else {
             self.files(bounds).await?
         };
+        let narrowed = self.narrow(&files, crate::full_text::index_queries(filters)).await?;
+        // A file whose index finds no row for a query is not read at all.
+        let files: Vec<(StoredFile, Option<RowSet>)> = files
+            .into_iter()
+            .zip(narrowed)
+            .filter(|(_, rows)| rows.as_ref().is_none_or(|r| r.count() > 0))
+            .collect();
         if files.is_empty() {
             return Ok(Arc::new(EmptyExec::new(project_schema(&self.schema, projection)?)));
         }
         // Spread the files over the partitions, largest first onto the lightest group.
         let n_groups = state.config().target_partitions().clamp(1, files.len());
         let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n_groups).map(|_| (0, Vec::new())).collect();
-        let mut order: Vec<&StoredFile> = files.iter().collect();
-        order.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
+        let mut order: Vec<&(StoredFile, Option<RowSet>)> = files.iter().collect();
+        order.sort_by(|(a, _), (b, _)| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
         let mut all_stats = Vec::with_capacity(files.len());
-        for file in order {
-            let stats = self.statistics(file);
+        for (file, rows) in order {
+            let mut stats = self.statistics(file);
+            let mut part = PartitionedFile::new(file.path.clone(), file.bytes);
+            if let Some(rows) = rows {
+                // Only the index's rows are read; the file's statistics then bound, not give,
+                // what the scan returns.
+                part = part.with_extension(ParquetRowSelection::new(rows.to_row_selection()));
+                stats = stats.to_inexact();
+            }
             all_stats.push(stats.clone());
             let group = groups
                 .iter_mut()
                 .min_by_key(|(bytes, _)| *bytes)
                 .expect("n_groups >= 1");
             group.0 += file.bytes;
-            group
-                .1
-                .push(PartitionedFile::new(file.path.clone(), file.bytes).with_statistics(Arc::new(stats)));
+            group.1.push(part.with_statistics(Arc::new(stats)));
         }
         let mut options = state.default_table_options().parquet;
         options.global.pushdown_filters = true;

@@ -33,16 +33,33 @@ fn attribute_values_by_key_typed_and_as_text() {
         "absent keys and values of another type are NULL (no key)"
     );
     // Arrays and key-value lists read as their OTLP/JSON text; doubles keep their precision.
-    let labels = scalar(&session, &format!("SELECT attr(resource_attributes, 'k8s.pod.labels') {checkout}"));
-    assert!(labels.as_str().is_some_and(|t| t.starts_with('[') && t.contains("stringValue")), "{labels}");
+    let labels = scalar(
+        &session,
+        &format!("SELECT attr(resource_attributes, 'k8s.pod.labels') {checkout}"),
+    );
+    assert!(
+        labels
+            .as_str()
+            .is_some_and(|t| t.starts_with('[') && t.contains("stringValue")),
+        "{labels}"
+    );
     assert_eq!(
-        scalar(&session, "SELECT attr_double(attributes, 'double.inf') > 1e308 FROM spans WHERE name LIKE 'render%'"),
+        scalar(
+            &session,
+            "SELECT attr_double(attributes, 'double.inf') > 1e308 FROM spans WHERE name LIKE 'render%'"
+        ),
         true
     );
     // The function filters like the map lookup it replaces.
     assert_eq!(
-        scalar(&session, "SELECT count(*) FROM spans WHERE attr(attributes, 'http.method') = 'POST'"),
-        scalar(&session, "SELECT count(*) FROM spans WHERE attributes['http.method']['str'] = 'POST'"),
+        scalar(
+            &session,
+            "SELECT count(*) FROM spans WHERE attr(attributes, 'http.method') = 'POST'"
+        ),
+        scalar(
+            &session,
+            "SELECT count(*) FROM spans WHERE attributes['http.method']['str'] = 'POST'"
+        ),
     );
 }
 
@@ -58,18 +75,37 @@ fn enum_numbers_read_and_filter_by_their_otlp_names() {
         ),
         json!({"kind": 2, "kind_name": "server", "status": "ok"})
     );
-    for (n, name) in [(0, "unspecified"), (1, "internal"), (2, "server"), (3, "client"), (4, "producer"), (5, "consumer")] {
-        let by_name = scalar(&session, &format!("SELECT count(*) FROM spans WHERE span_kind(kind) = '{name}'"));
+    for (n, name) in [
+        (0, "unspecified"),
+        (1, "internal"),
+        (2, "server"),
+        (3, "client"),
+        (4, "producer"),
+        (5, "consumer"),
+    ] {
+        let by_name = scalar(
+            &session,
+            &format!("SELECT count(*) FROM spans WHERE span_kind(kind) = '{name}'"),
+        );
         let by_number = scalar(&session, &format!("SELECT count(*) FROM spans WHERE kind = {n}"));
         assert_eq!(by_name, by_number, "{name}");
         assert!(by_name.as_u64().unwrap_or(0) > 0, "{name}");
     }
     // The name comparison is rewritten to the number's, so it prunes like one.
-    let plan = sql(&session, "EXPLAIN SELECT count(*) FROM spans WHERE span_kind(kind) = 'server'")
-        .to_table()
-        .expect("table");
+    let plan = sql(
+        &session,
+        "EXPLAIN SELECT count(*) FROM spans WHERE span_kind(kind) = 'server'",
+    )
+    .to_table()
+    .expect("table");
     assert!(plan.contains("kind@") && !plan.contains("span_kind(kind@"), "{plan}");
-    assert_eq!(scalar(&session, "SELECT count(*) FROM spans WHERE span_kind(kind) = 'no-such-kind'"), 0);
+    assert_eq!(
+        scalar(
+            &session,
+            "SELECT count(*) FROM spans WHERE span_kind(kind) = 'no-such-kind'"
+        ),
+        0
+    );
     let severities = sql(
         &session,
         "SELECT DISTINCT severity_number AS n, severity_name(severity_number) AS name FROM logs ORDER BY n",

@@ -4,6 +4,7 @@
 
 mod data;
 mod duckdb;
+mod full_text;
 mod functions;
 mod isolation;
 mod pruning;
