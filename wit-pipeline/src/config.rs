@@ -43,6 +43,7 @@ pub struct PipelineConfig {
     pub(crate) compaction_target_bytes: Option<u64>,
     pub(crate) grace: Duration,
     pub(crate) indexing: bool,
+    pub(crate) hot: Option<wit_query::HotTier>,
 }
 
 impl PipelineConfig {
@@ -66,7 +67,17 @@ impl PipelineConfig {
             compaction_target_bytes: None,
             grace: Duration::from_secs(600),
             indexing: true,
+            hot: None,
         }
+    }
+
+    /// Keeps each batch's rows in `hot` from their conversion (right after the batch is
+    /// durable in the WAL) until the file holding them is published, so a `wit-query` engine
+    /// given the same tier ([`QueryConfig::with_hot_tier`](wit_query::QueryConfig::with_hot_tier))
+    /// sees acknowledged rows at once. A batch given up (dead-lettered) leaves the tier too.
+    pub fn with_hot_tier(mut self, hot: wit_query::HotTier) -> Self {
+        self.hot = Some(hot);
+        self
     }
 
     /// Whether each published file gets its full-text index (`wit-index`), built by an

@@ -385,7 +385,12 @@ impl Processor {
     fn write(&mut self, lsn: u64, envelope: Envelope, batch: &RecordBatch) -> Result<()> {
         let meta = envelope.meta();
         match self.sink.write(&meta.tenant, meta.signal, batch, &[meta.id]) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(hot) = &self.shared.config.hot {
+                    hot.insert(&meta.tenant, meta.signal, meta.id, batch.clone());
+                }
+                Ok(())
+            }
             Err(wit_store::Error::FileAbandoned { batches, source }) => {
                 self.abandoned(&batches, Error::store("write")(*source))
             }
@@ -488,6 +493,10 @@ impl Processor {
             }
             ErrorOutcome::Failed { .. } => {
                 self.shared.dead.keep(id, &envelope.encode())?;
+                // Given up: its rows will not reach a file, so queries stop showing them.
+                if let Some(hot) = &self.shared.config.hot {
+                    hot.remove(&[id]);
+                }
                 if let Some(flight) = self.flights.remove(&lsn) {
                     self.by_batch.remove(&flight.id);
                     self.shared.release(flight.bytes);
@@ -546,6 +555,10 @@ impl Processor {
     }
 
     fn stored(&mut self, id: BatchId) {
+        // Its file is in the catalog: queries read it from there now.
+        if let Some(hot) = &self.shared.config.hot {
+            hot.remove(&[id]);
+        }
         self.staged.remove(&id);
         let Some(lsn) = self.by_batch.remove(&id) else {
             return;

@@ -16,6 +16,7 @@ use url::Url;
 use wit_batch::{Signal, Tenant};
 use wit_store::{Destination, FileCatalog};
 
+use crate::HotTier;
 use crate::output::QueryResult;
 use crate::runtime::OwnedRuntime;
 use crate::table::WitTable;
@@ -34,6 +35,7 @@ pub struct QueryConfig {
     target_partitions: usize,
     batch_rows: usize,
     memory_limit_bytes: Option<usize>,
+    hot: Option<HotTier>,
 }
 
 impl Default for QueryConfig {
@@ -42,6 +44,7 @@ impl Default for QueryConfig {
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             batch_rows: 8192,
             memory_limit_bytes: None,
+            hot: None,
         }
     }
 }
@@ -56,6 +59,13 @@ impl QueryConfig {
     /// Rows per record batch inside a query (default 8192).
     pub fn with_batch_rows(mut self, n: usize) -> Self {
         self.batch_rows = n.max(1);
+        self
+    }
+
+    /// Queries also read `hot`: rows acknowledged but not yet in a published file (the
+    /// pipeline that fills it bounds its memory).
+    pub fn with_hot_tier(mut self, hot: HotTier) -> Self {
+        self.hot = Some(hot);
         self
     }
 
@@ -199,6 +209,7 @@ impl QueryEngine {
                 catalog: self.inner.catalog.clone(),
                 store_url: self.inner.store_url.clone(),
                 searcher: self.inner.searcher.clone(),
+                hot: self.inner.config.hot.clone(),
             };
             ctx.register_table(name, Arc::new(table))
                 .expect("the default schema takes new tables");

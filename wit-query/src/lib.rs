@@ -31,6 +31,7 @@ mod engine;
 mod error;
 mod full_text;
 mod functions;
+mod hot;
 mod output;
 mod runtime;
 mod table;
@@ -38,4 +39,5 @@ mod time;
 
 pub use engine::{QueryConfig, QueryEngine, Session, TABLES};
 pub use error::{Error, Result};
+pub use hot::{HotStats, HotTier};
 pub use output::QueryResult;

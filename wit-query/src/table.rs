@@ -2,7 +2,13 @@
 //! read by DataFusion's Parquet scan with their statistics and with page-index and
 //! bloom-filter pruning on.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::physical_plan::union::UnionExec;
+use wit_batch::BatchId;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -23,6 +29,7 @@ use wit_batch::{Signal, Tenant};
 use wit_index::{Query, RowSet, Searcher};
 use wit_store::{FileCatalog, StoredFile, TimeRange};
 
+use crate::HotTier;
 use crate::error::CatalogFailed;
 use crate::time::{self, TIME_COLUMN};
 
@@ -54,6 +61,7 @@ pub(crate) struct WitTable {
     pub(crate) catalog: Arc<dyn FileCatalog>,
     pub(crate) store_url: ObjectStoreUrl,
     pub(crate) searcher: Arc<Searcher>,
+    pub(crate) hot: Option<HotTier>,
 }
 
 impl std::fmt::Debug for WitTable {
@@ -165,11 +173,23 @@ impl TableProvider for WitTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let bounds = time::bounds(filters);
+        // The hot tier first, then the catalog: a batch published in between is then in a
+        // listed file and dropped from the hot rows (see `HotTier`).
+        let hot = match &self.hot {
+            Some(hot) if !bounds.is_empty() => hot.snapshot(&self.tenant, self.signal),
+            _ => Vec::new(),
+        };
         let files = if bounds.is_empty() {
             Vec::new()
         } else {
             self.files(bounds).await?
         };
+        let stored: HashSet<BatchId> = files.iter().flat_map(|f| f.batch_ids.iter().copied()).collect();
+        let hot: Vec<RecordBatch> = hot
+            .into_iter()
+            .filter(|(id, _)| !stored.contains(id))
+            .map(|(_, rows)| rows)
+            .collect();
         let narrowed = self.narrow(&files, crate::full_text::index_queries(filters)).await?;
         // A file whose index finds no row for a query is not read at all.
         let files: Vec<(StoredFile, Option<RowSet>)> = files
@@ -177,8 +197,18 @@ impl TableProvider for WitTable {
             .zip(narrowed)
             .filter(|(_, rows)| rows.as_ref().is_none_or(|r| r.count() > 0))
             .collect();
+        let hot = if hot.is_empty() {
+            None
+        } else {
+            let exec: Arc<dyn ExecutionPlan> =
+                MemorySourceConfig::try_new_exec(&[hot], self.schema.clone(), projection.cloned())?;
+            Some(exec)
+        };
         if files.is_empty() {
-            return Ok(Arc::new(EmptyExec::new(project_schema(&self.schema, projection)?)));
+            return match hot {
+                Some(hot) => Ok(hot),
+                None => Ok(Arc::new(EmptyExec::new(project_schema(&self.schema, projection)?))),
+            };
         }
         // Spread the files over the partitions, largest first onto the lightest group.
         let n_groups = state.config().target_partitions().clamp(1, files.len());
@@ -216,6 +246,10 @@ impl TableProvider for WitTable {
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        format.create_physical_plan(state, config).await
+        let stored = format.create_physical_plan(state, config).await?;
+        match hot {
+            Some(hot) => UnionExec::try_new(vec![stored, hot]),
+            None => Ok(stored),
+        }
     }
 }

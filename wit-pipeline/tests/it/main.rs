@@ -2,6 +2,7 @@
 
 mod crash;
 mod faulty;
+mod hot;
 mod outage;
 mod pipeline;
 mod support;
