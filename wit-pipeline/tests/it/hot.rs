@@ -38,7 +38,7 @@ fn acknowledged_rows_are_queryable_before_they_are_stored_and_counted_once_throu
     let config = config(dir.path())
         .with_sink(SinkConfig::new(node).with_max_file_age(Duration::from_secs(600)))
         .with_hot_tier(hot.clone());
-    let pipeline = Arc::new(support::open(dir.path(), config, tracker.clone()));
+    let pipeline = support::open(dir.path(), config, tracker.clone());
     let destination = Destination::local(&dir.path().join("data")).expect("destination");
     let engine = QueryEngine::with_config(
         tracker.clone(),
@@ -142,11 +142,7 @@ fn acknowledged_rows_are_queryable_before_they_are_stored_and_counted_once_throu
     assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), next);
     assert_eq!(counts(&session), (next, next));
     assert_eq!(hot.stats().dropped_batches, 0);
-    Arc::try_unwrap(pipeline)
-        .ok()
-        .expect("one owner")
-        .close()
-        .expect("close");
+    pipeline.close().expect("close");
 }
 
 #[test]
