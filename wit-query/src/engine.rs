@@ -179,6 +179,11 @@ impl QueryEngine {
         })
     }
 
+    /// Runs `future` on the engine's runtime; the calling thread waits.
+    pub(crate) fn run<T: Send + 'static>(&self, future: impl std::future::Future<Output = T> + Send + 'static) -> T {
+        self.inner.runtime.run(future)
+    }
+
     /// A session bound to `tenant`: its catalog holds that tenant's tables ([`TABLES`]) and
     /// nothing else.
     pub fn session(&self, tenant: &Tenant) -> Session {
@@ -239,7 +244,7 @@ fn schema(signal: Signal) -> SchemaRef {
 pub struct Session {
     ctx: SessionContext,
     tenant: Tenant,
-    engine: QueryEngine,
+    pub(crate) engine: QueryEngine,
 }
 
 impl std::fmt::Debug for Session {
@@ -295,7 +300,7 @@ impl Session {
     pub fn blocking_sql(&self, sql: &str) -> Result<QueryResult> {
         let session = self.clone();
         let sql = sql.to_owned();
-        self.engine.inner.runtime.run(async move { session.sql(&sql).await })
+        self.engine.run(async move { session.sql(&sql).await })
     }
 }
 

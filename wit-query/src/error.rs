@@ -48,6 +48,13 @@ pub enum Error {
         /// What is wrong there.
         reason: String,
     },
+    /// A lookup's arguments are invalid: a cursor token that is not one, a trace id that is
+    /// not hex, a filter that is not one SQL expression, a page of no rows.
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+    },
     /// The tenant's file catalog could not list the files of a table.
     #[error("failed to list the `{table}` files of the tenant from the catalog")]
     Catalog {

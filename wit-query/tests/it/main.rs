@@ -7,6 +7,7 @@ mod duckdb;
 mod full_text;
 mod functions;
 mod isolation;
+mod lookup;
 mod pruning;
 
 use std::sync::Arc;
