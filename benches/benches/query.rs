@@ -60,9 +60,12 @@ fn spans(request: usize) -> RecordBatch {
 fn store(dir: &std::path::Path) -> (Destination, Arc<InMemoryFileCatalog>, Vec<String>) {
     let destination = Destination::local(dir).expect("destination");
     let catalog = Arc::new(InMemoryFileCatalog::default());
-    let mut sink = ParquetSink::open(destination.clone(), SinkConfig::new(NodeName::try_new("bench").expect("node")))
-        .expect("sink")
-        .with_catalog(catalog.clone());
+    let mut sink = ParquetSink::open(
+        destination.clone(),
+        SinkConfig::new(NodeName::try_new("bench").expect("node")),
+    )
+    .expect("sink")
+    .with_catalog(catalog.clone());
     let tenant = Tenant::try_new("acme").expect("tenant");
     let indexer = Indexer::new(destination.clone());
     let per_file = SPANS / N / FILES;
@@ -137,14 +140,21 @@ fn rows_json(session: &Session, sql: &str) -> String {
         .to_json_rows()
         .expect("json")
         .into_iter()
-        .map(|r| names.iter().map(|n| r.get(n).cloned().unwrap_or(serde_json::Value::Null)).collect())
+        .map(|r| {
+            names
+                .iter()
+                .map(|n| r.get(n).cloned().unwrap_or(serde_json::Value::Null))
+                .collect()
+        })
         .collect();
     serde_json::to_string(&rows).expect("json")
 }
 
 fn same(a: &str, b: &str) -> bool {
-    let (a, b): (serde_json::Value, serde_json::Value) =
-        (serde_json::from_str(a).expect("json"), serde_json::from_str(b).expect("json"));
+    let (a, b): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(a).expect("json"),
+        serde_json::from_str(b).expect("json"),
+    );
     fn eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         match (a, b) {
             (serde_json::Value::Array(x), serde_json::Value::Array(y)) => {
@@ -169,12 +179,17 @@ fn query(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let started = Instant::now();
     let (destination, catalog, paths) = store(dir.path());
-    println!("query: {SPANS} spans in {FILES} files written and indexed in {:?}", started.elapsed());
+    println!(
+        "query: {SPANS} spans in {FILES} files written and indexed in {:?}",
+        started.elapsed()
+    );
     let engine = QueryEngine::with_config(catalog, &destination, QueryConfig::default().with_target_partitions(2))
         .expect("engine");
     let session = engine.session(&Tenant::try_new("acme").expect("tenant"));
     let trace: String = session
-        .blocking_sql("SELECT encode(trace_id, 'hex') AS t FROM spans WHERE attr(attributes, 'enduser.id') = 'user-77' LIMIT 1")
+        .blocking_sql(
+            "SELECT encode(trace_id, 'hex') AS t FROM spans WHERE attr(attributes, 'enduser.id') = 'user-77' LIMIT 1",
+        )
         .expect("trace")
         .to_json_rows()
         .expect("json")[0]["t"]
@@ -182,13 +197,24 @@ fn query(c: &mut Criterion) {
         .expect("hex")
         .to_string();
     // 1% of the time span, in the middle.
-    let (lo, hi) = (T0 + SPANS as u64 * 1_000 / 2, T0 + SPANS as u64 * 1_000 / 2 + SPANS as u64 * 10);
+    let (lo, hi) = (
+        T0 + SPANS as u64 * 1_000 / 2,
+        T0 + SPANS as u64 * 1_000 / 2 + SPANS as u64 * 10,
+    );
     let ts = |ns: u64| chrono_free_rfc3339(ns);
     let cases: Vec<(&str, String, String)> = vec![
-        ("count", "SELECT count(*) FROM spans".into(), "SELECT count(*) FROM spans".into()),
+        (
+            "count",
+            "SELECT count(*) FROM spans".into(),
+            "SELECT count(*) FROM spans".into(),
+        ),
         (
             "time_range_1pct",
-            format!("SELECT count(*), max(duration) FROM spans WHERE timestamp >= '{}' AND timestamp < '{}'", ts(lo), ts(hi)),
+            format!(
+                "SELECT count(*), max(duration) FROM spans WHERE timestamp >= '{}' AND timestamp < '{}'",
+                ts(lo),
+                ts(hi)
+            ),
             format!(
                 "SELECT count(*), max(duration) FROM spans WHERE timestamp >= '{}' AND timestamp < '{}'",
                 ts(lo),
@@ -197,7 +223,8 @@ fn query(c: &mut Criterion) {
         ),
         (
             "group_by_service",
-            "SELECT service_name, avg(CAST(duration AS BIGINT)) FROM spans GROUP BY service_name ORDER BY service_name".into(),
+            "SELECT service_name, avg(CAST(duration AS BIGINT)) FROM spans GROUP BY service_name ORDER BY service_name"
+                .into(),
             "SELECT service_name, avg(duration) FROM spans GROUP BY service_name ORDER BY service_name".into(),
         ),
         (

@@ -6,7 +6,7 @@ use wit_batch::{Signal, Tenant};
 use wit_store::FileCatalog as _;
 use wit_tracker::{SqliteTracker, TrackerConfig};
 
-use super::{assert_exit, stderr, stdout, wal};
+use super::{assert_exit, stderr, stdout, wal, wit};
 
 /// Records of each signal the test run sends.
 const RECORDS: u64 = 1_000;
@@ -86,6 +86,76 @@ fn pipeline_stores_every_signal_exactly_once_and_checks_itself() {
         let rows: u64 = tracker.list(&demo, signal, None).unwrap().iter().map(|f| f.rows).sum();
         assert_eq!(rows, RECORDS, "{signal}");
     }
+    // ... `wit query` answers SQL over it as the tenant (and sees nothing as another) ...
+    for table in ["spans", "logs", "metrics"] {
+        // Each record carries its producer and sequence number as attributes.
+        let sql = format!(
+            "SELECT count(*) AS n, count(DISTINCT attr(attributes, 'producer') || '/' || attr(attributes, 'seq')) AS d FROM {table}"
+        );
+        let out = wit(&[
+            "query",
+            "--data",
+            root.to_str().unwrap(),
+            "--tenant",
+            "demo",
+            "--format",
+            "json",
+            &sql,
+        ]);
+        assert_exit(&out, 0);
+        assert_eq!(
+            stdout(&out).trim(),
+            format!(r#"{{"d":{RECORDS},"n":{RECORDS}}}"#),
+            "{table}"
+        );
+        let sql = format!("SELECT count(*) AS n FROM {table}");
+        let out = wit(&[
+            "query",
+            "--data",
+            root.to_str().unwrap(),
+            "--tenant",
+            "other",
+            "--format",
+            "json",
+            &sql,
+        ]);
+        assert_exit(&out, 0);
+        assert_eq!(stdout(&out).trim(), r#"{"n":0}"#, "another tenant has no rows");
+    }
+    let out = wit(&[
+        "query",
+        "--data",
+        root.to_str().unwrap(),
+        "--tenant",
+        "demo",
+        "SELECT service_name, count(*) AS n FROM logs GROUP BY service_name ORDER BY service_name",
+    ]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("| service_name |") && stdout(&out).contains("checkout"),
+        "{}",
+        stdout(&out)
+    );
+    let out = wit(&[
+        "query",
+        "--data",
+        root.to_str().unwrap(),
+        "--tenant",
+        "demo",
+        "SELECT count(* FROM spans",
+    ]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("line 1, column 16"), "{}", stderr(&out));
+    let out = wit(&[
+        "query",
+        "--data",
+        root.to_str().unwrap(),
+        "--tenant",
+        "demo",
+        "DROP TABLE spans",
+    ]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("only queries"), "{}", stderr(&out));
     // ... and the WAL verifies, ending where the report says.
     let out = wal("verify", &root.join("pipeline").join("wal"), &[]);
     assert_exit(&out, 0);
@@ -95,6 +165,42 @@ fn pipeline_stores_every_signal_exactly_once_and_checks_itself() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn wit_query_needs_a_pipeline_directory_and_its_arguments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let out = wit(&["query", "--data", dir, "--tenant", "demo", "SELECT 1"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("not a pipeline directory"), "{}", stderr(&out));
+    assert!(!tmp.path().join("tracker.db").exists(), "nothing is created");
+    for (args, message) in [
+        (vec!["query", "--tenant", "demo", "SELECT 1"], "missing --data"),
+        (vec!["query", "--data", dir, "SELECT 1"], "missing --tenant"),
+        (vec!["query", "--data", dir, "--tenant", "demo"], "missing the SQL"),
+        (
+            vec!["query", "--data", dir, "--tenant", "no/slash", "SELECT 1"],
+            "--tenant",
+        ),
+        (
+            vec![
+                "query", "--data", dir, "--tenant", "demo", "--format", "xml", "SELECT 1",
+            ],
+            "--format",
+        ),
+        (
+            vec!["query", "--data", dir, "--tenant", "demo", "SELECT 1", "SELECT 2"],
+            "one SQL query",
+        ),
+    ] {
+        let out = wit(&args);
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    let out = wit(&["query", "--help"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("wit query --data DIR --tenant TENANT"));
 }
 
 #[test]

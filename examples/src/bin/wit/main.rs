@@ -1,4 +1,8 @@
-//! `wit`: the command-line tool for Wit's write-ahead log.
+//! `wit`: the command-line tool for Wit: SQL over a pipeline's data, and Wit's write-ahead
+//! log.
+//!
+//! `wit query` runs one SQL query as one tenant over a pipeline directory (its SQLite
+//! tracker is the file catalog; see `query.rs`).
 //!
 //! `wit wal dump`, `verify` and `stats` look at a log directory read-only, through
 //! [`wit_wal::Inspector`], so they work on a log that another process has open (whose tail may
@@ -8,7 +12,7 @@
 //! Exit status: 0 on success; 1 when damage is found or an append fails; 2 for usage errors
 //! and for directories that cannot be opened as a log.
 //!
-//! The arguments are parsed by hand: there are four subcommands with three options between
+//! The arguments are parsed by hand: there are five subcommands with six options between
 //! them, which does not justify a parser crate and its build time.
 
 use std::ffi::OsString;
@@ -19,6 +23,8 @@ use std::sync::mpsc;
 
 use wit_wal::{Commit, Config, Damage, Inspector, Item, Lsn, Wal};
 
+mod query;
+
 const USAGE: &str = "\
 wit: tools for Wit's durable telemetry log
 
@@ -26,6 +32,7 @@ Usage:
     wit <command> [args...]
 
 Commands:
+    query   run SQL over a pipeline directory's data as one tenant (see `wit query --help`)
     wal     inspect a write-ahead log directory, or append to it (see `wit wal --help`)
     help    print this text (also -h, --help)
 ";
@@ -134,6 +141,7 @@ fn run(args: &[OsString]) -> CmdResult {
     match command.to_str() {
         Some("-h" | "--help" | "help") => print_usage(USAGE),
         Some("wal") => run_wal(rest),
+        Some("query") => query::run_query(rest),
         _ => Err(Failure::usage(
             format!("unknown command `{}`", command.to_string_lossy()),
             USAGE,
