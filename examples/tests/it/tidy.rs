@@ -32,9 +32,10 @@ fn crates_depend_only_downwards() {
         ("wit-store", &["wit-batch"][..]),
         ("wit-tracker", &["wit-batch", "wit-store"][..]),
         ("wit-index", &["wit-batch", "wit-store"][..]),
+        ("wit-query", &["wit-batch", "wit-store", "wit-index"][..]),
         (
             "wit-pipeline",
-            &["wit-wal", "wit-batch", "wit-store", "wit-tracker", "wit-index"][..],
+            &["wit-wal", "wit-batch", "wit-store", "wit-tracker", "wit-index", "wit-query"][..],
         ),
     ]);
     for (krate, deps) in &graph {
