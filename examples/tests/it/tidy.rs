@@ -35,7 +35,14 @@ fn crates_depend_only_downwards() {
         ("wit-query", &["wit-batch", "wit-store", "wit-index"][..]),
         (
             "wit-pipeline",
-            &["wit-wal", "wit-batch", "wit-store", "wit-tracker", "wit-index", "wit-query"][..],
+            &[
+                "wit-wal",
+                "wit-batch",
+                "wit-store",
+                "wit-tracker",
+                "wit-index",
+                "wit-query",
+            ][..],
         ),
     ]);
     for (krate, deps) in &graph {

@@ -2,6 +2,7 @@
 //! OTLP requests (synthetic and a real SDK's), queried through the public API and checked
 //! against DuckDB reading the same files.
 
+mod compaction;
 mod data;
 mod duckdb;
 mod full_text;
