@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use prost::Message;
 use wit_batch::Signal;
 use wit_index::Indexer;
-use wit_store::{FileCatalog, Maintenance, NodeName, SinkConfig};
+use wit_store::{Maintenance, NodeName, SinkConfig};
 
 use crate::{Store, acme, data, decode, scalar};
 
