@@ -20,9 +20,11 @@ use crate::HotTier;
 use crate::output::QueryResult;
 use crate::runtime::OwnedRuntime;
 use crate::table::WitTable;
+use crate::tenant::{EVENTS, TenantSchema};
 use crate::{Error, Result};
 
-/// The tables of a tenant: the SQL name and the signal of each.
+/// The tables of a tenant with fixed schemas: the SQL name and the signal of each. A
+/// session also has `events`, whose columns are those of the tenant's events.
 pub const TABLES: [(&str, Signal); 3] = [
     ("spans", Signal::Traces),
     ("logs", Signal::Logs),
@@ -119,6 +121,8 @@ struct Inner {
     env: Arc<RuntimeEnv>,
     store_url: ObjectStoreUrl,
     searcher: Arc<wit_index::Searcher>,
+    store: Arc<dyn ObjectStore>,
+    schemas: crate::tenant::SchemaCache,
     config: QueryConfig,
     runtime: OwnedRuntime,
 }
@@ -158,7 +162,7 @@ impl QueryEngine {
         let store_url = ObjectStoreUrl::parse(STORE_URL).expect("a valid URL");
         let registry = Arc::new(OnlyStore {
             url: STORE_URL.to_string(),
-            store,
+            store: store.clone(),
         });
         let mut env = RuntimeEnvBuilder::new().with_object_store_registry(registry);
         if let Some(limit) = config.memory_limit_bytes {
@@ -173,6 +177,8 @@ impl QueryEngine {
                 env,
                 store_url,
                 searcher: Arc::new(wit_index::Searcher::new(destination.clone())),
+                store,
+                schemas: Default::default(),
                 config,
                 runtime,
             }),
@@ -205,20 +211,36 @@ impl QueryEngine {
             ctx.register_udf(function);
         }
         ctx.add_analyzer_rule(crate::full_text::rule());
-        for (name, signal) in TABLES {
-            let table = WitTable {
-                name,
-                tenant: tenant.clone(),
-                signal,
-                schema: schema(signal),
-                catalog: self.inner.catalog.clone(),
-                store_url: self.inner.store_url.clone(),
-                searcher: self.inner.searcher.clone(),
-                hot: self.inner.config.hot.clone(),
-            };
-            ctx.register_table(name, Arc::new(table))
-                .expect("the default schema takes new tables");
-        }
+        let table = |name: &'static str, signal: Signal, schema: SchemaRef| WitTable {
+            name,
+            tenant: tenant.clone(),
+            signal,
+            schema,
+            catalog: self.inner.catalog.clone(),
+            store_url: self.inner.store_url.clone(),
+            searcher: self.inner.searcher.clone(),
+            hot: self.inner.config.hot.clone(),
+        };
+        let tables = TABLES
+            .iter()
+            .map(|(name, signal)| (*name, Arc::new(table(name, *signal, schema(*signal)))))
+            .collect();
+        let tenant_schema = TenantSchema {
+            tables,
+            events: table(
+                EVENTS,
+                Signal::Events,
+                Arc::new(arrow::datatypes::Schema::new(vec![crate::table::time_field()])),
+            ),
+            store: self.inner.store.clone(),
+            schemas: self.inner.schemas.clone(),
+        };
+        let state = ctx.state();
+        let defaults = &state.config().options().catalog;
+        ctx.catalog(&defaults.default_catalog)
+            .expect("the default catalog exists")
+            .register_schema(&defaults.default_schema, Arc::new(tenant_schema))
+            .expect("the default catalog takes schemas");
         Session {
             ctx,
             tenant: tenant.clone(),

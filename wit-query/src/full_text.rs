@@ -382,12 +382,19 @@ fn row_columns(schema: &DFSchema, qualifier: Option<&str>) -> Result<(Signal, Ve
         Signal::Logs
     } else if has("metric_name") {
         Signal::Metrics
+    } else if has(crate::time::TIME_COLUMN) {
+        Signal::Events
     } else {
-        return plan_err!("search(query): `{table}` is not a spans, logs or metrics table");
+        return plan_err!("search(query): `{table}` is not a spans, logs, metrics or events table");
+    };
+    // Events: every column but the time is indexed.
+    let indexed = |name: &str| match signal {
+        Signal::Events => name != crate::time::TIME_COLUMN,
+        _ => crate::table::INDEXED.contains(&name),
     };
     let columns = schema
         .iter()
-        .filter(|(q, f)| q.is_some_and(|q| q.table() == table) && crate::table::INDEXED.contains(&f.name().as_str()))
+        .filter(|(q, f)| q.is_some_and(|q| q.table() == table) && indexed(f.name()))
         .map(|(q, f)| Column::new(q.cloned(), f.name()))
         .collect();
     Ok((signal, columns))

@@ -36,6 +36,7 @@ mod lookup;
 mod output;
 mod runtime;
 mod table;
+mod tenant;
 mod time;
 
 pub use engine::{QueryConfig, QueryEngine, Session, TABLES};

@@ -52,7 +52,17 @@ pub(crate) const INDEXED: &[&str] = &[
     "metric_description",
 ];
 
+/// The time column of every table, as wit-batch writes it.
+pub(crate) fn time_field() -> arrow::datatypes::Field {
+    arrow::datatypes::Field::new(
+        TIME_COLUMN,
+        arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, Some("UTC".into())),
+        false,
+    )
+}
+
 /// One signal's table of one tenant.
+#[derive(Clone)]
 pub(crate) struct WitTable {
     pub(crate) name: &'static str,
     pub(crate) tenant: Tenant,
@@ -75,7 +85,7 @@ impl std::fmt::Debug for WitTable {
 
 impl WitTable {
     /// The catalog's live files of this table that can hold a row within `bounds`.
-    async fn files(&self, bounds: time::Bounds) -> Result<Vec<StoredFile>> {
+    pub(crate) async fn files(&self, bounds: time::Bounds) -> Result<Vec<StoredFile>> {
         let catalog = self.catalog.clone();
         let (tenant, signal) = (self.tenant.clone(), self.signal);
         let range = (!bounds.is_all()).then(|| TimeRange::new(bounds.min, bounds.max));
@@ -188,8 +198,12 @@ impl TableProvider for WitTable {
         let hot: Vec<RecordBatch> = hot
             .into_iter()
             .filter(|(id, _)| !stored.contains(id))
-            .map(|(_, rows)| rows)
-            .collect();
+            .map(|(_, rows)| match self.signal {
+                // Event batches have their own schemas: to the table's.
+                Signal::Events => crate::tenant::adapt(&rows, &self.schema),
+                _ => Ok(rows),
+            })
+            .collect::<Result<_>>()?;
         let narrowed = self.narrow(&files, crate::full_text::index_queries(filters)).await?;
         // A file whose index finds no row for a query is not read at all.
         let files: Vec<(StoredFile, Option<RowSet>)> = files

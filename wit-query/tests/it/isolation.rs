@@ -62,6 +62,7 @@ fn every_escape_attempt_is_a_typed_error() {
 
     let plan_errors = [
         "SELECT * FROM globex.spans".to_string(),
+        "SELECT * FROM globex.events".to_string(),
         "SELECT * FROM datafusion.globex.spans".to_string(),
         "SELECT * FROM spans_globex".to_string(),
         "SELECT * FROM \"globex/spans\"".to_string(),

@@ -5,6 +5,7 @@
 mod compaction;
 mod data;
 mod duckdb;
+mod events;
 mod full_text;
 mod functions;
 mod isolation;
