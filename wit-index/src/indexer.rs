@@ -248,9 +248,23 @@ impl Indexer {
     }
 }
 
-/// The columns indexing reads for a signal.
-pub(crate) fn engine_columns(signal: Signal) -> Option<&'static [&'static str]> {
+/// The columns of a signal's rows that the index (and the scan with its semantics) reads:
+/// for spans, logs and metrics a fixed list; for events (`None`) every column but the
+/// time. A query engine evaluating wit-index queries over rows hands it these columns.
+///
+/// ```
+/// use wit_batch::Signal;
+///
+/// let logs = wit_index::indexed_columns(Signal::Logs).expect("a fixed list");
+/// assert!(logs.contains(&"body") && logs.contains(&"attributes") && !logs.contains(&"timestamp"));
+/// assert!(wit_index::indexed_columns(Signal::Events).is_none());
+/// ```
+pub fn indexed_columns(signal: Signal) -> Option<&'static [&'static str]> {
     crate::document::columns(signal)
+}
+
+pub(crate) fn engine_columns(signal: Signal) -> Option<&'static [&'static str]> {
+    indexed_columns(signal)
 }
 
 impl wit_store::FileIndexer for Indexer {

@@ -42,7 +42,7 @@ mod searcher;
 
 pub use asynchronous::{AsyncIndexer, AsyncSearcher};
 pub use error::{Error, Result};
-pub use indexer::{IndexBlob, Indexer, build_index, index_path};
+pub use indexer::{IndexBlob, Indexer, build_index, index_path, indexed_columns};
 pub use query::Query;
 pub use rows::RowSet;
 pub use searcher::{Hits, SearchedBy, Searcher};

@@ -388,9 +388,9 @@ fn row_columns(schema: &DFSchema, qualifier: Option<&str>) -> Result<(Signal, Ve
         return plan_err!("search(query): `{table}` is not a spans, logs, metrics or events table");
     };
     // Events: every column but the time is indexed.
-    let indexed = |name: &str| match signal {
-        Signal::Events => name != crate::time::TIME_COLUMN,
-        _ => crate::table::INDEXED.contains(&name),
+    let indexed = |name: &str| match wit_index::indexed_columns(signal) {
+        Some(columns) => columns.contains(&name),
+        None => name != crate::time::TIME_COLUMN,
     };
     let columns = schema
         .iter()

@@ -33,25 +33,6 @@ use crate::HotTier;
 use crate::error::CatalogFailed;
 use crate::time::{self, TIME_COLUMN};
 
-/// Every column wit-index reads from a row, in any signal's table.
-pub(crate) const INDEXED: &[&str] = &[
-    "name",
-    "status_message",
-    "events",
-    "attributes",
-    "trace_id",
-    "span_id",
-    "service_name",
-    "resource_attributes",
-    "scope_attributes",
-    "body",
-    "event_name",
-    "severity_text",
-    "severity_number",
-    "metric_name",
-    "metric_description",
-];
-
 /// The time column of every table, as wit-batch writes it.
 pub(crate) fn time_field() -> arrow::datatypes::Field {
     arrow::datatypes::Field::new(

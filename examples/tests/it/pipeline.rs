@@ -87,73 +87,46 @@ fn pipeline_stores_every_signal_exactly_once_and_checks_itself() {
         assert_eq!(rows, RECORDS, "{signal}");
     }
     // ... `wit query` answers SQL over it as the tenant (and sees nothing as another) ...
+    let data = root.to_str().unwrap();
+    let query = |tenant: &str, json: bool, sql: &str| {
+        let mut args = vec!["query", "--data", data, "--tenant", tenant];
+        if json {
+            args.extend(["--format", "json"]);
+        }
+        args.push(sql);
+        wit(&args)
+    };
     for table in ["spans", "logs", "metrics"] {
         // Each record carries its producer and sequence number as attributes.
         let sql = format!(
             "SELECT count(*) AS n, count(DISTINCT attr(attributes, 'producer') || '/' || attr(attributes, 'seq')) AS d FROM {table}"
         );
-        let out = wit(&[
-            "query",
-            "--data",
-            root.to_str().unwrap(),
-            "--tenant",
-            "demo",
-            "--format",
-            "json",
-            &sql,
-        ]);
+        let out = query("demo", true, &sql);
         assert_exit(&out, 0);
         assert_eq!(
             stdout(&out).trim(),
             format!(r#"{{"d":{RECORDS},"n":{RECORDS}}}"#),
             "{table}"
         );
-        let sql = format!("SELECT count(*) AS n FROM {table}");
-        let out = wit(&[
-            "query",
-            "--data",
-            root.to_str().unwrap(),
-            "--tenant",
-            "other",
-            "--format",
-            "json",
-            &sql,
-        ]);
+        let out = query("other", true, &format!("SELECT count(*) AS n FROM {table}"));
         assert_exit(&out, 0);
         assert_eq!(stdout(&out).trim(), r#"{"n":0}"#, "another tenant has no rows");
     }
-    let out = wit(&[
-        "query",
-        "--data",
-        root.to_str().unwrap(),
-        "--tenant",
+    let out = query(
         "demo",
+        false,
         "SELECT service_name, count(*) AS n FROM logs GROUP BY service_name ORDER BY service_name",
-    ]);
+    );
     assert_exit(&out, 0);
     assert!(
         stdout(&out).contains("| service_name |") && stdout(&out).contains("checkout"),
         "{}",
         stdout(&out)
     );
-    let out = wit(&[
-        "query",
-        "--data",
-        root.to_str().unwrap(),
-        "--tenant",
-        "demo",
-        "SELECT count(* FROM spans",
-    ]);
+    let out = query("demo", false, "SELECT count(* FROM spans");
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("line 1, column 16"), "{}", stderr(&out));
-    let out = wit(&[
-        "query",
-        "--data",
-        root.to_str().unwrap(),
-        "--tenant",
-        "demo",
-        "DROP TABLE spans",
-    ]);
+    let out = query("demo", false, "DROP TABLE spans");
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("only queries"), "{}", stderr(&out));
     // ... and the WAL verifies, ending where the report says.
