@@ -123,7 +123,21 @@ fn acknowledged_rows_are_queryable_before_they_are_stored_and_counted_once_throu
         }
     }
     pipeline.flush().expect("flush");
+    // The flush is asynchronous: wait until every row is in a published file.
     let deadline = Instant::now() + LONG;
+    let stored = || -> u64 {
+        let files = tracker.list(&acme(), Signal::Traces, None).expect("list");
+        files.iter().map(|f| f.rows).sum()
+    };
+    while stored() < next {
+        assert!(
+            Instant::now() < deadline,
+            "everything is stored: {} of {next}",
+            stored()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A stored batch leaves the hot tier once its file is published.
     while hot.stats().rows > 0 {
         assert!(
             Instant::now() < deadline,
@@ -138,8 +152,7 @@ fn acknowledged_rows_are_queryable_before_they_are_stored_and_counted_once_throu
         assert!(queries > 0);
     }
     // All of it from the files now, exactly once.
-    let files = tracker.list(&acme(), Signal::Traces, None).expect("list");
-    assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), next);
+    assert_eq!(stored(), next);
     assert_eq!(counts(&session), (next, next));
     assert_eq!(hot.stats().dropped_batches, 0);
     pipeline.close().expect("close");
