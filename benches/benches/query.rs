@@ -92,6 +92,7 @@ import json, sys, time, duckdb
 req = json.load(sys.stdin)
 con = duckdb.connect()
 con.execute("SET threads TO 2")
+con.execute("SET enable_progress_bar = false")
 con.execute(f"CREATE VIEW spans AS SELECT * FROM read_parquet({json.dumps(req['paths'])})")
 out = []
 for q in req["queries"]:
@@ -211,7 +212,7 @@ fn query(c: &mut Criterion) {
         (
             "time_range_1pct",
             format!(
-                "SELECT count(*), max(duration) FROM spans WHERE timestamp >= '{}' AND timestamp < '{}'",
+                "SELECT count(*), max(CAST(duration AS BIGINT)) FROM spans WHERE timestamp >= '{}' AND timestamp < '{}'",
                 ts(lo),
                 ts(hi)
             ),

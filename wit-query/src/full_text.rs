@@ -400,6 +400,13 @@ fn row_columns(schema: &DFSchema, qualifier: Option<&str>) -> Result<(Signal, Ve
     Ok((signal, columns))
 }
 
+/// Whether a pushed-down filter is a `search` (over a whole row), which a file's index
+/// answers exactly: the scan applies it itself (see `WitTable::scan`).
+pub(crate) fn is_exact_by_index(expr: &Expr) -> bool {
+    matches!(expr, Expr::ScalarFunction(call) if call.func.name() == SEARCH_ROW
+        && call.args.get(1).and_then(literal_text).is_some_and(|q| Query::parse(q).is_ok()))
+}
+
 /// The columns whose text wit-index indexes as a row's free text.
 const FREE_TEXT: &[&str] = &[
     "name",

@@ -6,7 +6,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use datafusion::common::DFSchema;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use wit_batch::BatchId;
 
@@ -114,6 +121,83 @@ impl WitTable {
         .map_err(|e| DataFusionError::External(Box::new(e)))
     }
 
+    /// DataFusion's Parquet scan of `files` (each with its index's row selection, if any),
+    /// reading the columns `projection`.
+    async fn parquet(
+        &self,
+        state: &dyn Session,
+        files: Vec<(StoredFile, Option<RowSet>)>,
+        projection: Option<Vec<usize>>,
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // Spread the files over the partitions, largest first onto the lightest group.
+        let n_groups = state.config().target_partitions().clamp(1, files.len().max(1));
+        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n_groups).map(|_| (0, Vec::new())).collect();
+        let mut order: Vec<&(StoredFile, Option<RowSet>)> = files.iter().collect();
+        order.sort_by(|(a, _), (b, _)| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
+        let mut all_stats = Vec::with_capacity(files.len());
+        for (file, rows) in order {
+            let mut stats = self.statistics(file);
+            let mut part = PartitionedFile::new(file.path.clone(), file.bytes);
+            if let Some(rows) = rows {
+                // Only the index's rows are read; the file's statistics then bound, not give,
+                // what the scan returns.
+                part = part.with_extension(ParquetRowSelection::new(rows.to_row_selection()));
+                stats = stats.to_inexact();
+            }
+            all_stats.push(stats.clone());
+            let group = groups
+                .iter_mut()
+                .min_by_key(|(bytes, _)| *bytes)
+                .expect("n_groups >= 1");
+            group.0 += file.bytes;
+            group.1.push(part.with_statistics(Arc::new(stats)));
+        }
+        let mut options = state.default_table_options().parquet;
+        options.global.pushdown_filters = true;
+        options.global.reorder_filters = true;
+        options.global.enable_page_index = true;
+        options.global.bloom_filter_on_read = true;
+        let format = ParquetFormat::default().with_options(options);
+        let source = format.file_source(self.schema.clone().into());
+        let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
+            .with_file_groups(groups.into_iter().map(|(_, files)| FileGroup::new(files)).collect())
+            .with_statistics(Statistics::try_merge_iter(&all_stats, &self.schema)?)
+            .with_projection_indices(projection)?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+
+    /// `input` (the table's columns `needed`, in that order) filtered by `exact`, then
+    /// projected to the columns `requested`.
+    fn filtered(
+        &self,
+        state: &dyn Session,
+        exact: &[&Expr],
+        requested: &[usize],
+        needed: &[usize],
+        input: Arc<dyn ExecutionPlan>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = DFSchema::try_from(input.schema().as_ref().clone())?;
+        let predicate =
+            conjunction(exact.iter().map(|e| unqualified((*e).clone()))).expect("called with at least one filter");
+        let predicate = state.create_physical_expr(predicate, &schema)?;
+        let filter: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, input)?);
+        let columns: Vec<(Arc<dyn PhysicalExpr>, String)> = requested
+            .iter()
+            .map(|idx| {
+                let name = self.schema.field(*idx).name().clone();
+                let at = needed
+                    .iter()
+                    .position(|n| n == idx)
+                    .expect("requested columns are needed");
+                (Arc::new(PhysicalColumn::new(&name, at)) as Arc<dyn PhysicalExpr>, name)
+            })
+            .collect();
+        Ok(Arc::new(ProjectionExec::try_new(columns, filter)?))
+    }
+
     /// What the catalog knows of a file, as DataFusion statistics: the exact row count and
     /// the exact range of the time column (no nulls there).
     fn statistics(&self, file: &StoredFile) -> Statistics {
@@ -151,9 +235,16 @@ impl TableProvider for WitTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Every filter is used to prune (time range, statistics, page index, bloom filters)
-        // and re-checked on the rows read.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // `search` is answered by the scan itself (by index, or filtered here); every other
+        // filter prunes (time range, statistics, page index, bloom filters, indexes) and is
+        // re-checked on the rows read.
+        Ok(filters
+            .iter()
+            .map(|f| match crate::full_text::is_exact_by_index(f) {
+                true => TableProviderFilterPushDown::Exact,
+                false => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -192,59 +283,68 @@ impl TableProvider for WitTable {
             .zip(narrowed)
             .filter(|(_, rows)| rows.as_ref().is_none_or(|r| r.count() > 0))
             .collect();
-        let hot = if hot.is_empty() {
-            None
+        // `search` filters are answered exactly by an index: files whose index served them
+        // are not filtered again; files without a usable index and hot rows are filtered here.
+        let exact: Vec<&Expr> = filters
+            .iter()
+            .filter(|f| crate::full_text::is_exact_by_index(f))
+            .collect();
+        let (indexed, unindexed): (Vec<_>, Vec<_>) = if exact.is_empty() {
+            (Vec::new(), files)
         } else {
-            let exec: Arc<dyn ExecutionPlan> =
-                MemorySourceConfig::try_new_exec(&[hot], self.schema.clone(), projection.cloned())?;
-            Some(exec)
+            files.into_iter().partition(|(_, rows)| rows.is_some())
         };
-        if files.is_empty() {
-            return match hot {
-                Some(hot) => Ok(hot),
-                None => Ok(Arc::new(EmptyExec::new(project_schema(&self.schema, projection)?))),
-            };
-        }
-        // Spread the files over the partitions, largest first onto the lightest group.
-        let n_groups = state.config().target_partitions().clamp(1, files.len());
-        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n_groups).map(|_| (0, Vec::new())).collect();
-        let mut order: Vec<&(StoredFile, Option<RowSet>)> = files.iter().collect();
-        order.sort_by(|(a, _), (b, _)| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
-        let mut all_stats = Vec::with_capacity(files.len());
-        for (file, rows) in order {
-            let mut stats = self.statistics(file);
-            let mut part = PartitionedFile::new(file.path.clone(), file.bytes);
-            if let Some(rows) = rows {
-                // Only the index's rows are read; the file's statistics then bound, not give,
-                // what the scan returns.
-                part = part.with_extension(ParquetRowSelection::new(rows.to_row_selection()));
-                stats = stats.to_inexact();
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let requested = projection.cloned().unwrap_or(all);
+        let mut needed = requested.clone();
+        for filter in &exact {
+            for column in filter.column_refs() {
+                let idx = self.schema.index_of(&column.name)?;
+                if !needed.contains(&idx) {
+                    needed.push(idx);
+                }
             }
-            all_stats.push(stats.clone());
-            let group = groups
-                .iter_mut()
-                .min_by_key(|(bytes, _)| *bytes)
-                .expect("n_groups >= 1");
-            group.0 += file.bytes;
-            group.1.push(part.with_statistics(Arc::new(stats)));
         }
-        let mut options = state.default_table_options().parquet;
-        options.global.pushdown_filters = true;
-        options.global.reorder_filters = true;
-        options.global.enable_page_index = true;
-        options.global.bloom_filter_on_read = true;
-        let format = ParquetFormat::default().with_options(options);
-        let source = format.file_source(self.schema.clone().into());
-        let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
-            .with_file_groups(groups.into_iter().map(|(_, files)| FileGroup::new(files)).collect())
-            .with_statistics(Statistics::try_merge_iter(&all_stats, &self.schema)?)
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
-            .build();
-        let stored = format.create_physical_plan(state, config).await?;
-        match hot {
-            Some(hot) => UnionExec::try_new(vec![stored, hot]),
-            None => Ok(stored),
+        let mut parts: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !indexed.is_empty() {
+            parts.push(self.parquet(state, indexed, Some(requested.clone()), limit).await?);
+        }
+        let filtered = |input: Arc<dyn ExecutionPlan>| self.filtered(state, &exact, &requested, &needed, input);
+        if !unindexed.is_empty() {
+            if exact.is_empty() {
+                parts.push(self.parquet(state, unindexed, Some(requested.clone()), limit).await?);
+            } else {
+                parts.push(filtered(
+                    self.parquet(state, unindexed, Some(needed.clone()), None).await?,
+                )?);
+            }
+        }
+        if !hot.is_empty() {
+            let columns = if exact.is_empty() {
+                requested.clone()
+            } else {
+                needed.clone()
+            };
+            let memory: Arc<dyn ExecutionPlan> =
+                MemorySourceConfig::try_new_exec(&[hot], self.schema.clone(), Some(columns))?;
+            parts.push(if exact.is_empty() { memory } else { filtered(memory)? });
+        }
+        match parts.len() {
+            0 => Ok(Arc::new(EmptyExec::new(project_schema(&self.schema, projection)?))),
+            1 => Ok(parts.remove(0)),
+            _ => UnionExec::try_new(parts),
         }
     }
+}
+
+/// `expr` with its columns unqualified (the scan's schema has no table name).
+fn unqualified(expr: Expr) -> Expr {
+    expr.transform(|e| match e {
+        Expr::Column(c) => Ok(Transformed::yes(Expr::Column(
+            datafusion::common::Column::new_unqualified(c.name),
+        ))),
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+    .expect("the rewrite cannot fail")
 }

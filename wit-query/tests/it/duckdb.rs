@@ -181,6 +181,7 @@ import json, sys, duckdb
 req = json.load(sys.stdin)
 con = duckdb.connect()
 con.execute("SET threads TO 2")
+con.execute("SET enable_progress_bar = false")
 for name, files in req["tables"].items():
     con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({json.dumps(files)})")
 out = []

@@ -351,3 +351,70 @@ fn the_scan_reads_only_the_rows_the_index_finds() {
         "without an index more rows are read: {without}"
     );
 }
+
+#[test]
+fn search_over_files_with_and_without_usable_indexes_and_hot_rows_is_exact() {
+    let (plain, mixed) = (standard_store(), standard_store());
+    // Half the files indexed, one of those with its blob corrupted afterwards.
+    let indexer = Indexer::new(mixed.destination.clone());
+    let mut corrupted = false;
+    for signal in [Signal::Traces, Signal::Logs] {
+        for (i, file) in mixed
+            .catalog
+            .list(&acme(), signal, None)
+            .expect("list")
+            .iter()
+            .enumerate()
+        {
+            if i % 2 == 0 {
+                let index = indexer.index_and_record(mixed.catalog.as_ref(), file).expect("index");
+                if !corrupted {
+                    mixed
+                        .destination
+                        .put(&index.path, bytes::Bytes::from_static(b"garbage"))
+                        .expect("put");
+                    corrupted = true;
+                }
+            }
+        }
+    }
+    // And rows acknowledged but not stored, in both engines.
+    let hot = wit_query::HotTier::new(1 << 20);
+    let extra = crate::decode(
+        Signal::Logs,
+        &prost::Message::encode_to_vec(&crate::data::logs(1, 50, 99)[0]),
+    );
+    hot.insert(&acme(), Signal::Logs, wit_batch::BatchId::new(), extra);
+    let engine = |store: &Store| {
+        wit_query::QueryEngine::with_config(
+            store.catalog.clone(),
+            &store.destination,
+            wit_query::QueryConfig::default().with_hot_tier(hot.clone()),
+        )
+        .expect("engine")
+        .session(&acme())
+    };
+    let (p, m) = (engine(&plain), engine(&mixed));
+    for query in [
+        "failed",
+        "severity:error -timeout",
+        "service_name:checkout OR user.id:u-3",
+        "\"order 13\" OR pay*",
+        "NOT created",
+    ] {
+        for table in ["spans", "logs"] {
+            let predicate = format!("search('{}')", query.replace('\'', "''"));
+            assert_eq!(
+                keys(&m, table, &predicate),
+                keys(&p, table, &predicate),
+                "{table}: {query}"
+            );
+            let projected = format!("SELECT count(*) AS n, max(timestamp) AS t FROM {table} WHERE {predicate}");
+            assert_eq!(
+                sql(&m, &projected).to_json_rows().expect("json"),
+                sql(&p, &projected).to_json_rows().expect("json"),
+                "{projected}"
+            );
+        }
+    }
+}
