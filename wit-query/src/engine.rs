@@ -251,12 +251,13 @@ impl QueryEngine {
 
 /// The Arrow schema of a signal's table, as wit-batch writes it.
 fn schema(signal: Signal) -> SchemaRef {
-    match signal {
+    let schema = match signal {
         Signal::Traces => wit_batch::otlp::traces::schema(),
         Signal::Logs => wit_batch::otlp::logs::schema(),
         Signal::Metrics => wit_batch::otlp::metrics::schema(),
         other => unreachable!("no table of {other:?} among TABLES"),
-    }
+    };
+    crate::table::with_views(&schema)
 }
 
 /// A SQL session bound to one tenant. Only queries run (`SELECT`, `WITH`, `VALUES`,

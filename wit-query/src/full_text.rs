@@ -254,7 +254,11 @@ impl ScalarUDFImpl for SearchRow {
         let mut fields = Vec::new();
         let mut columns = Vec::new();
         for (value, field) in args.args.iter().zip(&args.arg_fields).skip(2) {
-            let array = value.to_array(rows)?;
+            let mut array = value.to_array(rows)?;
+            // wit-index reads text as `Utf8`; the tables hold it as views.
+            if matches!(array.data_type(), DataType::Utf8View | DataType::LargeUtf8) {
+                array = arrow::compute::cast(&array, &DataType::Utf8)?;
+            }
             fields.push(Field::new(field.name(), array.data_type().clone(), true));
             columns.push(array);
         }

@@ -40,6 +40,23 @@ use crate::HotTier;
 use crate::error::CatalogFailed;
 use crate::time::{self, TIME_COLUMN};
 
+/// `schema` with its top-level text columns as `Utf8View`: the Parquet reader then decodes
+/// strings without copying them, and DataFusion's string kernels (LIKE, grouping) run on
+/// views. Nested fields (attribute maps, bodies) stay as they are.
+pub(crate) fn with_views(schema: &arrow::datatypes::Schema) -> SchemaRef {
+    let fields: Vec<arrow::datatypes::FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            arrow::datatypes::DataType::Utf8 | arrow::datatypes::DataType::LargeUtf8 => {
+                Arc::new(f.as_ref().clone().with_data_type(arrow::datatypes::DataType::Utf8View))
+            }
+            _ => f.clone(),
+        })
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new(fields))
+}
+
 /// The time column of every table, as wit-batch writes it.
 pub(crate) fn time_field() -> arrow::datatypes::Field {
     arrow::datatypes::Field::new(
@@ -270,11 +287,8 @@ impl TableProvider for WitTable {
         let hot: Vec<RecordBatch> = hot
             .into_iter()
             .filter(|(id, _)| !stored.contains(id))
-            .map(|(_, rows)| match self.signal {
-                // Event batches have their own schemas: to the table's.
-                Signal::Events => crate::tenant::adapt(&rows, &self.schema),
-                _ => Ok(rows),
-            })
+            // To the table's schema (text as views; event batches have their own columns).
+            .map(|(_, rows)| crate::tenant::adapt(&rows, &self.schema))
             .collect::<Result<_>>()?;
         let narrowed = self.narrow(&files, crate::full_text::index_queries(filters)).await?;
         // A file whose index finds no row for a query is not read at all.

@@ -82,7 +82,7 @@ impl TenantSchema {
             }
         };
         Ok(WitTable {
-            schema,
+            schema: crate::table::with_views(&schema),
             ..self.events.clone()
         })
     }
