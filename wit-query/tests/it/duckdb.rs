@@ -127,6 +127,21 @@ const CASES: &[Case] = &[
         "LIKE on span names",
         "SELECT name, count(*) AS n FROM spans WHERE name LIKE '%pay%' GROUP BY name ORDER BY name",
     ),
+    same(
+        "NOT LIKE and ILIKE on a nullable dictionary column",
+        "SELECT service_name, count(*) AS n FROM spans WHERE service_name NOT LIKE '%ay%' OR service_name ILIKE 'CHECK%' \
+         GROUP BY service_name ORDER BY service_name",
+    ),
+    same(
+        "LIKE with a single-character wildcard, as a value",
+        "SELECT name LIKE '_ET %' AS get, name NOT ILIKE '%PAY%' AS not_pay, count(*) AS n FROM spans \
+         GROUP BY name LIKE '_ET %', name NOT ILIKE '%PAY%' ORDER BY get, not_pay",
+    ),
+    same(
+        "equality and IN on dictionary columns",
+        "SELECT metric_name, count(*) AS n FROM metrics WHERE metric_name IN ('http.server.duration', 'nope') \
+         OR (metric_unit = 'ms' AND metric_name LIKE '%.%') GROUP BY metric_name ORDER BY metric_name",
+    ),
     pair(
         "time bounds per service",
         "SELECT service_name, CAST(min(timestamp) AS BIGINT) AS first, CAST(max(timestamp) AS BIGINT) AS last \
@@ -275,6 +290,11 @@ fn queries_give_duckdbs_results_on_the_same_files() {
                     .collect()
             })
             .collect();
+        assert!(
+            !expected.is_empty(),
+            "{}: a case that selects no row proves little",
+            case.name
+        );
         let equal = got.len() == expected.len()
             && got
                 .iter()
