@@ -211,10 +211,12 @@ impl QueryEngine {
             ctx.register_udf(function);
         }
         ctx.add_analyzer_rule(crate::full_text::rule());
+        ctx.add_analyzer_rule(crate::dictionary::rule());
         let table = |name: &'static str, signal: Signal, schema: SchemaRef| WitTable {
             name,
             tenant: tenant.clone(),
             signal,
+            file_schema: (signal != Signal::Events).then(|| schema.clone()),
             schema,
             catalog: self.inner.catalog.clone(),
             store_url: self.inner.store_url.clone(),
@@ -257,7 +259,7 @@ fn schema(signal: Signal) -> SchemaRef {
         Signal::Metrics => wit_batch::otlp::metrics::schema(),
         other => unreachable!("no table of {other:?} among TABLES"),
     };
-    crate::table::with_views(&schema)
+    crate::dictionary::with_dictionaries(&crate::table::with_views(&schema))
 }
 
 /// A SQL session bound to one tenant. Only queries run (`SELECT`, `WITH`, `VALUES`,

@@ -89,6 +89,15 @@ impl Matches {
     }
 }
 
+/// `query` evaluated on each text of `array` (NULL for a NULL text).
+fn matches_of(query: &Query, array: &ArrayRef) -> Result<BooleanArray> {
+    let texts = arrow::compute::cast(&texts_of(array)?, &DataType::Utf8)?;
+    Ok(query
+        .matches_texts(texts.as_string::<i32>().iter())
+        .into_iter()
+        .collect())
+}
+
 /// The texts of a `matches` argument: a text array, or a value struct's `str` child (a log
 /// body).
 fn texts_of(array: &ArrayRef) -> Result<ArrayRef> {
@@ -110,7 +119,8 @@ fn is_text_type(t: &DataType) -> bool {
     matches!(
         t,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
-    ) || matches!(t, DataType::Struct(f) if f.find("str").is_some() && f.find("type").is_some())
+    ) || matches!(t, DataType::Dictionary(_, values) if is_text_type(values))
+        || matches!(t, DataType::Struct(f) if f.find("str").is_some() && f.find("type").is_some())
 }
 
 impl ScalarUDFImpl for Matches {
@@ -144,12 +154,19 @@ impl ScalarUDFImpl for Matches {
         };
         let query = Query::parse(&text).map_err(query_error)?;
         let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let texts = texts_of(&args.args[0].to_array(args.number_rows)?)?;
-        let texts = arrow::compute::cast(&texts, &DataType::Utf8)?;
-        let out: BooleanArray = query
-            .matches_texts(texts.as_string::<i32>().iter())
-            .into_iter()
-            .collect();
+        let array = args.args[0].to_array(args.number_rows)?;
+        let out = match array.as_any_dictionary_opt() {
+            // A dictionary column: each distinct text is matched once, then mapped to rows.
+            Some(dictionary) => {
+                let per_value = matches_of(&query, dictionary.values())?;
+                let keys = arrow::array::UInt32Array::new(
+                    dictionary.normalized_keys().into_iter().map(|k| k as u32).collect(),
+                    dictionary.keys().nulls().cloned(),
+                );
+                arrow::compute::take(&per_value, &keys, None)?.as_boolean().clone()
+            }
+            None => matches_of(&query, &array)?,
+        };
         if scalar {
             return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?));
         }
@@ -256,7 +273,10 @@ impl ScalarUDFImpl for SearchRow {
         for (value, field) in args.args.iter().zip(&args.arg_fields).skip(2) {
             let mut array = value.to_array(rows)?;
             // wit-index reads text as `Utf8`; the tables hold it as views.
-            if matches!(array.data_type(), DataType::Utf8View | DataType::LargeUtf8) {
+            if matches!(
+                array.data_type(),
+                DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(_, _)
+            ) {
                 array = arrow::compute::cast(&array, &DataType::Utf8)?;
             }
             fields.push(Field::new(field.name(), array.data_type().clone(), true));

@@ -87,6 +87,7 @@
 //! cursor).
 #![warn(missing_docs, unreachable_pub)]
 
+mod dictionary;
 mod engine;
 mod error;
 mod full_text;

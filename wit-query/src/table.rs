@@ -73,6 +73,10 @@ pub(crate) struct WitTable {
     pub(crate) tenant: Tenant,
     pub(crate) signal: Signal,
     pub(crate) schema: SchemaRef,
+    /// The schema each file is decoded to, when every file has the table's columns (the OTLP
+    /// tables, written with wit-batch's schemas): the Parquet reader then decodes text to
+    /// views and dictionaries directly. `None` (events): as each file's footer says.
+    pub(crate) file_schema: Option<SchemaRef>,
     pub(crate) catalog: Arc<dyn FileCatalog>,
     pub(crate) store_url: ObjectStoreUrl,
     pub(crate) searcher: Arc<Searcher>,
@@ -156,6 +160,9 @@ impl WitTable {
         for (file, rows) in order {
             let mut stats = self.statistics(file);
             let mut part = PartitionedFile::new(file.path.clone(), file.bytes);
+            if let Some(schema) = &self.file_schema {
+                part = part.with_arrow_schema(schema.clone());
+            }
             if let Some(rows) = rows {
                 // Only the index's rows are read; the file's statistics then bound, not give,
                 // what the scan returns.

@@ -142,6 +142,16 @@ const CASES: &[Case] = &[
         "SELECT metric_name, count(*) AS n FROM metrics WHERE metric_name IN ('http.server.duration', 'nope') \
          OR (metric_unit = 'ms' AND metric_name LIKE '%.%') GROUP BY metric_name ORDER BY metric_name",
     ),
+    same(
+        "two dictionary groups, HAVING and ORDER BY on the group",
+        "SELECT service_name, name, count(*) AS n FROM spans GROUP BY service_name, name \
+         HAVING count(*) > 50 AND name LIKE '%a%' ORDER BY service_name DESC NULLS LAST, name",
+    ),
+    same(
+        "a dictionary group inside a subquery",
+        "SELECT count(*) AS n FROM logs WHERE service_name IN \
+         (SELECT service_name FROM spans GROUP BY service_name HAVING count(*) > 10)",
+    ),
     pair(
         "time bounds per service",
         "SELECT service_name, CAST(min(timestamp) AS BIGINT) AS first, CAST(max(timestamp) AS BIGINT) AS last \

@@ -154,3 +154,61 @@ fn functions_refuse_arguments_of_the_wrong_kind() {
         }
     }
 }
+
+#[test]
+fn low_cardinality_text_reads_as_dictionaries_and_like_runs_per_distinct_value() {
+    let store = standard_store();
+    let session = store.engine().session(&acme());
+    let result = sql(&session, "SELECT name, service_name, status_message FROM spans LIMIT 1");
+    let schema = result.schema();
+    for (column, dictionary) in [("name", true), ("service_name", true), ("status_message", false)] {
+        let t = schema.field_with_name(column).expect("column").data_type().clone();
+        assert_eq!(
+            matches!(t, arrow::datatypes::DataType::Dictionary(_, _)),
+            dictionary,
+            "{column}: {t}"
+        );
+    }
+    // LIKE on a dictionary column runs on the dictionary itself (no cast expanding it to a
+    // string per row), inside the Parquet scan.
+    let plan = sql(&session, "EXPLAIN SELECT count(*) FROM spans WHERE name LIKE '%pay%'")
+        .to_table()
+        .expect("table");
+    assert!(
+        plan.lines()
+            .any(|l| l.contains("DataSourceExec") && l.contains("predicate=name@") && l.contains("LIKE %pay%")),
+        "{plan}"
+    );
+    assert!(!plan.contains("CAST"), "{plan}");
+    // Grouping on a dictionary column groups by an id per distinct value (primitive
+    // grouping), and gives back the column's name and type.
+    let plan = sql(
+        &session,
+        "EXPLAIN SELECT service_name, count(*) FROM spans GROUP BY service_name",
+    )
+    .to_table()
+    .expect("table");
+    assert!(plan.contains("group_id(spans.service_name)"), "{plan}");
+    let grouped = sql(
+        &session,
+        "SELECT service_name, count(*) AS n FROM spans GROUP BY service_name ORDER BY service_name",
+    );
+    assert_eq!(
+        grouped.schema().field(0).data_type(),
+        schema.field_with_name("service_name").expect("column").data_type()
+    );
+    assert_eq!(grouped.schema().field(0).name(), "service_name");
+    // And answers as LIKE on the text does.
+    for pattern in ["%pay%", "GET %", "_OST /api/ca%", "%"] {
+        let dictionary = scalar(
+            &session,
+            &format!("SELECT count(*) FROM spans WHERE name LIKE '{pattern}'"),
+        );
+        let text = scalar(
+            &session,
+            &format!("SELECT count(*) FROM spans WHERE CAST(name AS VARCHAR) || '' LIKE '{pattern}'"),
+        );
+        assert_eq!(dictionary, text, "{pattern}");
+        assert!(dictionary.as_u64().unwrap_or(0) > 0, "{pattern}");
+    }
+}
