@@ -21,7 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, StringArray, UInt32Array};
-use arrow::datatypes::{DataType, Field, FieldRef, Int32Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, ScalarValue};
@@ -109,10 +109,7 @@ impl Interner {
     fn texts(&self, ids: &UInt32Array) -> StringArray {
         let guard = self.inner.lock();
         ids.iter()
-            .map(|id| id.and_then(|id| guard.texts.get(id as usize).cloned()))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|t| t.as_deref())
+            .map(|id| id.and_then(|id| guard.texts.get(id as usize)).map(|t| t.as_ref()))
             .collect()
     }
 }
@@ -187,39 +184,15 @@ impl Interned {
         match input.as_any_dictionary_opt() {
             Some(dictionary) => {
                 let values = arrow::compute::cast(dictionary.values(), &DataType::Utf8)?;
-                let value_ids = self.interner.ids(values.as_string::<i32>().iter());
-                // A NULL value's rows are NULL as well as the rows with a NULL key.
-                let null_values: Vec<bool> = value_ids.iter().map(Option::is_none).collect();
-                let value_ids: Vec<u32> = value_ids.iter().map(|id| id.unwrap_or(0)).collect();
-                let (ids, value_nulls): (Vec<u32>, bool) = match input.as_dictionary_opt::<Int32Type>() {
-                    Some(d) => (
-                        // A NULL row's key may be anything: read in bounds, masked below.
-                        d.keys()
-                            .values()
-                            .iter()
-                            .map(|k| value_ids.get(*k as usize).copied().unwrap_or(0))
-                            .collect(),
-                        null_values.contains(&true),
-                    ),
-                    None => (
-                        dictionary
-                            .normalized_keys()
-                            .iter()
-                            .map(|k| value_ids.get(*k).copied().unwrap_or(0))
-                            .collect(),
-                        null_values.contains(&true),
-                    ),
-                };
-                let mut nulls = dictionary.keys().nulls().cloned();
-                if value_nulls {
-                    let keys = dictionary.normalized_keys();
-                    let valid: arrow::buffer::NullBuffer = keys
-                        .iter()
-                        .map(|k| !null_values.get(*k).copied().unwrap_or(true))
-                        .collect();
-                    nulls = arrow::buffer::NullBuffer::union(nulls.as_ref(), Some(&valid));
-                }
-                Ok(UInt32Array::new(ids.into(), nulls))
+                let value_ids: UInt32Array = self
+                    .interner
+                    .ids(values.as_string::<i32>().iter())
+                    .into_iter()
+                    .collect();
+                // NULL where the key or its value is NULL.
+                Ok(arrow::compute::take(&value_ids, dictionary.keys(), None)?
+                    .as_primitive()
+                    .clone())
             }
             None => {
                 let texts = arrow::compute::cast(input, &DataType::Utf8)?;

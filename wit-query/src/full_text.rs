@@ -159,11 +159,9 @@ impl ScalarUDFImpl for Matches {
             // A dictionary column: each distinct text is matched once, then mapped to rows.
             Some(dictionary) => {
                 let per_value = matches_of(&query, dictionary.values())?;
-                let keys = arrow::array::UInt32Array::new(
-                    dictionary.normalized_keys().into_iter().map(|k| k as u32).collect(),
-                    dictionary.keys().nulls().cloned(),
-                );
-                arrow::compute::take(&per_value, &keys, None)?.as_boolean().clone()
+                arrow::compute::take(&per_value, dictionary.keys(), None)?
+                    .as_boolean()
+                    .clone()
             }
             None => matches_of(&query, &array)?,
         };
