@@ -14,7 +14,9 @@
 //! `group_id` interns each batch's distinct values once (a few per batch) and maps the rows'
 //! keys to their ids; `group_text` turns the ids of the result back into the texts. The
 //! interner belongs to one query plan: its memory is bounded by that query's distinct
-//! values, and nothing is shared between queries or tenants.
+//! values, and nothing is shared between queries or tenants. Its ids are dense (0, 1, 2, …
+//! in the order met), so [`crate::dense`] groups by them with an array instead of a hash
+//! table.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -112,6 +114,14 @@ impl Interner {
             .map(|id| id.and_then(|id| guard.texts.get(id as usize)).map(|t| t.as_ref()))
             .collect()
     }
+}
+
+/// Whether `function` is a query's `group_id` (the key [`crate::dense`] groups by).
+pub(crate) fn is_group_id(function: &ScalarUDF) -> bool {
+    function
+        .inner()
+        .downcast_ref::<Interned>()
+        .is_some_and(|f| f.name == GROUP_ID)
 }
 
 /// A function holding its query's interner: equal only to itself.

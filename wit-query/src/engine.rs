@@ -205,6 +205,7 @@ impl QueryEngine {
             .with_config(config)
             .with_runtime_env(self.inner.env.clone())
             .with_default_features()
+            .with_physical_optimizer_rule(crate::dense::rule())
             .build();
         let ctx = SessionContext::new_with_state(state);
         for function in crate::functions::all().into_iter().chain(crate::full_text::functions()) {

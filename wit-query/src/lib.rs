@@ -87,6 +87,7 @@
 //! cursor).
 #![warn(missing_docs, unreachable_pub)]
 
+mod dense;
 mod dictionary;
 mod engine;
 mod error;

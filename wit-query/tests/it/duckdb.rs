@@ -7,6 +7,8 @@ use std::process::{Command, Stdio};
 use serde_json::{Value, json};
 use wit_batch::Signal;
 
+use wit_query::{QueryConfig, QueryEngine, Session};
+
 use crate::{acme, sql, standard_store};
 
 /// One query, with DuckDB's spelling where the dialects differ.
@@ -182,6 +184,20 @@ const CASES: &[Case] = &[
          sum(CASE WHEN status_message = '' THEN 0 ELSE 1 END) AS with_message FROM spans \
          GROUP BY coalesce(service_name, '(none)') ORDER BY service",
     ),
+    pair(
+        "aggregate filters and several accumulators on a dictionary group",
+        "SELECT service_name, count(*) FILTER (WHERE status_code = 2) AS errors, \
+         sum(CAST(duration AS BIGINT)) AS total_ns, min(name) AS first_name, count(DISTINCT name) AS names \
+         FROM spans GROUP BY service_name ORDER BY service_name",
+        "SELECT service_name, count(*) FILTER (WHERE status_code = 2) AS errors, \
+         sum(duration) AS total_ns, min(name) AS first_name, count(DISTINCT name) AS names \
+         FROM spans GROUP BY service_name ORDER BY service_name",
+    ),
+    same(
+        "a grouped NULL on a dictionary group",
+        "SELECT scope_version, count(*) AS n, count(scope_version) AS non_null FROM spans \
+         GROUP BY scope_version ORDER BY scope_version NULLS FIRST",
+    ),
 ];
 
 fn duckdb_available() -> bool {
@@ -265,7 +281,6 @@ fn queries_give_duckdbs_results_on_the_same_files() {
         return;
     }
     let store = standard_store();
-    let session = store.engine().session(&acme());
     let mut tables = serde_json::Map::new();
     for (name, signal) in [
         ("spans", Signal::Traces),
@@ -286,8 +301,18 @@ fn queries_give_duckdbs_results_on_the_same_files() {
     );
     let duck_sql: Vec<&str> = CASES.iter().map(|c| c.duck.unwrap_or(c.wit)).collect();
     let expected = duckdb(&Value::Object(tables), &duck_sql);
+    // One partition (single-stage aggregates) and several (partial, then final stages).
+    for partitions in [1, 3] {
+        let config = QueryConfig::default().with_target_partitions(partitions);
+        let engine = QueryEngine::with_config(store.catalog.clone(), &store.destination, config).expect("engine");
+        compare(&engine.session(&acme()), &expected, partitions);
+    }
+}
+
+/// Each case through `session` against DuckDB's rows.
+fn compare(session: &Session, expected: &[Vec<Vec<Value>>], partitions: usize) {
     for (case, expected) in CASES.iter().zip(expected) {
-        let result = sql(&session, case.wit);
+        let result = sql(session, case.wit);
         let names: Vec<String> = result.schema().fields().iter().map(|f| f.name().clone()).collect();
         let got: Vec<Vec<Value>> = result
             .to_json_rows()
@@ -308,11 +333,11 @@ fn queries_give_duckdbs_results_on_the_same_files() {
         let equal = got.len() == expected.len()
             && got
                 .iter()
-                .zip(&expected)
+                .zip(expected)
                 .all(|(g, e)| g.len() == e.len() && g.iter().zip(e).all(|(a, b)| same_value(a, b)));
         assert!(
             equal,
-            "{}: Wit and DuckDB differ\n  wit:    {got:?}\n  duckdb: {expected:?}\n  sql: {}",
+            "{} ({partitions} partitions): Wit and DuckDB differ\n  wit:    {got:?}\n  duckdb: {expected:?}\n  sql: {}",
             case.name, case.wit
         );
         assert!(

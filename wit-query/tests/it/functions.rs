@@ -3,7 +3,11 @@
 use serde_json::{Value, json};
 use wit_query::Error;
 
-use crate::{acme, scalar, sql, standard_store};
+use prost::Message;
+use wit_batch::Signal;
+use wit_query::{QueryConfig, QueryEngine};
+
+use crate::{Store, acme, data, decode, scalar, sql, standard_store};
 
 fn row(session: &wit_query::Session, query: &str) -> Value {
     let rows = sql(session, query).to_json_rows().expect("json");
@@ -189,6 +193,21 @@ fn low_cardinality_text_reads_as_dictionaries_and_like_runs_per_distinct_value()
     .to_table()
     .expect("table");
     assert!(plan.contains("group_id(spans.service_name)"), "{plan}");
+    // The physical plan finds a row's group by indexing with its id, not by hashing it.
+    assert!(
+        plan.lines()
+            .any(|l| l.contains("DenseGroupExec") && l.contains("group_id(service_name@")),
+        "{plan}"
+    );
+    // An aggregate that needs its input ordered keeps DataFusion's own operator.
+    let ordered = sql(
+        &session,
+        "EXPLAIN SELECT service_name, array_agg(name ORDER BY timestamp) FROM spans GROUP BY service_name",
+    )
+    .to_table()
+    .expect("table");
+    assert!(!ordered.contains("DenseGroupExec"), "{ordered}");
+    assert!(ordered.contains("AggregateExec"), "{ordered}");
     let grouped = sql(
         &session,
         "SELECT service_name, count(*) AS n FROM spans GROUP BY service_name ORDER BY service_name",
@@ -210,5 +229,56 @@ fn low_cardinality_text_reads_as_dictionaries_and_like_runs_per_distinct_value()
         );
         assert_eq!(dictionary, text, "{pattern}");
         assert!(dictionary.as_u64().unwrap_or(0) > 0, "{pattern}");
+    }
+}
+
+#[test]
+fn grouping_by_a_dictionary_column_keeps_the_null_group() {
+    // Spans of a resource without `service.name` have a NULL service: they form one group
+    // of their own, beside the named services, whatever the number of partitions.
+    let store = Store::new();
+    let mut requests = data::spans(1, 30, 1);
+    for request in requests.iter_mut().step_by(2) {
+        request.resource_spans[0].resource = None;
+    }
+    let batches: Vec<_> = requests
+        .iter()
+        .map(|r| decode(Signal::Traces, &r.encode_to_vec()))
+        .collect();
+    store.write(&acme(), Signal::Traces, &batches);
+    for partitions in [1, 3] {
+        let config = QueryConfig::default().with_target_partitions(partitions);
+        let engine = QueryEngine::with_config(store.catalog.clone(), &store.destination, config).expect("engine");
+        let session = engine.session(&acme());
+        let grouped = sql(
+            &session,
+            "SELECT service_name, count(*) AS n FROM spans GROUP BY service_name ORDER BY service_name NULLS FIRST",
+        )
+        .to_json_rows()
+        .expect("json");
+        let nulls = scalar(
+            &session,
+            "SELECT count(*) FILTER (WHERE service_name IS NULL) FROM spans",
+        );
+        assert!(nulls.as_u64().unwrap_or(0) > 0, "some spans have no service");
+        let mut expected = vec![json!({"service_name": null, "n": nulls})];
+        for service in ["payments"] {
+            let n = scalar(
+                &session,
+                &format!("SELECT count(*) FROM spans WHERE service_name = '{service}'"),
+            );
+            expected.push(json!({"service_name": service, "n": n}));
+        }
+        let got: Vec<Value> = grouped
+            .into_iter()
+            .map(|row| {
+                let mut row = Value::Object(row);
+                if row.get("service_name").is_none() {
+                    row["service_name"] = Value::Null;
+                }
+                row
+            })
+            .collect();
+        assert_eq!(got, expected, "{partitions} partitions");
     }
 }
