@@ -261,14 +261,11 @@ fn grouping_by_a_dictionary_column_keeps_the_null_group() {
             "SELECT count(*) FILTER (WHERE service_name IS NULL) FROM spans",
         );
         assert!(nulls.as_u64().unwrap_or(0) > 0, "some spans have no service");
-        let mut expected = vec![json!({"service_name": null, "n": nulls})];
-        for service in ["payments"] {
-            let n = scalar(
-                &session,
-                &format!("SELECT count(*) FROM spans WHERE service_name = '{service}'"),
-            );
-            expected.push(json!({"service_name": service, "n": n}));
-        }
+        let named = scalar(&session, "SELECT count(*) FROM spans WHERE service_name = 'payments'");
+        let expected = vec![
+            json!({"service_name": null, "n": nulls}),
+            json!({"service_name": "payments", "n": named}),
+        ];
         let got: Vec<Value> = grouped
             .into_iter()
             .map(|row| {
