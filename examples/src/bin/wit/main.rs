@@ -1,6 +1,8 @@
 //! `wit`: the command-line tool for Wit: SQL over a pipeline's data, and Wit's write-ahead
 //! log.
 //!
+//! `wit serve` runs the server: OTLP in, durable storage, SQL out (see `serve/mod.rs`).
+//!
 //! `wit query` runs one SQL query as one tenant over a pipeline directory (its SQLite
 //! tracker is the file catalog; see `query.rs`).
 //!
@@ -24,6 +26,7 @@ use std::sync::mpsc;
 use wit_wal::{Commit, Config, Damage, Inspector, Item, Lsn, Wal};
 
 mod query;
+mod serve;
 
 const USAGE: &str = "\
 wit: tools for Wit's durable telemetry log
@@ -32,6 +35,7 @@ Usage:
     wit <command> [args...]
 
 Commands:
+    serve   receive OTLP over HTTP, store it durably, answer SQL (see `wit serve --help`)
     query   run SQL over a pipeline directory's data as one tenant (see `wit query --help`)
     wal     inspect a write-ahead log directory, or append to it (see `wit wal --help`)
     help    print this text (also -h, --help)
@@ -142,6 +146,7 @@ fn run(args: &[OsString]) -> CmdResult {
         Some("-h" | "--help" | "help") => print_usage(USAGE),
         Some("wal") => run_wal(rest),
         Some("query") => query::run_query(rest),
+        Some("serve") => serve::run_serve(rest),
         _ => Err(Failure::usage(
             format!("unknown command `{}`", command.to_string_lossy()),
             USAGE,

@@ -1,0 +1,56 @@
+//! The API port (default 127.0.0.1:8083): SQL (`query.rs`) and health. Every `/api` route
+//! passes through the tenant layer; health does not (probes carry no tenant).
+
+mod query;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::serve::server::App;
+
+pub(crate) fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/query", post(query::sql))
+        .route("/api/v1/page", post(query::page))
+        .route("/api/v1/tail", post(query::tail))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::serve::tenant::layer));
+    let routes = Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .merge(api);
+    crate::serve::cors(routes, &app.config).with_state(app)
+}
+
+/// The process is up (also during recovery).
+async fn live(State(app): State<Arc<App>>) -> Response {
+    let body = serde_json::json!({"status": "live", "uptime_seconds": app.started.elapsed().as_secs()});
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// Recovery finished and the pipeline takes data: 200; until then 503.
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    match app.core() {
+        Some(core) => {
+            let status = core.pipeline.status();
+            let r = core.pipeline.recovery();
+            let body = serde_json::json!({
+                "status": "ready",
+                "unstored_bytes": status.unstored_bytes,
+                "batches_in_flight": status.batches_in_flight,
+                "recovery": {"replayed": r.replayed, "already_stored": r.already_stored,
+                             "staged_published": r.staged_published, "failed": r.failed},
+            });
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "recovering"})),
+        )
+            .into_response(),
+    }
+}

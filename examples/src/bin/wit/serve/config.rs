@@ -1,0 +1,300 @@
+//! `wit serve`'s configuration: one YAML file (every key in `examples/wit.yaml`), `${ENV}`
+//! substituted before parsing, unknown keys refused with their name, flags over the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration. Every field has a default: an empty file (or none) runs the
+/// embedded defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    /// Where the WAL, the SQLite tracker and (by default) the Parquet files live.
+    pub(crate) data_dir: PathBuf,
+    /// This node's name in file names and the tracker.
+    pub(crate) node: String,
+    pub(crate) listen: Listen,
+    pub(crate) tenants: Tenants,
+    pub(crate) otlp: Otlp,
+    pub(crate) pipeline: PipelineSection,
+    pub(crate) tracker: TrackerSection,
+    pub(crate) storage: Storage,
+    pub(crate) query: QuerySection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            node: "node-1".into(),
+            listen: Listen::default(),
+            tenants: Tenants::default(),
+            otlp: Otlp::default(),
+            pipeline: PipelineSection::default(),
+            tracker: TrackerSection::default(),
+            storage: Storage::default(),
+            query: QuerySection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Listen {
+    pub(crate) otlp_grpc: SocketAddr,
+    pub(crate) otlp_http: SocketAddr,
+    pub(crate) api: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            otlp_grpc: ([127, 0, 0, 1], 4317).into(),
+            otlp_http: ([127, 0, 0, 1], 4318).into(),
+            api: ([127, 0, 0, 1], 8083).into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Tenants {
+    /// The request header naming the tenant; absent (or `null`): every request is `default`'s.
+    pub(crate) header: Option<String>,
+    /// The tenant of a request without the header.
+    pub(crate) default: String,
+}
+
+impl Default for Tenants {
+    fn default() -> Self {
+        Tenants {
+            header: Some("x-wit-tenant".into()),
+            default: "default".into(),
+        }
+    }
+}
+
+/// When an OTLP request is answered with success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum AckLevelName {
+    WalDurable,
+    Stored,
+    Indexed,
+}
+
+impl From<AckLevelName> for wit_pipeline::AckLevel {
+    fn from(level: AckLevelName) -> Self {
+        match level {
+            AckLevelName::WalDurable => wit_pipeline::AckLevel::WalDurable,
+            AckLevelName::Stored => wit_pipeline::AckLevel::Stored,
+            AckLevelName::Indexed => wit_pipeline::AckLevel::Indexed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Otlp {
+    /// The largest request body accepted, after decompression (bytes).
+    pub(crate) max_message_bytes: usize,
+    /// The acknowledgment level a success answer waits for.
+    pub(crate) ack_level: AckLevelName,
+    /// How long a request waits for its acknowledgment before it is answered as unavailable
+    /// (the data stays in the WAL and is stored anyway).
+    pub(crate) ack_timeout_ms: u64,
+    /// The `Retry-After` (seconds) of an overload answer.
+    pub(crate) retry_after_seconds: u64,
+    /// Origins allowed by CORS on the OTLP/HTTP and API ports (`*` for any); empty: no CORS.
+    pub(crate) cors_allowed_origins: Vec<String>,
+}
+
+impl Default for Otlp {
+    fn default() -> Self {
+        Otlp {
+            max_message_bytes: 8 << 20,
+            ack_level: AckLevelName::WalDurable,
+            ack_timeout_ms: 30_000,
+            retry_after_seconds: 1,
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PipelineSection {
+    /// Bytes of acknowledged data not yet stored that the server holds before it answers
+    /// with overload.
+    pub(crate) max_unstored_bytes: u64,
+    /// A batch leaves the batcher at this many parts, bytes or milliseconds of age.
+    pub(crate) batch_max_parts: u64,
+    pub(crate) batch_max_bytes: u64,
+    pub(crate) batch_max_age_ms: u64,
+    /// A Parquet file is published at this age (milliseconds) or size (bytes).
+    pub(crate) file_max_age_ms: u64,
+    pub(crate) file_max_bytes: u64,
+    /// Each published file gets a full-text index.
+    pub(crate) indexing: bool,
+    /// WAL segment size (bytes).
+    pub(crate) wal_segment_bytes: u64,
+    /// Bytes of recently acknowledged rows kept in memory for queries until their file is
+    /// published.
+    pub(crate) hot_tier_bytes: usize,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        PipelineSection {
+            max_unstored_bytes: 512 << 20,
+            batch_max_parts: 1024,
+            batch_max_bytes: 8 << 20,
+            batch_max_age_ms: 200,
+            file_max_age_ms: 10_000,
+            file_max_bytes: 256 << 20,
+            indexing: true,
+            wal_segment_bytes: 64 << 20,
+            hot_tier_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Which tracker holds batches and the file catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "kind")]
+pub(crate) enum TrackerSection {
+    /// SQLite in a file (default: `<data_dir>/tracker.db`).
+    Sqlite { path: Option<PathBuf> },
+    /// PostgreSQL, by a libpq connection string or URL.
+    Postgres { url: String },
+}
+
+impl Default for TrackerSection {
+    fn default() -> Self {
+        TrackerSection::Sqlite { path: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Storage {
+    /// Where Parquet files and indexes go: a `file://` URL or path (default
+    /// `<data_dir>/data`, where `wit query --data <data_dir>` looks), `s3://bucket/prefix`, `gs://…`, `az://…`.
+    pub(crate) url: Option<String>,
+    /// object_store's options (`aws_endpoint`, `aws_region`, …), `${ENV}` for secrets.
+    pub(crate) options: std::collections::BTreeMap<String, String>,
+    pub(crate) retries: usize,
+    pub(crate) retry_timeout_ms: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            url: None,
+            options: Default::default(),
+            retries: 5,
+            retry_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct QuerySection {
+    /// Threads (partitions) a query scans with; 0: the machine's cores.
+    pub(crate) target_partitions: usize,
+    /// A bound on a query's operator memory (bytes); 0: unbounded.
+    pub(crate) memory_limit_bytes: usize,
+    /// The most rows a JSON answer holds.
+    pub(crate) max_rows: usize,
+}
+
+impl Default for QuerySection {
+    fn default() -> Self {
+        QuerySection {
+            target_partitions: 0,
+            memory_limit_bytes: 0,
+            max_rows: 100_000,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with what is wrong.
+#[derive(Debug)]
+pub(crate) struct ConfigError(pub(crate) String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Config {
+    /// The file at `path`, with `${NAME}` replaced by the environment's values.
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read the configuration `{}`: {e}", path.display())))?;
+        Config::parse(&text, |name| std::env::var(name).ok())
+            .map_err(|e| ConfigError(format!("configuration `{}`: {}", path.display(), e.0)))
+    }
+
+    /// `text` as YAML, after `${NAME}` substitution by `env` (a missing variable is an
+    /// error naming it; `$${` is a literal `${`).
+    pub(crate) fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let text = substitute(text, env)?;
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_saphyr::from_str(&text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    pub(crate) fn tracker_path(&self) -> PathBuf {
+        match &self.tracker {
+            TrackerSection::Sqlite { path: Some(path) } => path.clone(),
+            _ => self.data_dir.join("tracker.db"),
+        }
+    }
+
+    pub(crate) fn storage_url(&self) -> String {
+        self.storage
+            .url
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("data").display().to_string())
+    }
+
+    pub(crate) fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.otlp.ack_timeout_ms)
+    }
+}
+
+fn substitute(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${") {
+            let end = after
+                .find('}')
+                .ok_or_else(|| ConfigError("`${` without a closing `}`".into()))?;
+            let name = &after[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(ConfigError(format!("`${{{name}}}` is not an environment variable name")));
+            }
+            let value = env(name).ok_or_else(|| ConfigError(format!("environment variable `{name}` is not set")))?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}

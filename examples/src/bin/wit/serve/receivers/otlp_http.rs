@@ -1,0 +1,222 @@
+//! OTLP/HTTP (`POST /v1/traces`, `/v1/logs`, `/v1/metrics`), as the OTLP specification
+//! describes it: protobuf or JSON on the same path, answered in the request's content type;
+//! `Content-Encoding: gzip`; the size limit applied after decompression (413); 415 for other
+//! content types or encodings; 400 with a `google.rpc.Status` for data that does not decode
+//! (nothing of it is taken); 503 with `Retry-After` when the server holds its bound of
+//! unstored data or the acknowledgment does not come in time. Success (200) is answered only
+//! once the configured acknowledgment level holds for the request's batch.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use wit_batch::{BatchKey, Compression, Part, PayloadFormat, Signal, SourceKind};
+use wit_pipeline::Submitted;
+
+use super::{Encoding, INTERNAL, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, status_response};
+use crate::serve::server::App;
+use crate::serve::tenant::RequestTenant;
+
+/// The OTLP/HTTP port's routes, behind the tenant layer (and CORS when configured).
+pub(crate) fn router(app: Arc<App>) -> Router {
+    let routes = Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/logs", post(logs))
+        .route("/v1/metrics", post(metrics))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::serve::tenant::layer))
+        // The limit is ours, applied after decompression.
+        .layer(DefaultBodyLimit::disable());
+    crate::serve::cors(routes, &app.config).with_state(app)
+}
+
+async fn traces(state: State<Arc<App>>, tenant: Extension<RequestTenant>, headers: HeaderMap, body: Body) -> Response {
+    export(state, tenant, Signal::Traces, headers, body).await
+}
+
+async fn logs(state: State<Arc<App>>, tenant: Extension<RequestTenant>, headers: HeaderMap, body: Body) -> Response {
+    export(state, tenant, Signal::Logs, headers, body).await
+}
+
+async fn metrics(state: State<Arc<App>>, tenant: Extension<RequestTenant>, headers: HeaderMap, body: Body) -> Response {
+    export(state, tenant, Signal::Metrics, headers, body).await
+}
+
+/// Why a request was not taken, as the answer it gets.
+struct Refused(Response);
+
+async fn export(
+    State(app): State<Arc<App>>,
+    Extension(RequestTenant(tenant)): Extension<RequestTenant>,
+    signal: Signal,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(encoding) = Encoding::from_content_type(&headers) else {
+        let got = headers
+            .get(header::CONTENT_TYPE)
+            .map_or("none".to_string(), |v| format!("`{}`", v.to_str().unwrap_or("?")));
+        return status_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID_ARGUMENT,
+            format!(
+                "content type {got} is not supported: send `{}` or `{}`",
+                Encoding::PROTOBUF,
+                Encoding::JSON
+            ),
+            Encoding::Json,
+            None,
+        );
+    };
+    match accept(&app, tenant, signal, encoding, &headers, body).await {
+        Ok(()) => {
+            // An Export*ServiceResponse without partial_success: everything was accepted.
+            let body: Bytes = match encoding {
+                Encoding::Protobuf => Bytes::new(),
+                Encoding::Json => Bytes::from_static(b"{}"),
+            };
+            (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+        }
+        Err(Refused(response)) => response,
+    }
+}
+
+async fn accept(
+    app: &App,
+    tenant: wit_batch::Tenant,
+    signal: Signal,
+    encoding: Encoding,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), Refused> {
+    let limit = app.config.otlp.max_message_bytes;
+    let refuse = |status: StatusCode, code: i32, message: String, retry: Option<u64>| {
+        Refused(status_response(status, code, message, encoding, retry))
+    };
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID_ARGUMENT,
+            format!("the request is larger than {limit} bytes (after decompression)"),
+            None,
+        )
+    };
+    let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?")) {
+        None | Some("identity") => false,
+        Some(v) if v.eq_ignore_ascii_case("gzip") => true,
+        Some(other) => {
+            return Err(refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                INVALID_ARGUMENT,
+                format!("content encoding `{other}` is not supported: send gzip or identity"),
+                None,
+            ));
+        }
+    };
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let payload = match gzip {
+        false => raw,
+        true => {
+            let mut out = Vec::new();
+            let read = flate2::read::GzDecoder::new(&raw[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out);
+            match read {
+                Err(e) => {
+                    return Err(refuse(
+                        StatusCode::BAD_REQUEST,
+                        INVALID_ARGUMENT,
+                        format!("the gzip body does not decompress: {e}"),
+                        None,
+                    ));
+                }
+                Ok(n) if n > limit => return Err(too_large()),
+                Ok(_) => Bytes::from(out),
+            }
+        }
+    };
+    let format = match encoding {
+        Encoding::Protobuf => PayloadFormat::OtlpProtobuf,
+        Encoding::Json => PayloadFormat::OtlpJson,
+    };
+    // Checked before anything is taken: a request that does not decode is refused whole.
+    let decoded = match signal {
+        Signal::Traces => wit_batch::otlp::traces::decode(&payload, format, Compression::None),
+        Signal::Logs => wit_batch::otlp::logs::decode(&payload, format, Compression::None),
+        _ => wit_batch::otlp::metrics::decode(&payload, format, Compression::None),
+    };
+    if let Err(e) = decoded {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            INVALID_ARGUMENT,
+            format!("the {} request does not decode: {e}", signal_name(signal)),
+            None,
+        ));
+    }
+    let core = app.core().ok_or_else(|| {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "the server is recovering".into(),
+            Some(app.config.otlp.retry_after_seconds),
+        )
+    })?;
+    let key = BatchKey::new(tenant, signal, SourceKind::Http);
+    let part = Part::new(format, Compression::None, 1, payload);
+    let level = app.config.otlp.ack_level.into();
+    let retry = Some(app.config.otlp.retry_after_seconds);
+    let ack = match core.pipeline.try_submit(&key, part, level) {
+        Ok(Submitted::Accepted(ack)) => ack,
+        Ok(Submitted::Full(_)) => {
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                RESOURCE_EXHAUSTED,
+                "the server holds as much unstored data as it may: retry later".into(),
+                retry,
+            ));
+        }
+        Err(wit_pipeline::Error::PartTooLarge { len, max }) => {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                INVALID_ARGUMENT,
+                format!("the request's {len} bytes exceed the {max} bytes a batch can hold"),
+                None,
+            ));
+        }
+        Err(e) => {
+            return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, e.to_string(), retry));
+        }
+    };
+    match tokio::time::timeout(app.config.ack_timeout(), ack).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e @ wit_pipeline::Error::BatchFailed { .. })) => Err(refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            INTERNAL,
+            e.to_string(),
+            None,
+        )),
+        Ok(Err(e)) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, e.to_string(), retry)),
+        Err(_) => Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            format!(
+                "not acknowledged within {} ms (the data may still be stored: a retry can duplicate it)",
+                app.config.otlp.ack_timeout_ms
+            ),
+            retry,
+        )),
+    }
+}
+
+fn signal_name(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "traces",
+        Signal::Logs => "logs",
+        _ => "metrics",
+    }
+}

@@ -1,0 +1,211 @@
+//! The running server: opens (and recovers) the pipeline, binds the ports, serves until
+//! SIGTERM or SIGINT, then shuts down in order.
+//!
+//! Startup: the API port is bound first, so `/health/live` answers during recovery and
+//! `/health/ready` says 503 until [`Core`] exists. Then tracker, destination and pipeline are
+//! opened (`Pipeline::open` recovers: staged files published, WAL batches not yet stored
+//! stored), the query engine is made over the same catalog and hot tier, and the OTLP ports
+//! are bound.
+//!
+//! Shutdown: the listeners stop accepting and in-flight requests finish (their
+//! acknowledgments included), then the pipeline is flushed and closed, which makes every
+//! accepted part durable and stores what it can; the WAL is closed cleanly.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wit_batch::{BatcherConfig, Tenant};
+use wit_pipeline::{Pipeline, PipelineConfig, TrackerCatalog};
+use wit_query::{HotTier, QueryConfig, QueryEngine};
+use wit_store::{Destination, NodeName, SinkConfig};
+use wit_tracker::{PostgresTracker, SqliteTracker, TrackerConfig};
+
+use super::config::{Config, TrackerSection};
+
+/// What every route shares.
+pub(crate) struct App {
+    pub(crate) config: Config,
+    pub(crate) default_tenant: Tenant,
+    /// Set once recovery finished and the pipeline is open.
+    pub(crate) core: OnceLock<Core>,
+    pub(crate) started: Instant,
+}
+
+/// The opened parts: the pipeline the receivers submit to, the engine SQL runs on, the
+/// tracker the batch monitor reads.
+pub(crate) struct Core {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) engine: QueryEngine,
+    #[allow(dead_code)] // read by the batch monitor (next step of the issue)
+    pub(crate) tracker: Arc<dyn TrackerCatalog>,
+}
+
+impl App {
+    pub(crate) fn core(&self) -> Option<&Core> {
+        self.core.get()
+    }
+}
+
+/// Opens tracker, destination, pipeline and engine as `config` says.
+fn open(config: &Config) -> Result<Core, String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create the data directory `{}`: {e}", config.data_dir.display()))?;
+    let tracker: Arc<dyn TrackerCatalog> = match &config.tracker {
+        TrackerSection::Sqlite { .. } => {
+            let path = config.tracker_path();
+            Arc::new(
+                SqliteTracker::open(&path, TrackerConfig::default())
+                    .map_err(|e| format!("cannot open the SQLite tracker `{}`: {e}", path.display()))?,
+            )
+        }
+        TrackerSection::Postgres { url } => Arc::new(
+            PostgresTracker::connect(url, TrackerConfig::default())
+                .map_err(|e| format!("cannot connect to the PostgreSQL tracker: {e}"))?,
+        ),
+    };
+    let storage = &config.storage;
+    let url = config.storage_url();
+    let destination = Destination::from_url(
+        &url,
+        storage.options.iter().map(|(k, v)| (k.as_str(), v.clone())),
+        storage.retries,
+        Duration::from_millis(storage.retry_timeout_ms),
+    )
+    .map_err(|e| format!("cannot open the storage `{url}`: {e}"))?;
+    let node = NodeName::try_new(&config.node).map_err(|e| format!("node `{}`: {e}", config.node))?;
+    let p = &config.pipeline;
+    let hot = HotTier::new(p.hot_tier_bytes);
+    let pipeline_config = PipelineConfig::new(config.data_dir.join("pipeline"), node.clone())
+        .with_wal(wit_wal::Config::default().with_segment_size(p.wal_segment_bytes))
+        .with_batcher(
+            BatcherConfig::default()
+                .with_max_messages(p.batch_max_parts)
+                .with_max_bytes(p.batch_max_bytes)
+                .with_max_age(Duration::from_millis(p.batch_max_age_ms)),
+        )
+        .with_sink(
+            SinkConfig::new(node)
+                .with_max_file_age(Duration::from_millis(p.file_max_age_ms))
+                .with_max_file_bytes(p.file_max_bytes),
+        )
+        .with_indexing(p.indexing)
+        .with_max_unstored_bytes(p.max_unstored_bytes)
+        .with_hot_tier(hot.clone());
+    let pipeline = Pipeline::open(pipeline_config, destination.clone(), tracker.clone())
+        .map_err(|e| format!("cannot open the pipeline: {e}"))?;
+    let q = &config.query;
+    let mut query_config = QueryConfig::default().with_hot_tier(hot);
+    if q.target_partitions > 0 {
+        query_config = query_config.with_target_partitions(q.target_partitions);
+    }
+    if q.memory_limit_bytes > 0 {
+        query_config = query_config.with_memory_limit_bytes(q.memory_limit_bytes);
+    }
+    let engine = QueryEngine::with_config(tracker.clone(), &destination, query_config)
+        .map_err(|e| format!("cannot start the query engine: {e}"))?;
+    Ok(Core {
+        pipeline,
+        engine,
+        tracker,
+    })
+}
+
+async fn bind(what: &str, addr: std::net::SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+/// Runs the server until a termination signal; returns once everything is closed.
+pub(crate) async fn run(config: Config) -> Result<(), String> {
+    let default_tenant = Tenant::try_new(&config.tenants.default)
+        .map_err(|e| format!("tenants.default `{}`: {e}", config.tenants.default))?;
+    let app = Arc::new(App {
+        config,
+        default_tenant,
+        core: OnceLock::new(),
+        started: Instant::now(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let api_listener = bind("the API", app.config.listen.api).await?;
+    let api = tokio::spawn(
+        axum::serve(api_listener, super::api::router(app.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    tracing::info!(addr = %app.config.listen.api, "API listening (ready after recovery)");
+
+    let opened = {
+        let config = app.config.clone();
+        tokio::task::spawn_blocking(move || open(&config))
+            .await
+            .map_err(|e| format!("opening panicked: {e}"))?
+    };
+    let core = match opened {
+        Ok(core) => core,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = api.await;
+            return Err(e);
+        }
+    };
+    let r = core.pipeline.recovery();
+    tracing::info!(
+        replayed = r.replayed,
+        already_stored = r.already_stored,
+        staged_published = r.staged_published,
+        failed = r.failed,
+        "recovery finished"
+    );
+    let _ = app.core.set(core);
+
+    let http_listener = bind("OTLP/HTTP", app.config.listen.otlp_http).await?;
+    let http = tokio::spawn(
+        axum::serve(http_listener, super::receivers::http_router(app.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    tracing::info!(
+        otlp_http = %app.config.listen.otlp_http,
+        api = %app.config.listen.api,
+        data_dir = %app.config.data_dir.display(),
+        "wit serve ready"
+    );
+
+    terminated().await;
+    tracing::info!("stopping: no new connections; finishing requests in flight");
+    let _ = stop_tx.send(true);
+    for (name, task) in [("OTLP/HTTP", http), ("API", api)] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(server = name, error = %e, "server stopped with an error"),
+            Err(e) => tracing::warn!(server = name, error = %e, "server task failed"),
+        }
+    }
+    let app = Arc::try_unwrap(app).map_err(|_| "a request still holds the server state".to_string())?;
+    let core = app.core.into_inner().expect("opened above");
+    tokio::task::spawn_blocking(move || {
+        core.pipeline.flush().map_err(|e| format!("final flush failed: {e}"))?;
+        core.pipeline.close().map_err(|e| format!("closing the pipeline failed: {e}"))
+    })
+    .await
+    .map_err(|e| format!("closing panicked: {e}"))??;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
