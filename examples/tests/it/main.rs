@@ -1,7 +1,9 @@
-//! Integration tests of the `wit` CLI and the example pipeline, run as child processes.
+//! Integration tests of the `wit` CLI, `wit serve` and the example pipeline, run as child
+//! processes.
 
 mod cli;
 mod pipeline;
+mod serve;
 mod tidy;
 
 use std::io::Write;

@@ -23,6 +23,9 @@ pub(crate) struct Config {
     pub(crate) tracker: TrackerSection,
     pub(crate) storage: Storage,
     pub(crate) query: QuerySection,
+    /// On SIGTERM, how long requests in flight may take before their connections are
+    /// abandoned (milliseconds).
+    pub(crate) shutdown_grace_ms: u64,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             tracker: TrackerSection::default(),
             storage: Storage::default(),
             query: QuerySection::default(),
+            shutdown_grace_ms: 30_000,
         }
     }
 }
@@ -241,8 +245,8 @@ impl Config {
             .map_err(|e| ConfigError(format!("configuration `{}`: {}", path.display(), e.0)))
     }
 
-    /// `text` as YAML, after `${NAME}` substitution by `env` (a missing variable is an
-    /// error naming it; `$${` is a literal `${`).
+    /// `text` as YAML, after `${NAME}` substitution by `env` outside whole-line comments (a
+    /// missing variable is an error naming it; `$${` is a literal `${`).
     pub(crate) fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let text = substitute(text, env)?;
         if text.trim().is_empty() {
@@ -270,7 +274,20 @@ impl Config {
     }
 }
 
+/// `${NAME}` replaced in every line but whole-line comments (so the example file can show
+/// the syntax in its comments).
 fn substitute(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        match line.trim_start().starts_with('#') {
+            true => out.push_str(line),
+            false => out.push_str(&substitute_line(line, &env)?),
+        }
+    }
+    Ok(out)
+}
+
+fn substitute_line(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {
@@ -285,7 +302,9 @@ fn substitute(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String
                 .ok_or_else(|| ConfigError("`${` without a closing `}`".into()))?;
             let name = &after[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(ConfigError(format!("`${{{name}}}` is not an environment variable name")));
+                return Err(ConfigError(format!(
+                    "`${{{name}}}` is not an environment variable name"
+                )));
             }
             let value = env(name).ok_or_else(|| ConfigError(format!("environment variable `{name}` is not set")))?;
             out.push_str(&value);

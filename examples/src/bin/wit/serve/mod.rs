@@ -154,7 +154,10 @@ pub(super) fn run_serve(args: &[OsString]) -> CmdResult {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match json {
         true => builder.json().init(),
         false => builder.init(),
@@ -172,5 +175,10 @@ pub(crate) fn cors<S: Clone + Send + Sync + 'static>(routes: Router<S>, config: 
         true => AllowOrigin::any(),
         false => AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok())),
     };
-    routes.layer(CorsLayer::new().allow_origin(allow).allow_methods(Any).allow_headers(Any))
+    routes.layer(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods(Any)
+            .allow_headers(Any),
+    )
 }

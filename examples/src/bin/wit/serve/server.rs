@@ -171,7 +171,17 @@ pub(crate) async fn run(config: Config) -> Result<(), String> {
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
+    let grpc_listener = bind("OTLP/gRPC", app.config.listen.otlp_grpc).await?;
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(super::receivers::grpc_router(app.clone()))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc_listener),
+                stopped(stop_rx.clone()),
+            ),
+    );
     tracing::info!(
+        otlp_grpc = %app.config.listen.otlp_grpc,
         otlp_http = %app.config.listen.otlp_http,
         api = %app.config.listen.api,
         data_dir = %app.config.data_dir.display(),
@@ -181,21 +191,55 @@ pub(crate) async fn run(config: Config) -> Result<(), String> {
     terminated().await;
     tracing::info!("stopping: no new connections; finishing requests in flight");
     let _ = stop_tx.send(true);
-    for (name, task) in [("OTLP/HTTP", http), ("API", api)] {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(server = name, error = %e, "server stopped with an error"),
-            Err(e) => tracing::warn!(server = name, error = %e, "server task failed"),
+    // In-flight requests get `shutdown_grace_ms` to finish; a connection that is still open
+    // then (a client that does not answer the GOAWAY, say) is abandoned.
+    let grace = Duration::from_millis(app.config.shutdown_grace_ms);
+    let deadline = tokio::time::Instant::now() + grace;
+    let grpc = async move { grpc.await.map(|r| r.map_err(|e| e.to_string())) };
+    let http = async move { http.await.map(|r| r.map_err(|e| e.to_string())) };
+    let api = async move { api.await.map(|r| r.map_err(|e| e.to_string())) };
+    let tasks: [(&str, std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>); 3] = [
+        ("OTLP/gRPC", Box::pin(grpc)),
+        ("OTLP/HTTP", Box::pin(http)),
+        ("API", Box::pin(api)),
+    ];
+    for (name, task) in tasks {
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(server = name, error = %e, "server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(server = name, error = %e, "server task failed"),
+            Err(_) => tracing::warn!(
+                server = name,
+                ?grace,
+                "connections still open after the grace period: abandoned"
+            ),
         }
     }
-    let app = Arc::try_unwrap(app).map_err(|_| "a request still holds the server state".to_string())?;
-    let core = app.core.into_inner().expect("opened above");
-    tokio::task::spawn_blocking(move || {
-        core.pipeline.flush().map_err(|e| format!("final flush failed: {e}"))?;
-        core.pipeline.close().map_err(|e| format!("closing the pipeline failed: {e}"))
-    })
-    .await
-    .map_err(|e| format!("closing panicked: {e}"))??;
+    match Arc::try_unwrap(app) {
+        Ok(app) => {
+            let core = app.core.into_inner().expect("opened above");
+            tokio::task::spawn_blocking(move || {
+                core.pipeline.flush().map_err(|e| format!("final flush failed: {e}"))?;
+                core.pipeline
+                    .close()
+                    .map_err(|e| format!("closing the pipeline failed: {e}"))
+            })
+            .await
+            .map_err(|e| format!("closing panicked: {e}"))??;
+        }
+        Err(app) => {
+            // Abandoned connections still hold the state: everything accepted is made durable
+            // and stored; the WAL is left to the next start's recovery.
+            tokio::task::spawn_blocking(move || {
+                let core = app.core().expect("opened above");
+                core.pipeline.flush().map_err(|e| format!("final flush failed: {e}"))
+            })
+            .await
+            .map_err(|e| format!("flushing panicked: {e}"))??;
+            tracing::warn!("stopped after the grace period: data flushed, the WAL is recovered on the next start");
+            return Ok(());
+        }
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

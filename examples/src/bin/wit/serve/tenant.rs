@@ -20,19 +20,22 @@ pub(crate) struct RequestTenant(pub(crate) Tenant);
 pub(crate) async fn layer(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
     let tenant = match resolve(&app, request.headers()) {
         Ok(tenant) => tenant,
-        Err(message) => return super::receivers::status_response(
-            axum::http::StatusCode::BAD_REQUEST,
-            3,
-            message,
-            super::receivers::Encoding::of(request.headers()),
-            None,
-        ),
+        Err(message) => {
+            return super::receivers::status_response(
+                axum::http::StatusCode::BAD_REQUEST,
+                3,
+                message,
+                super::receivers::Encoding::of(request.headers()),
+                None,
+            );
+        }
     };
     request.extensions_mut().insert(RequestTenant(tenant));
     next.run(request).await.into_response()
 }
 
-fn resolve(app: &App, headers: &axum::http::HeaderMap) -> Result<Tenant, String> {
+/// The tenant of a request with `headers` (HTTP headers or gRPC metadata).
+pub(crate) fn resolve(app: &App, headers: &axum::http::HeaderMap) -> Result<Tenant, String> {
     let Some(header) = &app.config.tenants.header else {
         return Ok(app.default_tenant.clone());
     };

@@ -18,7 +18,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/v1/query", post(query::sql))
         .route("/api/v1/page", post(query::page))
         .route("/api/v1/tail", post(query::tail))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::serve::tenant::layer));
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::serve::tenant::layer,
+        ));
     let routes = Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))

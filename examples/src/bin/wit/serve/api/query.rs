@@ -68,7 +68,12 @@ pub(super) async fn sql(
     let sql = if json {
         match serde_json::from_slice::<SqlBody>(&body) {
             Ok(b) => b.sql,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not {{\"sql\": \"...\"}}: {e}")),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not {{\"sql\": \"...\"}}: {e}"),
+                );
+            }
         }
     } else {
         match String::from_utf8(body.to_vec()) {
@@ -95,21 +100,20 @@ pub(super) struct PageBody {
 }
 
 impl PageBody {
-    fn request(&self, max_rows: usize) -> Result<PageRequest, Response> {
+    fn request(&self, max_rows: usize) -> Result<PageRequest, wit_query::Error> {
         let signal = match self.table.as_str() {
             "spans" => Signal::Traces,
             "logs" => Signal::Logs,
             "metrics" => Signal::Metrics,
             other => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("table `{other}`: pages are over spans, logs or metrics"),
-                ));
+                return Err(wit_query::Error::InvalidRequest {
+                    reason: format!("table `{other}`: pages are over spans, logs or metrics"),
+                });
             }
         };
         let cursor = match &self.cursor {
             None => None,
-            Some(token) => Some(token.parse::<Cursor>().map_err(query_error)?),
+            Some(token) => Some(token.parse::<Cursor>()?),
         };
         let limit = self.limit.unwrap_or(100).min(max_rows);
         let mut request = PageRequest::new(signal, limit)
@@ -146,7 +150,7 @@ async fn lookup(app: Arc<App>, tenant: wit_batch::Tenant, headers: HeaderMap, bo
     };
     let request = match body.request(app.config.query.max_rows) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(e) => return query_error(e),
     };
     let session = core.engine.session(&tenant);
     let page = match tail {

@@ -2,13 +2,95 @@
 //! every receiver: `google.rpc.Status` bodies in the request's encoding and `Retry-After` on
 //! overload.
 
+mod otlp_grpc;
 mod otlp_http;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use prost::Message;
+use wit_batch::{BatchKey, Compression, Part, PayloadFormat, Signal, SourceKind, Tenant};
+use wit_pipeline::Submitted;
 
+pub(crate) use otlp_grpc::router as grpc_router;
 pub(crate) use otlp_http::router as http_router;
+
+use super::server::App;
+
+/// Why a request was not taken; each transport answers it in its own terms.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The data does not decode: nothing of it was taken (not retryable).
+    Invalid(String),
+    /// Larger than a batch can hold (not retryable).
+    TooLarge(String),
+    /// The server holds its bound of unstored data (retryable).
+    Overloaded(String),
+    /// Recovering, closing, or the acknowledgment did not come in time (retryable).
+    Unavailable(String),
+    /// The batch was given up after its retries (not retryable).
+    Failed(String),
+}
+
+/// Checks that `payload` decodes as `signal`'s OTLP request, submits it for `tenant`, and
+/// waits for the configured acknowledgment level. A request that does not decode is
+/// refused whole before anything is taken.
+pub(crate) async fn ingest(
+    app: &App,
+    tenant: Tenant,
+    signal: Signal,
+    source: SourceKind,
+    format: PayloadFormat,
+    payload: Bytes,
+) -> Result<(), Refusal> {
+    let decoded = match signal {
+        Signal::Traces => wit_batch::otlp::traces::decode(&payload, format, Compression::None),
+        Signal::Logs => wit_batch::otlp::logs::decode(&payload, format, Compression::None),
+        _ => wit_batch::otlp::metrics::decode(&payload, format, Compression::None),
+    };
+    if let Err(e) = decoded {
+        return Err(Refusal::Invalid(format!(
+            "the {} request does not decode: {e}",
+            signal_name(signal)
+        )));
+    }
+    let core = app
+        .core()
+        .ok_or_else(|| Refusal::Unavailable("the server is recovering".into()))?;
+    let key = BatchKey::new(tenant, signal, source);
+    let part = Part::new(format, Compression::None, 1, payload);
+    let ack = match core.pipeline.try_submit(&key, part, app.config.otlp.ack_level.into()) {
+        Ok(Submitted::Accepted(ack)) => ack,
+        Ok(Submitted::Full(_)) => {
+            return Err(Refusal::Overloaded(
+                "the server holds as much unstored data as it may: retry later".into(),
+            ));
+        }
+        Err(wit_pipeline::Error::PartTooLarge { len, max }) => {
+            return Err(Refusal::TooLarge(format!(
+                "the request's {len} bytes exceed the {max} bytes a batch can hold"
+            )));
+        }
+        Err(e) => return Err(Refusal::Unavailable(e.to_string())),
+    };
+    match tokio::time::timeout(app.config.ack_timeout(), ack).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e @ wit_pipeline::Error::BatchFailed { .. })) => Err(Refusal::Failed(e.to_string())),
+        Ok(Err(e)) => Err(Refusal::Unavailable(e.to_string())),
+        Err(_) => Err(Refusal::Unavailable(format!(
+            "not acknowledged within {} ms (the data may still be stored: a retry can duplicate it)",
+            app.config.otlp.ack_timeout_ms
+        ))),
+    }
+}
+
+fn signal_name(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "traces",
+        Signal::Logs => "logs",
+        _ => "metrics",
+    }
+}
 
 /// `google.rpc.Status`, the body of every OTLP error answer.
 #[derive(Clone, PartialEq, prost::Message)]

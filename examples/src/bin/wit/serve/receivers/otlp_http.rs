@@ -16,8 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use wit_batch::{BatchKey, Compression, Part, PayloadFormat, Signal, SourceKind};
-use wit_pipeline::Submitted;
+use wit_batch::{PayloadFormat, Signal, SourceKind};
 
 use super::{Encoding, INTERNAL, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, status_response};
 use crate::serve::server::App;
@@ -29,7 +28,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/traces", post(traces))
         .route("/v1/logs", post(logs))
         .route("/v1/metrics", post(metrics))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::serve::tenant::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::serve::tenant::layer,
+        ))
         // The limit is ours, applied after decompression.
         .layer(DefaultBodyLimit::disable());
     crate::serve::cors(routes, &app.config).with_state(app)
@@ -144,79 +146,17 @@ async fn accept(
         Encoding::Protobuf => PayloadFormat::OtlpProtobuf,
         Encoding::Json => PayloadFormat::OtlpJson,
     };
-    // Checked before anything is taken: a request that does not decode is refused whole.
-    let decoded = match signal {
-        Signal::Traces => wit_batch::otlp::traces::decode(&payload, format, Compression::None),
-        Signal::Logs => wit_batch::otlp::logs::decode(&payload, format, Compression::None),
-        _ => wit_batch::otlp::metrics::decode(&payload, format, Compression::None),
-    };
-    if let Err(e) = decoded {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            INVALID_ARGUMENT,
-            format!("the {} request does not decode: {e}", signal_name(signal)),
-            None,
-        ));
-    }
-    let core = app.core().ok_or_else(|| {
-        refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            UNAVAILABLE,
-            "the server is recovering".into(),
-            Some(app.config.otlp.retry_after_seconds),
-        )
-    })?;
-    let key = BatchKey::new(tenant, signal, SourceKind::Http);
-    let part = Part::new(format, Compression::None, 1, payload);
-    let level = app.config.otlp.ack_level.into();
     let retry = Some(app.config.otlp.retry_after_seconds);
-    let ack = match core.pipeline.try_submit(&key, part, level) {
-        Ok(Submitted::Accepted(ack)) => ack,
-        Ok(Submitted::Full(_)) => {
-            return Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                RESOURCE_EXHAUSTED,
-                "the server holds as much unstored data as it may: retry later".into(),
-                retry,
-            ));
-        }
-        Err(wit_pipeline::Error::PartTooLarge { len, max }) => {
-            return Err(refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                INVALID_ARGUMENT,
-                format!("the request's {len} bytes exceed the {max} bytes a batch can hold"),
-                None,
-            ));
-        }
-        Err(e) => {
-            return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, e.to_string(), retry));
-        }
-    };
-    match tokio::time::timeout(app.config.ack_timeout(), ack).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e @ wit_pipeline::Error::BatchFailed { .. })) => Err(refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            INTERNAL,
-            e.to_string(),
-            None,
-        )),
-        Ok(Err(e)) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, e.to_string(), retry)),
-        Err(_) => Err(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            UNAVAILABLE,
-            format!(
-                "not acknowledged within {} ms (the data may still be stored: a retry can duplicate it)",
-                app.config.otlp.ack_timeout_ms
-            ),
-            retry,
-        )),
-    }
-}
-
-fn signal_name(signal: Signal) -> &'static str {
-    match signal {
-        Signal::Traces => "traces",
-        Signal::Logs => "logs",
-        _ => "metrics",
-    }
+    super::ingest(app, tenant, signal, SourceKind::Http, format, payload)
+        .await
+        .map_err(|refusal| {
+            use super::Refusal as R;
+            match refusal {
+                R::Invalid(m) => refuse(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, m, None),
+                R::TooLarge(m) => refuse(StatusCode::PAYLOAD_TOO_LARGE, INVALID_ARGUMENT, m, None),
+                R::Overloaded(m) => refuse(StatusCode::SERVICE_UNAVAILABLE, RESOURCE_EXHAUSTED, m, retry),
+                R::Unavailable(m) => refuse(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, m, retry),
+                R::Failed(m) => refuse(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, m, None),
+            }
+        })
 }

@@ -1,0 +1,695 @@
+//! `wit serve` as a child process: OTLP over HTTP and gRPC in, SQL over HTTP out, the
+//! protocol's answers, overload, configuration errors and a clean stop.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use serde_json::{Value, json};
+
+/// `google.rpc.Status`, as the server's error bodies carry it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A running `wit serve` over a directory of its own; stopped with SIGTERM on drop.
+struct Server {
+    child: Option<Child>,
+    dir: PathBuf,
+    config: PathBuf,
+    http: u16,
+    grpc: u16,
+    api: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server in `dir` with the YAML `extra` appended to the ports and data dir.
+    fn start(dir: &Path, extra: &str) -> Server {
+        let (http, grpc, api) = (free_port(), free_port(), free_port());
+        let config = dir.join("wit.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir: {}\nlisten:\n  otlp_http: 127.0.0.1:{http}\n  otlp_grpc: 127.0.0.1:{grpc}\n  api: 127.0.0.1:{api}\n{extra}",
+                dir.join("data").display()
+            ),
+        )
+        .expect("config");
+        let mut server = Server {
+            child: None,
+            dir: dir.to_owned(),
+            config,
+            http,
+            grpc,
+            api,
+            log: dir.join("server.log"),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_wit"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start wit serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut r) = agent().get(&self.api_url("/health/ready")).call()
+                && r.status() == 200
+            {
+                let body: Value = serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("json");
+                assert_eq!(body["status"], "ready");
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+                panic!("wit serve exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "not ready in 60 s: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn api_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api)
+    }
+
+    fn otlp_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// SIGTERM, then waits for the exit; returns its status code.
+    fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("wit serve did not stop in 60 s: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SQL as `tenant` (the default tenant when `None`): the JSON answer.
+    fn sql(&self, tenant: Option<&str>, sql: &str) -> Value {
+        let mut request = agent().post(&self.api_url("/api/v1/query"));
+        if let Some(t) = tenant {
+            request = request.header("x-wit-tenant", t);
+        }
+        let mut response = request.send(sql).expect("query");
+        let body = response.body_mut().read_to_string().expect("body");
+        assert_eq!(response.status(), 200, "{sql}: {body}");
+        serde_json::from_str(&body).expect("json")
+    }
+
+    /// Waits until `sql` (a count) answers `n`.
+    fn wait_count(&self, tenant: Option<&str>, sql: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.sql(tenant, sql)["rows"][0]["n"].as_u64();
+            if got == Some(n) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{sql}: {got:?}, expected {n}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn string(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+const T0: u64 = 1_764_547_200_000_000_000;
+
+/// `n` spans named `{prefix}-{i}` of service `svc`, in a trace of the prefix's own.
+fn spans(prefix: &str, n: usize) -> ExportTraceServiceRequest {
+    let hash = prefix.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let trace_id = [hash.to_be_bytes(), [7; 8]].concat();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![string("service.name", "svc")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: (0..n)
+                    .map(|i| Span {
+                        trace_id: trace_id.clone(),
+                        span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                        name: format!("{prefix}-{i}"),
+                        kind: 2,
+                        start_time_unix_nano: T0 + i as u64,
+                        end_time_unix_nano: T0 + i as u64 + 1_000_000,
+                        attributes: vec![string("http.method", "GET")],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn post(url: &str, content_type: &str, gzip: bool, body: &[u8]) -> (u16, String, Option<String>, Vec<u8>) {
+    let mut request = agent().post(url).header("content-type", content_type);
+    let body = if gzip {
+        request = request.header("content-encoding", "gzip");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(body).expect("gzip");
+        encoder.finish().expect("gzip")
+    } else {
+        body.to_vec()
+    };
+    let mut response = request.send(&body[..]).expect("post");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let mut bytes = Vec::new();
+    response.body_mut().as_reader().read_to_end(&mut bytes).expect("body");
+    (response.status().as_u16(), content_type, retry_after, bytes)
+}
+
+#[test]
+fn otlp_over_http_and_grpc_is_read_back_with_sql() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = Server::start(tmp.path(), "");
+    let traces = server.otlp_url("/v1/traces");
+
+    // Protobuf, answered in protobuf (an empty ExportTraceServiceResponse).
+    let (status, content_type, _, body) = post(
+        &traces,
+        "application/x-protobuf",
+        false,
+        &spans("pb", 3).encode_to_vec(),
+    );
+    assert_eq!((status, content_type.as_str()), (200, "application/x-protobuf"));
+    assert!(body.is_empty(), "no partial_success: {body:?}");
+    // The same, gzip.
+    let (status, ..) = post(&traces, "application/x-protobuf", true, &spans("gz", 2).encode_to_vec());
+    assert_eq!(status, 200);
+    // OTLP/JSON, answered in JSON; int64 as strings and as numbers.
+    let json_strings = serde_json::to_vec(&spans("js", 2)).expect("json");
+    let (status, content_type, _, body) = post(&traces, "application/json", false, &json_strings);
+    assert_eq!(
+        (status, content_type.as_str(), &body[..]),
+        (200, "application/json", &b"{}"[..])
+    );
+    let numbers = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "jn-0",
+        "startTimeUnixNano": 1764547200000000000u64, "endTimeUnixNano": 1764547200250000000u64,
+        "attributes": [{"key": "n", "value": {"intValue": 42}}]}]}]}]});
+    let (status, ..) = post(
+        &traces,
+        "application/json; charset=utf-8",
+        true,
+        numbers.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200);
+
+    // gRPC, gzip.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
+            .await
+            .expect("connect")
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        client.export(spans("grpc", 4)).await.expect("export");
+    });
+
+    // Logs and metrics over HTTP.
+    let logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: T0,
+                    severity_number: 17,
+                    severity_text: "ERROR".into(),
+                    body: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("card declined".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let (status, ..) = post(
+        &server.otlp_url("/v1/logs"),
+        "application/x-protobuf",
+        false,
+        &logs.encode_to_vec(),
+    );
+    assert_eq!(status, 200);
+    let metrics = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "queue.depth".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            time_unix_nano: T0,
+                            value: Some(number_data_point::Value::AsInt(12)),
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let (status, ..) = post(
+        &server.otlp_url("/v1/metrics"),
+        "application/json",
+        false,
+        &serde_json::to_vec(&metrics).expect("json"),
+    );
+    assert_eq!(status, 200);
+
+    // Acknowledged means readable within a second: the hot tier answers before any file is
+    // published.
+    server.wait_count(None, "SELECT count(*) AS n FROM spans", 12);
+    let rows = server.sql(
+        None,
+        "SELECT name, span_kind(kind) AS kind, attr(attributes, 'http.method') AS method, \
+         CAST(timestamp AS BIGINT) AS t FROM spans WHERE name LIKE 'pb-%' ORDER BY name",
+    );
+    assert_eq!(
+        rows["rows"],
+        json!([
+            {"name": "pb-0", "kind": "server", "method": "GET", "t": T0},
+            {"name": "pb-1", "kind": "server", "method": "GET", "t": T0 + 1},
+            {"name": "pb-2", "kind": "server", "method": "GET", "t": T0 + 2},
+        ])
+    );
+    let counts = server.sql(
+        None,
+        "SELECT split_part(name, '-', 1) AS p, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(
+        counts["rows"],
+        json!([{"p": "grpc", "n": 4}, {"p": "gz", "n": 2}, {"p": "jn", "n": 1}, {"p": "js", "n": 2}, {"p": "pb", "n": 3}])
+    );
+    assert_eq!(
+        server.sql(
+            None,
+            "SELECT attr_int(attributes, 'n') AS n FROM spans WHERE name = 'jn-0'"
+        )["rows"],
+        json!([{"n": 42}])
+    );
+    assert_eq!(
+        server.sql(None, "SELECT severity_text, body['str'] AS body FROM logs")["rows"],
+        json!([{"severity_text": "ERROR", "body": "card declined"}])
+    );
+    assert_eq!(
+        server.sql(None, "SELECT metric_name, value_int FROM metrics")["rows"],
+        json!([{"metric_name": "queue.depth", "value_int": 12}])
+    );
+    // Another tenant sees none of it.
+    assert_eq!(
+        server.sql(Some("other"), "SELECT count(*) AS n FROM spans")["rows"],
+        json!([{"n": 0}])
+    );
+    // Pages of 5, newest first, resume at their cursor until the last.
+    let mut names = Vec::new();
+    let mut cursor = Value::Null;
+    for _ in 0..10 {
+        let mut response = agent()
+            .post(&server.api_url("/api/v1/page"))
+            .header("content-type", "application/json")
+            .send(json!({"table": "spans", "limit": 5, "cursor": cursor}).to_string())
+            .expect("page");
+        let body: Value = serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("json");
+        assert_eq!(response.status(), 200, "{body}");
+        let rows = body["rows"].as_array().expect("rows");
+        assert!(rows.len() <= 5);
+        names.extend(rows.iter().map(|r| r["name"].as_str().expect("name").to_string()));
+        cursor = body["next_cursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    assert_eq!(names.len(), 12, "{names:?}");
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 12, "no row twice");
+    let mut response = agent()
+        .post(&server.api_url("/api/v1/page"))
+        .header("content-type", "application/json")
+        .send(json!({"table": "spans", "cursor": "v1.nonsense"}).to_string())
+        .expect("page");
+    assert_eq!(response.status(), 400);
+    assert!(response.body_mut().read_to_string().expect("body").contains("cursor"));
+    // A query error names its position.
+    let mut response = agent()
+        .post(&server.api_url("/api/v1/query"))
+        .send("SELECT count(* FROM spans")
+        .expect("query");
+    assert_eq!(response.status(), 400);
+    assert!(response.body_mut().read_to_string().expect("body").contains("line 1"));
+    // Arrow IPC on request.
+    let mut response = agent()
+        .post(&server.api_url("/api/v1/query"))
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .send("SELECT name FROM spans")
+        .expect("query");
+    assert_eq!(response.status(), 200);
+    let mut bytes = Vec::new();
+    response.body_mut().as_reader().read_to_end(&mut bytes).expect("body");
+    let reader = arrow::ipc::reader::StreamReader::try_new(&bytes[..], None).expect("arrow stream");
+    let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+    assert_eq!(rows, 12);
+}
+
+#[test]
+fn the_otlp_answers_follow_the_specification() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = Server::start(tmp.path(), "otlp:\n  max_message_bytes: 4096\n");
+    let traces = server.otlp_url("/v1/traces");
+    let good = spans("ok", 1).encode_to_vec();
+
+    // Another content type: 415, with a Status body.
+    let (status, content_type, _, body) = post(&traces, "text/plain", false, &good);
+    assert_eq!((status, content_type.as_str()), (415, "application/json"));
+    let body: Value = serde_json::from_slice(&body).expect("json status");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.contains("text/plain")),
+        "{body}"
+    );
+    // An unknown content encoding: 415.
+    let mut response = agent()
+        .post(&traces)
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "br")
+        .send(&good[..])
+        .expect("post");
+    assert_eq!(response.status(), 415);
+    let _ = response.body_mut().read_to_vec();
+
+    // Bad data: 400 with a google.rpc.Status in the request's encoding, naming the field.
+    let mut bad = spans("bad", 1);
+    bad.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1, 2, 3];
+    let (status, content_type, retry, body) = post(&traces, "application/x-protobuf", false, &bad.encode_to_vec());
+    assert_eq!(
+        (status, content_type.as_str(), retry),
+        (400, "application/x-protobuf", None)
+    );
+    let rpc = RpcStatus::decode(&body[..]).expect("google.rpc.Status");
+    assert_eq!(rpc.code, 3, "INVALID_ARGUMENT");
+    assert!(rpc.message.contains("trace"), "{}", rpc.message);
+    let (status, _, _, body) = post(&traces, "application/json", false, b"{\"resourceSpans\": 7}");
+    assert_eq!(status, 400);
+    assert_eq!(serde_json::from_slice::<Value>(&body).expect("json")["code"], 3);
+    let (status, ..) = post(&traces, "application/x-protobuf", true, b"not gzip at all");
+    assert_eq!(status, 400, "a body that is not gzip");
+
+    // Over the limit after decompression: 413, also when the compressed body is small.
+    let big = spans(&"x".repeat(200), 40).encode_to_vec();
+    assert!(big.len() > 4096);
+    let (status, ..) = post(&traces, "application/x-protobuf", false, &big);
+    assert_eq!(status, 413);
+    let (status, ..) = post(&traces, "application/x-protobuf", true, &big);
+    assert_eq!(status, 413, "the limit applies after decompression");
+
+    // gRPC: bad data is INVALID_ARGUMENT with a BadRequest detail; oversize is refused.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
+            .await
+            .expect("connect");
+        let status = client.export(bad.clone()).await.expect_err("bad data");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(!status.details().is_empty(), "a BadRequest detail");
+        let status = client.export(spans(&"x".repeat(200), 40)).await.expect_err("too large");
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    });
+
+    // Nothing refused was stored; the good request was.
+    let (status, ..) = post(&traces, "application/x-protobuf", false, &good);
+    assert_eq!(status, 200);
+    server.wait_count(None, "SELECT count(*) AS n FROM spans", 1);
+    assert_eq!(
+        server.sql(None, "SELECT name FROM spans")["rows"],
+        json!([{"name": "ok-0"}])
+    );
+    // Other methods and paths.
+    let response = agent().get(&traces).call().expect("get");
+    assert_eq!(response.status(), 405);
+}
+
+#[test]
+fn overload_is_retryable_and_what_was_acknowledged_is_stored() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // 1 KiB of unstored data at most, and files published only at shutdown: the first
+    // request (larger than that) is taken, every later one finds the server full.
+    let extra = "otlp:\n  retry_after_seconds: 7\npipeline:\n  max_unstored_bytes: 1024\n  batch_max_bytes: 1024\n  \
+                 file_max_age_ms: 600000\n  batch_max_age_ms: 10\n";
+    let mut server = Server::start(tmp.path(), extra);
+    let traces = server.otlp_url("/v1/traces");
+    let (status, ..) = post(
+        &traces,
+        "application/x-protobuf",
+        false,
+        &spans("first", 30).encode_to_vec(),
+    );
+    assert_eq!(status, 200);
+    let (status, content_type, retry, body) = post(
+        &traces,
+        "application/json",
+        false,
+        &serde_json::to_vec(&spans("second", 1)).expect("json"),
+    );
+    assert_eq!(
+        (status, content_type.as_str(), retry.as_deref()),
+        (503, "application/json", Some("7"))
+    );
+    assert_eq!(serde_json::from_slice::<Value>(&body).expect("json")["code"], 8);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
+            .await
+            .expect("connect");
+        let status = client.export(spans("third", 1)).await.expect_err("full");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let details = tonic_types::StatusExt::get_error_details(&status);
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_secs(7)),
+            "RetryInfo"
+        );
+    });
+    drop(runtime); // closes the gRPC connection
+    // A clean stop stores what was acknowledged; a restart reads it from the files.
+    assert_eq!(server.stop(), Some(0), "{}", server.log());
+    assert!(server.log().contains("stopped cleanly"), "{}", server.log());
+    let files = walk(&server.dir.join("data").join("data"));
+    assert!(
+        files.iter().any(|f| f.extension().is_some_and(|e| e == "parquet")),
+        "{files:?}"
+    );
+    server.spawn();
+    server.wait_count(None, "SELECT count(*) AS n FROM spans WHERE name LIKE 'first-%'", 30);
+    server.wait_count(None, "SELECT count(*) AS n FROM spans", 30);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn configuration_errors_name_what_is_wrong() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let write = |name: &str, text: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let run = |path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_wit"))
+            .args(["serve", "--check", "--config"])
+            .arg(path)
+            .env_remove("WIT_TEST_UNSET")
+            .env("WIT_TEST_SECRET", "hunter2")
+            .output()
+            .expect("run")
+    };
+    let out = run(&write("typo.yaml", "otlp:\n  max_mesage_bytes: 10\n"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("max_mesage_bytes"),
+        "{out:?}"
+    );
+    let out = run(&write("unset.yaml", "node: ${WIT_TEST_UNSET}\n"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("WIT_TEST_UNSET"),
+        "{out:?}"
+    );
+    let out = run(&write(
+        "env.yaml",
+        "tracker:\n  kind: postgres\n  url: postgres://wit:${WIT_TEST_SECRET}@127.0.0.1/wit\n",
+    ));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("postgres://wit:hunter2@127.0.0.1/wit"));
+    // The documented example file is valid as it stands, and shows every key.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit.yaml");
+    let text = std::fs::read_to_string(&example).expect("wit.yaml");
+    for key in [
+        "data_dir",
+        "node",
+        "shutdown_grace_ms",
+        "listen",
+        "otlp_grpc",
+        "otlp_http",
+        "api",
+        "tenants",
+        "header",
+        "default",
+        "otlp",
+        "max_message_bytes",
+        "ack_level",
+        "ack_timeout_ms",
+        "retry_after_seconds",
+        "cors_allowed_origins",
+        "pipeline",
+        "max_unstored_bytes",
+        "batch_max_parts",
+        "batch_max_bytes",
+        "batch_max_age_ms",
+        "file_max_age_ms",
+        "file_max_bytes",
+        "indexing",
+        "wal_segment_bytes",
+        "hot_tier_bytes",
+        "tracker",
+        "kind",
+        "path",
+        "url",
+        "storage",
+        "options",
+        "retries",
+        "retry_timeout_ms",
+        "query",
+        "target_partitions",
+        "memory_limit_bytes",
+        "max_rows",
+    ] {
+        assert!(text.contains(&format!("{key}:")), "wit.yaml shows `{key}`");
+    }
+    let out = run(&example);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // Flags override the file.
+    let out = Command::new(env!("CARGO_BIN_EXE_wit"))
+        .args(["serve", "--check", "--api", "127.0.0.1:9999", "--config"])
+        .arg(&example)
+        .output()
+        .expect("run");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:9999"),
+        "{out:?}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_wit"))
+        .args(["serve", "--api", "nonsense"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
