@@ -530,7 +530,7 @@ fn overload_is_retryable_and_what_was_acknowledged_is_stored() {
     // 1 KiB of unstored data at most, and files published only at shutdown: the first
     // request (larger than that) is taken, every later one finds the server full.
     let extra = "otlp:\n  retry_after_seconds: 7\npipeline:\n  max_unstored_bytes: 1024\n  batch_max_bytes: 1024\n  \
-                 file_max_age_ms: 600000\n  batch_max_age_ms: 10\n";
+                 file_max_age_ms: 600000\n  batch_max_age_ms: 10\nmonitor:\n  stuck_after_minutes: 0\n";
     let mut server = Server::start(tmp.path(), extra);
     let traces = server.otlp_url("/v1/traces");
     let (status, ..) = post(
@@ -569,6 +569,74 @@ fn overload_is_retryable_and_what_was_acknowledged_is_stored() {
         );
     });
     drop(runtime); // closes the gRPC connection
+
+    // The batch monitor sees the acknowledged batch waiting for its file.
+    let get = |path: &str| {
+        let mut response = agent().get(&server.api_url(path)).call().expect("get");
+        let body = response.body_mut().read_to_string().expect("body");
+        (
+            response.status().as_u16(),
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+        )
+    };
+    // (The tracker's stages follow the WAL: the processor marks a batch when it reads it.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (status, listed) = get("/api/batch-monitor/batches");
+        assert_eq!(status, 200);
+        if listed["batches"][0]["stage"] == "INGESTED" || Instant::now() > deadline {
+            break listed;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        listed["count"].as_u64(),
+        Some(1),
+        "{listed}: {:?}",
+        get("/api/batch-monitor/status")
+    );
+    let batch = &listed["batches"][0];
+    assert_eq!(
+        (batch["tenant"].as_str(), batch["signal"].as_str()),
+        (Some("default"), Some("traces"))
+    );
+    assert!(
+        matches!(batch["stage"].as_str(), Some("WAL_WRITTEN" | "INGESTED")),
+        "{batch}"
+    );
+    let id = batch["id"].as_str().expect("id");
+    let (status, one) = get(&format!("/api/batch-monitor/batches/{id}"));
+    assert_eq!((status, &one["id"]), (200, &batch["id"]));
+    assert!(one["stage_times_ms"]["WAL_WRITTEN"].as_u64().is_some(), "{one}");
+    let (status, by_stage) = get(&format!(
+        "/api/batch-monitor/batches?stage={}",
+        batch["stage"].as_str().unwrap_or("")
+    ));
+    assert_eq!((status, by_stage["count"].as_u64()), (200, Some(1)));
+    let (status, none) = get("/api/batch-monitor/batches?stage=STORED");
+    assert_eq!((status, none["count"].as_u64()), (200, Some(0)));
+    let (status, alerts) = get("/api/batch-monitor/alerts");
+    assert_eq!(status, 200);
+    assert_eq!(alerts["stuck"][0]["id"], batch["id"], "{alerts}");
+    assert_eq!(alerts["failed"], json!([]));
+    let (status, overview) = get("/api/batch-monitor/status");
+    assert_eq!(status, 200);
+    assert_eq!(overview["total"], 1, "{overview}");
+    assert_eq!(
+        overview["stages"][batch["stage"].as_str().unwrap_or("")],
+        1,
+        "{overview}"
+    );
+    assert_eq!(overview["throughput"][0]["tenant"], "default");
+    assert_eq!(overview["throughput"][0]["messages"], 1);
+    for (path, code) in [
+        ("/api/batch-monitor/batches/not-an-id", 400),
+        ("/api/batch-monitor/batches/0190b6a4-6f4e-7000-8000-000000000000", 404),
+        ("/api/batch-monitor/batches?stage=COMPLETED", 400),
+        ("/api/batch-monitor/batches?stage=LOST", 400),
+    ] {
+        assert_eq!(get(path).0, code, "{path}");
+    }
     // A clean stop stores what was acknowledged; a restart reads it from the files.
     assert_eq!(server.stop(), Some(0), "{}", server.log());
     assert!(server.log().contains("stopped cleanly"), "{}", server.log());

@@ -23,6 +23,7 @@ pub(crate) struct Config {
     pub(crate) tracker: TrackerSection,
     pub(crate) storage: Storage,
     pub(crate) query: QuerySection,
+    pub(crate) monitor: Monitor,
     /// On SIGTERM, how long requests in flight may take before their connections are
     /// abandoned (milliseconds).
     pub(crate) shutdown_grace_ms: u64,
@@ -40,6 +41,7 @@ impl Default for Config {
             tracker: TrackerSection::default(),
             storage: Storage::default(),
             query: QuerySection::default(),
+            monitor: Monitor::default(),
             shutdown_grace_ms: 30_000,
         }
     }
@@ -222,6 +224,24 @@ impl Default for QuerySection {
             target_partitions: 0,
             memory_limit_bytes: 0,
             max_rows: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Monitor {
+    /// A batch not finished this many minutes after its creation is an alert.
+    pub(crate) stuck_after_minutes: u64,
+    /// The most batches an alert list holds.
+    pub(crate) max_alerts: usize,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor {
+            stuck_after_minutes: 10,
+            max_alerts: 1000,
         }
     }
 }

@@ -38,7 +38,6 @@ pub(crate) struct App {
 pub(crate) struct Core {
     pub(crate) pipeline: Pipeline,
     pub(crate) engine: QueryEngine,
-    #[allow(dead_code)] // read by the batch monitor (next step of the issue)
     pub(crate) tracker: Arc<dyn TrackerCatalog>,
 }
 

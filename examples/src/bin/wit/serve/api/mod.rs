@@ -1,6 +1,8 @@
-//! The API port (default 127.0.0.1:8083): SQL (`query.rs`) and health. Every `/api` route
+//! The API port (default 127.0.0.1:8083): SQL (`query.rs`), the batch monitor
+//! (`monitor.rs`) and health. Every `/api` route
 //! passes through the tenant layer; health does not (probes carry no tenant).
 
+mod monitor;
 mod query;
 
 use std::sync::Arc;
@@ -18,6 +20,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/v1/query", post(query::sql))
         .route("/api/v1/page", post(query::page))
         .route("/api/v1/tail", post(query::tail))
+        .route("/api/batch-monitor/status", get(monitor::status))
+        .route("/api/batch-monitor/batches", get(monitor::batches))
+        .route("/api/batch-monitor/batches/{id}", get(monitor::batch))
+        .route("/api/batch-monitor/alerts", get(monitor::alerts))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::serve::tenant::layer,
