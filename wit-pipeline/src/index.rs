@@ -164,6 +164,7 @@ pub(crate) fn run(shared: &Shared) {
             Ok(_) => {
                 indexing.done(&item.file.batch_ids);
                 shared.status.lock().files_indexed += 1;
+                metrics::counter!("wit_pipeline_files_indexed_total").increment(1);
             }
             Err(wit_index::Error::Store {
                 operation: "record index",

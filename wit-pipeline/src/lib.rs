@@ -42,6 +42,13 @@
 //! pipeline.close()?;
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Metrics
+//!
+//! Through the [`metrics`](https://docs.rs/metrics) facade (a no-op until the host installs a
+//! recorder): `wit_pipeline_batches_stored_total`, `wit_pipeline_batches_failed_total`,
+//! `wit_pipeline_files_indexed_total`, and `wit_pipeline_errors_total` by `kind` (`store`,
+//! `index`, `tracker`, `wal`, `convert`, `other`) for errors the pipeline lived through.
 #![warn(missing_docs, unreachable_pub)]
 
 mod ack;

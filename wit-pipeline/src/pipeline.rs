@@ -158,6 +158,15 @@ impl Shared {
     }
 
     pub(crate) fn note_error(&self, error: &Error) {
+        let kind = match error {
+            Error::Store { .. } => "store",
+            Error::Index { .. } => "index",
+            Error::Tracker { .. } => "tracker",
+            Error::Wal { .. } => "wal",
+            Error::Convert { .. } => "convert",
+            _ => "other",
+        };
+        metrics::counter!("wit_pipeline_errors_total", "kind" => kind).increment(1);
         self.status.lock().last_error = Some(chain(error));
     }
 

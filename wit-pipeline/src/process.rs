@@ -505,6 +505,7 @@ impl Processor {
                     waiting.slots.iter().for_each(|s| s.failed(&message));
                 }
                 self.shared.status.lock().batches_failed += 1;
+                metrics::counter!("wit_pipeline_batches_failed_total").increment(1);
             }
         }
         Ok(())
@@ -574,6 +575,7 @@ impl Processor {
         }
         self.shared.completable.lock().push((lsn, id));
         self.shared.status.lock().batches_stored += 1;
+        metrics::counter!("wit_pipeline_batches_stored_total").increment(1);
     }
 
     /// Files the catalog refused: batches that are stored elsewhere count as stored; the

@@ -43,6 +43,12 @@
 //! [`Commit`] is a future: `wal.submit(record)?.await` suspends the task while a dedicated
 //! commit thread writes and syncs, so no runtime thread ever blocks on the disk. No runtime is
 //! required or pulled in.
+//!
+//! # Metrics
+//!
+//! Through the [`metrics`](https://docs.rs/metrics) facade, a no-op until the host installs a
+//! recorder: `wit_wal_sync_seconds` (histogram, one sample per group commit's sync) and
+//! `wit_wal_records_total` (counter, records made durable).
 #![warn(missing_docs, unreachable_pub)]
 
 mod config;

@@ -844,6 +844,10 @@ impl Shared {
         taken: u64,
         end: u64,
     ) -> MutexGuard<'_, State> {
+        if let Ok(sync_time) = &result {
+            metrics::histogram!("wit_wal_sync_seconds").record(sync_time.as_secs_f64());
+            metrics::counter!("wit_wal_records_total").increment(taken);
+        }
         let mut st = self.state.lock();
         if let Ok(sync_time) = &result {
             st.last_sync = *sync_time;

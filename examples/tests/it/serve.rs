@@ -522,6 +522,89 @@ fn the_otlp_answers_follow_the_specification() {
     // Other methods and paths.
     let response = agent().get(&traces).call().expect("get");
     assert_eq!(response.status(), 405);
+
+    // Every answer above is counted by outcome.
+    let text = agent()
+        .get(&server.api_url("/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("body");
+    let requests = |labels: &[&str]| metric(&text, "wit_otlp_requests_total", labels);
+    assert_eq!(
+        requests(&["transport=\"http\"", "outcome=\"unsupported\""]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        requests(&["transport=\"http\"", "outcome=\"invalid\""]),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        requests(&["transport=\"http\"", "outcome=\"too_large\""]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        requests(&["transport=\"http\"", "outcome=\"accepted\""]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        requests(&["transport=\"grpc\"", "outcome=\"invalid\""]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "wit_otlp_records_total", &["outcome=\"accepted\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "wit_otlp_ack_seconds_count", &["signal=\"traces\""]),
+        Some(1.0)
+    );
+    assert!(
+        metric(&text, "wit_wal_sync_seconds_count", &[]).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "wit_ready", &[]), Some(1.0));
+    let batches: f64 = Stage::iter()
+        .filter_map(|stage| metric(&text, "wit_batches", &[&format!("stage=\"{stage}\"")]))
+        .sum();
+    assert_eq!(batches, 1.0, "one batch, in some stage: {text}");
+}
+
+/// The value of the sample of `name` whose labels include each of `labels`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (metric_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            metric_name == name && labels.iter().all(|label| rest.contains(label))
+        })
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+/// The stage names, as the metrics label them.
+struct Stage;
+
+impl Stage {
+    fn iter() -> impl Iterator<Item = &'static str> {
+        [
+            "CREATED",
+            "WAL_WRITTEN",
+            "SOURCE_COMMITTED",
+            "INGESTED",
+            "STORED",
+            "INDEXED",
+            "COMPLETED",
+            "FAILED",
+        ]
+        .into_iter()
+    }
 }
 
 #[test]

@@ -127,6 +127,8 @@ pub(crate) async fn run(config: Config) -> Result<(), String> {
         core: OnceLock::new(),
         started: Instant::now(),
     });
+    // Installed before anything records: the libraries' counters start at the first batch.
+    super::api::metrics_handle();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;

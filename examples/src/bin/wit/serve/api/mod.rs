@@ -1,7 +1,8 @@
 //! The API port (default 127.0.0.1:8083): SQL (`query.rs`), the batch monitor
-//! (`monitor.rs`) and health. Every `/api` route
+//! (`monitor.rs`), Prometheus metrics (`metrics.rs`) and health. Every `/api` route
 //! passes through the tenant layer; health does not (probes carry no tenant).
 
+mod metrics;
 mod monitor;
 mod query;
 
@@ -14,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::serve::server::App;
+
+pub(crate) use metrics::handle as metrics_handle;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
     let api = Router::new()
@@ -31,6 +34,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     let routes = Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics::render))
         .merge(api);
     crate::serve::cors(routes, &app.config).with_state(app)
 }

@@ -34,7 +34,8 @@ pub(crate) enum Refusal {
 
 /// Checks that `payload` decodes as `signal`'s OTLP request, submits it for `tenant`, and
 /// waits for the configured acknowledgment level. A request that does not decode is
-/// refused whole before anything is taken.
+/// refused whole before anything is taken. Counts the request, its records and bytes by
+/// outcome, and the acknowledgment latency.
 pub(crate) async fn ingest(
     app: &App,
     tenant: Tenant,
@@ -43,17 +44,90 @@ pub(crate) async fn ingest(
     format: PayloadFormat,
     payload: Bytes,
 ) -> Result<(), Refusal> {
+    let started = std::time::Instant::now();
+    let bytes = payload.len() as u64;
+    let (records, result) = submit(app, tenant, signal, source, format, payload).await;
+    let outcome = match &result {
+        Ok(()) => "accepted",
+        Err(refusal) => refusal.label(),
+    };
+    let transport = transport_name(source);
+    count(transport, signal, outcome, records, bytes);
+    if result.is_ok() {
+        metrics::histogram!("wit_otlp_ack_seconds", "signal" => signal_name(signal))
+            .record(started.elapsed().as_secs_f64());
+    }
+    result
+}
+
+fn transport_name(source: SourceKind) -> &'static str {
+    match source {
+        SourceKind::Grpc => "grpc",
+        _ => "http",
+    }
+}
+
+/// Counts one request with `records` records and `bytes` bytes that ended in `outcome`.
+pub(crate) fn count(transport: &'static str, signal: Signal, outcome: &'static str, records: u64, bytes: u64) {
+    let signal = signal_name(signal);
+    metrics::counter!("wit_otlp_requests_total", "transport" => transport, "signal" => signal, "outcome" => outcome)
+        .increment(1);
+    metrics::counter!("wit_otlp_records_total", "signal" => signal, "outcome" => outcome).increment(records);
+    metrics::counter!("wit_otlp_bytes_total", "transport" => transport, "signal" => signal).increment(bytes);
+}
+
+impl Refusal {
+    /// The outcome label of the metrics.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Refusal::Invalid(_) => "invalid",
+            Refusal::TooLarge(_) => "too_large",
+            Refusal::Overloaded(_) => "overloaded",
+            Refusal::Unavailable(_) => "unavailable",
+            Refusal::Failed(_) => "failed",
+        }
+    }
+}
+
+/// [`ingest`] without the counting: the records the request holds (0 when it does not
+/// decode) and what became of it.
+async fn submit(
+    app: &App,
+    tenant: Tenant,
+    signal: Signal,
+    source: SourceKind,
+    format: PayloadFormat,
+    payload: Bytes,
+) -> (u64, Result<(), Refusal>) {
     let decoded = match signal {
         Signal::Traces => wit_batch::otlp::traces::decode(&payload, format, Compression::None),
         Signal::Logs => wit_batch::otlp::logs::decode(&payload, format, Compression::None),
         _ => wit_batch::otlp::metrics::decode(&payload, format, Compression::None),
     };
-    if let Err(e) = decoded {
-        return Err(Refusal::Invalid(format!(
-            "the {} request does not decode: {e}",
-            signal_name(signal)
-        )));
-    }
+    let records = match decoded {
+        Ok(batch) => batch.num_rows() as u64,
+        Err(e) => {
+            return (
+                0,
+                Err(Refusal::Invalid(format!(
+                    "the {} request does not decode: {e}",
+                    signal_name(signal)
+                ))),
+            );
+        }
+    };
+    (records, wait(app, tenant, signal, source, format, payload).await)
+}
+
+/// Submits a decoded request and waits for its acknowledgment.
+async fn wait(
+    app: &App,
+    tenant: Tenant,
+    signal: Signal,
+    source: SourceKind,
+    format: PayloadFormat,
+    payload: Bytes,
+) -> Result<(), Refusal> {
     let core = app
         .core()
         .ok_or_else(|| Refusal::Unavailable("the server is recovering".into()))?;

@@ -60,6 +60,7 @@ async fn export(
     body: Body,
 ) -> Response {
     let Some(encoding) = Encoding::from_content_type(&headers) else {
+        super::count("http", signal, "unsupported", 0, 0);
         let got = headers
             .get(header::CONTENT_TYPE)
             .map_or("none".to_string(), |v| format!("`{}`", v.to_str().unwrap_or("?")));
@@ -101,6 +102,7 @@ async fn accept(
         Refused(status_response(status, code, message, encoding, retry))
     };
     let too_large = || {
+        super::count("http", signal, "too_large", 0, 0);
         refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             INVALID_ARGUMENT,
@@ -112,6 +114,7 @@ async fn accept(
         None | Some("identity") => false,
         Some(v) if v.eq_ignore_ascii_case("gzip") => true,
         Some(other) => {
+            super::count("http", signal, "unsupported", 0, 0);
             return Err(refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 INVALID_ARGUMENT,
@@ -130,6 +133,7 @@ async fn accept(
                 .read_to_end(&mut out);
             match read {
                 Err(e) => {
+                    super::count("http", signal, "invalid", 0, 0);
                     return Err(refuse(
                         StatusCode::BAD_REQUEST,
                         INVALID_ARGUMENT,
