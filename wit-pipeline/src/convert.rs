@@ -13,12 +13,19 @@ use crate::{Error, Result};
 type Decode = fn(&[u8], wit_batch::PayloadFormat, wit_batch::Compression) -> wit_batch::Result<RecordBatch>;
 
 /// Converts every part of `envelope` and concatenates them into one batch (a batch is
-/// written to one file whole). All or nothing: one bad part fails the batch.
+/// written to one file whole). All or nothing: one bad part fails the batch. Events of a
+/// batch with one topic get a [`STREAM_COLUMN`] naming it.
 pub(crate) fn convert(envelope: &Envelope, events_options: &EventOptions) -> Result<RecordBatch> {
     let meta = envelope.meta();
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Convert { batch: meta.id, source };
     let (schema, batches) = match meta.signal {
-        Signal::Events => events(envelope, events_options).map_err(|e| fail(Box::new(e)))?,
+        Signal::Events => {
+            let (schema, batches) = events(envelope, events_options).map_err(|e| fail(Box::new(e)))?;
+            match meta.topics.as_slice() {
+                [stream] => with_stream(schema, batches, stream).map_err(|e| fail(Box::new(e)))?,
+                _ => (schema, batches),
+            }
+        }
         signal => {
             let (schema, decode): (SchemaRef, Decode) = match signal {
                 Signal::Traces => (otlp::traces::schema(), otlp::traces::decode),
@@ -44,6 +51,41 @@ pub(crate) fn convert(envelope: &Envelope, events_options: &EventOptions) -> Res
             arrow::compute::concat_batches(&schema, &batches).map_err(|e| fail(Box::new(e)))
         }
     }
+}
+
+/// The column naming an event batch's stream (its one topic: the path of an HTTP events
+/// route, a Kafka topic).
+pub(crate) const STREAM_COLUMN: &str = "_stream";
+
+/// `batches` with a last column [`STREAM_COLUMN`] holding `stream`, unless the events carry a
+/// field of that name themselves (theirs is kept).
+fn with_stream(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    stream: &str,
+) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), arrow::error::ArrowError> {
+    if schema.field_with_name(STREAM_COLUMN).is_ok() {
+        return Ok((schema, batches));
+    }
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        STREAM_COLUMN,
+        arrow::datatypes::DataType::Utf8,
+        false,
+    )));
+    let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let batches = batches
+        .into_iter()
+        .map(|batch| {
+            let mut columns = batch.columns().to_vec();
+            columns.push(Arc::new(arrow::array::StringArray::from(vec![
+                stream;
+                batch.num_rows()
+            ])));
+            RecordBatch::try_new(schema.clone(), columns)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((schema, batches))
 }
 
 /// NDJSON parts: one schema inferred over every part, then each part read with it.

@@ -350,6 +350,59 @@ fn otlp_over_http_and_grpc_is_read_back_with_sql() {
     );
     assert_eq!(status, 200);
 
+    // NDJSON events per stream.
+    let events = "{\"timestamp\": \"2025-12-01T00:00:00Z\", \"user\": \"ann\", \"amount\": 12.5}\n\
+                  {\"timestamp\": 1764547201000, \"user\": \"bob\", \"amount\": 3}\n";
+    let (status, _, _, body) = post(
+        &server.otlp_url("/v1/events/payments"),
+        "application/x-ndjson",
+        false,
+        events.as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json"),
+        json!({"accepted": 2})
+    );
+    let (status, _, _, body) = post(
+        &server.otlp_url("/v1/events/signups"),
+        "application/x-ndjson",
+        true,
+        b"{\"timestamp\": 1764547202000, \"user\": \"cy\"}",
+    );
+    assert_eq!(
+        (status, serde_json::from_slice::<Value>(&body).expect("json")),
+        (200, json!({"accepted": 1}))
+    );
+    let (status, _, _, body) = post(
+        &server.otlp_url("/v1/events/payments"),
+        "application/x-ndjson",
+        false,
+        b"{\"timestamp\": 1764547203000}\n{\"no time\": 1}\n",
+    );
+    assert_eq!(
+        status,
+        400,
+        "a line without its time refuses the request: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, ..) = post(
+        &server.otlp_url("/v1/events/bad%20name"),
+        "application/x-ndjson",
+        false,
+        events.as_bytes(),
+    );
+    assert_eq!(status, 400);
+    server.wait_count(None, "SELECT count(*) AS n FROM events", 3);
+    assert_eq!(
+        server.sql(None, "SELECT _stream, user, amount FROM events ORDER BY timestamp")["rows"],
+        json!([
+            {"_stream": "payments", "user": "ann", "amount": 12.5},
+            {"_stream": "payments", "user": "bob", "amount": 3.0},
+            {"_stream": "signups", "user": "cy"},
+        ])
+    );
+
     // Acknowledged means readable within a second: the hot tier answers before any file is
     // published.
     server.wait_count(None, "SELECT count(*) AS n FROM spans", 12);

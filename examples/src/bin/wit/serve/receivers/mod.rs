@@ -1,7 +1,9 @@
-//! The receivers: OTLP/HTTP on its own port (`otlp_http.rs`), with the shared answers of
-//! every receiver: `google.rpc.Status` bodies in the request's encoding and `Retry-After` on
-//! overload.
+//! The receivers: OTLP/HTTP (`otlp_http.rs`) and NDJSON events (`events.rs`) on the HTTP
+//! port, OTLP/gRPC (`otlp_grpc.rs`) on its own, with what they share: [`ingest`] (decode
+//! check, submit, acknowledgment, metrics), `google.rpc.Status` bodies in the request's
+//! encoding and `Retry-After` on overload.
 
+mod events;
 mod otlp_grpc;
 mod otlp_http;
 
@@ -9,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use prost::Message;
-use wit_batch::{BatchKey, Compression, Part, PayloadFormat, Signal, SourceKind, Tenant};
+use wit_batch::{BatchKey, Compression, Part, PayloadFormat, Signal, SourceKind};
 use wit_pipeline::Submitted;
 
 pub(crate) use otlp_grpc::router as grpc_router;
@@ -36,17 +38,11 @@ pub(crate) enum Refusal {
 /// waits for the configured acknowledgment level. A request that does not decode is
 /// refused whole before anything is taken. Counts the request, its records and bytes by
 /// outcome, and the acknowledgment latency.
-pub(crate) async fn ingest(
-    app: &App,
-    tenant: Tenant,
-    signal: Signal,
-    source: SourceKind,
-    format: PayloadFormat,
-    payload: Bytes,
-) -> Result<(), Refusal> {
+pub(crate) async fn ingest(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -> Result<u64, Refusal> {
     let started = std::time::Instant::now();
     let bytes = payload.len() as u64;
-    let (records, result) = submit(app, tenant, signal, source, format, payload).await;
+    let (signal, source) = (key.signal, key.source);
+    let (records, result) = submit(app, key, format, payload).await;
     let outcome = match &result {
         Ok(()) => "accepted",
         Err(refusal) => refusal.label(),
@@ -57,7 +53,7 @@ pub(crate) async fn ingest(
         metrics::histogram!("wit_otlp_ack_seconds", "signal" => signal_name(signal))
             .record(started.elapsed().as_secs_f64());
     }
-    result
+    result.map(|()| records)
 }
 
 fn transport_name(source: SourceKind) -> &'static str {
@@ -91,15 +87,14 @@ impl Refusal {
 
 /// [`ingest`] without the counting: the records the request holds (0 when it does not
 /// decode) and what became of it.
-async fn submit(
-    app: &App,
-    tenant: Tenant,
-    signal: Signal,
-    source: SourceKind,
-    format: PayloadFormat,
-    payload: Bytes,
-) -> (u64, Result<(), Refusal>) {
+async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -> (u64, Result<(), Refusal>) {
+    let signal = key.signal;
     let decoded = match signal {
+        Signal::Events => {
+            let options = wit_batch::events::EventOptions::default();
+            wit_batch::events::infer_schema(&payload, None, &options)
+                .and_then(|schema| wit_batch::events::decode(&payload, Some(schema), &options))
+        }
         Signal::Traces => wit_batch::otlp::traces::decode(&payload, format, Compression::None),
         Signal::Logs => wit_batch::otlp::logs::decode(&payload, format, Compression::None),
         _ => wit_batch::otlp::metrics::decode(&payload, format, Compression::None),
@@ -116,22 +111,14 @@ async fn submit(
             );
         }
     };
-    (records, wait(app, tenant, signal, source, format, payload).await)
+    (records, wait(app, key, format, payload).await)
 }
 
 /// Submits a decoded request and waits for its acknowledgment.
-async fn wait(
-    app: &App,
-    tenant: Tenant,
-    signal: Signal,
-    source: SourceKind,
-    format: PayloadFormat,
-    payload: Bytes,
-) -> Result<(), Refusal> {
+async fn wait(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -> Result<(), Refusal> {
     let core = app
         .core()
         .ok_or_else(|| Refusal::Unavailable("the server is recovering".into()))?;
-    let key = BatchKey::new(tenant, signal, source);
     let part = Part::new(format, Compression::None, 1, payload);
     let ack = match core.pipeline.try_submit(&key, part, app.config.otlp.ack_level.into()) {
         Ok(Submitted::Accepted(ack)) => ack,
@@ -162,7 +149,8 @@ fn signal_name(signal: Signal) -> &'static str {
     match signal {
         Signal::Traces => "traces",
         Signal::Logs => "logs",
-        _ => "metrics",
+        Signal::Metrics => "metrics",
+        _ => "events",
     }
 }
 
@@ -218,6 +206,19 @@ impl Encoding {
             Encoding::Protobuf => Encoding::PROTOBUF,
             Encoding::Json => Encoding::JSON,
         }
+    }
+}
+
+/// The HTTP answer to `refusal`, in `encoding`.
+pub(crate) fn http_refusal(refusal: Refusal, encoding: Encoding, retry: Option<u64>) -> Response {
+    match refusal {
+        Refusal::Invalid(m) => status_response(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, m, encoding, None),
+        Refusal::TooLarge(m) => status_response(StatusCode::PAYLOAD_TOO_LARGE, INVALID_ARGUMENT, m, encoding, None),
+        Refusal::Overloaded(m) => {
+            status_response(StatusCode::SERVICE_UNAVAILABLE, RESOURCE_EXHAUSTED, m, encoding, retry)
+        }
+        Refusal::Unavailable(m) => status_response(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, m, encoding, retry),
+        Refusal::Failed(m) => status_response(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, m, encoding, None),
     }
 }
 

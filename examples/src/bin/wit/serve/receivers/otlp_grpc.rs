@@ -22,7 +22,7 @@ use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use wit_batch::{PayloadFormat, Signal, SourceKind};
+use wit_batch::{BatchKey, PayloadFormat, Signal, SourceKind};
 
 use super::Refusal;
 use crate::serve::server::App;
@@ -66,13 +66,12 @@ impl Receiver {
             |m: String| Status::with_error_details(Code::Unavailable, m, ErrorDetails::with_retry_info(Some(retry)));
         super::ingest(
             &self.app,
-            tenant,
-            signal,
-            SourceKind::Grpc,
+            BatchKey::new(tenant, signal, SourceKind::Grpc),
             PayloadFormat::OtlpProtobuf,
             Bytes::from(payload),
         )
         .await
+        .map(|_| ())
         .map_err(|refusal| match refusal {
             Refusal::Invalid(m) => {
                 Status::with_error_details(Code::InvalidArgument, m.clone(), bad_request("request", m))

@@ -16,9 +16,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use wit_batch::{PayloadFormat, Signal, SourceKind};
+use wit_batch::{BatchKey, PayloadFormat, Signal, SourceKind};
 
-use super::{Encoding, INTERNAL, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, status_response};
+use super::{Encoding, INVALID_ARGUMENT, status_response};
 use crate::serve::server::App;
 use crate::serve::tenant::RequestTenant;
 
@@ -28,6 +28,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/traces", post(traces))
         .route("/v1/logs", post(logs))
         .route("/v1/metrics", post(metrics))
+        .route("/v1/events/{stream}", post(super::events::events))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::serve::tenant::layer,
@@ -50,7 +51,7 @@ async fn metrics(state: State<Arc<App>>, tenant: Extension<RequestTenant>, heade
 }
 
 /// Why a request was not taken, as the answer it gets.
-struct Refused(Response);
+pub(super) struct Refused(pub(super) Response);
 
 async fn export(
     State(app): State<Arc<App>>,
@@ -97,6 +98,28 @@ async fn accept(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), Refused> {
+    let payload = read_body(app, signal, encoding, headers, body).await?;
+    let format = match encoding {
+        Encoding::Protobuf => PayloadFormat::OtlpProtobuf,
+        Encoding::Json => PayloadFormat::OtlpJson,
+    };
+    let retry = Some(app.config.otlp.retry_after_seconds);
+    super::ingest(app, BatchKey::new(tenant, signal, SourceKind::Http), format, payload)
+        .await
+        .map(|_| ())
+        .map_err(|refusal| super::http_refusal(refusal, encoding, retry))
+        .map_err(Refused)
+}
+
+/// The request body, gunzipped when `Content-Encoding: gzip`, within `otlp.max_message_bytes`
+/// after decompression (413 otherwise; 415 for another encoding; 400 for a broken gzip).
+pub(super) async fn read_body(
+    app: &App,
+    signal: Signal,
+    encoding: Encoding,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Refused> {
     let limit = app.config.otlp.max_message_bytes;
     let refuse = |status: StatusCode, code: i32, message: String, retry: Option<u64>| {
         Refused(status_response(status, code, message, encoding, retry))
@@ -146,21 +169,5 @@ async fn accept(
             }
         }
     };
-    let format = match encoding {
-        Encoding::Protobuf => PayloadFormat::OtlpProtobuf,
-        Encoding::Json => PayloadFormat::OtlpJson,
-    };
-    let retry = Some(app.config.otlp.retry_after_seconds);
-    super::ingest(app, tenant, signal, SourceKind::Http, format, payload)
-        .await
-        .map_err(|refusal| {
-            use super::Refusal as R;
-            match refusal {
-                R::Invalid(m) => refuse(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, m, None),
-                R::TooLarge(m) => refuse(StatusCode::PAYLOAD_TOO_LARGE, INVALID_ARGUMENT, m, None),
-                R::Overloaded(m) => refuse(StatusCode::SERVICE_UNAVAILABLE, RESOURCE_EXHAUSTED, m, retry),
-                R::Unavailable(m) => refuse(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, m, retry),
-                R::Failed(m) => refuse(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, m, None),
-            }
-        })
+    Ok(payload)
 }

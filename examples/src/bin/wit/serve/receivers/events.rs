@@ -1,0 +1,56 @@
+//! NDJSON events: `POST /v1/events/{stream}` with one JSON object per line (gzip or not, under
+//! the same size limit as OTLP), into the tenant's `events` table with the stream in the
+//! `_stream` column. Every line must parse and carry its time (`timestamp`, RFC 3339 or epoch
+//! milliseconds); a bad line refuses the whole request (400 naming it) and nothing is taken.
+//! Success is `{"accepted": <events>}` once the acknowledgment level holds.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use wit_batch::{BatchKey, PayloadFormat, Signal, SourceKind};
+
+use super::otlp_http::{Refused, read_body};
+use super::{Encoding, INVALID_ARGUMENT, status_response};
+use crate::serve::server::App;
+use crate::serve::tenant::RequestTenant;
+
+/// A stream name: 1 to 128 of `A-Z a-z 0-9 _ . -`.
+fn valid_stream(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+pub(super) async fn events(
+    State(app): State<Arc<App>>,
+    Extension(RequestTenant(tenant)): Extension<RequestTenant>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !valid_stream(&stream) {
+        super::count("http", Signal::Events, "invalid", 0, 0);
+        return status_response(
+            StatusCode::BAD_REQUEST,
+            INVALID_ARGUMENT,
+            format!("stream `{stream}`: 1 to 128 of A-Z, a-z, 0-9, `_`, `.` and `-`"),
+            Encoding::Json,
+            None,
+        );
+    }
+    let payload = match read_body(&app, Signal::Events, Encoding::Json, &headers, body).await {
+        Ok(payload) => payload,
+        Err(Refused(response)) => return response,
+    };
+    let key = BatchKey::new(tenant, Signal::Events, SourceKind::Http).with_topic(stream);
+    let retry = Some(app.config.otlp.retry_after_seconds);
+    match super::ingest(&app, key, PayloadFormat::Ndjson, payload).await {
+        Ok(accepted) => (StatusCode::OK, Json(serde_json::json!({"accepted": accepted}))).into_response(),
+        Err(refusal) => super::http_refusal(refusal, Encoding::Json, retry),
+    }
+}
