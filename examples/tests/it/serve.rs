@@ -897,3 +897,131 @@ fn configuration_errors_name_what_is_wrong() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// What the crash test's client knows of one request.
+#[derive(Default, Clone)]
+struct Sent {
+    /// Attempts that got no answer (the connection failed): each may or may not have been
+    /// stored before the crash.
+    unanswered: u32,
+    acknowledged: bool,
+}
+
+#[test]
+fn acknowledged_spans_survive_sigkill_and_are_stored_once_unless_resent() {
+    const REQUESTS: usize = 400;
+    const SPANS: usize = 5;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let extra = "pipeline:\n  batch_max_age_ms: 5\n  file_max_age_ms: 200\nshutdown_grace_ms: 2000\n";
+    let mut server = Server::start(tmp.path(), extra);
+    let url = server.otlp_url("/v1/traces");
+    // Two clients, each sending its requests in order and retrying each until it is
+    // acknowledged, as an SDK's exporter does.
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut sent = vec![Sent::default(); REQUESTS];
+                for (r, record) in sent.iter_mut().enumerate().skip(c).step_by(2) {
+                    let body = spans(&format!("r{r}"), SPANS).encode_to_vec();
+                    let mut attempts = 0;
+                    while !record.acknowledged {
+                        attempts += 1;
+                        assert!(attempts < 5_000, "request r{r} never acknowledged");
+                        let answer = agent()
+                            .post(&url)
+                            .header("content-type", "application/x-protobuf")
+                            .send(&body[..]);
+                        match answer {
+                            Ok(response) if response.status() == 200 => record.acknowledged = true,
+                            // Refused (recovering, full): nothing was taken; send again.
+                            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                            Err(_) => {
+                                record.unanswered += 1;
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    // Kill it at random moments while they send, and start it again.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..12 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(100 + rng % 400));
+        let mut child = server.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
+        server.spawn();
+    }
+    // The clients finish against the last start.
+    let mut sent = vec![Sent::default(); REQUESTS];
+    for client in clients {
+        for (r, record) in client.join().expect("client").into_iter().enumerate() {
+            if record.acknowledged {
+                sent[r] = record;
+            }
+        }
+    }
+    assert!(
+        sent.iter().all(|s| s.acknowledged),
+        "every request was acknowledged in the end"
+    );
+    assert_eq!(server.stop(), Some(0), "{}", server.log());
+
+    // An independent reader: the files the tracker's catalog lists, read with parquet's own
+    // Arrow reader.
+    let counts = stored_names(&server.dir.join("data"));
+    let mut duplicated = 0;
+    for (r, record) in sent.iter().enumerate() {
+        for j in 0..SPANS {
+            let n = counts.get(&format!("r{r}-{j}")).copied().unwrap_or(0);
+            assert!(n >= 1, "span r{r}-{j} was acknowledged and is missing");
+            assert!(
+                n <= 1 + record.unanswered as usize,
+                "span r{r}-{j} is stored {n} times, but its request was sent {} times unanswered",
+                record.unanswered
+            );
+            duplicated += usize::from(n > 1);
+        }
+    }
+    let unanswered: u32 = sent.iter().map(|s| s.unanswered).sum();
+    assert!(unanswered > 0, "the kills interrupted requests in flight");
+    println!("{REQUESTS} requests; {unanswered} attempts unanswered; {duplicated} spans stored twice after a resend");
+    // SQL says the same.
+    server.spawn();
+    let total: usize = counts.values().sum();
+    server.wait_count(None, "SELECT count(*) AS n FROM spans", total as u64);
+}
+
+/// How many times each span name is in the published files of the default tenant.
+fn stored_names(data_dir: &Path) -> std::collections::HashMap<String, usize> {
+    use arrow::array::{Array, AsArray};
+    use wit_store::FileCatalog;
+    let tracker = wit_tracker::SqliteTracker::open(&data_dir.join("tracker.db"), Default::default()).expect("tracker");
+    let tenant = wit_batch::Tenant::try_new("default").expect("tenant");
+    let mut counts = std::collections::HashMap::new();
+    for file in tracker.list(&tenant, wit_batch::Signal::Traces, None).expect("list") {
+        let path = data_dir.join("data").join(&file.path);
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .expect("parquet");
+        let index = builder.schema().index_of("name").expect("name column");
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [index]);
+        for batch in builder.with_projection(mask).build().expect("reader") {
+            let column =
+                arrow::compute::cast(batch.expect("batch").column(0), &arrow::datatypes::DataType::Utf8).expect("text");
+            let names = column.as_string::<i32>();
+            for i in 0..names.len() {
+                *counts.entry(names.value(i).to_string()).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
