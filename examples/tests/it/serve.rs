@@ -1025,3 +1025,137 @@ fn stored_names(data_dir: &Path) -> std::collections::HashMap<String, usize> {
     }
     counts
 }
+
+/// Whether the OpenTelemetry Python SDK is installed; without it the SDK test is skipped,
+/// unless `WIT_REQUIRE_OTEL_SDK=1` (as in CI) makes its absence a failure.
+fn otel_sdk_available() -> bool {
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("WIT_REQUIRE_OTEL_SDK").as_deref() != Ok("1"),
+            "WIT_REQUIRE_OTEL_SDK=1 but the OpenTelemetry SDK is missing: pip install -r .ci/requirements.txt"
+        );
+        eprintln!("skipped: the OpenTelemetry Python SDK is missing (pip install -r .ci/requirements.txt)");
+    }
+    ok
+}
+
+#[test]
+fn the_opentelemetry_python_sdk_exports_and_sql_reads_every_record_back() {
+    if !otel_sdk_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = Server::start(tmp.path(), "");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/otel_sdk.py");
+    for (transport, endpoint) in [
+        ("http", format!("http://127.0.0.1:{}", server.http)),
+        ("grpc", format!("http://127.0.0.1:{}", server.grpc)),
+    ] {
+        let service = format!("py-{transport}");
+        let out = Command::new("python3")
+            .arg(&script)
+            .args([transport, &endpoint, &service])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{transport}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sent: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+
+        let spans = sent["spans"].as_array().expect("spans");
+        server.wait_count(
+            None,
+            &format!("SELECT count(*) AS n FROM spans WHERE service_name = '{service}'"),
+            spans.len() as u64,
+        );
+        for span in spans {
+            let row = server.sql(
+                None,
+                &format!(
+                    "SELECT name, encode(trace_id, 'hex') AS trace_id, CAST(timestamp AS BIGINT) AS start, \
+                     CAST(duration AS BIGINT) AS duration, scope_name, scope_version, \
+                     attr(resource_attributes, 'deployment.environment') AS env, \
+                     attr(attributes, 'http.method') AS method, attr_int(attributes, 'items') AS items, \
+                     attr_double(attributes, 'ratio') AS ratio, attr_bool(attributes, 'paid') AS paid, \
+                     attr(attributes, 'card.brand') AS brand \
+                     FROM spans WHERE service_name = '{service}' AND encode(span_id, 'hex') = '{}'",
+                    span["span_id"].as_str().expect("span id")
+                ),
+            )["rows"]
+                .clone();
+            let start = span["start"].as_u64().expect("start");
+            let attributes = &span["attributes"];
+            let mut expected = json!({
+                "name": span["name"], "trace_id": span["trace_id"], "start": start,
+                "duration": span["end"].as_u64().expect("end") - start,
+                "scope_name": "wit.test", "scope_version": "1.2.3", "env": "test",
+            });
+            for (key, column) in [
+                ("http.method", "method"),
+                ("items", "items"),
+                ("ratio", "ratio"),
+                ("paid", "paid"),
+                ("card.brand", "brand"),
+            ] {
+                if let Some(value) = attributes.get(key) {
+                    expected[column] = value.clone();
+                }
+            }
+            assert_eq!(row, json!([expected]), "{transport}: span {}", span["name"]);
+        }
+
+        let logs = sent["logs"].as_array().expect("logs");
+        let rows = server.sql(
+            None,
+            &format!(
+                "SELECT body['str'] AS body, severity_number, severity_text, CAST(timestamp AS BIGINT) AS time, \
+                 attr_int(attributes, 'order') AS \"order\" FROM logs WHERE service_name = '{service}' ORDER BY timestamp"
+            ),
+        )["rows"]
+            .clone();
+        assert_eq!(rows, Value::Array(logs.clone()), "{transport}: logs");
+
+        // The SDK exports its cumulative metrics at the flush and again at shutdown: every
+        // stored data point carries the values sent.
+        let points = server.sql(
+            None,
+            &format!(
+                "SELECT metric_name, metric_type_name(metric_type) AS kind, attr(attributes, 'region') AS region, \
+                 value_int, count, sum FROM metrics WHERE service_name = '{service}' ORDER BY metric_name, region"
+            ),
+        )["rows"]
+            .clone();
+        let points = points.as_array().expect("rows");
+        assert!(!points.is_empty(), "{transport}: no metrics");
+        for point in points {
+            let expected = match (point["metric_name"].as_str(), point["region"].as_str()) {
+                (Some("orders"), Some("eu")) => {
+                    json!({"metric_name": "orders", "kind": "sum", "region": "eu", "value_int": 5})
+                }
+                (Some("orders"), Some("us")) => {
+                    json!({"metric_name": "orders", "kind": "sum", "region": "us", "value_int": 2})
+                }
+                (Some("latency"), None) => {
+                    json!({"metric_name": "latency", "kind": "histogram", "count": 3, "sum": 15.0})
+                }
+                _ => panic!("{transport}: unexpected data point {point}"),
+            };
+            assert_eq!(point, &expected, "{transport}");
+        }
+        for name in ["orders", "latency"] {
+            assert!(
+                points.iter().any(|p| p["metric_name"] == name),
+                "{transport}: {name} missing"
+            );
+        }
+    }
+}
