@@ -162,9 +162,11 @@ pub(crate) fn run(shared: &Shared) {
         let Some(item) = item else { continue };
         match indexer.index_and_record(catalog.as_ref(), &item.file) {
             Ok(_) => {
-                indexing.done(&item.file.batch_ids);
+                // Counted before the acknowledgments it releases: a host that saw an
+                // `Indexed` acknowledgment sees the file counted.
                 shared.status.lock().files_indexed += 1;
                 metrics::counter!("wit_pipeline_files_indexed_total").increment(1);
+                indexing.done(&item.file.batch_ids);
             }
             Err(wit_index::Error::Store {
                 operation: "record index",

@@ -567,6 +567,9 @@ impl Processor {
         if let Some(flight) = self.flights.remove(&lsn) {
             self.shared.release(flight.bytes);
         }
+        // Counted before the acknowledgments it releases (a host that saw `Stored` sees it).
+        self.shared.status.lock().batches_stored += 1;
+        metrics::counter!("wit_pipeline_batches_stored_total").increment(1);
         if let Some(waiting) = self.shared.acks.lock().remove(&id) {
             waiting.slots.iter().for_each(|s| s.stored(lsn));
             if let Some(indexing) = &self.shared.indexing {
@@ -574,8 +577,6 @@ impl Processor {
             }
         }
         self.shared.completable.lock().push((lsn, id));
-        self.shared.status.lock().batches_stored += 1;
-        metrics::counter!("wit_pipeline_batches_stored_total").increment(1);
     }
 
     /// Files the catalog refused: batches that are stored elsewhere count as stored; the
