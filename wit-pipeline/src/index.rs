@@ -164,8 +164,13 @@ pub(crate) fn run(shared: &Shared) {
             Ok(_) => {
                 // Counted before the acknowledgments it releases: a host that saw an
                 // `Indexed` acknowledgment sees the file counted.
-                shared.status.lock().files_indexed += 1;
+                {
+                    let mut status = shared.status.lock();
+                    status.files_indexed += 1;
+                    status.records_indexed += item.file.rows;
+                }
                 metrics::counter!("wit_pipeline_files_indexed_total").increment(1);
+                metrics::counter!("wit_pipeline_records_indexed_total").increment(item.file.rows);
                 indexing.done(&item.file.batch_ids);
             }
             Err(wit_index::Error::Store {

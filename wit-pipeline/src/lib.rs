@@ -47,7 +47,8 @@
 //!
 //! Through the [`metrics`](https://docs.rs/metrics) facade (a no-op until the host installs a
 //! recorder): `wit_pipeline_batches_stored_total`, `wit_pipeline_batches_failed_total`,
-//! `wit_pipeline_files_indexed_total`, and `wit_pipeline_errors_total` by `kind` (`store`,
+//! `wit_pipeline_files_indexed_total`, `wit_pipeline_records_stored_total`,
+//! `wit_pipeline_records_indexed_total`, and `wit_pipeline_errors_total` by `kind` (`store`,
 //! `index`, `tracker`, `wal`, `convert`, `other`) for errors the pipeline lived through.
 #![warn(missing_docs, unreachable_pub)]
 

@@ -72,6 +72,10 @@ pub struct Status {
     pub batches_failed: u64,
     /// Files indexed since the pipeline was opened.
     pub files_indexed: u64,
+    /// Rows of the files published since the pipeline was opened.
+    pub records_stored: u64,
+    /// Rows of the files indexed since the pipeline was opened.
+    pub records_indexed: u64,
     /// The WAL is kept from this LSN on: every batch below it is stored (or given up).
     pub safe_lsn: u64,
     /// The last error a background thread met and lived through (a failed upload, say).

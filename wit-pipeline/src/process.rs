@@ -546,6 +546,9 @@ impl Processor {
     /// Files published: their batches are stored.
     fn published(&mut self, files: &[StoredFile]) {
         for file in files {
+            // Counted before the acknowledgments `stored` releases.
+            self.shared.status.lock().records_stored += file.rows;
+            metrics::counter!("wit_pipeline_records_stored_total").increment(file.rows);
             for id in &file.batch_ids {
                 self.stored(*id);
             }

@@ -629,6 +629,124 @@ fn the_otlp_answers_follow_the_specification() {
     assert_eq!(batches, 1.0, "one batch, in some stage: {text}");
 }
 
+#[test]
+fn records_at_fault_are_left_out_and_reported_in_partial_success() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = Server::start(tmp.path(), "");
+    // Three spans, the middle one with a trace id of 3 bytes.
+    let partly = |prefix: &str| {
+        let mut request = spans(prefix, 3);
+        request.resource_spans[0].scope_spans[0].spans[1].trace_id = vec![1, 2, 3];
+        request
+    };
+
+    // OTLP/HTTP protobuf: 200 with an ExportTraceServiceResponse saying one span was refused.
+    let traces = server.otlp_url("/v1/traces");
+    let (status, content_type, _, body) = post(&traces, "application/x-protobuf", false, &partly("pb").encode_to_vec());
+    assert_eq!((status, content_type.as_str()), (200, "application/x-protobuf"));
+    let answer = ExportTraceServiceResponse::decode(&body[..]).expect("response");
+    let partial = answer.partial_success.expect("partial_success");
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(partial.error_message.contains("traceId"), "{}", partial.error_message);
+
+    // OTLP/JSON: the same, answered in JSON with the count as a string (proto3's int64).
+    let mut json_request = serde_json::to_value(partly("json")).expect("json");
+    json_request["resourceSpans"][0]["scopeSpans"][0]["spans"][1]["traceId"] = json!("010203");
+    let (status, content_type, _, body) = post(&traces, "application/json", false, json_request.to_string().as_bytes());
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/json"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let answer: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(answer["partialSuccess"]["rejectedSpans"], "1", "{answer}");
+
+    // Logs: a span id of 2 bytes in one of two records.
+    let mut logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..2)
+                    .map(|i| LogRecord {
+                        time_unix_nano: T0 + i,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("line-{i}"))),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    logs.resource_logs[0].scope_logs[0].log_records[0].span_id = vec![9, 9];
+    let (status, _, _, body) = post(
+        &server.otlp_url("/v1/logs"),
+        "application/x-protobuf",
+        false,
+        &logs.encode_to_vec(),
+    );
+    assert_eq!(status, 200);
+    let answer = ExportLogsServiceResponse::decode(&body[..]).expect("response");
+    assert_eq!(answer.partial_success.expect("partial").rejected_log_records, 1);
+
+    // gRPC: the response's partial_success.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
+            .await
+            .expect("connect");
+        let answer = client.export(partly("grpc")).await.expect("partly taken").into_inner();
+        let partial = answer.partial_success.expect("partial_success");
+        assert_eq!(partial.rejected_spans, 1);
+        assert!(
+            partial.error_message.contains("1 of 3 spans rejected"),
+            "{}",
+            partial.error_message
+        );
+        // Everything accepted: no partial_success.
+        let answer = client.export(spans("whole", 2)).await.expect("taken").into_inner();
+        assert_eq!(answer.partial_success, None);
+    });
+
+    // What was taken is stored, and nothing of what was refused.
+    server.wait_count(None, "SELECT count(*) AS n FROM spans", 8);
+    assert_eq!(
+        server.sql(None, "SELECT name FROM spans ORDER BY name")["rows"],
+        json!([
+            {"name": "grpc-0"}, {"name": "grpc-2"}, {"name": "json-0"}, {"name": "json-2"},
+            {"name": "pb-0"}, {"name": "pb-2"}, {"name": "whole-0"}, {"name": "whole-1"},
+        ])
+    );
+    server.wait_count(None, "SELECT count(*) AS n FROM logs", 1);
+    assert_eq!(
+        server.sql(None, "SELECT body FROM logs")["rows"],
+        json!([{"body": {"str": "line-1", "type": 1}}])
+    );
+    let text = agent()
+        .get(&server.api_url("/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("body");
+    assert_eq!(
+        metric(
+            &text,
+            "wit_otlp_records_total",
+            &["signal=\"traces\"", "outcome=\"rejected\""]
+        ),
+        Some(3.0),
+        "{text}"
+    );
+}
+
 /// The value of the sample of `name` whose labels include each of `labels`.
 fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines()

@@ -528,7 +528,10 @@ fn indexed_acknowledgments_wait_for_the_index_and_the_index_finds_the_rows() {
         assert!(matches!(stage, Stage::Indexed | Stage::Completed), "{batch}: {stage}");
         batches.push(batch);
     }
-    assert!(pipeline.status().files_indexed >= 1);
+    let status = pipeline.status();
+    assert!(status.files_indexed >= 1);
+    // Every record acknowledged Indexed was counted stored and indexed, once.
+    assert_eq!((status.records_stored, status.records_indexed), (40, 40));
 
     // The indexes answer, through the index, the rows a scan finds.
     let acme = Tenant::try_new("acme").expect("tenant");

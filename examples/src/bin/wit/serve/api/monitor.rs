@@ -131,6 +131,8 @@ pub(super) async fn status(State(app): State<Arc<App>>, Query(q): Query<StatusQu
             "batches_stored": pipeline.batches_stored,
             "batches_failed": pipeline.batches_failed,
             "files_indexed": pipeline.files_indexed,
+            "records_stored": pipeline.records_stored,
+            "records_indexed": pipeline.records_indexed,
             "last_error": pipeline.last_error,
         },
     }))

@@ -50,7 +50,7 @@ pub(super) async fn events(
     let key = BatchKey::new(tenant, Signal::Events, SourceKind::Http).with_topic(stream);
     let retry = Some(app.config.otlp.retry_after_seconds);
     match super::ingest(&app, key, PayloadFormat::Ndjson, payload).await {
-        Ok(accepted) => (StatusCode::OK, Json(serde_json::json!({"accepted": accepted}))).into_response(),
+        Ok(accepted) => (StatusCode::OK, Json(serde_json::json!({"accepted": accepted.records}))).into_response(),
         Err(refusal) => super::http_refusal(refusal, Encoding::Json, retry),
     }
 }

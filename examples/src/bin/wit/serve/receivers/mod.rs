@@ -6,6 +6,7 @@
 mod events;
 mod otlp_grpc;
 mod otlp_http;
+mod partial;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -34,26 +35,47 @@ pub(crate) enum Refusal {
     Failed(String),
 }
 
+/// What was taken of a request.
+#[derive(Debug, Default)]
+pub(crate) struct Accepted {
+    /// Records acknowledged.
+    pub(crate) records: u64,
+    /// Records refused one by one while the rest was taken (OTLP's `partial_success`).
+    pub(crate) rejected: u64,
+    /// Why, when some were refused.
+    pub(crate) message: String,
+}
+
 /// Checks that `payload` decodes as `signal`'s OTLP request, submits it for `tenant`, and
 /// waits for the configured acknowledgment level. A request that does not decode is
-/// refused whole before anything is taken. Counts the request, its records and bytes by
-/// outcome, and the acknowledgment latency.
-pub(crate) async fn ingest(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -> Result<u64, Refusal> {
+/// refused before anything is taken — whole, unless only some of its records are at fault:
+/// then the others are taken and the answer says how many were left out (`partial.rs`).
+/// Counts the request, its records and bytes by outcome, and the acknowledgment latency.
+pub(crate) async fn ingest(
+    app: &App,
+    key: BatchKey,
+    format: PayloadFormat,
+    payload: Bytes,
+) -> Result<Accepted, Refusal> {
     let started = std::time::Instant::now();
     let bytes = payload.len() as u64;
     let (signal, source) = (key.signal, key.source);
     let (records, result) = submit(app, key, format, payload).await;
     let outcome = match &result {
-        Ok(()) => "accepted",
+        Ok(_) => "accepted",
         Err(refusal) => refusal.label(),
     };
     let transport = transport_name(source);
     count(transport, signal, outcome, records, bytes);
-    if result.is_ok() {
+    if let Ok(accepted) = &result {
+        if accepted.rejected > 0 {
+            metrics::counter!("wit_otlp_records_total", "signal" => signal_name(signal), "outcome" => "rejected")
+                .increment(accepted.rejected);
+        }
         metrics::histogram!("wit_otlp_ack_seconds", "signal" => signal_name(signal))
             .record(started.elapsed().as_secs_f64());
     }
-    result.map(|()| records)
+    result
 }
 
 fn transport_name(source: SourceKind) -> &'static str {
@@ -85,9 +107,9 @@ impl Refusal {
     }
 }
 
-/// [`ingest`] without the counting: the records the request holds (0 when it does not
+/// [`ingest`] without the counting: the records taken of the request (0 when it does not
 /// decode) and what became of it.
-async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -> (u64, Result<(), Refusal>) {
+async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -> (u64, Result<Accepted, Refusal>) {
     let signal = key.signal;
     let decoded = match signal {
         Signal::Events => {
@@ -99,19 +121,33 @@ async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes)
         Signal::Logs => wit_batch::otlp::logs::decode(&payload, format, Compression::None),
         _ => wit_batch::otlp::metrics::decode(&payload, format, Compression::None),
     };
-    let records = match decoded {
-        Ok(batch) => batch.num_rows() as u64,
-        Err(e) => {
-            return (
-                0,
-                Err(Refusal::Invalid(format!(
-                    "the {} request does not decode: {e}",
-                    signal_name(signal)
-                ))),
-            );
-        }
+    let (records, format, payload, rejected, message) = match decoded {
+        Ok(batch) => (batch.num_rows() as u64, format, payload, 0, String::new()),
+        Err(e) => match partial::split(signal, format, &payload) {
+            Some(split) => (
+                split.kept,
+                PayloadFormat::OtlpProtobuf,
+                split.payload,
+                split.rejected,
+                split.message,
+            ),
+            None => {
+                return (
+                    0,
+                    Err(Refusal::Invalid(format!(
+                        "the {} request does not decode: {e}",
+                        signal_name(signal)
+                    ))),
+                );
+            }
+        },
     };
-    (records, wait(app, key, format, payload).await)
+    let result = wait(app, key, format, payload).await.map(|()| Accepted {
+        records,
+        rejected,
+        message,
+    });
+    (records, result)
 }
 
 /// Submits a decoded request and waits for its acknowledgment.
@@ -142,6 +178,58 @@ async fn wait(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -
             "not acknowledged within {} ms (the data may still be stored: a retry can duplicate it)",
             app.config.otlp.ack_timeout_ms
         ))),
+    }
+}
+
+/// The `Export*ServiceResponse` of a request that was taken, in `encoding`: empty when
+/// everything was, with `partial_success` (the count refused and why) when some was not.
+pub(crate) fn export_response(signal: Signal, accepted: &Accepted, encoding: Encoding) -> Bytes {
+    use opentelemetry_proto::tonic::collector::logs::v1 as logs;
+    use opentelemetry_proto::tonic::collector::metrics::v1 as metrics;
+    use opentelemetry_proto::tonic::collector::trace::v1 as trace;
+    if accepted.rejected == 0 {
+        return match encoding {
+            Encoding::Protobuf => Bytes::new(),
+            Encoding::Json => Bytes::from_static(b"{}"),
+        };
+    }
+    let (rejected, message) = (accepted.rejected as i64, accepted.message.clone());
+    match encoding {
+        Encoding::Protobuf => Bytes::from(match signal {
+            Signal::Traces => trace::ExportTraceServiceResponse {
+                partial_success: Some(trace::ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+            Signal::Logs => logs::ExportLogsServiceResponse {
+                partial_success: Some(logs::ExportLogsPartialSuccess {
+                    rejected_log_records: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+            _ => metrics::ExportMetricsServiceResponse {
+                partial_success: Some(metrics::ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+        }),
+        Encoding::Json => {
+            // The proto3 JSON mapping: camelCase names, int64 as a string.
+            let field = match signal {
+                Signal::Traces => "rejectedSpans",
+                Signal::Logs => "rejectedLogRecords",
+                _ => "rejectedDataPoints",
+            };
+            let body = serde_json::json!({
+                "partialSuccess": { field: rejected.to_string(), "errorMessage": message }
+            });
+            Bytes::from(serde_json::to_vec(&body).expect("JSON of strings"))
+        }
     }
 }
 

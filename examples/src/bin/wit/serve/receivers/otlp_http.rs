@@ -2,7 +2,8 @@
 //! describes it: protobuf or JSON on the same path, answered in the request's content type;
 //! `Content-Encoding: gzip`; the size limit applied after decompression (413); 415 for other
 //! content types or encodings; 400 with a `google.rpc.Status` for data that does not decode
-//! (nothing of it is taken); 503 with `Retry-After` when the server holds its bound of
+//! (nothing of it is taken), or 200 with `partial_success` when only some records are at
+//! fault and the rest was taken; 503 with `Retry-After` when the server holds its bound of
 //! unstored data or the acknowledgment does not come in time. Success (200) is answered only
 //! once the configured acknowledgment level holds for the request's batch.
 
@@ -78,12 +79,8 @@ async fn export(
         );
     };
     match accept(&app, tenant, signal, encoding, &headers, body).await {
-        Ok(()) => {
-            // An Export*ServiceResponse without partial_success: everything was accepted.
-            let body: Bytes = match encoding {
-                Encoding::Protobuf => Bytes::new(),
-                Encoding::Json => Bytes::from_static(b"{}"),
-            };
+        Ok(accepted) => {
+            let body = super::export_response(signal, &accepted, encoding);
             (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
         }
         Err(Refused(response)) => response,
@@ -97,7 +94,7 @@ async fn accept(
     encoding: Encoding,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(), Refused> {
+) -> Result<super::Accepted, Refused> {
     let payload = read_body(app, signal, encoding, headers, body).await?;
     let format = match encoding {
         Encoding::Protobuf => PayloadFormat::OtlpProtobuf,
@@ -106,7 +103,6 @@ async fn accept(
     let retry = Some(app.config.otlp.retry_after_seconds);
     super::ingest(app, BatchKey::new(tenant, signal, SourceKind::Http), format, payload)
         .await
-        .map(|_| ())
         .map_err(|refusal| super::http_refusal(refusal, encoding, retry))
         .map_err(Refused)
 }
