@@ -21,6 +21,14 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::{Value, json};
 
+#[path = "../../../wit-tracker/tests/it/pg_server.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod pg_server;
+
+#[path = "../../../wit-store/tests/it/moto.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod moto;
+
 /// `google.rpc.Status`, as the server's error bodies carry it.
 #[derive(Clone, PartialEq, prost::Message)]
 struct RpcStatus {
@@ -41,6 +49,8 @@ fn free_port() -> u16 {
 /// A running `wit serve` over a directory of its own; stopped with SIGTERM on drop.
 struct Server {
     child: Option<Child>,
+    /// Variables the server process gets (for `${ENV}` in its configuration).
+    env: Vec<(String, String)>,
     dir: PathBuf,
     config: PathBuf,
     http: u16,
@@ -52,6 +62,13 @@ struct Server {
 impl Server {
     /// Starts a server in `dir` with the YAML `extra` appended to the ports and data dir.
     fn start(dir: &Path, extra: &str) -> Server {
+        let mut server = Server::start_stopped(dir, extra);
+        server.spawn();
+        server
+    }
+
+    /// A server configured as [`Server::start`] does, not started yet.
+    fn start_stopped(dir: &Path, extra: &str) -> Server {
         let (http, grpc, api) = (free_port(), free_port(), free_port());
         let config = dir.join("wit.yaml");
         std::fs::write(
@@ -62,15 +79,22 @@ impl Server {
             ),
         )
         .expect("config");
-        let mut server = Server {
+        Server {
             child: None,
+            env: Vec::new(),
             dir: dir.to_owned(),
             config,
             http,
             grpc,
             api,
             log: dir.join("server.log"),
-        };
+        }
+    }
+
+    /// [`Server::start`], with `env` in the server's environment.
+    fn start_with_env(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Server {
+        let mut server = Server::start_stopped(dir, extra);
+        server.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         server.spawn();
         server
     }
@@ -84,6 +108,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_wit"))
             .args(["serve", "--config"])
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -744,6 +769,96 @@ fn records_at_fault_are_left_out_and_reported_in_partial_success() {
         ),
         Some(3.0),
         "{text}"
+    );
+}
+
+/// Prints the sorted span names of the Parquet objects `argv[2:]` of bucket `wit` on the
+/// S3 server at port `argv[1]`.
+const READ_BUCKET: &str = r#"
+import io, sys, boto3, pyarrow.parquet as pq
+s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:" + sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+names = []
+for key in sys.argv[2:]:
+    body = s3.get_object(Bucket="wit", Key=key)["Body"].read()
+    names += pq.read_table(io.BytesIO(body)).column("name").to_pylist()
+print(" ".join(sorted(names)))
+"#;
+
+#[test]
+fn postgresql_tracker_and_s3_storage_by_configuration() {
+    let Some(pg) = pg_server::PgServer::shared() else {
+        return;
+    };
+    if !moto::Moto::available() {
+        return;
+    }
+    let s3 = moto::Moto::start();
+    let tracker = pg.fresh_schema("serve");
+    let options: String = moto::options(s3.port)
+        .into_iter()
+        .map(|(k, v)| match k {
+            // The secret from the environment, as a deployment would pass it.
+            "aws_secret_access_key" => format!("    {k}: ${{WIT_TEST_S3_SECRET}}\n"),
+            _ => format!("    {k}: \"{v}\"\n"),
+        })
+        .collect();
+    let extra = format!(
+        "tracker:\n  kind: postgres\n  url: \"{tracker}\"\nstorage:\n  url: s3://wit/serve\n  options:\n{options}pipeline:\n  file_max_age_ms: 300\n"
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut server = Server::start_with_env(tmp.path(), &extra, &[("WIT_TEST_S3_SECRET", "test")]);
+    let (status, ..) = post(
+        &server.otlp_url("/v1/traces"),
+        "application/x-protobuf",
+        false,
+        &spans("pg", 5).encode_to_vec(),
+    );
+    assert_eq!(status, 200, "{}", server.log());
+    server.wait_count(None, "SELECT count(*) AS n FROM spans", 5);
+
+    // The batches and the files' catalog are in PostgreSQL, the files in the bucket.
+    let schema = tracker
+        .rsplit("search_path=")
+        .next()
+        .expect("schema")
+        .trim_end_matches('\'');
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let files = pg.psql("wit", &format!("SELECT count(*) FROM {schema}.stored_files"));
+        if files.trim() != "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no file in the PostgreSQL catalog: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Read back from the bucket by boto3 and pyarrow: the catalog's files hold the five spans.
+    let paths = pg.psql("wit", &format!("SELECT path FROM {schema}.stored_files"));
+    let out = Command::new("python3")
+        .args(["-c", READ_BUCKET, &s3.port.to_string()])
+        .args(paths.lines().map(|p| format!("serve/{}", p.trim())))
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pg-0 pg-1 pg-2 pg-3 pg-4");
+    assert!(
+        walk(&tmp.path().join("data"))
+            .iter()
+            .all(|p| p.extension().is_none_or(|e| e != "parquet")),
+        "no Parquet file on the local disk"
+    );
+
+    // Restarted, it finds its data where the configuration says.
+    assert_eq!(server.stop(), Some(0), "{}", server.log());
+    server.spawn();
+    server.wait_count(None, "SELECT count(*) AS n FROM spans", 5);
+    assert_eq!(
+        server.sql(None, "SELECT name FROM spans ORDER BY name")["rows"],
+        json!([{"name": "pg-0"}, {"name": "pg-1"}, {"name": "pg-2"}, {"name": "pg-3"}, {"name": "pg-4"}])
     );
 }
 
