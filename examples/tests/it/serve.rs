@@ -161,6 +161,17 @@ impl Server {
         }
     }
 
+    /// `GET /metrics`: the Prometheus text.
+    fn metrics(&self) -> String {
+        agent()
+            .get(&self.api_url("/metrics"))
+            .call()
+            .expect("metrics")
+            .body_mut()
+            .read_to_string()
+            .expect("body")
+    }
+
     /// SQL as `tenant` (the default tenant when `None`): the JSON answer.
     fn sql(&self, tenant: Option<&str>, sql: &str) -> Value {
         let mut request = agent().post(&self.api_url("/api/v1/query"));
@@ -602,13 +613,7 @@ fn the_otlp_answers_follow_the_specification() {
     assert_eq!(response.status(), 405);
 
     // Every answer above is counted by outcome.
-    let text = agent()
-        .get(&server.api_url("/metrics"))
-        .call()
-        .expect("metrics")
-        .body_mut()
-        .read_to_string()
-        .expect("body");
+    let text = server.metrics();
     let requests = |labels: &[&str]| metric(&text, "wit_otlp_requests_total", labels);
     assert_eq!(
         requests(&["transport=\"http\"", "outcome=\"unsupported\""]),
@@ -754,13 +759,7 @@ fn records_at_fault_are_left_out_and_reported_in_partial_success() {
         server.sql(None, "SELECT body FROM logs")["rows"],
         json!([{"body": {"str": "line-1", "type": 1}}])
     );
-    let text = agent()
-        .get(&server.api_url("/metrics"))
-        .call()
-        .expect("metrics")
-        .body_mut()
-        .read_to_string()
-        .expect("body");
+    let text = server.metrics();
     assert_eq!(
         metric(
             &text,
