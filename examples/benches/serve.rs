@@ -16,7 +16,7 @@
 //! For each transport (`http`: OTLP/HTTP protobuf; `grpc`: OTLP/gRPC), for
 //! `WIT_LOAD_SECONDS` (default 60) seconds:
 //! - spans acknowledged per second (answered 200 / OK), and requests refused (503 /
-//!   UNAVAILABLE, retried after 50 ms);
+//!   UNAVAILABLE, retried after 250 ms);
 //! - spans stored (in published Parquet files) and indexed per second over the same window,
 //!   from the server's `/api/batch-monitor/status`, sampled every second, with the backlog
 //!   (unstored bytes) at 10 s and at the end, and the time the server needed after the load
@@ -47,6 +47,9 @@ use wit_batch::{Compression, PayloadFormat};
 
 const SPANS_PER_REQUEST: u64 = 1_000;
 const DISTINCT_REQUESTS: u64 = 64;
+/// How long a sender waits after a refusal: shorter than the server's `Retry-After` (1 s),
+/// so the server stays saturated, long enough that refusals do not take its CPU.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
 const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 fn requests() -> Vec<Bytes> {
@@ -188,7 +191,7 @@ async fn http_sender(addr: SocketAddr, first: usize, bodies: &[Bytes], stop: &At
             }
             429 | 503 => {
                 load.refused += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(RETRY_AFTER).await;
             }
             _ => load.errors += 1,
         }
@@ -225,7 +228,7 @@ async fn grpc_sender(addr: SocketAddr, first: usize, bodies: &[Bytes], stop: &At
             }
             Err(status) if status.code() == tonic::Code::Unavailable => {
                 load.refused += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(RETRY_AFTER).await;
             }
             Err(_) => load.errors += 1,
         }

@@ -456,6 +456,16 @@ impl Pipeline {
         Ok(Submitted::Accepted(Ack::new(slot, level)))
     }
 
+    /// Whether a part of `len` payload bytes would be taken now rather than answered
+    /// [`Submitted::Full`]: lets a host refuse a request before spending work on it (a
+    /// receiver checking that it decodes, say). The answer can be stale by the time the
+    /// part is submitted; [`try_submit`](Self::try_submit) decides.
+    pub fn has_room_for(&self, len: u64) -> bool {
+        let ingest = self.shared.ingest.lock();
+        let held = self.shared.unstored() + ingest.batcher.buffered_bytes();
+        held == 0 || held + len <= self.shared.config.max_unstored_bytes
+    }
+
     /// [`try_submit`](Self::try_submit), blocking while the pipeline is full.
     ///
     /// # Errors

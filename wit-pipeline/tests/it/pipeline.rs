@@ -309,6 +309,9 @@ fn submitting_pushes_back_at_the_unstored_bound_and_nothing_is_dropped() {
         }
     }
     let (refused_at, part) = full.expect("the bound is reached");
+    // Asked first, the pipeline says the same: no room for the refused part.
+    assert!(!pipeline.has_room_for(part.payload.len() as u64));
+    assert!(pipeline.has_room_for(0), "a part of nothing always fits");
     assert_eq!(
         part.payload.as_ref(),
         spans(&[refused_at]).as_slice(),

@@ -111,6 +111,16 @@ impl Refusal {
 /// decode) and what became of it.
 async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -> (u64, Result<Accepted, Refusal>) {
     let signal = key.signal;
+    // Refused before the work of decoding when the pipeline is full: under overload most
+    // requests are refused, and decoding each only to refuse it would take the CPU the
+    // pipeline needs to make room.
+    match app.core() {
+        None => return (0, Err(Refusal::Unavailable("the server is recovering".into()))),
+        Some(core) if !core.pipeline.has_room_for(payload.len() as u64) => {
+            return (0, Err(full()));
+        }
+        Some(_) => {}
+    }
     let decoded = match signal {
         Signal::Events => {
             let options = wit_batch::events::EventOptions::default();
@@ -150,6 +160,10 @@ async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes)
     (records, result)
 }
 
+fn full() -> Refusal {
+    Refusal::Overloaded("the server holds as much unstored data as it may: retry later".into())
+}
+
 /// Submits a decoded request and waits for its acknowledgment.
 async fn wait(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -> Result<(), Refusal> {
     let core = app
@@ -158,11 +172,7 @@ async fn wait(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -
     let part = Part::new(format, Compression::None, 1, payload);
     let ack = match core.pipeline.try_submit(&key, part, app.config.otlp.ack_level.into()) {
         Ok(Submitted::Accepted(ack)) => ack,
-        Ok(Submitted::Full(_)) => {
-            return Err(Refusal::Overloaded(
-                "the server holds as much unstored data as it may: retry later".into(),
-            ));
-        }
+        Ok(Submitted::Full(_)) => return Err(full()),
         Err(wit_pipeline::Error::PartTooLarge { len, max }) => {
             return Err(Refusal::TooLarge(format!(
                 "the request's {len} bytes exceed the {max} bytes a batch can hold"
