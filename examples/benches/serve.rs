@@ -19,7 +19,8 @@
 //!   UNAVAILABLE, retried after 250 ms);
 //! - spans stored (in published Parquet files) and indexed per second over the same window,
 //!   from the server's `/api/batch-monitor/status`, sampled every second, with the backlog
-//!   (unstored bytes) at 10 s and at the end, and the time the server needed after the load
+//!   (unstored bytes, which include the rows of files still open) at 10 s, its maximum, and
+//!   at the end, and the time the server needed after the load
 //!   to store and index the rest;
 //! - p50 / p99 / max acknowledgment latency (request sent to answer received);
 //! - CPU seconds per 100k spans acknowledged, of the server and of the generator.
@@ -116,8 +117,19 @@ impl tonic::codec::Decoder for RawCodec {
     }
 }
 
-/// Runs `connections` closed-loop senders against `addr` for `duration`.
-fn generate(transport: Transport, addr: SocketAddr, connections: u64, duration: Duration, bodies: &[Bytes]) -> Load {
+/// Runs `connections` senders against `addr` for `duration`: closed loops when `rate` is 0,
+/// else each paced to its share of `rate` spans per second (an open loop while the server
+/// keeps up).
+fn generate(
+    transport: Transport,
+    addr: SocketAddr,
+    connections: u64,
+    rate: u64,
+    duration: Duration,
+    bodies: &[Bytes],
+) -> Load {
+    let interval =
+        (rate > 0).then(|| Duration::from_secs_f64(connections as f64 * SPANS_PER_REQUEST as f64 / rate as f64));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -131,9 +143,14 @@ fn generate(transport: Transport, addr: SocketAddr, connections: u64, duration: 
         for c in 0..connections {
             let (bodies, stop) = (bodies.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
+                // Paced senders start spread over one interval.
+                let pace = interval.map(|i| Pace {
+                    interval: i,
+                    next: tokio::time::Instant::now() + i.mul_f64(c as f64 / connections as f64),
+                });
                 match transport {
-                    Transport::Http => http_sender(addr, c as usize, &bodies, &stop).await,
-                    Transport::Grpc => grpc_sender(addr, c as usize, &bodies, &stop).await,
+                    Transport::Http => http_sender(addr, c as usize, &bodies, &stop, pace).await,
+                    Transport::Grpc => grpc_sender(addr, c as usize, &bodies, &stop, pace).await,
                 }
             }));
         }
@@ -158,7 +175,29 @@ fn generate(transport: Transport, addr: SocketAddr, connections: u64, duration: 
     total
 }
 
-async fn http_sender(addr: SocketAddr, first: usize, bodies: &[Bytes], stop: &AtomicBool) -> Load {
+/// A sender's schedule.
+struct Pace {
+    interval: Duration,
+    next: tokio::time::Instant,
+}
+
+impl Pace {
+    /// Waits for the next slot; a sender that fell behind does not burst to catch up.
+    async fn wait(pace: &mut Option<Pace>) {
+        if let Some(p) = pace {
+            tokio::time::sleep_until(p.next).await;
+            p.next = (p.next + p.interval).max(tokio::time::Instant::now() - p.interval);
+        }
+    }
+}
+
+async fn http_sender(
+    addr: SocketAddr,
+    first: usize,
+    bodies: &[Bytes],
+    stop: &AtomicBool,
+    mut pace: Option<Pace>,
+) -> Load {
     let mut load = Load::default();
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
@@ -168,6 +207,7 @@ async fn http_sender(addr: SocketAddr, first: usize, bodies: &[Bytes], stop: &At
     tokio::spawn(connection);
     let mut i = first;
     while !stop.load(Ordering::Acquire) {
+        Pace::wait(&mut pace).await;
         let request = hyper::Request::post("/v1/traces")
             .header("content-type", "application/x-protobuf")
             .header("host", addr.to_string())
@@ -199,7 +239,13 @@ async fn http_sender(addr: SocketAddr, first: usize, bodies: &[Bytes], stop: &At
     load
 }
 
-async fn grpc_sender(addr: SocketAddr, first: usize, bodies: &[Bytes], stop: &AtomicBool) -> Load {
+async fn grpc_sender(
+    addr: SocketAddr,
+    first: usize,
+    bodies: &[Bytes],
+    stop: &AtomicBool,
+    mut pace: Option<Pace>,
+) -> Load {
     let mut load = Load::default();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
@@ -211,6 +257,7 @@ async fn grpc_sender(addr: SocketAddr, first: usize, bodies: &[Bytes], stop: &At
     let path = http::uri::PathAndQuery::from_static(TRACES_PATH);
     let mut i = first;
     while !stop.load(Ordering::Acquire) {
+        Pace::wait(&mut pace).await;
         grpc.ready().await.expect("ready");
         let sent = Instant::now();
         let answer = grpc
@@ -326,7 +373,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// One transport's run against a fresh server; returns the table's row.
-fn run(transport: Transport, connections: u64, seconds: u64, bodies: &[Bytes]) -> String {
+fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: &[Bytes]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());
     let port = match transport {
@@ -362,7 +409,7 @@ fn run(transport: Transport, connections: u64, seconds: u64, bodies: &[Bytes]) -
             }
         })
     };
-    let mut load = generate(transport, addr, connections, Duration::from_secs(seconds), bodies);
+    let mut load = generate(transport, addr, connections, rate, Duration::from_secs(seconds), bodies);
     let (stored_in_window, indexed_in_window, backlog_end) = server.progress();
     let (server_cpu_load, self_cpu_load) = (cpu_seconds(&pid) - server_cpu0, cpu_seconds("self") - self_cpu0);
     sampling.store(false, Ordering::Release);
@@ -390,14 +437,20 @@ fn run(transport: Transport, connections: u64, seconds: u64, bodies: &[Bytes]) -
     load.latencies_us.sort_unstable();
     let per_100k = |cpu: f64| cpu / (acked_spans as f64 / 100_000.0);
     format!(
-        "{:<5} {:>5} {:>11.0} {:>11.0} {:>11.0} {:>8} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>7.2} {:>7.3} {:>7.3} {:>7.3} {:>6.2}",
+        "{:<5} {:>7} {:>5} {:>11.0} {:>11.0} {:>11.0} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>7.2} {:>7.3} {:>7.3} {:>7.3} {:>6.2}",
         format!("{transport:?}").to_lowercase(),
+        if rate == 0 {
+            "max".to_string()
+        } else {
+            format!("{}k", rate / 1000)
+        },
         connections,
         acked_spans as f64 / secs,
         stored_in_window as f64 / secs,
         indexed_in_window as f64 / secs,
         load.refused + load.errors,
         backlog_at_10s.load(Ordering::Relaxed) as f64 / 1e6,
+        backlog_max.load(Ordering::Relaxed) as f64 / 1e6,
         backlog_end as f64 / 1e6,
         percentile(&load.latencies_us, 0.5),
         percentile(&load.latencies_us, 0.99),
@@ -428,7 +481,14 @@ fn ceiling_http_sink(connections: u64, seconds: u64, bodies: &[Bytes]) -> String
     let app = app.layer(axum::extract::DefaultBodyLimit::disable());
     runtime.spawn(async move { axum::serve(listener, app).await });
     let cpu0 = cpu_seconds("self");
-    let load = generate(Transport::Http, addr, connections, Duration::from_secs(seconds), bodies);
+    let load = generate(
+        Transport::Http,
+        addr,
+        connections,
+        0,
+        Duration::from_secs(seconds),
+        bodies,
+    );
     let cpu = cpu_seconds("self") - cpu0;
     let spans = load.acked_requests * SPANS_PER_REQUEST;
     format!(
@@ -477,13 +537,15 @@ fn main() {
     out.push_str(&ceiling_http_sink(connections, seconds.min(15), &bodies));
     out.push('\n');
     out.push_str(
-        "transport conns  acked/s    stored/s    indexed/s  refused  bklg10MB bklgEndMB  p50 ms   p99 ms   max ms  drain s srvCPU/100k srvCPU+drain genCPU/100k cores\n",
+        "transport offered conns  acked/s    stored/s    indexed/s  refused  bklg10MB bklgMaxMB bklgEndMB  p50 ms   p99 ms   max ms  drain s srvCPU/100k srvCPU+drain genCPU/100k cores\n",
     );
-    for transport in [Transport::Http, Transport::Grpc] {
-        let row = run(transport, connections, seconds, &bodies);
-        println!("{row}");
-        out.push_str(&row);
-        out.push('\n');
+    for rate in [0, env_u64("WIT_LOAD_RATE", 150_000)] {
+        for transport in [Transport::Http, Transport::Grpc] {
+            let row = run(transport, connections, rate, seconds, &bodies);
+            println!("{row}");
+            out.push_str(&row);
+            out.push('\n');
+        }
     }
     print!("{out}");
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");

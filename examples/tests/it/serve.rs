@@ -774,14 +774,16 @@ fn records_at_fault_are_left_out_and_reported_in_partial_success() {
 /// Prints the sorted span names of the Parquet objects `argv[2:]` of bucket `wit` on the
 /// S3 server at port `argv[1]`.
 const READ_BUCKET: &str = r#"
-import io, sys, boto3, pyarrow.parquet as pq
+import io, os, sys, boto3, pyarrow.parquet as pq
 s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:" + sys.argv[1], region_name="us-east-1",
                   aws_access_key_id="test", aws_secret_access_key="test")
 names = []
 for key in sys.argv[2:]:
     body = s3.get_object(Bucket="wit", Key=key)["Body"].read()
-    names += pq.read_table(io.BytesIO(body)).column("name").to_pylist()
-print(" ".join(sorted(names)))
+    names += pq.read_table(io.BytesIO(body), use_threads=False).column("name").to_pylist()
+print(" ".join(sorted(names)), flush=True)
+# Without waiting for pyarrow's and boto3's threads at exit (which can abort the interpreter).
+os._exit(0)
 "#;
 
 #[test]
@@ -1113,6 +1115,13 @@ fn configuration_errors_name_what_is_wrong() {
     }
     let out = run(&example);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // The values it documents are the defaults: it configures what an empty file does.
+    let empty = run(&write("empty.yaml", ""));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&empty.stdout),
+        "examples/wit.yaml and the defaults differ"
+    );
     // Flags override the file.
     let out = Command::new(env!("CARGO_BIN_EXE_wit"))
         .args(["serve", "--check", "--api", "127.0.0.1:9999", "--config"])

@@ -28,6 +28,12 @@ use wit_wal::{Commit, Config, Damage, Inspector, Item, Lsn, Wal};
 mod query;
 mod serve;
 
+/// mimalloc keeps freed memory for the next allocation; glibc's malloc returned the
+/// pipeline's large buffers to the kernel and had them faulted in, zeroed, again (a third of
+/// the pipeline thread's time under load, in `examples/benches/serve.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 wit: tools for Wit's durable telemetry log
 

@@ -155,11 +155,11 @@ pub(crate) struct PipelineSection {
 impl Default for PipelineSection {
     fn default() -> Self {
         PipelineSection {
-            max_unstored_bytes: 512 << 20,
+            max_unstored_bytes: 1 << 30,
             batch_max_parts: 1024,
             batch_max_bytes: 8 << 20,
             batch_max_age_ms: 200,
-            file_max_age_ms: 10_000,
+            file_max_age_ms: 5_000,
             file_max_bytes: 256 << 20,
             indexing: true,
             wal_segment_bytes: 64 << 20,
