@@ -1287,24 +1287,68 @@ fn otel_sdk_available() -> bool {
     ok
 }
 
+/// Whether the OpenTelemetry JavaScript SDK is installed (`npm ci` in `tests/it/otel_js`,
+/// which `.ci/run` does); its absence fails under `WIT_REQUIRE_OTEL_SDK=1`.
+fn otel_js_available(dir: &Path) -> bool {
+    let ok = dir
+        .join("otel_js/node_modules/@opentelemetry/exporter-trace-otlp-http")
+        .exists()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("WIT_REQUIRE_OTEL_SDK").as_deref() != Ok("1"),
+            "WIT_REQUIRE_OTEL_SDK=1 but the OpenTelemetry JavaScript SDK is missing: npm ci in examples/tests/it/otel_js"
+        );
+        eprintln!(
+            "skipped OTLP/HTTP JSON: the OpenTelemetry JavaScript SDK is missing (npm ci in examples/tests/it/otel_js)"
+        );
+    }
+    ok
+}
+
 #[test]
-fn the_opentelemetry_python_sdk_exports_and_sql_reads_every_record_back() {
+fn the_opentelemetry_python_and_javascript_sdks_export_and_sql_reads_every_record_back() {
     if !otel_sdk_available() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
     let server = Server::start(tmp.path(), "");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/otel_sdk.py");
-    for (transport, endpoint) in [
-        ("http", format!("http://127.0.0.1:{}", server.http)),
-        ("grpc", format!("http://127.0.0.1:{}", server.grpc)),
-    ] {
-        let service = format!("py-{transport}");
-        let out = Command::new("python3")
-            .arg(&script)
-            .args([transport, &endpoint, &service])
-            .output()
-            .expect("python3");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it");
+    let http = format!("http://127.0.0.1:{}", server.http);
+    let grpc = format!("http://127.0.0.1:{}", server.grpc);
+    // Python's exporters: OTLP/HTTP protobuf and gRPC; JavaScript's: OTLP/HTTP JSON.
+    let mut runs = vec![
+        (
+            "http",
+            "py-http",
+            "python3",
+            vec![
+                dir.join("otel_sdk.py").display().to_string(),
+                "http".into(),
+                http.clone(),
+            ],
+        ),
+        (
+            "grpc",
+            "py-grpc",
+            "python3",
+            vec![dir.join("otel_sdk.py").display().to_string(), "grpc".into(), grpc],
+        ),
+    ];
+    if otel_js_available(&dir) {
+        runs.push((
+            "json",
+            "js-json",
+            "node",
+            vec![dir.join("otel_js/otel_sdk.mjs").display().to_string(), http],
+        ));
+    }
+    for (transport, service, program, mut args) in runs {
+        args.push(service.to_string());
+        let out = Command::new(program).args(&args).output().expect(program);
         assert!(
             out.status.success(),
             "{transport}: {}",
