@@ -20,7 +20,8 @@
 //! - spans stored (in published Parquet files) and indexed per second over the same window,
 //!   from the server's `/api/batch-monitor/status`, sampled every second, with the backlog
 //!   (unstored bytes, which include the rows of files still open) at 10 s, its maximum, and
-//!   at the end, and the time the server needed after the load
+//!   at the end; the index's lag (spans acknowledged and not yet indexed, in seconds of
+//!   the run's rate) at 20 s and at the end; and the time the server needed after the load
 //!   to store and index the rest;
 //! - p50 / p99 / max acknowledgment latency (request sent to answer received);
 //! - CPU seconds per 100k spans acknowledged, of the server and of the generator.
@@ -47,6 +48,8 @@ use prost::Message;
 use wit_batch::{Compression, PayloadFormat};
 
 const SPANS_PER_REQUEST: u64 = 1_000;
+/// Requests acknowledged in the current run, as the sampler reads them while it goes on.
+static ACKED: AtomicU64 = AtomicU64::new(0);
 const DISTINCT_REQUESTS: u64 = 64;
 /// How long a sender waits after a refusal: shorter than the server's `Retry-After` (1 s),
 /// so the server stays saturated, long enough that refusals do not take its CPU.
@@ -226,6 +229,7 @@ async fn http_sender(
         match status.as_u16() {
             200 => {
                 load.acked_requests += 1;
+                ACKED.fetch_add(1, Ordering::Relaxed);
                 load.latencies_us.push(sent.elapsed().as_micros() as u64);
                 i += 1;
             }
@@ -270,6 +274,7 @@ async fn grpc_sender(
         match answer {
             Ok(_) => {
                 load.acked_requests += 1;
+                ACKED.fetch_add(1, Ordering::Relaxed);
                 load.latencies_us.push(sent.elapsed().as_micros() as u64);
                 i += 1;
             }
@@ -388,8 +393,11 @@ fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: 
     let sampling = Arc::new(AtomicBool::new(true));
     let backlog_at_10s = Arc::new(AtomicU64::new(0));
     let backlog_max = Arc::new(AtomicU64::new(0));
+    let index_lag_at_20s = Arc::new(AtomicU64::new(0));
+    ACKED.store(0, Ordering::Relaxed);
     let sampler = {
         let (sampling, at10, max) = (sampling.clone(), backlog_at_10s.clone(), backlog_max.clone());
+        let lag20 = index_lag_at_20s.clone();
         let api = server.api;
         std::thread::spawn(move || {
             let started = Instant::now();
@@ -400,11 +408,16 @@ fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: 
                     .ok()
                     .and_then(|mut r| r.body_mut().read_to_string().ok())
                     .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
-                let unstored = status.map_or(0, |s| s["pipeline"]["unstored_bytes"].as_u64().unwrap_or(0));
+                let acked = ACKED.load(Ordering::Relaxed) * SPANS_PER_REQUEST;
+                let field = |k: &str| status.as_ref().map_or(0, |s| s["pipeline"][k].as_u64().unwrap_or(0));
+                let unstored = field("unstored_bytes");
                 max.fetch_max(unstored, Ordering::Relaxed);
                 let t = started.elapsed().as_secs();
                 if t == 10 {
                     at10.store(unstored, Ordering::Relaxed);
+                }
+                if t == 20 {
+                    lag20.store(acked.saturating_sub(field("records_indexed")), Ordering::Relaxed);
                 }
             }
         })
@@ -435,9 +448,13 @@ fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: 
 
     let secs = load.elapsed.as_secs_f64();
     load.latencies_us.sort_unstable();
+    // Spans acknowledged and not yet indexed, as seconds of the run's acknowledged rate.
+    let lag = |spans: u64| spans as f64 / (acked_spans as f64 / secs);
+    let index_lag_20s = lag(index_lag_at_20s.load(Ordering::Relaxed));
+    let index_lag_end = lag(acked_spans.saturating_sub(indexed_in_window));
     let per_100k = |cpu: f64| cpu / (acked_spans as f64 / 100_000.0);
     format!(
-        "{:<5} {:>7} {:>5} {:>11.0} {:>11.0} {:>11.0} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>7.2} {:>7.3} {:>7.3} {:>7.3} {:>6.2}",
+        "{:<5} {:>7} {:>5} {:>11.0} {:>11.0} {:>11.0} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>7.1} {:>7.2} {:>7.3} {:>7.3} {:>7.3} {:>6.2}",
         format!("{transport:?}").to_lowercase(),
         if rate == 0 {
             "max".to_string()
@@ -455,6 +472,8 @@ fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: 
         percentile(&load.latencies_us, 0.5),
         percentile(&load.latencies_us, 0.99),
         load.latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0,
+        index_lag_20s,
+        index_lag_end,
         drain.as_secs_f64(),
         per_100k(server_cpu_load),
         per_100k(server_cpu_total),
@@ -537,7 +556,7 @@ fn main() {
     out.push_str(&ceiling_http_sink(connections, seconds.min(15), &bodies));
     out.push('\n');
     out.push_str(
-        "transport offered conns  acked/s    stored/s    indexed/s  refused  bklg10MB bklgMaxMB bklgEndMB  p50 ms   p99 ms   max ms  drain s srvCPU/100k srvCPU+drain genCPU/100k cores\n",
+        "transport offered conns  acked/s    stored/s    indexed/s  refused  bklg10MB bklgMaxMB bklgEndMB  p50 ms   p99 ms   max ms lag20s lagEnd drain s srvCPU/100k srvCPU+drain genCPU/100k cores\n",
     );
     for rate in [0, env_u64("WIT_LOAD_RATE", 150_000)] {
         for transport in [Transport::Http, Transport::Grpc] {
