@@ -19,10 +19,11 @@
 //!   UNAVAILABLE, retried after 250 ms);
 //! - spans stored (in published Parquet files) and indexed per second over the same window,
 //!   from the server's `/api/batch-monitor/status`, sampled every second, with the backlog
-//!   (unstored bytes, which include the rows of files still open) at 10 s, its maximum, and
-//!   at the end; the index's lag (spans acknowledged and not yet indexed, in seconds of
-//!   the run's rate) at 20 s and at the end; and the time the server needed after the load
-//!   to store and index the rest;
+//!   (unstored bytes, which include the rows of files still open): its maximum, its value at
+//!   the end and its trend from 10 s on (least squares, MB per minute); the index's lag
+//!   (spans acknowledged and not yet indexed, in seconds of the run's rate): its mean and its
+//!   trend from 10 s on (seconds per minute; about 0 when the index keeps up); and the time
+//!   the server needed after the load to store and index the rest;
 //! - p50 / p99 / max acknowledgment latency (request sent to answer received);
 //! - CPU seconds per 100k spans acknowledged, of the server and of the generator.
 //!
@@ -389,18 +390,17 @@ fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: 
     let pid = server.pid();
     let (server_cpu0, self_cpu0) = (cpu_seconds(&pid), cpu_seconds("self"));
 
-    // The sampler: progress every second while the load runs.
+    // The sampler: progress every second while the load runs; from 10 s on, the samples
+    // (seconds, unstored bytes, spans acknowledged and not yet indexed) for the trends.
     let sampling = Arc::new(AtomicBool::new(true));
-    let backlog_at_10s = Arc::new(AtomicU64::new(0));
-    let backlog_max = Arc::new(AtomicU64::new(0));
-    let index_lag_at_20s = Arc::new(AtomicU64::new(0));
     ACKED.store(0, Ordering::Relaxed);
     let sampler = {
-        let (sampling, at10, max) = (sampling.clone(), backlog_at_10s.clone(), backlog_max.clone());
-        let lag20 = index_lag_at_20s.clone();
+        let sampling = sampling.clone();
         let api = server.api;
         std::thread::spawn(move || {
             let started = Instant::now();
+            let mut samples: Vec<(f64, f64, f64)> = Vec::new();
+            let mut max = 0u64;
             while sampling.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_secs(1));
                 let status = ureq::get(&format!("http://127.0.0.1:{api}/api/batch-monitor/status"))
@@ -411,22 +411,21 @@ fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: 
                 let acked = ACKED.load(Ordering::Relaxed) * SPANS_PER_REQUEST;
                 let field = |k: &str| status.as_ref().map_or(0, |s| s["pipeline"][k].as_u64().unwrap_or(0));
                 let unstored = field("unstored_bytes");
-                max.fetch_max(unstored, Ordering::Relaxed);
-                let t = started.elapsed().as_secs();
-                if t == 10 {
-                    at10.store(unstored, Ordering::Relaxed);
-                }
-                if t == 20 {
-                    lag20.store(acked.saturating_sub(field("records_indexed")), Ordering::Relaxed);
+                max = max.max(unstored);
+                let t = started.elapsed().as_secs_f64();
+                if t >= 10.0 && sampling.load(Ordering::Acquire) {
+                    let lag = acked.saturating_sub(field("records_indexed"));
+                    samples.push((t, unstored as f64, lag as f64));
                 }
             }
+            (samples, max)
         })
     };
     let mut load = generate(transport, addr, connections, rate, Duration::from_secs(seconds), bodies);
     let (stored_in_window, indexed_in_window, backlog_end) = server.progress();
     let (server_cpu_load, self_cpu_load) = (cpu_seconds(&pid) - server_cpu0, cpu_seconds("self") - self_cpu0);
     sampling.store(false, Ordering::Release);
-    sampler.join().expect("sampler");
+    let (samples, backlog_max) = sampler.join().expect("sampler");
 
     // The rest: until everything acknowledged is stored and indexed.
     let acked_spans = load.acked_requests * SPANS_PER_REQUEST;
@@ -448,13 +447,25 @@ fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: 
 
     let secs = load.elapsed.as_secs_f64();
     load.latencies_us.sort_unstable();
-    // Spans acknowledged and not yet indexed, as seconds of the run's acknowledged rate.
-    let lag = |spans: u64| spans as f64 / (acked_spans as f64 / secs);
-    let index_lag_20s = lag(index_lag_at_20s.load(Ordering::Relaxed));
-    let index_lag_end = lag(acked_spans.saturating_sub(indexed_in_window));
+    // The trends from 10 s on, by least squares: the backlog in MB per minute, and the index's
+    // lag (spans acknowledged and not yet indexed) in seconds of the run's rate per minute.
+    let rate_acked = acked_spans as f64 / secs;
     let per_100k = |cpu: f64| cpu / (acked_spans as f64 / 100_000.0);
+    let slope = |y: fn(&(f64, f64, f64)) -> f64| {
+        let n = samples.len() as f64;
+        let (mt, my) = (
+            samples.iter().map(|s| s.0).sum::<f64>() / n,
+            samples.iter().map(y).sum::<f64>() / n,
+        );
+        let cov: f64 = samples.iter().map(|s| (s.0 - mt) * (y(s) - my)).sum();
+        let var: f64 = samples.iter().map(|s| (s.0 - mt).powi(2)).sum();
+        if var > 0.0 { cov / var } else { 0.0 }
+    };
+    let backlog_trend = slope(|s| s.1) * 60.0 / 1e6;
+    let lag_trend = slope(|s| s.2) * 60.0 / rate_acked;
+    let lag_mean = samples.iter().map(|s| s.2).sum::<f64>() / samples.len().max(1) as f64 / rate_acked;
     format!(
-        "{:<5} {:>7} {:>5} {:>11.0} {:>11.0} {:>11.0} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>7.1} {:>7.2} {:>7.3} {:>7.3} {:>7.3} {:>6.2}",
+        "{:<5} {:>7} {:>5} {:>11.0} {:>11.0} {:>11.0} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>7.2} {:>7.2} {:>7.3} {:>7.3} {:>7.3} {:>6.2}",
         format!("{transport:?}").to_lowercase(),
         if rate == 0 {
             "max".to_string()
@@ -466,14 +477,14 @@ fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: 
         stored_in_window as f64 / secs,
         indexed_in_window as f64 / secs,
         load.refused + load.errors,
-        backlog_at_10s.load(Ordering::Relaxed) as f64 / 1e6,
-        backlog_max.load(Ordering::Relaxed) as f64 / 1e6,
+        backlog_max as f64 / 1e6,
         backlog_end as f64 / 1e6,
+        backlog_trend,
         percentile(&load.latencies_us, 0.5),
         percentile(&load.latencies_us, 0.99),
         load.latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0,
-        index_lag_20s,
-        index_lag_end,
+        lag_mean,
+        lag_trend,
         drain.as_secs_f64(),
         per_100k(server_cpu_load),
         per_100k(server_cpu_total),
@@ -556,9 +567,14 @@ fn main() {
     out.push_str(&ceiling_http_sink(connections, seconds.min(15), &bodies));
     out.push('\n');
     out.push_str(
-        "transport offered conns  acked/s    stored/s    indexed/s  refused  bklg10MB bklgMaxMB bklgEndMB  p50 ms   p99 ms   max ms lag20s lagEnd drain s srvCPU/100k srvCPU+drain genCPU/100k cores\n",
+        "transport offered conns  acked/s    stored/s    indexed/s  refused bklgMaxMB bklgEndMB bklgMB/min  p50 ms   p99 ms   max ms  lag s lag s/min drain s srvCPU/100k srvCPU+drain genCPU/100k cores\n",
     );
-    for rate in [0, env_u64("WIT_LOAD_RATE", 150_000)] {
+    // WIT_LOAD_MAX=0 leaves out the closed-loop runs.
+    let rates = match env_u64("WIT_LOAD_MAX", 1) {
+        0 => vec![env_u64("WIT_LOAD_RATE", 150_000)],
+        _ => vec![0, env_u64("WIT_LOAD_RATE", 150_000)],
+    };
+    for rate in rates {
         for transport in [Transport::Http, Transport::Grpc] {
             let row = run(transport, connections, rate, seconds, &bodies);
             println!("{row}");
