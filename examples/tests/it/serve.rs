@@ -161,6 +161,13 @@ impl Server {
         }
     }
 
+    /// A gRPC client of the server's `TraceService`.
+    async fn trace_client(&self) -> TraceServiceClient<tonic::transport::Channel> {
+        TraceServiceClient::connect(format!("http://127.0.0.1:{}", self.grpc))
+            .await
+            .expect("connect")
+    }
+
     /// `GET /metrics`: the Prometheus text.
     fn metrics(&self) -> String {
         agent()
@@ -205,6 +212,14 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// A runtime for the tests' gRPC clients.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn agent() -> ureq::Agent {
@@ -322,10 +337,7 @@ fn otlp_over_http_and_grpc_is_read_back_with_sql() {
     assert_eq!(status, 200);
 
     // gRPC, gzip.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
         let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
             .await
@@ -585,14 +597,9 @@ fn the_otlp_answers_follow_the_specification() {
     assert_eq!(status, 413, "the limit applies after decompression");
 
     // gRPC: bad data is INVALID_ARGUMENT with a BadRequest detail; oversize is refused.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
-        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
-            .await
-            .expect("connect");
+        let mut client = server.trace_client().await;
         let status = client.export(bad.clone()).await.expect_err("bad data");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(!status.details().is_empty(), "a BadRequest detail");
@@ -724,14 +731,9 @@ fn records_at_fault_are_left_out_and_reported_in_partial_success() {
     assert_eq!(answer.partial_success.expect("partial").rejected_log_records, 1);
 
     // gRPC: the response's partial_success.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
-        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
-            .await
-            .expect("connect");
+        let mut client = server.trace_client().await;
         let answer = client.export(partly("grpc")).await.expect("partly taken").into_inner();
         let partial = answer.partial_success.expect("partial_success");
         assert_eq!(partial.rejected_spans, 1);
@@ -921,14 +923,9 @@ fn overload_is_retryable_and_what_was_acknowledged_is_stored() {
         (503, "application/json", Some("7"))
     );
     assert_eq!(serde_json::from_slice::<Value>(&body).expect("json")["code"], 8);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
-        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
-            .await
-            .expect("connect");
+        let mut client = server.trace_client().await;
         let status = client.export(spans("third", 1)).await.expect_err("full");
         assert_eq!(status.code(), tonic::Code::Unavailable);
         let details = tonic_types::StatusExt::get_error_details(&status);

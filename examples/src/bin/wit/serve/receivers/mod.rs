@@ -18,7 +18,7 @@ use wit_pipeline::Submitted;
 pub(crate) use otlp_grpc::router as grpc_router;
 pub(crate) use otlp_http::router as http_router;
 
-use super::server::App;
+use super::server::{App, Core};
 
 /// Why a request was not taken; each transport answers it in its own terms.
 #[derive(Debug)]
@@ -114,12 +114,11 @@ async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes)
     // Refused before the work of decoding when the pipeline is full: under overload most
     // requests are refused, and decoding each only to refuse it would take the CPU the
     // pipeline needs to make room.
-    match app.core() {
-        None => return (0, Err(Refusal::Unavailable("the server is recovering".into()))),
-        Some(core) if !core.pipeline.has_room_for(payload.len() as u64) => {
-            return (0, Err(full()));
-        }
-        Some(_) => {}
+    let Some(core) = app.core() else {
+        return (0, Err(Refusal::Unavailable("the server is recovering".into())));
+    };
+    if !core.pipeline.has_room_for(payload.len() as u64) {
+        return (0, Err(full()));
     }
     let decoded = match signal {
         Signal::Events => {
@@ -152,7 +151,7 @@ async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes)
             }
         },
     };
-    let result = wait(app, key, format, payload).await.map(|()| Accepted {
+    let result = wait(app, core, key, format, payload).await.map(|()| Accepted {
         records,
         rejected,
         message,
@@ -165,10 +164,7 @@ fn full() -> Refusal {
 }
 
 /// Submits a decoded request and waits for its acknowledgment.
-async fn wait(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -> Result<(), Refusal> {
-    let core = app
-        .core()
-        .ok_or_else(|| Refusal::Unavailable("the server is recovering".into()))?;
+async fn wait(app: &App, core: &Core, key: BatchKey, format: PayloadFormat, payload: Bytes) -> Result<(), Refusal> {
     let part = Part::new(format, Compression::None, 1, payload);
     let ack = match core.pipeline.try_submit(&key, part, app.config.otlp.ack_level.into()) {
         Ok(Submitted::Accepted(ack)) => ack,
