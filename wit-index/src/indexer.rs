@@ -191,9 +191,25 @@ impl Indexer {
     /// [`Error::DocCountMismatch`] when the file holds another number of rows than the catalog
     /// says.
     pub fn build(&self, file: &StoredFile) -> Result<IndexBlob> {
-        let signal = file.signal;
-        let mut rows = read_rows(&self.destination, &file.path, engine_columns(signal), None)?;
-        let built = engine::build(&file.path, signal, &mut rows, self.heap_bytes)?;
+        let mut rows = read_rows(&self.destination, &file.path, engine_columns(file.signal), None)?;
+        self.build_from(file, &mut rows)
+    }
+
+    /// Builds the index of a published file from its rows held in memory: all of them, in
+    /// file order (row `i` of the batches, one after another, is the file's row `i`), as
+    /// `ParquetSink::take_rows` gives them. Rows in another order would index the wrong
+    /// rows: only the row count is checked.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tantivy`]; [`Error::DocCountMismatch`] when the rows are not as many as the
+    /// file's.
+    pub fn build_from_rows(&self, file: &StoredFile, rows: &[RecordBatch]) -> Result<IndexBlob> {
+        self.build_from(file, &mut rows.iter().cloned().map(Ok))
+    }
+
+    fn build_from(&self, file: &StoredFile, rows: &mut dyn Iterator<Item = Result<RecordBatch>>) -> Result<IndexBlob> {
+        let built = engine::build(&file.path, file.signal, rows, self.heap_bytes)?;
         if built.docs != file.rows {
             return Err(Error::DocCountMismatch {
                 path: index_path(&file.path),
@@ -214,6 +230,10 @@ impl Indexer {
     /// Those of [`build`](Self::build); [`Error::Store`] when the blob cannot be published.
     pub fn index_file(&self, file: &StoredFile) -> Result<FileIndex> {
         let blob = self.build(file)?;
+        self.publish(file, blob)
+    }
+
+    fn publish(&self, file: &StoredFile, blob: IndexBlob) -> Result<FileIndex> {
         let path = index_path(&file.path);
         let record = blob.file_index(&path);
         self.destination.put(&path, blob.bytes).map_err(|source| Error::Store {
@@ -237,14 +257,39 @@ impl Indexer {
             return Ok(index.clone());
         }
         let index = self.index_file(file)?;
-        match catalog.record_index(&file.path, &index) {
-            Ok(()) => Ok(index),
-            Err(source) => Err(Error::Store {
-                operation: "record index",
-                path: file.path.clone(),
-                source: Box::new(source),
-            }),
+        record(catalog, file, index)
+    }
+
+    /// [`index_and_record`](Self::index_and_record) with the file's rows held in memory (see
+    /// [`build_from_rows`](Self::build_from_rows)) rather than read back from the destination.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`build_from_rows`](Self::build_from_rows) and
+    /// [`index_and_record`](Self::index_and_record).
+    pub fn index_and_record_rows(
+        &self,
+        catalog: &dyn FileCatalog,
+        file: &StoredFile,
+        rows: &[RecordBatch],
+    ) -> Result<FileIndex> {
+        if let Some(index) = &file.index {
+            return Ok(index.clone());
         }
+        let index = self.publish(file, self.build_from_rows(file, rows)?)?;
+        record(catalog, file, index)
+    }
+}
+
+/// Records a published blob beside its file in the catalog.
+fn record(catalog: &dyn FileCatalog, file: &StoredFile, index: FileIndex) -> Result<FileIndex> {
+    match catalog.record_index(&file.path, &index) {
+        Ok(()) => Ok(index),
+        Err(source) => Err(Error::Store {
+            operation: "record index",
+            path: file.path.clone(),
+            source: Box::new(source),
+        }),
     }
 }
 

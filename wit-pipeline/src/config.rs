@@ -35,6 +35,7 @@ pub struct PipelineConfig {
     pub(crate) sink: SinkConfig,
     pub(crate) events: EventOptions,
     pub(crate) max_unstored_bytes: u64,
+    pub(crate) max_unindexed_bytes: u64,
     pub(crate) janitor_interval: Duration,
     pub(crate) retry_backoff: Duration,
     pub(crate) read_batch: usize,
@@ -59,6 +60,7 @@ impl PipelineConfig {
             batcher: BatcherConfig::default(),
             events: EventOptions::default(),
             max_unstored_bytes: 1 << 30,
+            max_unindexed_bytes: 1 << 30,
             janitor_interval: Duration::from_secs(1),
             retry_backoff: Duration::from_millis(200),
             read_batch: 256,
@@ -111,6 +113,15 @@ impl PipelineConfig {
     /// How NDJSON event payloads are read (time field, units ...).
     pub fn with_event_options(mut self, events: EventOptions) -> Self {
         self.events = events;
+        self
+    }
+
+    /// With indexing on, the most payload bytes of batches that are stored and not yet
+    /// indexed (default 1 GiB). Beyond it, submitting pushes back as at the unstored bound:
+    /// an index that falls behind slows intake rather than lag without end. A file whose
+    /// indexing keeps failing holds its bytes until it is indexed.
+    pub fn with_max_unindexed_bytes(mut self, bytes: u64) -> Self {
+        self.max_unindexed_bytes = bytes;
         self
     }
 

@@ -44,13 +44,30 @@ pub(crate) fn convert(envelope: &Envelope, events_options: &EventOptions) -> Res
             (schema, batches)
         }
     };
-    match batches.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => {
-            let schema = batches.first().map_or(schema, RecordBatch::schema);
-            arrow::compute::concat_batches(&schema, &batches).map_err(|e| fail(Box::new(e)))
-        }
+    join(schema, batches).map_err(|e| fail(Box::new(e)))
+}
+
+/// A batch's parts already converted (in order), as one batch: what [`convert`] gives.
+pub(crate) fn concat(envelope: &Envelope, parts: Vec<RecordBatch>) -> Result<RecordBatch> {
+    let schema = match parts.first() {
+        Some(first) => first.schema(),
+        None => Arc::new(Schema::empty()),
+    };
+    join(schema, parts).map_err(|e| Error::Convert {
+        batch: envelope.meta().id,
+        source: Box::new(e),
+    })
+}
+
+fn join(
+    schema: SchemaRef,
+    mut batches: Vec<RecordBatch>,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    if batches.len() == 1 {
+        return Ok(batches.remove(0));
     }
+    let schema = batches.first().map_or(schema, RecordBatch::schema);
+    arrow::compute::concat_batches(&schema, &batches)
 }
 
 /// The column naming an event batch's stream (its one topic: the path of an HTTP events

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
 use parking_lot::{Condvar, Mutex};
 use wit_batch::BatchId;
 use wit_index::Indexer;
@@ -18,6 +19,10 @@ use crate::pipeline::Shared;
 
 /// How many unindexed files one catch-up asks the catalog for.
 const CATCH_UP: usize = 256;
+
+/// The memory the rows of queued files may hold: past it, a file is queued without its rows
+/// and the indexer reads them back from the file.
+const QUEUED_ROWS_BYTES: usize = 512 << 20;
 
 /// The files waiting for their index, and what waits on them.
 #[derive(Default)]
@@ -34,27 +39,50 @@ pub(crate) struct Indexing {
 struct Queue {
     files: VecDeque<Queued>,
     paths: HashSet<String>,
+    /// Memory held by the queued files' rows.
+    rows_bytes: usize,
     /// Set once the pipeline stops: drain what is due (when draining), then end.
     closing: Option<bool>,
 }
 
 struct Queued {
     file: StoredFile,
+    /// The file's rows in file order, as the sink wrote them (empty: read them back).
+    rows: Vec<RecordBatch>,
+    rows_bytes: usize,
+    /// Payload bytes of its batches held against the unindexed bound until it is indexed.
+    held: u64,
     due: Instant,
     attempts: u32,
 }
 
 impl Indexing {
-    /// Queues a published file (once; a file queued already is left where it is).
-    pub(crate) fn push(&self, file: StoredFile) {
+    /// Queues a published file (once; a file queued already is left where it is), with its
+    /// rows in file order when the sink kept them, and the bytes it holds of the unindexed
+    /// bound (given back by the caller when the file was queued already).
+    #[must_use = "bytes of a file queued already are the caller's to give back"]
+    pub(crate) fn push(&self, file: StoredFile, rows: Option<Vec<RecordBatch>>, held: u64) -> bool {
         let mut queue = self.queue.lock();
         if queue.paths.insert(file.path.clone()) {
+            let mut rows = rows.unwrap_or_default();
+            let mut rows_bytes: usize = rows.iter().map(RecordBatch::get_array_memory_size).sum();
+            if queue.rows_bytes + rows_bytes > QUEUED_ROWS_BYTES {
+                rows = Vec::new();
+                rows_bytes = 0;
+            }
+            queue.rows_bytes += rows_bytes;
             queue.files.push_back(Queued {
                 file,
+                rows,
+                rows_bytes,
+                held,
                 due: Instant::now(),
                 attempts: 0,
             });
             self.cond.notify_one();
+            true
+        } else {
+            false
         }
     }
 
@@ -113,6 +141,7 @@ impl Indexing {
                 }
                 let item = queue.files.remove(i)?;
                 queue.paths.remove(&item.file.path);
+                queue.rows_bytes -= item.rows_bytes;
                 return Some(Some(item));
             }
             if queue.closing.is_some() {
@@ -130,8 +159,12 @@ impl Indexing {
         }
     }
 
-    fn retry(&self, mut item: Queued, backoff: Duration) {
+    /// Queues a file again after a failure; returns the bytes it held when it is not queued.
+    fn retry(&self, mut item: Queued, backoff: Duration) -> u64 {
         item.attempts += 1;
+        // Tried again from the file itself.
+        item.rows = Vec::new();
+        item.rows_bytes = 0;
         item.due = Instant::now()
             + backoff
                 .saturating_mul(2u32.saturating_pow(item.attempts.min(8)))
@@ -139,7 +172,11 @@ impl Indexing {
         let mut queue = self.queue.lock();
         if queue.closing.is_none() && queue.paths.insert(item.file.path.clone()) {
             queue.files.push_back(item);
+        } else {
+            drop(queue);
+            return item.held;
         }
+        0
     }
 }
 
@@ -160,7 +197,14 @@ pub(crate) fn run(shared: &Shared) {
             return;
         };
         let Some(item) = item else { continue };
-        match indexer.index_and_record(catalog.as_ref(), &item.file) {
+        // Given back once the file leaves the queue for good (indexed, or retired meanwhile).
+        let held = item.held;
+        let indexed = if item.rows.is_empty() {
+            indexer.index_and_record(catalog.as_ref(), &item.file)
+        } else {
+            indexer.index_and_record_rows(catalog.as_ref(), &item.file, &item.rows)
+        };
+        match indexed {
             Ok(_) => {
                 // Counted before the acknowledgments it releases: a host that saw an
                 // `Indexed` acknowledgment sees the file counted.
@@ -172,6 +216,7 @@ pub(crate) fn run(shared: &Shared) {
                 metrics::counter!("wit_pipeline_files_indexed_total").increment(1);
                 metrics::counter!("wit_pipeline_records_indexed_total").increment(item.file.rows);
                 indexing.done(&item.file.batch_ids);
+                shared.release_unindexed(held);
             }
             Err(wit_index::Error::Store {
                 operation: "record index",
@@ -197,18 +242,23 @@ pub(crate) fn run(shared: &Shared) {
                     })
                     .collect();
                 indexing.done(&indexed);
+                shared.release_unindexed(held);
             }
             Err(wit_index::Error::Store {
                 operation: "record index",
                 source,
                 ..
-            }) if matches!(*source, wit_store::Error::IndexExists { .. }) => indexing.done(&item.file.batch_ids),
+            }) if matches!(*source, wit_store::Error::IndexExists { .. }) => {
+                indexing.done(&item.file.batch_ids);
+                shared.release_unindexed(held);
+            }
             Err(e) => {
                 shared.note_error(&Error::Index {
                     path: item.file.path.clone(),
                     source: e,
                 });
-                indexing.retry(item, shared.config.retry_backoff);
+                let dropped = indexing.retry(item, shared.config.retry_backoff);
+                shared.release_unindexed(dropped);
             }
         }
     }
@@ -223,7 +273,8 @@ fn catch_up(shared: &Shared, indexing: &Indexing, catalog: &dyn FileCatalog) {
             for file in files {
                 // `{tenant}/{signal}/{yyyy}/{mm}/{dd}/{hh}/{node}/{file}`
                 if file.path.split('/').nth(6) == Some(node) {
-                    indexing.push(file);
+                    // Files of an earlier run (or already queued) hold nothing of the bound.
+                    let _ = indexing.push(file, None, 0);
                 }
             }
         }

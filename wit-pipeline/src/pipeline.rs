@@ -10,6 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
 use parking_lot::{Condvar, Mutex};
 use wit_batch::{BatchId, BatchKey, Batcher, Envelope, Part, Push, Signal, Tenant};
 use wit_store::{Destination, FileCatalog, ParquetSink};
@@ -64,6 +65,9 @@ pub struct Status {
     /// Payload bytes of batches submitted and not yet stored (the bound is
     /// [`PipelineConfig::with_max_unstored_bytes`]).
     pub unstored_bytes: u64,
+    /// Payload bytes of stored batches whose file is not indexed yet (the bound is
+    /// [`PipelineConfig::with_max_unindexed_bytes`]).
+    pub unindexed_bytes: u64,
     /// Batches read from the WAL and not yet stored (or given up).
     pub batches_in_flight: u64,
     /// Batches stored since the pipeline was opened.
@@ -97,8 +101,29 @@ pub(crate) struct Waiting {
 
 struct Ingest {
     batcher: Batcher,
-    /// Per key, the slots of the parts in its open batch, oldest first.
-    parts: HashMap<BatchKey, VecDeque<Arc<Slot>>>,
+    /// Per key, the slots of the parts in its open batch, oldest first, each with the part's
+    /// rows when its submitter converted it already.
+    parts: HashMap<BatchKey, VecDeque<(Arc<Slot>, Option<RecordBatch>)>>,
+}
+
+/// The memory the rows of converted batches waiting for the processor may hold: past it, a
+/// batch's rows are dropped and the processor converts it from the WAL record.
+const CONVERTED_BYTES: usize = 256 << 20;
+
+/// Batches whose every part was converted by its submitter, until the processor reads them.
+#[derive(Default)]
+pub(crate) struct Converted {
+    rows: HashMap<BatchId, Vec<RecordBatch>>,
+    bytes: usize,
+}
+
+impl Converted {
+    /// The rows of a batch's parts, in order, if its submitters converted them all.
+    pub(crate) fn take(&mut self, id: BatchId) -> Option<Vec<RecordBatch>> {
+        let rows = self.rows.remove(&id)?;
+        self.bytes -= rows.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
+        Some(rows)
+    }
 }
 
 /// State shared by the pipeline's handle and threads.
@@ -112,6 +137,8 @@ pub(crate) struct Shared {
     tx: Mutex<Option<mpsc::Sender<Emitted>>>,
     pub(crate) acks: Mutex<HashMap<BatchId, Waiting>>,
     unstored: Mutex<u64>,
+    /// Payload bytes of stored batches whose file is not indexed yet (with indexing on).
+    unindexed: AtomicU64,
     room: Condvar,
     room_generation: AtomicU64,
     room_wakers: Mutex<Vec<Waker>>,
@@ -132,6 +159,8 @@ pub(crate) struct Shared {
     pub(crate) seen: Mutex<HashSet<(Tenant, Signal)>>,
     /// The files waiting for their full-text index (`None` with indexing off).
     pub(crate) indexing: Option<crate::index::Indexing>,
+    /// Rows of emitted batches converted by their submitters, for the processor.
+    pub(crate) converted: Mutex<Converted>,
 }
 
 impl Shared {
@@ -203,6 +232,26 @@ impl Shared {
         *self.unstored.lock()
     }
 
+    /// Stored bytes now waiting for their file's index.
+    pub(crate) fn hold_unindexed(&self, bytes: u64) {
+        self.unindexed.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    pub(crate) fn release_unindexed(&self, bytes: u64) {
+        if bytes > 0 {
+            self.unindexed.fetch_sub(bytes, Ordering::AcqRel);
+            self.bump_room();
+        }
+    }
+
+    /// Whether a part of `len` bytes fits both bounds, with `buffered` bytes in the batcher.
+    fn has_room(&self, buffered: u64, len: u64) -> bool {
+        let held = self.unstored() + buffered;
+        let unstored_ok = held == 0 || held + len <= self.config.max_unstored_bytes;
+        let unindexed = self.unindexed.load(Ordering::Acquire);
+        unstored_ok && (unindexed == 0 || unindexed < self.config.max_unindexed_bytes)
+    }
+
     /// Waits until the writer made another round durable, or `timeout`.
     pub(crate) fn wait_durable(&self, seen: &mut u64, timeout: Duration) {
         let mut rounds = self.durable_rounds.lock();
@@ -230,9 +279,21 @@ impl Shared {
             let key = key_of(meta);
             let queue = ingest.parts.entry(key.clone()).or_default();
             let n = envelope.parts().len().min(queue.len());
-            let slots: Vec<Arc<Slot>> = queue.drain(..n).collect();
+            let (slots, rows): (Vec<Arc<Slot>>, Vec<Option<RecordBatch>>) = queue.drain(..n).unzip();
             if queue.is_empty() {
                 ingest.parts.remove(&key);
+            }
+            // The processor takes the parts' rows rather than convert them again, when every
+            // part of the batch came with its rows.
+            if n == envelope.parts().len()
+                && let Some(rows) = rows.into_iter().collect::<Option<Vec<RecordBatch>>>()
+            {
+                let bytes: usize = rows.iter().map(RecordBatch::get_array_memory_size).sum();
+                let mut converted = self.converted.lock();
+                if converted.bytes + bytes <= CONVERTED_BYTES {
+                    converted.bytes += bytes;
+                    converted.rows.insert(meta.id, rows);
+                }
             }
             slots.iter().for_each(|s| s.set_batch(meta.id));
             acks.insert(meta.id, Waiting { slots });
@@ -331,7 +392,10 @@ impl Pipeline {
         let dead = DeadLetters::open(config.dead_letter_dir())?;
         let wal = Wal::open(&config.wal_dir(), config.wal.clone()).map_err(Error::wal("open"))?;
         let catalog: Arc<dyn FileCatalog> = tracker.clone();
-        let mut sink = ParquetSink::open(destination.clone(), config.sink.clone())
+        // With indexing on, the indexer builds each file's index from the rows the sink wrote
+        // rather than reading the file back.
+        let sink_config = config.sink.clone().with_kept_rows(config_indexing);
+        let mut sink = ParquetSink::open(destination.clone(), sink_config)
             .map_err(Error::store("open the sink"))?
             .with_catalog(catalog);
         let mut recovery = RecoveryReport {
@@ -354,6 +418,7 @@ impl Pipeline {
             tx: Mutex::new(Some(tx)),
             acks: Mutex::new(HashMap::new()),
             unstored: Mutex::new(0),
+            unindexed: AtomicU64::new(0),
             room: Condvar::new(),
             room_generation: AtomicU64::new(0),
             room_wakers: Mutex::new(Vec::new()),
@@ -368,6 +433,7 @@ impl Pipeline {
             completable: Mutex::new(Vec::new()),
             seen: Mutex::new(HashSet::new()),
             indexing: config_indexing.then(crate::index::Indexing::default),
+            converted: Mutex::new(Converted::default()),
         });
 
         // Recovery, step 1: complete files the last run staged are published first.
@@ -425,6 +491,67 @@ impl Pipeline {
     /// [`Error::PartTooLarge`] for a part no WAL record can hold (nothing is taken);
     /// [`Error::Closed`] when the pipeline is closed or stopped after a fatal error.
     pub fn try_submit(&self, key: &BatchKey, part: Part, level: AckLevel) -> Result<Submitted> {
+        self.submit_part(key, part, None, level)
+    }
+
+    /// [`try_submit`](Self::try_submit) for a part the caller has converted already (to check
+    /// it before submitting, say): `rows` are the part's rows as the signal's decoder in
+    /// `wit_batch::otlp` gives them (`decode(&part.payload, part.format, part.compression)`),
+    /// and the processor stores them rather than convert the part again. The WAL still holds
+    /// the part itself, and recovery converts it from there; so rows that are not the part's
+    /// conversion would store other data than a replay would: the caller vouches for them.
+    /// Rows of another schema than the signal's, and rows of event parts (whose conversion
+    /// depends on the batch's other parts), are ignored: those parts are converted as usual.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use wit_batch::{BatchKey, Compression, Part, PayloadFormat, Signal, SourceKind, Tenant};
+    /// use wit_pipeline::{AckLevel, Pipeline, PipelineConfig, Submitted};
+    /// use wit_store::{Destination, NodeName};
+    /// use wit_tracker::{SqliteTracker, TrackerConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let tracker = Arc::new(SqliteTracker::open(&dir.path().join("tracker.db"), TrackerConfig::default())?);
+    /// let config = PipelineConfig::new(dir.path().join("pipeline"), NodeName::try_new("node-a")?);
+    /// let pipeline = Pipeline::open(config, Destination::local(&dir.path().join("data"))?, tracker)?;
+    ///
+    /// let body = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hello"}}]}]}]}"#;
+    /// // Checked before it is taken: a request that does not decode is refused here.
+    /// let rows = wit_batch::otlp::logs::decode(body, PayloadFormat::OtlpJson, Compression::None)?;
+    /// let key = BatchKey::new(Tenant::try_new("acme")?, Signal::Logs, SourceKind::Http);
+    /// let part = Part::new(PayloadFormat::OtlpJson, Compression::None, 1, &body[..]);
+    /// let Submitted::Accepted(ack) = pipeline.try_submit_converted(&key, part, rows, AckLevel::Stored)? else {
+    ///     panic!("an empty pipeline has room");
+    /// };
+    /// pipeline.flush()?;
+    /// assert!(ack.wait()?.batch.is_some());
+    /// pipeline.close()?;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit).
+    pub fn try_submit_converted(
+        &self,
+        key: &BatchKey,
+        part: Part,
+        rows: RecordBatch,
+        level: AckLevel,
+    ) -> Result<Submitted> {
+        let expected = match key.signal {
+            Signal::Traces => Some(wit_batch::otlp::traces::schema()),
+            Signal::Logs => Some(wit_batch::otlp::logs::schema()),
+            Signal::Metrics => Some(wit_batch::otlp::metrics::schema()),
+            _ => None,
+        };
+        let rows = expected
+            .filter(|schema| schema.fields() == rows.schema().fields())
+            .map(|_| rows);
+        self.submit_part(key, part, rows, level)
+    }
+
+    fn submit_part(&self, key: &BatchKey, part: Part, rows: Option<RecordBatch>, level: AckLevel) -> Result<Submitted> {
         self.shared.check_open()?;
         let shared = &self.shared;
         if level == AckLevel::Indexed && shared.indexing.is_none() {
@@ -440,14 +567,17 @@ impl Pipeline {
         let slot = Arc::new(Slot::default());
         let batches = {
             let mut ingest = shared.ingest.lock();
-            let held = shared.unstored() + ingest.batcher.buffered_bytes();
-            if held > 0 && held + len > shared.config.max_unstored_bytes {
+            if !shared.has_room(ingest.batcher.buffered_bytes(), len) {
                 return Ok(Submitted::Full(part));
             }
             match ingest.batcher.push(key, part, Instant::now()) {
                 Push::Full(part) => return Ok(Submitted::Full(part)),
                 Push::Accepted { ready } => {
-                    ingest.parts.entry(key.clone()).or_default().push_back(slot.clone());
+                    ingest
+                        .parts
+                        .entry(key.clone())
+                        .or_default()
+                        .push_back((slot.clone(), rows));
                     shared.emitted(&mut ingest, ready)
                 }
             }
@@ -462,8 +592,7 @@ impl Pipeline {
     /// part is submitted; [`try_submit`](Self::try_submit) decides.
     pub fn has_room_for(&self, len: u64) -> bool {
         let ingest = self.shared.ingest.lock();
-        let held = self.shared.unstored() + ingest.batcher.buffered_bytes();
-        held == 0 || held + len <= self.shared.config.max_unstored_bytes
+        self.shared.has_room(ingest.batcher.buffered_bytes(), len)
     }
 
     /// [`try_submit`](Self::try_submit), blocking while the pipeline is full.
@@ -547,6 +676,7 @@ impl Pipeline {
     pub fn status(&self) -> Status {
         let mut status = self.shared.status.lock().clone();
         status.unstored_bytes = self.shared.unstored();
+        status.unindexed_bytes = self.shared.unindexed.load(Ordering::Acquire);
         status.safe_lsn = self.shared.safe_lsn.load(Ordering::Acquire);
         status
     }

@@ -274,8 +274,20 @@ impl Processor {
             }
         }
 
-        let envelopes: Vec<&Envelope> = fresh.iter().map(|(_, envelope, _)| envelope).collect();
-        let converted = convert_all(&envelopes, &self.shared.config.events);
+        // Batches of this run whose submitters converted every part need no conversion.
+        let mut ready: Vec<Option<Vec<RecordBatch>>> = {
+            let mut converted = self.shared.converted.lock();
+            fresh
+                .iter()
+                .map(|(lsn, envelope, _)| (*lsn >= self.replay_end).then(|| converted.take(envelope.meta().id))?)
+                .collect()
+        };
+        let envelopes: Vec<(&Envelope, Option<Vec<RecordBatch>>)> = fresh
+            .iter()
+            .zip(ready.iter_mut())
+            .map(|((_, envelope, _), rows)| (envelope, rows.take()))
+            .collect();
+        let converted = convert_all(envelopes, &self.shared.config.events);
 
         // The tracker learns of the batches (one call each for all of them): registered,
         // durable at their WAL position, converted. Steps already taken are skipped.
@@ -549,11 +561,23 @@ impl Processor {
             // Counted before the acknowledgments `stored` releases.
             self.shared.status.lock().records_stored += file.rows;
             metrics::counter!("wit_pipeline_records_stored_total").increment(file.rows);
+            // The bytes its batches held of the unstored bound are held of the unindexed one
+            // until the file is indexed (taken before `stored` forgets the batches).
+            let held: u64 = file
+                .batch_ids
+                .iter()
+                .filter_map(|id| self.by_batch.get(id))
+                .filter_map(|lsn| self.flights.get(lsn))
+                .map(|flight| flight.bytes)
+                .sum();
+            if let Some(indexing) = &self.shared.indexing {
+                self.shared.hold_unindexed(held);
+                if !indexing.push(file.clone(), self.sink.take_rows(&file.path), held) {
+                    self.shared.release_unindexed(held);
+                }
+            }
             for id in &file.batch_ids {
                 self.stored(*id);
-            }
-            if let Some(indexing) = &self.shared.indexing {
-                indexing.push(file.clone());
             }
         }
     }
@@ -614,14 +638,25 @@ impl Processor {
 /// Converts a round's envelopes, on two threads when there are several (the processor's own
 /// and one more): decoding is a fair share of a batch's work, and the Parquet encoding that
 /// follows runs on this thread alone.
-fn convert_all(envelopes: &[&Envelope], events: &wit_batch::events::EventOptions) -> Vec<Result<RecordBatch>> {
-    if envelopes.len() < 2 {
-        return envelopes.iter().map(|e| convert(e, events)).collect();
+///
+/// A batch given with its parts' rows (converted by its submitters) is only concatenated.
+fn convert_all(
+    envelopes: Vec<(&Envelope, Option<Vec<RecordBatch>>)>,
+    events: &wit_batch::events::EventOptions,
+) -> Vec<Result<RecordBatch>> {
+    let one = |(envelope, rows): (&Envelope, Option<Vec<RecordBatch>>)| match rows {
+        Some(rows) => crate::convert::concat(envelope, rows),
+        None => convert(envelope, events),
+    };
+    let work = envelopes.iter().filter(|(_, rows)| rows.is_none()).count();
+    if work < 2 {
+        return envelopes.into_iter().map(one).collect();
     }
-    let (first, second) = envelopes.split_at(envelopes.len() / 2);
+    let mut first = envelopes;
+    let second = first.split_off(first.len() / 2);
     std::thread::scope(|scope| {
-        let other = scope.spawn(|| second.iter().map(|e| convert(e, events)).collect::<Vec<_>>());
-        let mut out: Vec<Result<RecordBatch>> = first.iter().map(|e| convert(e, events)).collect();
+        let other = scope.spawn(|| second.into_iter().map(one).collect::<Vec<_>>());
+        let mut out: Vec<Result<RecordBatch>> = first.into_iter().map(one).collect();
         match other.join() {
             Ok(rest) => out.extend(rest),
             Err(panic) => std::panic::resume_unwind(panic),

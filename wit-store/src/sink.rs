@@ -62,6 +62,11 @@ pub struct ParquetSink {
     ready: Vec<Staged>,
     /// Files published by calls that then failed, returned by the next successful call.
     published: Vec<StoredFile>,
+    /// The kept rows of the files published (by path), until the call after the one that
+    /// returned them ([`SinkConfig::with_kept_rows`]).
+    kept_rows: HashMap<String, Vec<RecordBatch>>,
+    /// Whether the last publishing call returned its files.
+    returned: bool,
     /// Files the catalog refused, until [`ParquetSink::take_refused`].
     refused: Vec<(StoredFile, Error)>,
     /// Held while the sink is open: one sink per staging directory.
@@ -129,6 +134,8 @@ impl ParquetSink {
             open: HashMap::new(),
             ready,
             published: Vec::new(),
+            kept_rows: HashMap::new(),
+            returned: false,
             refused: Vec::new(),
             _lock: lock,
         })
@@ -275,6 +282,9 @@ impl ParquetSink {
     /// [`Error::Upload`] (the file stays staged and queued; a later call tries it again),
     /// [`Error::Catalog`] and the other catalog errors that may pass (likewise), [`Error::Io`].
     pub fn publish(&mut self) -> Result<Vec<StoredFile>> {
+        if std::mem::take(&mut self.returned) {
+            self.kept_rows.clear();
+        }
         while let Some(staged) = self.ready.first() {
             self.destination.publish(staged, &self.config)?;
             if let Some(catalog) = &self.catalog
@@ -304,9 +314,44 @@ impl ParquetSink {
                 std::fs::rename(&staged.local, &kept).map_err(io(&kept))?;
             }
             sync_dir(&self.staging)?;
+            if !staged.rows.is_empty() {
+                self.kept_rows.insert(staged.file.path.clone(), staged.rows);
+            }
             self.published.push(staged.file);
         }
+        self.returned = true;
         Ok(std::mem::take(&mut self.published))
+    }
+
+    /// The rows of a file the last [`publish`](Self::publish) (or [`poll`](Self::poll),
+    /// [`flush`](Self::flush)) returned, in file order (row `i` of the batches, one after
+    /// another, is the file's row `i`), when the sink keeps rows
+    /// ([`SinkConfig::with_kept_rows`]); each file's rows are taken once. Rows not taken are
+    /// dropped by the next publishing call.
+    ///
+    /// ```
+    /// use wit_batch::{BatchId, Compression, PayloadFormat, Signal, Tenant, otlp::logs};
+    /// use wit_store::{Destination, NodeName, ParquetSink, SinkConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let config = SinkConfig::new(NodeName::try_new("node-a")?).with_kept_rows(true);
+    /// let mut sink = ParquetSink::open(Destination::local(dir.path())?, config)?;
+    /// let json = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[
+    ///     {"timeUnixNano":"1700000002000000000","body":{"stringValue":"later"}},
+    ///     {"timeUnixNano":"1700000001000000000","body":{"stringValue":"earlier"}}]}]}]}"#;
+    /// let rows = logs::decode(json, PayloadFormat::OtlpJson, Compression::None)?;
+    /// sink.write(&Tenant::try_new("acme")?, Signal::Logs, &rows, &[BatchId::new()])?;
+    /// let file = sink.flush()?.remove(0);
+    /// let kept = sink.take_rows(&file.path).expect("kept");
+    /// // In file order: sorted by event time.
+    /// let time = kept[0].column_by_name("timestamp").unwrap();
+    /// let time = time.as_any().downcast_ref::<arrow::array::TimestampNanosecondArray>().unwrap();
+    /// assert_eq!(time.values().to_vec(), vec![1_700_000_001_000_000_000, 1_700_000_002_000_000_000]);
+    /// assert!(sink.take_rows(&file.path).is_none(), "taken once");
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn take_rows(&mut self, path: &str) -> Option<Vec<RecordBatch>> {
+        self.kept_rows.remove(path)
     }
 
     /// The files the catalog refused since the last call, each with the catalog's error

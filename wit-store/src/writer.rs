@@ -46,10 +46,12 @@ pub(crate) mod keys {
 const BLOOM_COLUMNS: [&str; 4] = ["trace_id", "span_id", "parent_span_id", "service_name"];
 
 /// A complete file in the staging directory, with what the catalog will record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Staged {
     pub(crate) local: PathBuf,
     pub(crate) file: StoredFile,
+    /// Its rows in file order, when the sink keeps them ([`SinkConfig::with_kept_rows`]).
+    pub(crate) rows: Vec<RecordBatch>,
 }
 
 /// Finds the event-time column and checks its type.
@@ -110,6 +112,8 @@ pub(crate) struct FileWriter {
     batch_ids: BTreeSet<BatchId>,
     rows: u64,
     bounds: Option<(i64, i64)>,
+    /// The row groups' rows, in file order, when kept.
+    kept: Option<Vec<RecordBatch>>,
     opened: Instant,
     faults: Option<Arc<crate::config::SinkFaults>>,
 }
@@ -226,6 +230,7 @@ impl FileWriter {
             batch_ids: BTreeSet::new(),
             rows: 0,
             bounds: None,
+            kept: config.keep_rows.then(Vec::new),
             opened: Instant::now(),
             faults: config.faults.0.clone(),
         })
@@ -337,6 +342,9 @@ impl FileWriter {
             }
         }
         self.encode_row_group(&pieces)?;
+        if let Some(kept) = &mut self.kept {
+            kept.extend(pieces);
+        }
         self.pending_rows = rest.iter().map(RecordBatch::num_rows).sum();
         self.pending = rest;
         if self.faults.as_ref().is_some_and(|f| f.row_group_written()) {
@@ -450,6 +458,7 @@ impl FileWriter {
                 batch_ids: self.batch_ids.into_iter().collect(),
                 index: None,
             },
+            rows: self.kept.unwrap_or_default(),
         }))
     }
 }
@@ -522,6 +531,7 @@ pub(crate) fn read_staged(local: &Path) -> Result<Staged> {
             batch_ids,
             index: None,
         },
+        rows: Vec::new(),
     })
 }
 

@@ -662,3 +662,61 @@ fn a_batch_is_completed_only_once_indexed() {
         "some records were released: {stages:?}"
     );
 }
+
+#[test]
+fn an_index_that_falls_behind_pushes_back_at_the_unindexed_bound_and_catches_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = support::sqlite(dir.path());
+    let faulty = std::sync::Arc::new(crate::faulty::Faulty::new(sqlite.clone(), None));
+    // The catalog takes no index: every stored file stays unindexed.
+    faulty.set_refuse_index(true);
+    let bound = 16 << 10;
+    let config = config(dir.path())
+        .with_max_unindexed_bytes(bound)
+        .with_retry_backoff(Duration::from_millis(10));
+    let pipeline = support::open(dir.path(), config, faulty.clone());
+    let mut stored = 0u64;
+    let mut refused = None;
+    for i in 0..10_000u64 {
+        let ids: Vec<u64> = (i * 10..i * 10 + 10).collect();
+        match pipeline
+            .try_submit(&key("acme", Signal::Logs), proto(logs(&ids), 1), AckLevel::Stored)
+            .expect("submit")
+        {
+            Submitted::Accepted(ack) => {
+                ack.wait_timeout(LONG).expect("in time").expect("stored");
+                stored += 10;
+            }
+            Submitted::Full(part) => {
+                refused = Some(part);
+                break;
+            }
+        }
+    }
+    let part = refused.expect("intake stops once the unindexed bytes reach the bound");
+    let status = pipeline.status();
+    assert!(status.unindexed_bytes >= bound, "{status:?}");
+    assert_eq!(
+        status.unstored_bytes, 0,
+        "everything taken is stored: only the index is behind"
+    );
+    assert!(!pipeline.has_room_for(part.payload.len() as u64));
+
+    // The catalog takes indexes again: the indexer's retries catch up and intake resumes.
+    faulty.set_refuse_index(false);
+    let deadline = std::time::Instant::now() + LONG;
+    while !pipeline.has_room_for(part.payload.len() as u64) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", pipeline.status());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ack = pipeline
+        .blocking_submit(&key("acme", Signal::Logs), part, AckLevel::Indexed)
+        .expect("submit");
+    pipeline.flush().expect("flush");
+    ack.wait_timeout(LONG).expect("in time").expect("indexed");
+    assert_eq!(pipeline.status().unindexed_bytes, 0);
+    pipeline.close().expect("close");
+    let acme = Tenant::try_new("acme").expect("tenant");
+    assert_eq!(support::stored_rows(&*sqlite, &acme, Signal::Logs), stored + 10);
+    assert!(sqlite.unindexed(1_000).expect("unindexed").is_empty());
+}

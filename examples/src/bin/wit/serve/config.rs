@@ -136,6 +136,9 @@ pub(crate) struct PipelineSection {
     /// Bytes of acknowledged data not yet stored that the server holds before it answers
     /// with overload.
     pub(crate) max_unstored_bytes: u64,
+    /// Bytes of stored data not yet indexed that the server holds before it answers with
+    /// overload (with indexing on).
+    pub(crate) max_unindexed_bytes: u64,
     /// A batch leaves the batcher at this many parts, bytes or milliseconds of age.
     pub(crate) batch_max_parts: u64,
     pub(crate) batch_max_bytes: u64,
@@ -156,6 +159,7 @@ impl Default for PipelineSection {
     fn default() -> Self {
         PipelineSection {
             max_unstored_bytes: 1 << 30,
+            max_unindexed_bytes: 1 << 30,
             batch_max_parts: 1024,
             batch_max_bytes: 8 << 20,
             batch_max_age_ms: 200,

@@ -91,6 +91,7 @@ fn open(config: &Config) -> Result<Core, String> {
         )
         .with_indexing(p.indexing)
         .with_max_unstored_bytes(p.max_unstored_bytes)
+        .with_max_unindexed_bytes(p.max_unindexed_bytes)
         .with_hot_tier(hot.clone());
     let pipeline = Pipeline::open(pipeline_config, destination.clone(), tracker.clone())
         .map_err(|e| format!("cannot open the pipeline: {e}"))?;

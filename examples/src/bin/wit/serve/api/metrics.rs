@@ -1,6 +1,6 @@
 //! `GET /metrics`: Prometheus text. Counters and histograms come from the `metrics` facade
 //! (the receivers' `wit_otlp_*`, wit-wal's `wit_wal_*`, wit-pipeline's `wit_pipeline_*`);
-//! gauges are read at scrape time: unstored bytes, batches in flight, the WAL's size, and
+//! gauges are read at scrape time: unstored and unindexed bytes, batches in flight, the WAL's size, and
 //! batches per stage from the tracker.
 
 use std::sync::{Arc, OnceLock};
@@ -33,6 +33,7 @@ pub(super) async fn render(axum::extract::State(app): axum::extract::State<Arc<A
     if let Some(core) = app.core() {
         let status = core.pipeline.status();
         metrics::gauge!("wit_pipeline_unstored_bytes").set(status.unstored_bytes as f64);
+        metrics::gauge!("wit_pipeline_unindexed_bytes").set(status.unindexed_bytes as f64);
         metrics::gauge!("wit_pipeline_batches_in_flight").set(status.batches_in_flight as f64);
         let wal = core.pipeline.wal().stats();
         metrics::gauge!("wit_wal_bytes_on_disk").set(wal.bytes_on_disk as f64);

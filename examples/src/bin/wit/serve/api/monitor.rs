@@ -127,6 +127,7 @@ pub(super) async fn status(State(app): State<Arc<App>>, Query(q): Query<StatusQu
         "throughput": tenants,
         "pipeline": {
             "unstored_bytes": pipeline.unstored_bytes,
+            "unindexed_bytes": pipeline.unindexed_bytes,
             "batches_in_flight": pipeline.batches_in_flight,
             "batches_stored": pipeline.batches_stored,
             "batches_failed": pipeline.batches_failed,

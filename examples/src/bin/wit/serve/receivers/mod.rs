@@ -130,13 +130,14 @@ async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes)
         Signal::Logs => wit_batch::otlp::logs::decode(&payload, format, Compression::None),
         _ => wit_batch::otlp::metrics::decode(&payload, format, Compression::None),
     };
-    let (records, format, payload, rejected, message) = match decoded {
-        Ok(batch) => (batch.num_rows() as u64, format, payload, 0, String::new()),
+    let (records, format, payload, rows, rejected, message) = match decoded {
+        Ok(batch) => (batch.num_rows() as u64, format, payload, Some(batch), 0, String::new()),
         Err(e) => match partial::split(signal, format, &payload) {
             Some(split) => (
                 split.kept,
                 PayloadFormat::OtlpProtobuf,
                 split.payload,
+                None,
                 split.rejected,
                 split.message,
             ),
@@ -151,7 +152,7 @@ async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes)
             }
         },
     };
-    let result = wait(app, core, key, format, payload).await.map(|()| Accepted {
+    let result = wait(app, core, key, format, payload, rows).await.map(|()| Accepted {
         records,
         rejected,
         message,
@@ -160,13 +161,26 @@ async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes)
 }
 
 fn full() -> Refusal {
-    Refusal::Overloaded("the server holds as much unstored data as it may: retry later".into())
+    Refusal::Overloaded("the server holds as much data not yet stored or indexed as it may: retry later".into())
 }
 
-/// Submits a decoded request and waits for its acknowledgment.
-async fn wait(app: &App, core: &Core, key: BatchKey, format: PayloadFormat, payload: Bytes) -> Result<(), Refusal> {
+/// Submits a decoded request (with its rows when it decoded whole: the pipeline stores them
+/// rather than decode the request again) and waits for its acknowledgment.
+async fn wait(
+    app: &App,
+    core: &Core,
+    key: BatchKey,
+    format: PayloadFormat,
+    payload: Bytes,
+    rows: Option<arrow::array::RecordBatch>,
+) -> Result<(), Refusal> {
     let part = Part::new(format, Compression::None, 1, payload);
-    let ack = match core.pipeline.try_submit(&key, part, app.config.otlp.ack_level.into()) {
+    let level = app.config.otlp.ack_level.into();
+    let submitted = match rows {
+        Some(rows) => core.pipeline.try_submit_converted(&key, part, rows, level),
+        None => core.pipeline.try_submit(&key, part, level),
+    };
+    let ack = match submitted {
         Ok(Submitted::Accepted(ack)) => ack,
         Ok(Submitted::Full(_)) => return Err(full()),
         Err(wit_pipeline::Error::PartTooLarge { len, max }) => {
