@@ -99,11 +99,14 @@ pub(crate) struct Waiting {
     pub(crate) slots: Vec<Arc<Slot>>,
 }
 
+/// A part of an open batch: its submitter's slot, with the part's rows when its submitter
+/// converted it already.
+type Waiter = (Arc<Slot>, Option<RecordBatch>);
+
 struct Ingest {
     batcher: Batcher,
-    /// Per key, the slots of the parts in its open batch, oldest first, each with the part's
-    /// rows when its submitter converted it already.
-    parts: HashMap<BatchKey, VecDeque<(Arc<Slot>, Option<RecordBatch>)>>,
+    /// Per key, the parts of its open batch, oldest first.
+    parts: HashMap<BatchKey, VecDeque<Waiter>>,
 }
 
 /// The memory the rows of converted batches waiting for the processor may hold: past it, a
