@@ -109,6 +109,10 @@ struct Ingest {
     parts: HashMap<BatchKey, VecDeque<Waiter>>,
 }
 
+/// The memory the rows of one open file may hold for its index: a larger file is indexed
+/// from the file, read back.
+const KEPT_FILE_ROWS_BYTES: usize = 256 << 20;
+
 /// The memory the rows of converted batches waiting for the processor may hold: past it, a
 /// batch's rows are dropped and the processor converts it from the WAL record.
 const CONVERTED_BYTES: usize = 256 << 20;
@@ -396,8 +400,9 @@ impl Pipeline {
         let wal = Wal::open(&config.wal_dir(), config.wal.clone()).map_err(Error::wal("open"))?;
         let catalog: Arc<dyn FileCatalog> = tracker.clone();
         // With indexing on, the indexer builds each file's index from the rows the sink wrote
-        // rather than reading the file back.
-        let sink_config = config.sink.clone().with_kept_rows(config_indexing);
+        // rather than reading the file back, for files whose rows fit the bound.
+        let kept = if config_indexing { KEPT_FILE_ROWS_BYTES } else { 0 };
+        let sink_config = config.sink.clone().with_kept_rows(kept);
         let mut sink = ParquetSink::open(destination.clone(), sink_config)
             .map_err(Error::store("open the sink"))?
             .with_catalog(catalog);

@@ -59,7 +59,7 @@ pub struct SinkConfig {
     pub(crate) bloom_filters: bool,
     pub(crate) staging_dir: Option<PathBuf>,
     pub(crate) keep_staged: bool,
-    pub(crate) keep_rows: bool,
+    pub(crate) kept_rows_bytes: usize,
     pub(crate) upload_attempts: u32,
     pub(crate) upload_backoff: Duration,
     pub(crate) upload_part_bytes: usize,
@@ -118,7 +118,7 @@ impl SinkConfig {
             bloom_filters: true,
             staging_dir: None,
             keep_staged: true,
-            keep_rows: false,
+            kept_rows_bytes: 0,
             upload_attempts: 3,
             upload_backoff: Duration::from_millis(500),
             upload_part_bytes: 16 << 20,
@@ -197,14 +197,16 @@ impl SinkConfig {
         self
     }
 
-    /// Whether each file's rows stay in memory, in file order, until the file is published,
-    /// for [`ParquetSink::take_rows`](crate::ParquetSink::take_rows) (default false). A host
-    /// that works on each file right after it is published (builds its full-text index, say)
-    /// then has its rows without reading the file back. The rows are those the sink was given
-    /// (sorted by event time where they arrived out of order), not copies: keeping them holds
-    /// their memory until the file is published and its rows taken or dropped.
-    pub fn with_kept_rows(mut self, keep: bool) -> Self {
-        self.keep_rows = keep;
+    /// Keeps each file's rows in memory, in file order, until the file is published, for
+    /// [`ParquetSink::take_rows`](crate::ParquetSink::take_rows), as long as they hold at most
+    /// `max_bytes` (their Arrow memory) per file; a file whose rows grow past it keeps none
+    /// (0, the default: no file keeps its rows). A host that works on each file right after
+    /// it is published (builds its full-text index, say) then has its rows without reading
+    /// the file back. The rows are those the sink was given (sorted by event time where they
+    /// arrived out of order), not copies: keeping them holds their memory until the file is
+    /// published and its rows taken or dropped.
+    pub fn with_kept_rows(mut self, max_bytes: usize) -> Self {
+        self.kept_rows_bytes = max_bytes;
         self
     }
 

@@ -334,7 +334,7 @@ impl ParquetSink {
     /// use wit_store::{Destination, NodeName, ParquetSink, SinkConfig};
     ///
     /// let dir = tempfile::tempdir()?;
-    /// let config = SinkConfig::new(NodeName::try_new("node-a")?).with_kept_rows(true);
+    /// let config = SinkConfig::new(NodeName::try_new("node-a")?).with_kept_rows(64 << 20);
     /// let mut sink = ParquetSink::open(Destination::local(dir.path())?, config)?;
     /// let json = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[
     ///     {"timeUnixNano":"1700000002000000000","body":{"stringValue":"later"}},

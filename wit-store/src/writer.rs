@@ -112,8 +112,11 @@ pub(crate) struct FileWriter {
     batch_ids: BTreeSet<BatchId>,
     rows: u64,
     bounds: Option<(i64, i64)>,
-    /// The row groups' rows, in file order, when kept.
+    /// The row groups' rows, in file order, while kept.
     kept: Option<Vec<RecordBatch>>,
+    /// Their memory, and the most they may hold ([`SinkConfig::with_kept_rows`]).
+    kept_bytes: usize,
+    kept_max: usize,
     opened: Instant,
     faults: Option<Arc<crate::config::SinkFaults>>,
 }
@@ -230,7 +233,9 @@ impl FileWriter {
             batch_ids: BTreeSet::new(),
             rows: 0,
             bounds: None,
-            kept: config.keep_rows.then(Vec::new),
+            kept: (config.kept_rows_bytes > 0).then(Vec::new),
+            kept_bytes: 0,
+            kept_max: config.kept_rows_bytes,
             opened: Instant::now(),
             faults: config.faults.0.clone(),
         })
@@ -343,7 +348,12 @@ impl FileWriter {
         }
         self.encode_row_group(&pieces)?;
         if let Some(kept) = &mut self.kept {
-            kept.extend(pieces);
+            self.kept_bytes += pieces.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
+            if self.kept_bytes > self.kept_max {
+                self.kept = None;
+            } else {
+                kept.extend(pieces);
+            }
         }
         self.pending_rows = rest.iter().map(RecordBatch::num_rows).sum();
         self.pending = rest;
