@@ -324,8 +324,9 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "data_dir: {}\nlisten:\n  otlp_http: 127.0.0.1:{http}\n  otlp_grpc: 127.0.0.1:{grpc}\n  api: 127.0.0.1:{api}\n",
-                dir.join("data").display()
+                "data_dir: {}\nlisten:\n  otlp_http: 127.0.0.1:{http}\n  otlp_grpc: 127.0.0.1:{grpc}\n  api: 127.0.0.1:{api}\npipeline:\n  file_max_age_ms: {}\n",
+                dir.join("data").display(),
+                env_u64("WIT_LOAD_FILE_AGE_MS", 5_000),
             ),
         )
         .expect("config");

@@ -104,7 +104,9 @@ impl PipelineConfig {
         self
     }
 
-    /// How Parquet files are written and published. Its node must be the pipeline's.
+    /// How Parquet files are written and published. Its node must be the pipeline's. With
+    /// indexing on, the pipeline also closes a file once its rows hold 256 MiB of Arrow
+    /// memory, which it keeps to build the file's index without reading it back.
     pub fn with_sink(mut self, sink: SinkConfig) -> Self {
         self.sink = sink;
         self

@@ -109,8 +109,8 @@ struct Ingest {
     parts: HashMap<BatchKey, VecDeque<Waiter>>,
 }
 
-/// The memory the rows of one open file may hold for its index: a larger file is indexed
-/// from the file, read back.
+/// The memory the rows of one open file may hold for its index: with indexing on, a file is
+/// closed once its rows reach it (see `SinkConfig::with_kept_rows`).
 const KEPT_FILE_ROWS_BYTES: usize = 256 << 20;
 
 /// The memory the rows of converted batches waiting for the processor may hold: past it, a
@@ -400,7 +400,7 @@ impl Pipeline {
         let wal = Wal::open(&config.wal_dir(), config.wal.clone()).map_err(Error::wal("open"))?;
         let catalog: Arc<dyn FileCatalog> = tracker.clone();
         // With indexing on, the indexer builds each file's index from the rows the sink wrote
-        // rather than reading the file back, for files whose rows fit the bound.
+        // rather than reading the file back; a file is closed once its rows reach the bound.
         let kept = if config_indexing { KEPT_FILE_ROWS_BYTES } else { 0 };
         let sink_config = config.sink.clone().with_kept_rows(kept);
         let mut sink = ParquetSink::open(destination.clone(), sink_config)

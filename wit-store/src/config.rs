@@ -198,13 +198,14 @@ impl SinkConfig {
     }
 
     /// Keeps each file's rows in memory, in file order, until the file is published, for
-    /// [`ParquetSink::take_rows`](crate::ParquetSink::take_rows), as long as they hold at most
-    /// `max_bytes` (their Arrow memory) per file; a file whose rows grow past it keeps none
-    /// (0, the default: no file keeps its rows). A host that works on each file right after
-    /// it is published (builds its full-text index, say) then has its rows without reading
-    /// the file back. The rows are those the sink was given (sorted by event time where they
-    /// arrived out of order), not copies: keeping them holds their memory until the file is
-    /// published and its rows taken or dropped.
+    /// [`ParquetSink::take_rows`](crate::ParquetSink::take_rows), and closes a file once its
+    /// rows hold `max_bytes` of Arrow memory (after the write that reached it, as
+    /// [`with_max_file_bytes`](Self::with_max_file_bytes) does), so that what a file keeps
+    /// stays within `max_bytes` and one write. 0, the default, keeps nothing. A host that
+    /// works on each file right after it is published (builds its full-text index, say) then
+    /// has its rows without reading the file back. The rows are those the sink was given
+    /// (sorted by event time where they arrived out of order), not copies: keeping them holds
+    /// their memory until the file is published and its rows taken or dropped.
     pub fn with_kept_rows(mut self, max_bytes: usize) -> Self {
         self.kept_rows_bytes = max_bytes;
         self

@@ -16,7 +16,9 @@ use crate::{Destination, Error, FileCatalog, Result, SinkConfig, StoredFile};
 /// Streams Arrow batches into Parquet files, one open file per tenant and signal.
 ///
 /// A file is written in the staging directory under a temporary name, closed when it reaches
-/// [`SinkConfig::with_max_file_bytes`] (checked after each write, so that a write's rows stay in one file), when it is older than
+/// [`SinkConfig::with_max_file_bytes`] or, when rows are kept, the bound of
+/// [`SinkConfig::with_kept_rows`] (both checked after each write, so that a write's rows stay
+/// in one file), when it is older than
 /// [`SinkConfig::with_max_file_age`] ([`poll`](Self::poll)), or on [`flush`](Self::flush). A
 /// closed file is complete and durable in staging; [`publish`](Self::publish) (which `poll`
 /// and `flush` call) then links or uploads it under its final path and, when the sink has a
@@ -156,7 +158,8 @@ impl ParquetSink {
     /// opening one if needed.
     ///
     /// **All the rows of one call land in one file**: a file is closed only between calls
-    /// (after this call when it reached [`SinkConfig::with_max_file_bytes`], before it when
+    /// (after this call when it reached [`SinkConfig::with_max_file_bytes`] or the bound of
+    /// [`SinkConfig::with_kept_rows`], before it when
     /// the schema changes, or by [`poll`](Self::poll) and [`flush`](Self::flush)). So a caller
     /// that writes each batch in one call knows that the batch is wholly stored once the one
     /// file holding it is published, and never partly.
@@ -202,7 +205,7 @@ impl ParquetSink {
                 source: Box::new(error),
             });
         }
-        if writer.encoded_bytes() >= self.config.max_file_bytes {
+        if writer.encoded_bytes() >= self.config.max_file_bytes || writer.kept_full() {
             self.close(&key)?;
         }
         Ok(())

@@ -114,7 +114,8 @@ pub(crate) struct FileWriter {
     bounds: Option<(i64, i64)>,
     /// The row groups' rows, in file order, while kept.
     kept: Option<Vec<RecordBatch>>,
-    /// Their memory, and the most they may hold ([`SinkConfig::with_kept_rows`]).
+    /// The memory of every row given to this file while rows are kept, and the memory at
+    /// which the file is full ([`SinkConfig::with_kept_rows`]).
     kept_bytes: usize,
     kept_max: usize,
     opened: Instant,
@@ -280,6 +281,11 @@ impl FileWriter {
         self.file_id
     }
 
+    /// Whether the rows kept for this file reached their bound.
+    pub(crate) fn kept_full(&self) -> bool {
+        self.kept.is_some() && self.kept_bytes >= self.kept_max
+    }
+
     /// Bytes encoded so far: the row groups written (rows still buffered for sorting are
     /// not counted).
     pub(crate) fn encoded_bytes(&self) -> u64 {
@@ -297,6 +303,9 @@ impl FileWriter {
         }
         self.rows += batch.num_rows() as u64;
         self.pending_rows += batch.num_rows();
+        if self.kept.is_some() {
+            self.kept_bytes += batch.get_array_memory_size();
+        }
         self.pending.push(batch);
         while self.pending_rows >= self.row_group_rows {
             self.write_row_group(self.row_group_rows)?;
@@ -348,12 +357,7 @@ impl FileWriter {
         }
         self.encode_row_group(&pieces)?;
         if let Some(kept) = &mut self.kept {
-            self.kept_bytes += pieces.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
-            if self.kept_bytes > self.kept_max {
-                self.kept = None;
-            } else {
-                kept.extend(pieces);
-            }
+            kept.extend(pieces);
         }
         self.pending_rows = rest.iter().map(RecordBatch::num_rows).sum();
         self.pending = rest;

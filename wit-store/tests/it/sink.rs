@@ -944,33 +944,36 @@ fn a_file_that_fails_to_write_is_abandoned_and_names_its_batches() {
 }
 
 #[test]
-fn kept_rows_are_the_files_rows_in_order_up_to_their_bound() {
+fn kept_rows_are_the_files_rows_in_order_and_bound_its_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let batch = spans(300, 1_700_000_000, 7);
     let one = batch.get_array_memory_size();
-    // Room for two writes' rows per file, not three.
+    // A file holds two writes' rows and a half: the third write closes it.
     let config = config().with_row_group_rows(100).with_kept_rows(2 * one + one / 2);
     let mut sink = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config).expect("open");
-    for _ in 0..2 {
-        sink.write(&acme(), Signal::Traces, &batch, &[BatchId::new()])
-            .expect("write");
-    }
-    let small = sink.flush().expect("flush").remove(0);
-    let kept = sink.take_rows(&small.path).expect("within the bound: kept");
+    sink.write(&acme(), Signal::Traces, &batch, &[BatchId::new()])
+        .expect("write");
+    let first = sink.flush().expect("flush").remove(0);
+    let kept = sink.take_rows(&first.path).expect("kept");
     let kept = concat_batches(&kept[0].schema(), &kept).expect("concat");
-    assert_eq!(kept.num_rows() as u64, small.rows);
-    // In file order: what an independent reader reads from the file, row for row.
-    let read = read_back(&dir.path().join(&small.path));
-    assert_eq!(times(&kept), times(&read));
-    assert!(sink.take_rows(&small.path).is_none(), "taken once");
+    // In file order (sorted by time): what a reader reads from the file, row for row.
+    assert_eq!(times(&kept), times(&read_back(&dir.path().join(&first.path))));
+    assert!(sink.take_rows(&first.path).is_none(), "taken once");
 
-    for _ in 0..3 {
+    for n in 1..=3 {
         sink.write(&acme(), Signal::Traces, &batch, &[BatchId::new()])
             .expect("write");
+        assert_eq!(
+            sink.open_rows() == 0,
+            n == 3,
+            "closed by the write that reached the bound"
+        );
     }
-    let large = sink.flush().expect("flush").remove(0);
-    assert_eq!(large.rows, 900);
-    assert!(sink.take_rows(&large.path).is_none(), "past the bound: none kept");
+    let full = sink.publish().expect("publish").remove(0);
+    assert_eq!(full.rows, 900);
+    let kept = sink.take_rows(&full.path).expect("kept");
+    let kept = concat_batches(&kept[0].schema(), &kept).expect("concat");
+    assert_eq!(times(&kept), times(&read_back(&dir.path().join(&full.path))));
 
     // Off by default.
     drop(sink);
