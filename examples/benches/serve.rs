@@ -14,7 +14,8 @@
 //! server's from `/proc/<pid>/stat`, the generator's from `/proc/self/stat`).
 //!
 //! For each transport (`http`: OTLP/HTTP protobuf; `grpc`: OTLP/gRPC), for
-//! `WIT_LOAD_SECONDS` (default 60) seconds:
+//! `WIT_LOAD_SECONDS` (default 60) seconds (the server's `pipeline.file_max_age_ms` is
+//! `WIT_LOAD_FILE_AGE_MS`, default 5000):
 //! - spans acknowledged per second (answered 200 / OK), and requests refused (503 /
 //!   UNAVAILABLE, retried after 250 ms);
 //! - spans stored (in published Parquet files) and indexed per second over the same window,
