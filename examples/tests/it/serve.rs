@@ -21,6 +21,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::{Value, json};
 
+mod access;
+
 #[path = "../../../wit-tracker/tests/it/pg_server.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod pg_server;
@@ -1059,6 +1061,31 @@ fn configuration_errors_name_what_is_wrong() {
         String::from_utf8_lossy(&out.stderr).contains("WIT_TEST_UNSET"),
         "{out:?}"
     );
+    // Keys: each error names the entry and what is wrong with it.
+    for (text, names) in [
+        ("sha256: abc\n      scopes: [read]", "tenants.keys[0].sha256"),
+        ("sha256: {H}\n      scopes: []", "tenants.keys[0].scopes"),
+        ("sha256: {H}\n      scopes: [root]", "root"),
+    ] {
+        let text = text.replace("{H}", &"ab".repeat(32));
+        let out = run(&write(
+            "keys.yaml",
+            &format!("tenants:\n  keys:\n    - tenant: acme\n      {text}\n"),
+        ));
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(names), "{names}: {out:?}");
+    }
+    let out = run(&write(
+        "keys.yaml",
+        &format!(
+            "tenants:\n  keys:\n    - tenant: Not A Tenant!\n      sha256: {}\n      scopes: [read]\n",
+            "ab".repeat(32)
+        ),
+    ));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tenants.keys[0].tenant"),
+        "{out:?}"
+    );
     let out = run(&write(
         "env.yaml",
         "tracker:\n  kind: postgres\n  url: postgres://wit:${WIT_TEST_SECRET}@127.0.0.1/wit\n",
@@ -1079,6 +1106,9 @@ fn configuration_errors_name_what_is_wrong() {
         "tenants",
         "header",
         "default",
+        "keys",
+        "sha256",
+        "scopes",
         "otlp",
         "max_message_bytes",
         "ack_level",

@@ -44,6 +44,7 @@ Commands:
     serve   receive OTLP over HTTP, store it durably, answer SQL (see `wit serve --help`)
     query   run SQL over a pipeline directory's data as one tenant (see `wit query --help`)
     wal     inspect a write-ahead log directory, or append to it (see `wit wal --help`)
+    keys    `wit keys hash`: a new random API key and the SHA-256 to configure for it
     help    print this text (also -h, --help)
 ";
 
@@ -153,6 +154,7 @@ fn run(args: &[OsString]) -> CmdResult {
         Some("wal") => run_wal(rest),
         Some("query") => query::run_query(rest),
         Some("serve") => serve::run_serve(rest),
+        Some("keys") => serve::run_keys(rest),
         _ => Err(Failure::usage(
             format!("unknown command `{}`", command.to_string_lossy()),
             USAGE,

@@ -69,9 +69,12 @@ impl Default for Listen {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Tenants {
     /// The request header naming the tenant; absent (or `null`): every request is `default`'s.
+    /// With keys, the tenant is the key's, and the header (when sent) must name it.
     pub(crate) header: Option<String>,
-    /// The tenant of a request without the header.
+    /// The tenant of a request without the header (without keys).
     pub(crate) default: String,
+    /// API keys; none: every route is open (the tenant comes from the header).
+    pub(crate) keys: Vec<KeyConfig>,
 }
 
 impl Default for Tenants {
@@ -79,6 +82,36 @@ impl Default for Tenants {
         Tenants {
             header: Some("x-wit-tenant".into()),
             default: "default".into(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// One API key: its tenant, the SHA-256 of the key (hex, from `wit keys hash`), its scopes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeyConfig {
+    pub(crate) tenant: String,
+    pub(crate) sha256: String,
+    pub(crate) scopes: Vec<Scope>,
+}
+
+/// What a key may do: `write` (OTLP and events in), `read` (SQL), `admin` (the batch
+/// monitor and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Scope {
+    Write,
+    Read,
+    Admin,
+}
+
+impl Scope {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Scope::Write => "write",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
         }
     }
 }
@@ -276,7 +309,9 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError(e.to_string()))
+        let config: Config = serde_saphyr::from_str(&text).map_err(|e| ConfigError(e.to_string()))?;
+        super::access::Keys::of(&config).map_err(ConfigError)?;
+        Ok(config)
     }
 
     pub(crate) fn tracker_path(&self) -> PathBuf {

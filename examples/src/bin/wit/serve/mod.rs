@@ -6,11 +6,11 @@
 //! - `receivers/`: OTLP/HTTP, and the error answers every receiver shares.
 //! - `api/`: SQL over HTTP and health, on the API port.
 
+mod access;
 mod api;
 mod config;
 mod receivers;
 mod server;
-mod tenant;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -67,6 +67,7 @@ Example:
 
 struct ServeArgs {
     config: Config,
+    file: Option<PathBuf>,
     check: bool,
     json_logs: bool,
 }
@@ -123,6 +124,7 @@ fn parse(args: &[OsString]) -> Result<Option<ServeArgs>, Failure> {
     }
     Ok(Some(ServeArgs {
         config,
+        file,
         check,
         json_logs,
     }))
@@ -142,12 +144,34 @@ pub(super) fn run_serve(args: &[OsString]) -> CmdResult {
         .thread_name("wit-serve")
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;
-    match runtime.block_on(server::run(args.config)) {
+    match runtime.block_on(server::run(args.config, args.file)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(message) => {
             tracing::error!(error = %message, "wit serve failed");
             Err(Failure::failed(message))
         }
+    }
+}
+
+const KEYS_USAGE: &str = "\
+Usage:
+    wit keys hash
+
+Prints a new random API key (give it to the client, as `Authorization: Bearer <key>`) and
+its SHA-256, to put in `tenants.keys[].sha256` of the configuration. The key itself is
+stored nowhere.
+";
+
+/// `wit keys hash`.
+pub(super) fn run_keys(args: &[OsString]) -> CmdResult {
+    match args.iter().map(|a| a.to_str()).collect::<Vec<_>>()[..] {
+        [Some("-h" | "--help")] => print_usage(KEYS_USAGE),
+        [Some("hash")] => {
+            let (key, hash) = access::new_key().map_err(Failure::failed)?;
+            println!("key:    {key}\nsha256: {hash}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(Failure::usage("expected `wit keys hash`", KEYS_USAGE)),
     }
 }
 

@@ -11,7 +11,8 @@
 //! acknowledgments included), then the pipeline is flushed and closed, which makes every
 //! accepted part durable and stores what it can; the WAL is closed cleanly.
 
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -22,12 +23,17 @@ use wit_query::{HotTier, QueryConfig, QueryEngine};
 use wit_store::{Destination, NodeName, SinkConfig};
 use wit_tracker::{PostgresTracker, SqliteTracker, TrackerConfig};
 
+use super::access::Keys;
 use super::config::{Config, TrackerSection};
 
 /// What every route shares.
 pub(crate) struct App {
     pub(crate) config: Config,
+    /// The file the configuration came from, read again for the keys on SIGHUP.
+    pub(crate) config_path: Option<PathBuf>,
     pub(crate) default_tenant: Tenant,
+    /// The API keys (none: every route is open), replaced on SIGHUP.
+    keys: RwLock<Arc<Keys>>,
     /// Set once recovery finished and the pipeline is open.
     pub(crate) core: OnceLock<Core>,
     pub(crate) started: Instant,
@@ -44,6 +50,27 @@ pub(crate) struct Core {
 impl App {
     pub(crate) fn core(&self) -> Option<&Core> {
         self.core.get()
+    }
+
+    pub(crate) fn keys(&self) -> Arc<Keys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the keys again from the configuration file; on any error the keys stay as
+    /// they were. Nothing else of the file is applied.
+    fn reload_keys(&self) {
+        let Some(path) = &self.config_path else {
+            tracing::warn!("SIGHUP: no configuration file to read the keys from");
+            return;
+        };
+        match super::config::Config::load(path).and_then(|c| Keys::of(&c).map_err(super::config::ConfigError)) {
+            Ok(keys) => {
+                let n = keys.len();
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+                tracing::info!(keys = n, "SIGHUP: API keys reloaded (other settings need a restart)");
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: keys not reloaded, the previous ones stay"),
+        }
     }
 }
 
@@ -119,17 +146,30 @@ async fn bind(what: &str, addr: std::net::SocketAddr) -> Result<TcpListener, Str
 }
 
 /// Runs the server until a termination signal; returns once everything is closed.
-pub(crate) async fn run(config: Config) -> Result<(), String> {
+pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
     let default_tenant = Tenant::try_new(&config.tenants.default)
         .map_err(|e| format!("tenants.default `{}`: {e}", config.tenants.default))?;
+    let keys = Keys::of(&config)?;
     let app = Arc::new(App {
         config,
+        config_path,
         default_tenant,
+        keys: RwLock::new(Arc::new(keys)),
         core: OnceLock::new(),
         started: Instant::now(),
     });
     // Installed before anything records: the libraries' counters start at the first batch.
     super::api::metrics_handle();
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+        let app = app.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                app.reload_keys();
+            }
+        });
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;

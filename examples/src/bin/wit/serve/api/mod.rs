@@ -1,6 +1,7 @@
 //! The API port (default 127.0.0.1:8083): SQL (`query.rs`), the batch monitor
-//! (`monitor.rs`), Prometheus metrics (`metrics.rs`) and health. Every `/api` route
-//! passes through the tenant layer; health does not (probes carry no tenant).
+//! (`monitor.rs`), Prometheus metrics (`metrics.rs`) and health. Every route but health
+//! passes through the access layer: SQL needs the `read` scope, the batch monitor and
+//! `/metrics` `admin`; health is open (probes carry no key).
 
 mod metrics;
 mod monitor;
@@ -14,28 +15,39 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use crate::serve::access::Guard;
+use crate::serve::config::Scope;
 use crate::serve::server::App;
 
 pub(crate) use metrics::handle as metrics_handle;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
-    let api = Router::new()
+    let guard = |scope| {
+        axum::middleware::from_fn_with_state(
+            Guard {
+                app: app.clone(),
+                scope,
+            },
+            crate::serve::access::layer,
+        )
+    };
+    let read = Router::new()
         .route("/api/v1/query", post(query::sql))
         .route("/api/v1/page", post(query::page))
         .route("/api/v1/tail", post(query::tail))
+        .layer(guard(Scope::Read));
+    let admin = Router::new()
         .route("/api/batch-monitor/status", get(monitor::status))
         .route("/api/batch-monitor/batches", get(monitor::batches))
         .route("/api/batch-monitor/batches/{id}", get(monitor::batch))
         .route("/api/batch-monitor/alerts", get(monitor::alerts))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            crate::serve::tenant::layer,
-        ));
+        .route("/metrics", get(metrics::render))
+        .layer(guard(Scope::Admin));
     let routes = Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics::render))
-        .merge(api);
+        .merge(read)
+        .merge(admin);
     crate::serve::cors(routes, &app.config).with_state(app)
 }
 

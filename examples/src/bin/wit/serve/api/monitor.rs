@@ -1,6 +1,6 @@
 //! The batch monitor (seed 000's API), read from the tracker: where every batch is, what is
-//! stuck, what failed. It spans every tenant: an operator's view (the next issue puts it
-//! behind the `admin` scope).
+//! stuck, what failed. It spans every tenant: an operator's view, behind the `admin` scope
+//! when keys are configured (an admin key of any tenant sees every tenant's batches).
 //!
 //! - `GET /api/batch-monitor/status[?window_minutes=N]`: batches per stage (all of them),
 //!   throughput per tenant over the last N minutes (default 5), and the pipeline's own

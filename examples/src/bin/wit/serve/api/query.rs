@@ -19,8 +19,8 @@ use serde::Deserialize;
 use wit_batch::Signal;
 use wit_query::{Cursor, PageRequest, QueryResult};
 
+use crate::serve::access::RequestTenant;
 use crate::serve::server::App;
-use crate::serve::tenant::RequestTenant;
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 

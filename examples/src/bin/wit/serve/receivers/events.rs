@@ -15,8 +15,8 @@ use wit_batch::{BatchKey, PayloadFormat, Signal, SourceKind};
 
 use super::otlp_http::{Refused, read_body};
 use super::{Encoding, INVALID_ARGUMENT, status_response};
+use crate::serve::access::RequestTenant;
 use crate::serve::server::App;
-use crate::serve::tenant::RequestTenant;
 
 /// A stream name: 1 to 128 of `A-Z a-z 0-9 _ . -`.
 fn valid_stream(name: &str) -> bool {

@@ -151,8 +151,15 @@ async fn export(
     metadata: tonic::metadata::MetadataMap,
     payload: Bytes,
 ) -> Result<super::Accepted, Status> {
-    let tenant = crate::serve::tenant::resolve(app, &metadata.into_headers())
-        .map_err(|m| Status::with_error_details(Code::InvalidArgument, m.clone(), bad_request("tenant", m)))?;
+    use crate::serve::access::Denied;
+    let tenant = crate::serve::access::authorize(app, &metadata.into_headers(), crate::serve::config::Scope::Write)
+        .map_err(|denied| match denied {
+            Denied::BadTenant(m) => {
+                Status::with_error_details(Code::InvalidArgument, m.clone(), bad_request("tenant", m))
+            }
+            Denied::Unauthenticated(m) => Status::new(Code::Unauthenticated, m),
+            Denied::Forbidden(m) => Status::new(Code::PermissionDenied, m),
+        })?;
     let retry = Duration::from_secs(app.config.otlp.retry_after_seconds.max(1));
     let unavailable =
         |m: String| Status::with_error_details(Code::Unavailable, m, ErrorDetails::with_retry_info(Some(retry)));

@@ -20,10 +20,11 @@ use bytes::Bytes;
 use wit_batch::{BatchKey, PayloadFormat, Signal, SourceKind};
 
 use super::{Encoding, INVALID_ARGUMENT, status_response};
+use crate::serve::access::RequestTenant;
 use crate::serve::server::App;
-use crate::serve::tenant::RequestTenant;
 
-/// The OTLP/HTTP port's routes, behind the tenant layer (and CORS when configured).
+/// The OTLP/HTTP port's routes, behind the access layer (scope `write`; CORS when
+/// configured).
 pub(crate) fn router(app: Arc<App>) -> Router {
     let routes = Router::new()
         .route("/v1/traces", post(traces))
@@ -31,8 +32,11 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/metrics", post(metrics))
         .route("/v1/events/{stream}", post(super::events::events))
         .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            crate::serve::tenant::layer,
+            crate::serve::access::Guard {
+                app: app.clone(),
+                scope: crate::serve::config::Scope::Write,
+            },
+            crate::serve::access::layer,
         ))
         // The limit is ours, applied after decompression.
         .layer(DefaultBodyLimit::disable());
