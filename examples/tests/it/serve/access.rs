@@ -306,5 +306,7 @@ fn keys_are_rotated_on_sighup_without_a_restart() {
     }
     assert!(server.log().contains("tenants.keys[0].sha256"), "{}", server.log());
     assert_eq!(call(&server, &rt, Route::Query, Some(&new), None).0, 200);
+    // The reloads hold nothing that keeps the pipeline from closing cleanly.
     assert_eq!(server.stop(), Some(0));
+    assert!(server.log().contains("stopped cleanly"), "{}", server.log());
 }

@@ -163,10 +163,14 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
-        let app = app.clone();
+        // Weak: shutdown takes the app back whole to close the pipeline.
+        let app = Arc::downgrade(&app);
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                app.reload_keys();
+                match app.upgrade() {
+                    Some(app) => app.reload_keys(),
+                    None => return,
+                }
             }
         });
     }
