@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::SystemTime;
 
-use wit_batch::{BatchId, BatchMeta, Stage, Transition};
+use wit_batch::{BatchId, BatchMeta, Stage, Tenant, Transition};
 
 use crate::Result;
 use crate::model::{
@@ -107,14 +107,15 @@ pub trait Tracker: Send + Sync {
     fn batch(&self, batch: BatchId) -> Result<BatchRecord>;
 
     /// Batches created before `created_before` that are neither `COMPLETED` nor `FAILED`:
-    /// stuck ones. Oldest first, at most `limit`.
-    fn stuck(&self, created_before: SystemTime, limit: usize) -> Result<Vec<BatchRecord>>;
+    /// stuck ones. Oldest first, at most `limit`; only `tenant`'s when given.
+    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>>;
 
-    /// `FAILED` batches, oldest first, at most `limit`.
-    fn failed(&self, limit: usize) -> Result<Vec<BatchRecord>>;
+    /// `FAILED` batches, oldest first, at most `limit`; only `tenant`'s when given.
+    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>>;
 
-    /// How many batches created in `window` are in each stage now.
-    fn stage_counts(&self, window: Window) -> Result<StageCounts>;
+    /// How many batches created in `window` are in each stage now; only `tenant`'s when
+    /// given.
+    fn stage_counts(&self, window: Window, tenant: Option<&Tenant>) -> Result<StageCounts>;
 
     /// Batches, messages, bytes and messages per second per client (tenant) for batches
     /// created in `window`, busiest first.
@@ -187,11 +188,17 @@ pub trait AsyncTracker: Send + Sync {
     /// [`Tracker::batch`].
     fn batch(&self, batch: BatchId) -> impl Future<Output = Result<BatchRecord>> + Send;
     /// [`Tracker::stuck`].
-    fn stuck(&self, created_before: SystemTime, limit: usize) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
+    fn stuck(
+        &self,
+        created_before: SystemTime,
+        limit: usize,
+        tenant: Option<&Tenant>,
+    ) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
     /// [`Tracker::failed`].
-    fn failed(&self, limit: usize) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
+    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
     /// [`Tracker::stage_counts`].
-    fn stage_counts(&self, window: Window) -> impl Future<Output = Result<StageCounts>> + Send;
+    fn stage_counts(&self, window: Window, tenant: Option<&Tenant>)
+    -> impl Future<Output = Result<StageCounts>> + Send;
     /// [`Tracker::client_throughput`].
     fn client_throughput(&self, window: Window) -> impl Future<Output = Result<Vec<ClientThroughput>>> + Send;
     /// [`Tracker::oldest_unstored_wal_position`].
@@ -271,17 +278,26 @@ macro_rules! async_from_sync {
                 &self,
                 created_before: std::time::SystemTime,
                 limit: usize,
+                tenant: Option<&wit_batch::Tenant>,
             ) -> $crate::Result<Vec<$crate::BatchRecord>> {
-                let this = self.clone();
-                $run(move || $crate::Tracker::stuck(&this, created_before, limit)).await
+                let (this, tenant) = (self.clone(), tenant.cloned());
+                $run(move || $crate::Tracker::stuck(&this, created_before, limit, tenant.as_ref())).await
             }
-            async fn failed(&self, limit: usize) -> $crate::Result<Vec<$crate::BatchRecord>> {
-                let this = self.clone();
-                $run(move || $crate::Tracker::failed(&this, limit)).await
+            async fn failed(
+                &self,
+                limit: usize,
+                tenant: Option<&wit_batch::Tenant>,
+            ) -> $crate::Result<Vec<$crate::BatchRecord>> {
+                let (this, tenant) = (self.clone(), tenant.cloned());
+                $run(move || $crate::Tracker::failed(&this, limit, tenant.as_ref())).await
             }
-            async fn stage_counts(&self, window: $crate::Window) -> $crate::Result<$crate::StageCounts> {
-                let this = self.clone();
-                $run(move || $crate::Tracker::stage_counts(&this, window)).await
+            async fn stage_counts(
+                &self,
+                window: $crate::Window,
+                tenant: Option<&wit_batch::Tenant>,
+            ) -> $crate::Result<$crate::StageCounts> {
+                let (this, tenant) = (self.clone(), tenant.cloned());
+                $run(move || $crate::Tracker::stage_counts(&this, window, tenant.as_ref())).await
             }
             async fn client_throughput(&self, window: $crate::Window) -> $crate::Result<Vec<$crate::ClientThroughput>> {
                 let this = self.clone();

@@ -176,32 +176,36 @@ impl Tracker for InMemoryTracker {
             .ok_or(Error::UnknownBatch { batch })
     }
 
-    fn stuck(&self, created_before: SystemTime, limit: usize) -> Result<Vec<BatchRecord>> {
+    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>> {
         let state = self.inner.lock();
         let stuck = state
             .batches
             .values()
             .filter(|r| !matches!(r.stage, Stage::Completed | Stage::Failed) && r.meta.created_at < created_before)
+            .filter(|r| tenant.is_none_or(|t| r.meta.tenant == *t))
             .cloned()
             .collect();
         Ok(sorted_by_creation(stuck, limit))
     }
 
-    fn failed(&self, limit: usize) -> Result<Vec<BatchRecord>> {
+    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>> {
         let state = self.inner.lock();
         let failed = state
             .batches
             .values()
-            .filter(|r| r.stage == Stage::Failed)
+            .filter(|r| r.stage == Stage::Failed && tenant.is_none_or(|t| r.meta.tenant == *t))
             .cloned()
             .collect();
         Ok(sorted_by_creation(failed, limit))
     }
 
-    fn stage_counts(&self, window: Window) -> Result<StageCounts> {
+    fn stage_counts(&self, window: Window, tenant: Option<&Tenant>) -> Result<StageCounts> {
         let mut counts = StageCounts::default();
         for rec in self.inner.lock().batches.values() {
-            if window.from <= rec.meta.created_at && rec.meta.created_at < window.to {
+            if window.from <= rec.meta.created_at
+                && rec.meta.created_at < window.to
+                && tenant.is_none_or(|t| rec.meta.tenant == *t)
+            {
                 counts.add(rec.stage, 1);
             }
         }

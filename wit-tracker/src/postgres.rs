@@ -720,19 +720,27 @@ async fn batch(inner: &Inner, batch: BatchId) -> Result<BatchRecord> {
         .ok_or(Error::UnknownBatch { batch })
 }
 
-async fn stuck(inner: &Inner, created_before: SystemTime, limit: usize) -> Result<Vec<BatchRecord>> {
+async fn stuck(
+    inner: &Inner,
+    created_before: SystemTime,
+    limit: usize,
+    tenant: Option<Tenant>,
+) -> Result<Vec<BatchRecord>> {
     let sql = format!(
         "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage NOT IN ('COMPLETED', 'FAILED') \
-         AND created_at < $1 ORDER BY created_at, batch_id LIMIT $2"
+         AND created_at < $1 AND ($3::text IS NULL OR client_id = $3) ORDER BY created_at, batch_id LIMIT $2"
     );
-    query_records(inner, "stuck", &sql, &[&created_before, &sql_limit(limit)]).await
+    let tenant = tenant.as_ref().map(Tenant::as_str);
+    query_records(inner, "stuck", &sql, &[&created_before, &sql_limit(limit), &tenant]).await
 }
 
-async fn failed(inner: &Inner, limit: usize) -> Result<Vec<BatchRecord>> {
+async fn failed(inner: &Inner, limit: usize, tenant: Option<Tenant>) -> Result<Vec<BatchRecord>> {
     let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage = 'FAILED' ORDER BY created_at, batch_id LIMIT $1"
+        "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage = 'FAILED' \
+         AND ($2::text IS NULL OR client_id = $2) ORDER BY created_at, batch_id LIMIT $1"
     );
-    query_records(inner, "failed", &sql, &[&sql_limit(limit)]).await
+    let tenant = tenant.as_ref().map(Tenant::as_str);
+    query_records(inner, "failed", &sql, &[&sql_limit(limit), &tenant]).await
 }
 
 async fn query_rows(inner: &Inner, op: &'static str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
@@ -741,12 +749,14 @@ async fn query_rows(inner: &Inner, op: &'static str, sql: &str, params: &[&(dyn 
     client.query(&stmt, params).await.map_err(pg_err(op))
 }
 
-async fn stage_counts(inner: &Inner, window: Window) -> Result<StageCounts> {
+async fn stage_counts(inner: &Inner, window: Window, tenant: Option<Tenant>) -> Result<StageCounts> {
+    let tenant = tenant.as_ref().map(Tenant::as_str);
     let rows = query_rows(
         inner,
         "stage_counts",
-        "SELECT stage, count(*) FROM batch_tracker WHERE created_at >= $1 AND created_at < $2 GROUP BY stage",
-        &[&window.from, &window.to],
+        "SELECT stage, count(*) FROM batch_tracker WHERE created_at >= $1 AND created_at < $2 \
+         AND ($3::text IS NULL OR client_id = $3) GROUP BY stage",
+        &[&window.from, &window.to, &tenant],
     )
     .await?;
     let mut counts = StageCounts::default();
@@ -857,9 +867,9 @@ both_apis! {
     fn record_error_by(&self, batch: BatchId, stage: Stage, message: &str => message.to_owned(), at: SystemTime, worker: &str => worker.to_owned()) -> ErrorOutcome;
     fn claim(&self, request: &ClaimRequest => request.clone()) -> Vec<BatchRecord>;
     fn batch(&self, batch: BatchId) -> BatchRecord;
-    fn stuck(&self, created_before: SystemTime, limit: usize) -> Vec<BatchRecord>;
-    fn failed(&self, limit: usize) -> Vec<BatchRecord>;
-    fn stage_counts(&self, window: Window) -> StageCounts;
+    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant> => tenant.cloned()) -> Vec<BatchRecord>;
+    fn failed(&self, limit: usize, tenant: Option<&Tenant> => tenant.cloned()) -> Vec<BatchRecord>;
+    fn stage_counts(&self, window: Window, tenant: Option<&Tenant> => tenant.cloned()) -> StageCounts;
     fn client_throughput(&self, window: Window) -> Vec<ClientThroughput>;
     fn oldest_unstored_wal_position(&self, node: &str => node.to_owned()) -> Option<u64>;
     fn source_offsets(&self, source: &str => source.to_owned()) -> Vec<SourceOffset>;

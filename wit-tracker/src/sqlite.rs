@@ -510,44 +510,43 @@ impl Tracker for SqliteTracker {
         })
     }
 
-    fn stuck(&self, created_before: SystemTime, limit: usize) -> Result<Vec<BatchRecord>> {
+    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>> {
         self.read(|conn| {
             query_records(
                 conn,
                 &format!(
                     "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage NOT IN ('COMPLETED', 'FAILED') \
-                     AND created_at < ?1 ORDER BY created_at, batch_id LIMIT ?2"
+                     AND created_at < ?1 AND (?3 IS NULL OR client_id = ?3) ORDER BY created_at, batch_id LIMIT ?2"
                 ),
-                params![to_micros(created_before), sql_limit(limit)],
+                params![to_micros(created_before), sql_limit(limit), tenant.map(Tenant::as_str)],
             )
         })
     }
 
-    fn failed(&self, limit: usize) -> Result<Vec<BatchRecord>> {
+    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>> {
         self.read(|conn| {
             query_records(
                 conn,
                 &format!(
                     "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage = 'FAILED' \
-                     ORDER BY created_at, batch_id LIMIT ?1"
+                     AND (?2 IS NULL OR client_id = ?2) ORDER BY created_at, batch_id LIMIT ?1"
                 ),
-                [sql_limit(limit)],
+                params![sql_limit(limit), tenant.map(Tenant::as_str)],
             )
         })
     }
 
-    fn stage_counts(&self, window: Window) -> Result<StageCounts> {
+    fn stage_counts(&self, window: Window, tenant: Option<&Tenant>) -> Result<StageCounts> {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT stage, count(*) FROM batch_tracker WHERE created_at >= ?1 AND created_at < ?2 \
-                     GROUP BY stage",
+                     AND (?3 IS NULL OR client_id = ?3) GROUP BY stage",
                 )
                 .map_err(db_err("stage_counts"))?;
+            let params = params![to_micros(window.from), to_micros(window.to), tenant.map(Tenant::as_str)];
             let rows = stmt
-                .query_map(params![to_micros(window.from), to_micros(window.to)], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                })
+                .query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
                 .map_err(db_err("stage_counts"))?;
             let mut counts = StageCounts::default();
             for row in rows {

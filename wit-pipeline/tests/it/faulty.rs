@@ -119,17 +119,22 @@ impl Tracker for Faulty {
         self.check("batch")?;
         self.inner.batch(batch)
     }
-    fn stuck(&self, created_before: SystemTime, limit: usize) -> wit_tracker::Result<Vec<BatchRecord>> {
+    fn stuck(
+        &self,
+        created_before: SystemTime,
+        limit: usize,
+        tenant: Option<&Tenant>,
+    ) -> wit_tracker::Result<Vec<BatchRecord>> {
         self.check("stuck")?;
-        self.inner.stuck(created_before, limit)
+        self.inner.stuck(created_before, limit, tenant)
     }
-    fn failed(&self, limit: usize) -> wit_tracker::Result<Vec<BatchRecord>> {
+    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> wit_tracker::Result<Vec<BatchRecord>> {
         self.check("failed")?;
-        self.inner.failed(limit)
+        self.inner.failed(limit, tenant)
     }
-    fn stage_counts(&self, window: Window) -> wit_tracker::Result<StageCounts> {
+    fn stage_counts(&self, window: Window, tenant: Option<&Tenant>) -> wit_tracker::Result<StageCounts> {
         self.check("stage_counts")?;
-        self.inner.stage_counts(window)
+        self.inner.stage_counts(window, tenant)
     }
     fn client_throughput(&self, window: Window) -> wit_tracker::Result<Vec<ClientThroughput>> {
         self.check("client_throughput")?;

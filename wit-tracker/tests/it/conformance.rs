@@ -247,7 +247,7 @@ pub fn errors_and_retries(t: &impl Tracker) {
         t.record_error(id, Stage::Ingested, "again", at(3)).expect("2"),
         ErrorOutcome::Retry { retry_count: 2 }
     );
-    assert!(t.failed(10).expect("failed").is_empty());
+    assert!(t.failed(10, None).expect("failed").is_empty());
     assert_eq!(
         t.record_error(id, Stage::Ingested, "give up", at(4)).expect("3"),
         ErrorOutcome::Failed { retry_count: 3 }
@@ -258,7 +258,7 @@ pub fn errors_and_retries(t: &impl Tracker) {
     assert_eq!(rec.failed_in, Some(Stage::WalWritten));
     assert_eq!(rec.completed_at.get(Stage::Failed), Some(at(4)));
     assert_eq!((rec.retry_count, rec.error_message.as_deref()), (3, Some("give up")));
-    let failed = t.failed(10).expect("failed");
+    let failed = t.failed(10, None).expect("failed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0], rec);
     let err = t
@@ -308,7 +308,7 @@ pub fn errors_and_retries(t: &impl Tracker) {
         Some(at(1)),
         "the original time stays"
     );
-    assert!(t.failed(10).expect("failed").is_empty());
+    assert!(t.failed(10, None).expect("failed").is_empty());
     walk(t, id, &[Stage::Ingested], at(7));
 }
 
@@ -518,15 +518,26 @@ pub fn queries(t: &impl Tracker) {
 
     // Stuck: incomplete and not failed, created before the cut-off, oldest first.
     let stuck: Vec<BatchId> = t
-        .stuck(at(115), 10)
+        .stuck(at(115), 10, None)
         .expect("stuck")
         .into_iter()
         .map(|r| r.meta.id)
         .collect();
     assert_eq!(stuck, [a1, a2]);
-    assert_eq!(t.stuck(at(1_000), 1).expect("stuck")[0].meta.id, a1);
+    assert_eq!(t.stuck(at(1_000), 1, None).expect("stuck")[0].meta.id, a1);
+    // One tenant's view: its batches only.
+    let (acme, umbrella) = (Tenant::try_new("acme").unwrap(), Tenant::try_new("umbrella").unwrap());
+    let ids = |records: Vec<wit_tracker::BatchRecord>| records.into_iter().map(|r| r.meta.id).collect::<Vec<_>>();
+    assert_eq!(ids(t.stuck(at(1_000), 10, Some(&acme)).expect("stuck")), [a1, a2]);
+    assert_eq!(ids(t.stuck(at(1_000), 10, Some(&umbrella)).expect("stuck")), [u1]);
+    assert_eq!(ids(t.failed(10, Some(&acme)).expect("failed")), [a3]);
+    assert!(t.failed(10, Some(&umbrella)).expect("failed").is_empty());
+    let theirs = t
+        .stage_counts(Window::new(at(100), at(200)), Some(&umbrella))
+        .expect("counts");
+    assert_eq!((theirs.get(Stage::WalWritten), theirs.total()), (1, 1));
 
-    let counts = t.stage_counts(Window::new(at(100), at(200))).expect("counts");
+    let counts = t.stage_counts(Window::new(at(100), at(200)), None).expect("counts");
     assert_eq!(
         (
             counts.get(Stage::Ingested),
@@ -538,7 +549,7 @@ pub fn queries(t: &impl Tracker) {
     );
     assert_eq!(counts.total(), 4);
     assert_eq!(
-        t.stage_counts(Window::new(at(0), at(100)))
+        t.stage_counts(Window::new(at(0), at(100)), None)
             .expect("counts")
             .get(Stage::Completed),
         1
@@ -936,10 +947,10 @@ pub fn async_twin(t: &impl AsyncTracker) {
                 .expect("oldest"),
             Some(9)
         );
-        assert_eq!(AsyncTracker::stuck(t, at(10), 10).await.expect("stuck").len(), 1);
-        assert!(AsyncTracker::failed(t, 10).await.expect("failed").is_empty());
+        assert_eq!(AsyncTracker::stuck(t, at(10), 10, None).await.expect("stuck").len(), 1);
+        assert!(AsyncTracker::failed(t, 10, None).await.expect("failed").is_empty());
         assert_eq!(
-            AsyncTracker::stage_counts(t, Window::new(at(0), at(10)))
+            AsyncTracker::stage_counts(t, Window::new(at(0), at(10)), None)
                 .await
                 .expect("counts")
                 .total(),

@@ -96,11 +96,15 @@ fn state(t: &impl Tracker, ids: &[BatchId]) -> String {
         .iter()
         .map(|id| format!("{:?}", t.batch(*id).map_err(|e| e.to_string())))
         .collect();
-    out.push(format!("{:?}", t.stuck(at(1_000), 100).map_err(|e| e.to_string())));
-    out.push(format!("{:?}", t.failed(100).map_err(|e| e.to_string())));
     out.push(format!(
         "{:?}",
-        t.stage_counts(Window::new(at(0), at(1_000))).map_err(|e| e.to_string())
+        t.stuck(at(1_000), 100, None).map_err(|e| e.to_string())
+    ));
+    out.push(format!("{:?}", t.failed(100, None).map_err(|e| e.to_string())));
+    out.push(format!(
+        "{:?}",
+        t.stage_counts(Window::new(at(0), at(1_000)), None)
+            .map_err(|e| e.to_string())
     ));
     out.push(format!(
         "{:?}",

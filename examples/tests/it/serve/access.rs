@@ -255,6 +255,70 @@ fn every_route_needs_the_right_key_of_the_right_tenant_with_its_scope() {
         json!(0),
         "globex sees none of acme's spans"
     );
+
+    // The batch monitor shows each tenant its own batches only.
+    let (status, body) = call(&server, &rt, Route::HttpTraces, Some(&globex), None);
+    assert_eq!(status, 200, "{body}");
+    let batches = |tenant: &str| -> Vec<String> {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); \
+                 print(' '.join(r[0] for r in db.execute('SELECT batch_id FROM batch_tracker WHERE client_id = ?', (sys.argv[2],))))",
+            ])
+            .arg(server.dir.join("data").join("tracker.db"))
+            .arg(tenant)
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    // (A batch is registered as the processor reads it from the WAL.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (theirs, ours) = loop {
+        let (theirs, ours) = (batches("globex"), batches("acme"));
+        if !theirs.is_empty() && !ours.is_empty() {
+            break (theirs, ours);
+        }
+        assert!(Instant::now() < deadline, "{theirs:?} {ours:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let get = |path: &str, key: &str| -> (u16, Value) {
+        let mut response = agent()
+            .get(&server.api_url(path))
+            .header("authorization", format!("Bearer {key}"))
+            .call()
+            .expect("get");
+        let body = response.body_mut().read_to_string().expect("body");
+        (
+            response.status().as_u16(),
+            serde_json::from_str(&body).unwrap_or(Value::Null),
+        )
+    };
+    let one = |id: &str| format!("/api/batch-monitor/batches/{id}");
+    assert_eq!(
+        get(&one(&theirs[0]), &admin).0,
+        404,
+        "another tenant's batch is not found"
+    );
+    assert_eq!(get(&one(&ours[0]), &admin).0, 200);
+    assert_eq!(get(&one(&theirs[0]), &globex).0, 200);
+    assert_eq!(get(&one(&ours[0]), &globex).0, 404);
+    for (key, tenant, n) in [(&admin, "acme", ours.len()), (&globex, "globex", theirs.len())] {
+        let (status, overview) = get("/api/batch-monitor/status", key);
+        assert_eq!(status, 200, "{overview}");
+        assert_eq!(overview["total"], json!(n), "{tenant}: {overview}");
+        let seen: Vec<&str> = overview["throughput"]
+            .as_array()
+            .expect("throughput")
+            .iter()
+            .filter_map(|t| t["tenant"].as_str())
+            .collect();
+        assert_eq!(seen, [tenant], "{overview}");
+    }
 }
 
 #[test]

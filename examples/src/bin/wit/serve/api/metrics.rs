@@ -42,7 +42,8 @@ pub(super) async fn render(axum::extract::State(app): axum::extract::State<Arc<A
         let counts = tokio::task::spawn_blocking(move || {
             let core = app.core().expect("checked above");
             let now = SystemTime::now() + Duration::from_secs(1);
-            core.tracker.stage_counts(wit_tracker::Window::new(UNIX_EPOCH, now))
+            core.tracker
+                .stage_counts(wit_tracker::Window::new(UNIX_EPOCH, now), None)
         })
         .await;
         match counts {

@@ -1,6 +1,7 @@
 //! The batch monitor (seed 000's API), read from the tracker: where every batch is, what is
-//! stuck, what failed. It spans every tenant: an operator's view, behind the `admin` scope
-//! when keys are configured (an admin key of any tenant sees every tenant's batches).
+//! stuck, what failed. Without keys it spans every tenant (an operator's view); with keys it
+//! needs the `admin` scope and shows the key's tenant's batches only (another tenant's batch
+//! is not found).
 //!
 //! - `GET /api/batch-monitor/status[?window_minutes=N]`: batches per stage (all of them),
 //!   throughput per tenant over the last N minutes (default 5), and the pipeline's own
@@ -14,16 +15,23 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wit_batch::{BatchId, Stage};
+use wit_batch::{BatchId, Stage, Tenant};
 use wit_tracker::{BatchRecord, Window};
 
+use crate::serve::access::RequestTenant;
 use crate::serve::server::{App, Core};
+
+/// Whose batches a request sees: with keys, its key's tenant's only; without, every one.
+fn scope(app: &App, tenant: Tenant) -> Option<Tenant> {
+    (app.keys().len() > 0).then_some(tenant)
+}
 
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({"error": message}))).into_response()
@@ -92,16 +100,22 @@ pub(super) struct StatusQuery {
     window_minutes: Option<u64>,
 }
 
-pub(super) async fn status(State(app): State<Arc<App>>, Query(q): Query<StatusQuery>) -> Response {
+pub(super) async fn status(
+    State(app): State<Arc<App>>,
+    Extension(RequestTenant(tenant)): Extension<RequestTenant>,
+    Query(q): Query<StatusQuery>,
+) -> Response {
     let minutes = q.window_minutes.unwrap_or(5).max(1);
+    let scope = scope(&app, tenant);
     let result = read(&app, move |core| {
         let now = SystemTime::now();
         let counts = core
             .tracker
-            .stage_counts(Window::new(UNIX_EPOCH, now + Duration::from_secs(1)))?;
-        let throughput = core
+            .stage_counts(Window::new(UNIX_EPOCH, now + Duration::from_secs(1)), scope.as_ref())?;
+        let mut throughput = core
             .tracker
             .client_throughput(Window::last(Duration::from_secs(minutes * 60), now))?;
+        throughput.retain(|t| scope.as_ref().is_none_or(|s| t.tenant == *s));
         Ok((counts, throughput, core.pipeline.status()))
     })
     .await;
@@ -140,12 +154,21 @@ pub(super) async fn status(State(app): State<Arc<App>>, Query(q): Query<StatusQu
     .into_response()
 }
 
-pub(super) async fn batch(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+pub(super) async fn batch(
+    State(app): State<Arc<App>>,
+    Extension(RequestTenant(tenant)): Extension<RequestTenant>,
+    Path(id): Path<String>,
+) -> Response {
     let id: BatchId = match id.parse() {
         Ok(id) => id,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("batch id `{id}`: {e}")),
     };
+    let scope = scope(&app, tenant);
     match read(&app, move |core| core.tracker.batch(id)).await {
+        // Another tenant's batch is answered as one that does not exist.
+        Ok(record) if scope.as_ref().is_some_and(|s| record.meta.tenant != *s) => {
+            error(StatusCode::NOT_FOUND, format!("batch {id} is not registered"))
+        }
         Ok(record) => Json(batch_json(&record, SystemTime::now())).into_response(),
         Err(response) => response,
     }
@@ -159,7 +182,12 @@ pub(super) struct ListQuery {
     limit: Option<usize>,
 }
 
-pub(super) async fn batches(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
+pub(super) async fn batches(
+    State(app): State<Arc<App>>,
+    Extension(RequestTenant(tenant)): Extension<RequestTenant>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let scope = scope(&app, tenant);
     let stage = match q.stage.as_deref().map(str::parse::<Stage>).transpose() {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -177,10 +205,10 @@ pub(super) async fn batches(State(app): State<Arc<App>>, Query(q): Query<ListQue
         let now = SystemTime::now();
         let before = now.checked_sub(min_age).unwrap_or(UNIX_EPOCH);
         let records = match stage {
-            Some(Stage::Failed) => core.tracker.failed(usize::MAX >> 1)?,
+            Some(Stage::Failed) => core.tracker.failed(usize::MAX >> 1, scope.as_ref())?,
             // Oldest first: a stage's batches may sit behind others', so read them all.
-            Some(_) => core.tracker.stuck(before, usize::MAX >> 1)?,
-            None => core.tracker.stuck(before, limit)?,
+            Some(_) => core.tracker.stuck(before, usize::MAX >> 1, scope.as_ref())?,
+            None => core.tracker.stuck(before, limit, scope.as_ref())?,
         };
         Ok((records, now, before))
     })
@@ -198,15 +226,18 @@ pub(super) async fn batches(State(app): State<Arc<App>>, Query(q): Query<ListQue
     Json(json!({"count": batches.len(), "batches": batches})).into_response()
 }
 
-pub(super) async fn alerts(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn alerts(
+    State(app): State<Arc<App>>,
+    Extension(RequestTenant(tenant)): Extension<RequestTenant>,
+) -> Response {
     let stuck_after = Duration::from_secs(app.config.monitor.stuck_after_minutes * 60);
     let limit = app.config.monitor.max_alerts;
+    let scope = scope(&app, tenant);
     let result = read(&app, move |core| {
         let now = SystemTime::now();
-        let stuck = core
-            .tracker
-            .stuck(now.checked_sub(stuck_after).unwrap_or(UNIX_EPOCH), limit)?;
-        Ok((stuck, core.tracker.failed(limit)?, now))
+        let before = now.checked_sub(stuck_after).unwrap_or(UNIX_EPOCH);
+        let stuck = core.tracker.stuck(before, limit, scope.as_ref())?;
+        Ok((stuck, core.tracker.failed(limit, scope.as_ref())?, now))
     })
     .await;
     let (stuck, failed, now) = match result {
