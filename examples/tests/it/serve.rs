@@ -22,6 +22,7 @@ use prost::Message;
 use serde_json::{Value, json};
 
 mod access;
+mod limits;
 
 #[path = "../../../wit-tracker/tests/it/pg_server.rs"]
 #[allow(dead_code, unreachable_pub)]
@@ -1087,6 +1088,15 @@ fn configuration_errors_name_what_is_wrong() {
         "{out:?}"
     );
     let out = run(&write(
+        "limits.yaml",
+        "tenants:\n  tenant_limits:\n    'Not A Tenant!':\n      requests_per_second: 1\n",
+    ));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tenants.tenant_limits"),
+        "{out:?}"
+    );
+    let out = run(&write(
         "env.yaml",
         "tracker:\n  kind: postgres\n  url: postgres://wit:${WIT_TEST_SECRET}@127.0.0.1/wit\n",
     ));
@@ -1109,6 +1119,10 @@ fn configuration_errors_name_what_is_wrong() {
         "keys",
         "sha256",
         "scopes",
+        "limits",
+        "tenant_limits",
+        "requests_per_second",
+        "bytes_per_second",
         "otlp",
         "max_message_bytes",
         "ack_level",

@@ -21,6 +21,7 @@ use subtle::ConstantTimeEq;
 use wit_batch::Tenant;
 
 use super::config::{Config, Scope};
+use super::limits::Throttled;
 use super::receivers::{Encoding, status_response};
 use super::server::App;
 
@@ -93,6 +94,8 @@ pub(crate) enum Denied {
     Unauthenticated(String),
     /// Another tenant's key, or a key without the route's scope (403 / `PERMISSION_DENIED`).
     Forbidden(String),
+    /// The tenant is over its requests per second (429 / `RESOURCE_EXHAUSTED`).
+    Throttled(Throttled),
 }
 
 impl Denied {
@@ -108,13 +111,26 @@ impl Denied {
                 response
             }
             Denied::Forbidden(m) => status_response(StatusCode::FORBIDDEN, 7, m, encoding, None),
+            Denied::Throttled(t) => {
+                let seconds = t.retry_after_seconds();
+                status_response(StatusCode::TOO_MANY_REQUESTS, 8, t.message, encoding, Some(seconds))
+            }
         }
     }
 }
 
 /// The tenant a request with `headers` (HTTP headers or gRPC metadata) acts for, if it may
-/// use a route of `scope`.
+/// use a route of `scope` and is within its requests per second.
 pub(crate) fn authorize(app: &App, headers: &HeaderMap, scope: Scope) -> Result<Tenant, Denied> {
+    let tenant = identify(app, headers, scope)?;
+    if let Err(throttled) = app.limits.request(&tenant) {
+        super::receivers::count_tenant(tenant.as_str().to_owned(), "throttled", 0);
+        return Err(Denied::Throttled(throttled));
+    }
+    Ok(tenant)
+}
+
+fn identify(app: &App, headers: &HeaderMap, scope: Scope) -> Result<Tenant, Denied> {
     let keys = app.keys();
     if keys.len() == 0 {
         return resolve(app, headers).map_err(Denied::BadTenant);

@@ -75,6 +75,21 @@ pub(crate) struct Tenants {
     pub(crate) default: String,
     /// API keys; none: every route is open (the tenant comes from the header).
     pub(crate) keys: Vec<KeyConfig>,
+    /// Every tenant's limits, unless `tenant_limits` names the tenant.
+    pub(crate) limits: Limits,
+    /// Limits of named tenants, in place of `limits`.
+    pub(crate) tenant_limits: std::collections::BTreeMap<String, Limits>,
+}
+
+/// A tenant's rates; 0: unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Limits {
+    /// Requests per second, on every route but health (bursts up to one second's worth).
+    pub(crate) requests_per_second: u32,
+    /// Bytes of OTLP and events request bodies (after decompression) per second (bursts up
+    /// to one second's worth; a larger request passes when the bucket is full).
+    pub(crate) bytes_per_second: u32,
 }
 
 impl Default for Tenants {
@@ -83,6 +98,8 @@ impl Default for Tenants {
             header: Some("x-wit-tenant".into()),
             default: "default".into(),
             keys: Vec::new(),
+            limits: Limits::default(),
+            tenant_limits: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -311,6 +328,9 @@ impl Config {
         }
         let config: Config = serde_saphyr::from_str(&text).map_err(|e| ConfigError(e.to_string()))?;
         super::access::Keys::of(&config).map_err(ConfigError)?;
+        for name in config.tenants.tenant_limits.keys() {
+            wit_batch::Tenant::try_new(name).map_err(|e| ConfigError(format!("tenants.tenant_limits.{name}: {e}")))?;
+        }
         Ok(config)
     }
 

@@ -9,6 +9,7 @@
 mod access;
 mod api;
 mod config;
+mod limits;
 mod receivers;
 mod server;
 

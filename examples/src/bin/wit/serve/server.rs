@@ -34,6 +34,8 @@ pub(crate) struct App {
     pub(crate) default_tenant: Tenant,
     /// The API keys (none: every route is open), replaced on SIGHUP.
     keys: RwLock<Arc<Keys>>,
+    /// Per-tenant rate limits.
+    pub(crate) limits: super::limits::Limiter,
     /// Set once recovery finished and the pipeline is open.
     pub(crate) core: OnceLock<Core>,
     pub(crate) started: Instant,
@@ -150,11 +152,13 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     let default_tenant = Tenant::try_new(&config.tenants.default)
         .map_err(|e| format!("tenants.default `{}`: {e}", config.tenants.default))?;
     let keys = Keys::of(&config)?;
+    let limits = super::limits::Limiter::new(&config);
     let app = Arc::new(App {
         config,
         config_path,
         default_tenant,
         keys: RwLock::new(Arc::new(keys)),
+        limits,
         core: OnceLock::new(),
         started: Instant::now(),
     });

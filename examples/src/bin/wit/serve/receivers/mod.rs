@@ -33,6 +33,8 @@ pub(crate) enum Refusal {
     Unavailable(String),
     /// The batch was given up after its retries (not retryable).
     Failed(String),
+    /// The tenant is over its bytes per second (retryable after the time it says).
+    Throttled(crate::serve::limits::Throttled),
 }
 
 /// What was taken of a request.
@@ -60,6 +62,7 @@ pub(crate) async fn ingest(
     let started = std::time::Instant::now();
     let bytes = payload.len() as u64;
     let (signal, source) = (key.signal, key.source);
+    let tenant = key.tenant.as_str().to_owned();
     let (records, result) = submit(app, key, format, payload).await;
     let outcome = match &result {
         Ok(_) => "accepted",
@@ -67,6 +70,13 @@ pub(crate) async fn ingest(
     };
     let transport = transport_name(source);
     count(transport, signal, outcome, records, bytes);
+    count_tenant(tenant.clone(), outcome, records);
+    if let Ok(accepted) = &result
+        && accepted.rejected > 0
+    {
+        metrics::counter!("wit_tenant_records_total", "tenant" => tenant, "outcome" => "rejected")
+            .increment(accepted.rejected);
+    }
     if let Ok(accepted) = &result {
         if accepted.rejected > 0 {
             metrics::counter!("wit_otlp_records_total", "signal" => signal_name(signal), "outcome" => "rejected")
@@ -94,6 +104,13 @@ pub(crate) fn count(transport: &'static str, signal: Signal, outcome: &'static s
     metrics::counter!("wit_otlp_bytes_total", "transport" => transport, "signal" => signal).increment(bytes);
 }
 
+/// A tenant's request (and its records) by outcome: `accepted`, a refusal's label, or
+/// `throttled` by the requests-per-second limit (records 0).
+pub(crate) fn count_tenant(tenant: String, outcome: &'static str, records: u64) {
+    metrics::counter!("wit_tenant_requests_total", "tenant" => tenant.clone(), "outcome" => outcome).increment(1);
+    metrics::counter!("wit_tenant_records_total", "tenant" => tenant, "outcome" => outcome).increment(records);
+}
+
 impl Refusal {
     /// The outcome label of the metrics.
     pub(crate) fn label(&self) -> &'static str {
@@ -103,6 +120,7 @@ impl Refusal {
             Refusal::Overloaded(_) => "overloaded",
             Refusal::Unavailable(_) => "unavailable",
             Refusal::Failed(_) => "failed",
+            Refusal::Throttled(_) => "throttled",
         }
     }
 }
@@ -117,6 +135,9 @@ async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes)
     let Some(core) = app.core() else {
         return (0, Err(Refusal::Unavailable("the server is recovering".into())));
     };
+    if let Err(throttled) = app.limits.bytes(&key.tenant, payload.len()) {
+        return (0, Err(Refusal::Throttled(throttled)));
+    }
     if !core.pipeline.has_room_for(payload.len() as u64) {
         return (0, Err(full()));
     }
@@ -327,6 +348,16 @@ pub(crate) fn http_refusal(refusal: Refusal, encoding: Encoding, retry: Option<u
         }
         Refusal::Unavailable(m) => status_response(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, m, encoding, retry),
         Refusal::Failed(m) => status_response(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, m, encoding, None),
+        Refusal::Throttled(t) => {
+            let seconds = t.retry_after_seconds();
+            status_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                RESOURCE_EXHAUSTED,
+                t.message,
+                encoding,
+                Some(seconds),
+            )
+        }
     }
 }
 

@@ -159,6 +159,7 @@ async fn export(
             }
             Denied::Unauthenticated(m) => Status::new(Code::Unauthenticated, m),
             Denied::Forbidden(m) => Status::new(Code::PermissionDenied, m),
+            Denied::Throttled(t) => throttled(t),
         })?;
     let retry = Duration::from_secs(app.config.otlp.retry_after_seconds.max(1));
     let unavailable =
@@ -175,7 +176,18 @@ async fn export(
         Refusal::TooLarge(m) => Status::new(Code::InvalidArgument, m),
         Refusal::Overloaded(m) | Refusal::Unavailable(m) => unavailable(m),
         Refusal::Failed(m) => Status::new(Code::Internal, m),
+        Refusal::Throttled(t) => throttled(t),
     })
+}
+
+/// `RESOURCE_EXHAUSTED` with the time the tenant's capacity returns.
+fn throttled(t: crate::serve::limits::Throttled) -> Status {
+    let retry = Duration::from_secs(t.retry_after_seconds());
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        t.message,
+        ErrorDetails::with_retry_info(Some(retry)),
+    )
 }
 
 fn bad_request(field: &str, description: String) -> ErrorDetails {
