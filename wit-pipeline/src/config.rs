@@ -35,6 +35,7 @@ pub struct PipelineConfig {
     pub(crate) sink: SinkConfig,
     pub(crate) events: EventOptions,
     pub(crate) max_unstored_bytes: u64,
+    pub(crate) max_unstored_bytes_per_tenant: u64,
     pub(crate) max_unindexed_bytes: u64,
     pub(crate) janitor_interval: Duration,
     pub(crate) retry_backoff: Duration,
@@ -60,6 +61,7 @@ impl PipelineConfig {
             batcher: BatcherConfig::default(),
             events: EventOptions::default(),
             max_unstored_bytes: 1 << 30,
+            max_unstored_bytes_per_tenant: u64::MAX,
             max_unindexed_bytes: 1 << 30,
             janitor_interval: Duration::from_secs(1),
             retry_backoff: Duration::from_millis(200),
@@ -132,6 +134,15 @@ impl PipelineConfig {
     /// WAL too while the store is unreachable.
     pub fn with_max_unstored_bytes(mut self, bytes: u64) -> Self {
         self.max_unstored_bytes = bytes;
+        self
+    }
+
+    /// The most payload bytes one tenant may hold submitted but not yet stored (default: no
+    /// bound but [`with_max_unstored_bytes`](Self::with_max_unstored_bytes)). Beyond it, that
+    /// tenant's parts are answered [`Submitted::Full`](crate::Submitted::Full) while other
+    /// tenants' are still taken: one tenant's backlog cannot take every tenant's room.
+    pub fn with_max_unstored_bytes_per_tenant(mut self, bytes: u64) -> Self {
+        self.max_unstored_bytes_per_tenant = bytes;
         self
     }
 

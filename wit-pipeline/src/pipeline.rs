@@ -144,6 +144,8 @@ pub(crate) struct Shared {
     tx: Mutex<Option<mpsc::Sender<Emitted>>>,
     pub(crate) acks: Mutex<HashMap<BatchId, Waiting>>,
     unstored: Mutex<u64>,
+    /// Per tenant, payload bytes submitted (in the batcher included) and not yet stored.
+    tenant_unstored: Mutex<HashMap<Tenant, u64>>,
     /// Payload bytes of stored batches whose file is not indexed yet (with indexing on).
     unindexed: AtomicU64,
     room: Condvar,
@@ -233,6 +235,28 @@ impl Shared {
             *unstored = unstored.saturating_sub(bytes);
         }
         self.bump_room();
+    }
+
+    /// Bytes `tenant` holds from now on (a part taken, a batch found in the WAL).
+    pub(crate) fn hold_tenant(&self, tenant: &Tenant, bytes: u64) {
+        *self.tenant_unstored.lock().entry(tenant.clone()).or_default() += bytes;
+    }
+
+    /// Bytes `tenant` holds no more (its batch stored or given up).
+    pub(crate) fn release_tenant(&self, tenant: &Tenant, bytes: u64) {
+        let mut held = self.tenant_unstored.lock();
+        if let Some(n) = held.get_mut(tenant) {
+            *n = n.saturating_sub(bytes);
+            if *n == 0 {
+                held.remove(tenant);
+            }
+        }
+    }
+
+    /// Whether `tenant` may submit a part of `len` bytes more under its own bound.
+    fn tenant_has_room(&self, tenant: &Tenant, len: u64) -> bool {
+        let held = self.tenant_unstored.lock().get(tenant).copied().unwrap_or(0);
+        held == 0 || held + len <= self.config.max_unstored_bytes_per_tenant
     }
 
     pub(crate) fn unstored(&self) -> u64 {
@@ -426,6 +450,7 @@ impl Pipeline {
             tx: Mutex::new(Some(tx)),
             acks: Mutex::new(HashMap::new()),
             unstored: Mutex::new(0),
+            tenant_unstored: Mutex::new(HashMap::new()),
             unindexed: AtomicU64::new(0),
             room: Condvar::new(),
             room_generation: AtomicU64::new(0),
@@ -575,12 +600,13 @@ impl Pipeline {
         let slot = Arc::new(Slot::default());
         let batches = {
             let mut ingest = shared.ingest.lock();
-            if !shared.has_room(ingest.batcher.buffered_bytes(), len) {
+            if !shared.has_room(ingest.batcher.buffered_bytes(), len) || !shared.tenant_has_room(&key.tenant, len) {
                 return Ok(Submitted::Full(part));
             }
             match ingest.batcher.push(key, part, Instant::now()) {
                 Push::Full(part) => return Ok(Submitted::Full(part)),
                 Push::Accepted { ready } => {
+                    shared.hold_tenant(&key.tenant, len);
                     ingest
                         .parts
                         .entry(key.clone())
@@ -601,6 +627,14 @@ impl Pipeline {
     pub fn has_room_for(&self, len: u64) -> bool {
         let ingest = self.shared.ingest.lock();
         self.shared.has_room(ingest.batcher.buffered_bytes(), len)
+    }
+
+    /// Whether `tenant` may submit a part of `len` payload bytes under its own bound
+    /// ([`PipelineConfig::with_max_unstored_bytes_per_tenant`]); as stale as
+    /// [`has_room_for`](Self::has_room_for). A host tells a tenant over its own bound (a
+    /// limit of that tenant's) from a pipeline that is full for everyone with it.
+    pub fn tenant_has_room_for(&self, tenant: &Tenant, len: u64) -> bool {
+        self.shared.tenant_has_room(tenant, len)
     }
 
     /// [`try_submit`](Self::try_submit), blocking while the pipeline is full.

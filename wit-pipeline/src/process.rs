@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
-use wit_batch::{BatchId, BatchMeta, Envelope, Stage};
+use wit_batch::{BatchId, BatchMeta, Envelope, Stage, Tenant};
 use wit_store::{ParquetSink, StoredFile};
 use wit_tracker::{Advance, ErrorOutcome};
 use wit_wal::{Lsn, Reader};
@@ -21,7 +21,8 @@ use crate::{Error, Result};
 /// A batch read from the WAL and not yet stored (or given up).
 struct Flight {
     id: BatchId,
-    /// Payload bytes it holds of the unstored bound.
+    /// Its tenant, and the payload bytes it holds of the unstored bounds.
+    tenant: Tenant,
     bytes: u64,
 }
 
@@ -186,12 +187,14 @@ impl Processor {
             lsn,
             Flight {
                 id: meta.id,
+                tenant: meta.tenant.clone(),
                 bytes: meta.byte_size,
             },
         );
         self.by_batch.insert(meta.id, lsn);
         if hold {
             self.shared.hold(meta.byte_size);
+            self.shared.hold_tenant(&meta.tenant, meta.byte_size);
         }
     }
 
@@ -512,6 +515,7 @@ impl Processor {
                 if let Some(flight) = self.flights.remove(&lsn) {
                     self.by_batch.remove(&flight.id);
                     self.shared.release(flight.bytes);
+                    self.shared.release_tenant(&flight.tenant, flight.bytes);
                 }
                 if let Some(waiting) = self.shared.acks.lock().remove(&id) {
                     waiting.slots.iter().for_each(|s| s.failed(&message));
@@ -593,6 +597,7 @@ impl Processor {
         };
         if let Some(flight) = self.flights.remove(&lsn) {
             self.shared.release(flight.bytes);
+            self.shared.release_tenant(&flight.tenant, flight.bytes);
         }
         // Counted before the acknowledgments it releases (a host that saw `Stored` sees it).
         self.shared.status.lock().batches_stored += 1;

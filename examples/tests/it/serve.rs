@@ -1131,6 +1131,7 @@ fn configuration_errors_name_what_is_wrong() {
         "cors_allowed_origins",
         "pipeline",
         "max_unstored_bytes",
+        "max_unstored_bytes_per_tenant",
         "batch_max_parts",
         "batch_max_bytes",
         "batch_max_age_ms",

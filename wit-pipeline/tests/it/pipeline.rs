@@ -725,3 +725,67 @@ fn an_index_that_falls_behind_pushes_back_at_the_unindexed_bound_and_catches_up(
     assert_eq!(support::stored_rows(&*sqlite, &acme, Signal::Logs), stored + 10);
     assert!(sqlite.unindexed(1_000).expect("unindexed").is_empty());
 }
+
+#[test]
+fn a_tenant_at_its_own_unstored_bound_is_refused_and_others_are_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = support::sqlite(dir.path());
+    let node = wit_store::NodeName::try_new("node-a").expect("node");
+    // Files are published only on flush: whatever is taken stays unstored until then.
+    let config = config(dir.path())
+        .with_sink(wit_store::SinkConfig::new(node).with_max_file_age(Duration::from_secs(600)))
+        .with_max_unstored_bytes_per_tenant(16 << 10);
+    let pipeline = support::open(dir.path(), config, sqlite.clone());
+    let (acme, globex) = (
+        Tenant::try_new("acme").expect("t"),
+        Tenant::try_new("globex").expect("t"),
+    );
+    let mut taken = 0u64;
+    let refused = loop {
+        let ids: Vec<u64> = (taken * 10..taken * 10 + 10).collect();
+        match pipeline
+            .try_submit(&key("acme", Signal::Logs), proto(logs(&ids), 1), AckLevel::WalDurable)
+            .expect("submit")
+        {
+            Submitted::Accepted(ack) => {
+                ack.wait_timeout(LONG).expect("in time").expect("durable");
+                taken += 1;
+                assert!(taken < 1_000, "acme is never refused");
+            }
+            Submitted::Full(part) => break part,
+        }
+    };
+    assert!(taken > 1, "{taken}");
+    let len = refused.payload.len() as u64;
+    assert!(!pipeline.tenant_has_room_for(&acme, len));
+    // Another tenant is taken meanwhile, and the pipeline as a whole has room.
+    assert!(pipeline.tenant_has_room_for(&globex, len) && pipeline.has_room_for(len));
+    match pipeline
+        .try_submit(
+            &key("globex", Signal::Logs),
+            proto(logs(&[1, 2, 3]), 1),
+            AckLevel::WalDurable,
+        )
+        .expect("submit")
+    {
+        Submitted::Accepted(ack) => {
+            ack.wait_timeout(LONG).expect("in time").expect("durable");
+        }
+        Submitted::Full(_) => panic!("globex refused for acme's backlog"),
+    }
+    // Once acme's data is stored, acme is taken again.
+    pipeline.flush().expect("flush");
+    let deadline = std::time::Instant::now() + LONG;
+    while !pipeline.tenant_has_room_for(&acme, len) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", pipeline.status());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ack = pipeline
+        .blocking_submit(&key("acme", Signal::Logs), refused, AckLevel::Stored)
+        .expect("submit");
+    pipeline.flush().expect("flush");
+    ack.wait_timeout(LONG).expect("in time").expect("stored");
+    pipeline.close().expect("close");
+    assert_eq!(support::stored_rows(&*sqlite, &acme, Signal::Logs), (taken + 1) * 10);
+    assert_eq!(support::stored_rows(&*sqlite, &globex, Signal::Logs), 3);
+}

@@ -123,3 +123,31 @@ fn a_tenant_over_its_limits_is_throttled_and_no_other_tenant_is() {
     server.wait_count(Some("bulk"), "SELECT count(DISTINCT span_id) AS n FROM spans", 120);
     server.wait_count(Some("bulk"), "SELECT count(*) AS n FROM spans", 120 * bulk_acked);
 }
+
+#[test]
+fn a_tenant_at_its_unstored_bound_is_throttled_while_others_are_taken() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Files are published only at shutdown: what is taken stays unstored until then.
+    let mut server = Server::start(
+        tmp.path(),
+        "otlp:\n  retry_after_seconds: 3\npipeline:\n  max_unstored_bytes_per_tenant: 4096\n  file_max_age_ms: 600000\n",
+    );
+    let mut acked = 0u64;
+    let retry = loop {
+        match send(&server, "big", &spans(&format!("big{acked}"), 5).encode_to_vec()) {
+            (200, _) => acked += 1,
+            (429, retry) => break retry,
+            other => panic!("big: {other:?}"),
+        }
+        assert!(acked < 100, "big is never throttled");
+    };
+    assert_eq!(retry, Some(3), "Retry-After");
+    assert!(acked >= 1);
+    // Another tenant is taken meanwhile.
+    assert_eq!(send(&server, "small", &spans("small", 5).encode_to_vec()).0, 200);
+    // A clean stop stores what was taken; after a restart SQL reads exactly that.
+    assert_eq!(server.stop(), Some(0), "{}", server.log());
+    server.spawn();
+    server.wait_count(Some("big"), "SELECT count(*) AS n FROM spans", acked * 5);
+    server.wait_count(Some("small"), "SELECT count(*) AS n FROM spans", 5);
+}

@@ -195,6 +195,9 @@ pub(crate) struct PipelineSection {
     pub(crate) batch_max_age_ms: u64,
     /// A Parquet file is published at this age (milliseconds) or size (bytes).
     pub(crate) file_max_age_ms: u64,
+    /// Bytes one tenant may hold accepted but not yet stored (0: no bound but
+    /// `max_unstored_bytes`); past it, that tenant gets 429.
+    pub(crate) max_unstored_bytes_per_tenant: u64,
     pub(crate) file_max_bytes: u64,
     /// Each published file gets a full-text index.
     pub(crate) indexing: bool,
@@ -214,6 +217,7 @@ impl Default for PipelineSection {
             batch_max_bytes: 8 << 20,
             batch_max_age_ms: 200,
             file_max_age_ms: 5_000,
+            max_unstored_bytes_per_tenant: 0,
             file_max_bytes: 256 << 20,
             indexing: true,
             wal_segment_bytes: 64 << 20,

@@ -120,6 +120,10 @@ fn open(config: &Config) -> Result<Core, String> {
         )
         .with_indexing(p.indexing)
         .with_max_unstored_bytes(p.max_unstored_bytes)
+        .with_max_unstored_bytes_per_tenant(match p.max_unstored_bytes_per_tenant {
+            0 => u64::MAX,
+            bytes => bytes,
+        })
         .with_max_unindexed_bytes(p.max_unindexed_bytes)
         .with_hot_tier(hot.clone());
     let pipeline = Pipeline::open(pipeline_config, destination.clone(), tracker.clone())

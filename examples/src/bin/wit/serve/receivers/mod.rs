@@ -138,6 +138,9 @@ async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes)
     if let Err(throttled) = app.limits.bytes(&key.tenant, payload.len()) {
         return (0, Err(Refusal::Throttled(throttled)));
     }
+    if !core.pipeline.tenant_has_room_for(&key.tenant, payload.len() as u64) {
+        return (0, Err(tenant_full(app, &key.tenant)));
+    }
     if !core.pipeline.has_room_for(payload.len() as u64) {
         return (0, Err(full()));
     }
@@ -185,6 +188,15 @@ fn full() -> Refusal {
     Refusal::Overloaded("the server holds as much data not yet stored or indexed as it may: retry later".into())
 }
 
+/// The tenant holds as much unstored data as one tenant may (`pipeline.max_unstored_bytes_per_tenant`):
+/// its limit, not the server's, so 429 / `RESOURCE_EXHAUSTED`.
+fn tenant_full(app: &App, tenant: &wit_batch::Tenant) -> Refusal {
+    Refusal::Throttled(crate::serve::limits::Throttled {
+        message: format!("tenant `{tenant}` holds as much data not yet stored as one tenant may: retry later"),
+        retry_after: std::time::Duration::from_secs(app.config.otlp.retry_after_seconds.max(1)),
+    })
+}
+
 /// Submits a decoded request (with its rows when it decoded whole: the pipeline stores them
 /// rather than decode the request again) and waits for its acknowledgment.
 async fn wait(
@@ -203,7 +215,17 @@ async fn wait(
     };
     let ack = match submitted {
         Ok(Submitted::Accepted(ack)) => ack,
-        Ok(Submitted::Full(_)) => return Err(full()),
+        Ok(Submitted::Full(part)) => {
+            return Err(
+                match core
+                    .pipeline
+                    .tenant_has_room_for(&key.tenant, part.payload.len() as u64)
+                {
+                    true => full(),
+                    false => tenant_full(app, &key.tenant),
+                },
+            );
+        }
         Err(wit_pipeline::Error::PartTooLarge { len, max }) => {
             return Err(Refusal::TooLarge(format!(
                 "the request's {len} bytes exceed the {max} bytes a batch can hold"
