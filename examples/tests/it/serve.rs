@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 mod access;
 mod limits;
+mod outage;
 
 #[path = "../../../wit-tracker/tests/it/pg_server.rs"]
 #[allow(dead_code, unreachable_pub)]
