@@ -858,6 +858,13 @@ fn postgresql_tracker_and_s3_storage_by_configuration() {
             .all(|p| p.extension().is_none_or(|e| e != "parquet")),
         "no Parquet file on the local disk"
     );
+    // Staged under its own data directory, not in a /tmp directory another server of the
+    // same node name would share (two such servers on one machine would lock each other out).
+    assert!(
+        tmp.path().join("data").join("staging").is_dir(),
+        "{:?}",
+        walk(tmp.path())
+    );
 
     // Restarted, it finds its data where the configuration says.
     assert_eq!(server.stop(), Some(0), "{}", server.log());

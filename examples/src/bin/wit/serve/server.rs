@@ -105,6 +105,19 @@ fn open(config: &Config) -> Result<Core, String> {
     let node = NodeName::try_new(&config.node).map_err(|e| format!("node `{}`: {e}", config.node))?;
     let p = &config.pipeline;
     let hot = HotTier::new(p.hot_tier_bytes);
+    let mut sink = SinkConfig::new(node.clone())
+        .with_max_file_age(Duration::from_millis(p.file_max_age_ms))
+        .with_max_file_bytes(p.file_max_bytes);
+    // Files bound for object storage are staged under the data directory: the server's own,
+    // not a directory in /tmp that another server of the same node name would share.
+    if config
+        .storage
+        .url
+        .as_deref()
+        .is_some_and(|u| u.contains("://") && !u.starts_with("file://"))
+    {
+        sink = sink.with_staging_dir(config.data_dir.join("staging"));
+    }
     let pipeline_config = PipelineConfig::new(config.data_dir.join("pipeline"), node.clone())
         .with_wal(wit_wal::Config::default().with_segment_size(p.wal_segment_bytes))
         .with_batcher(
@@ -113,11 +126,7 @@ fn open(config: &Config) -> Result<Core, String> {
                 .with_max_bytes(p.batch_max_bytes)
                 .with_max_age(Duration::from_millis(p.batch_max_age_ms)),
         )
-        .with_sink(
-            SinkConfig::new(node)
-                .with_max_file_age(Duration::from_millis(p.file_max_age_ms))
-                .with_max_file_bytes(p.file_max_bytes),
-        )
+        .with_sink(sink)
         .with_indexing(p.indexing)
         .with_max_unstored_bytes(p.max_unstored_bytes)
         .with_max_unstored_bytes_per_tenant(match p.max_unstored_bytes_per_tenant {
@@ -127,7 +136,7 @@ fn open(config: &Config) -> Result<Core, String> {
         .with_max_unindexed_bytes(p.max_unindexed_bytes)
         .with_hot_tier(hot.clone());
     let pipeline = Pipeline::open(pipeline_config, destination.clone(), tracker.clone())
-        .map_err(|e| format!("cannot open the pipeline: {e}"))?;
+        .map_err(|e| format!("cannot open the pipeline: {}", chain(&e)))?;
     let q = &config.query;
     let mut query_config = QueryConfig::default().with_hot_tier(hot);
     if q.target_partitions > 0 {
@@ -149,6 +158,21 @@ async fn bind(what: &str, addr: std::net::SocketAddr) -> Result<TcpListener, Str
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+/// `error` with its sources, each after a colon.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// Runs the server until a termination signal; returns once everything is closed.
