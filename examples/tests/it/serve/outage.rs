@@ -63,3 +63,34 @@ fn with_the_object_store_down_acknowledgments_stop_at_the_bound_and_resume_after
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn with_the_postgresql_tracker_down_acknowledgments_stop_at_the_bound_and_resume_after() {
+    let Some(pg) = pg_server::PgServer::start(false) else {
+        return;
+    };
+    let tracker = pg.fresh_schema("outage");
+    let extra = format!(
+        "tracker:\n  kind: postgres\n  url: \"{tracker}\"\notlp:\n  retry_after_seconds: 2\n\
+         pipeline:\n  max_unstored_bytes: 262144\n  batch_max_bytes: 65536\n  file_max_age_ms: 100\n"
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = Server::start(tmp.path(), &extra);
+    pg.stop();
+    let mut acked = 0u64;
+    let refusal = loop {
+        let body = spans(&format!("pg{acked}"), 20).encode_to_vec();
+        match post(&server.otlp_url("/v1/traces"), "application/x-protobuf", false, &body) {
+            (200, ..) => acked += 1,
+            (status, _, retry, _) => break (status, retry),
+        }
+        assert!(acked < 10_000, "never refused while the tracker is down");
+    };
+    assert_eq!(refusal, (503, Some("2".to_string())), "retryable, with Retry-After");
+    assert!(acked > 0);
+
+    // The tracker is back: everything acknowledged is stored, once.
+    pg.start_again();
+    server.wait_count(None, "SELECT count(*) AS n FROM spans", acked * 20);
+    server.wait_count(None, "SELECT count(DISTINCT name) AS n FROM spans", acked * 20);
+}
