@@ -17,10 +17,10 @@ use wit_batch::Tenant;
 
 use super::config::{Config, Limits};
 
-/// One tenant's buckets (`None`: unlimited).
+/// One tenant's buckets (`None`: unlimited), with the bytes bucket's size.
 struct Buckets {
     requests: Option<DefaultDirectRateLimiter>,
-    bytes: Option<DefaultDirectRateLimiter>,
+    bytes: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
 }
 
 /// Why a request was throttled, and when to try again.
@@ -39,6 +39,8 @@ impl Throttled {
 
 /// Every tenant's buckets, made on a tenant's first request.
 pub(crate) struct Limiter {
+    /// No tenant has a limit: nothing to check (the common case, kept off the hot path).
+    unlimited: bool,
     default: Limits,
     named: HashMap<String, Limits>,
     buckets: Mutex<HashMap<Tenant, Arc<Buckets>>>,
@@ -47,7 +49,10 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     pub(crate) fn new(config: &Config) -> Limiter {
+        let unlimited = config.tenants.limits == Limits::default()
+            && config.tenants.tenant_limits.values().all(|l| *l == Limits::default());
         Limiter {
+            unlimited,
             default: config.tenants.limits,
             named: config.tenants.tenant_limits.clone().into_iter().collect(),
             buckets: Mutex::new(HashMap::new()),
@@ -68,7 +73,7 @@ impl Limiter {
                 };
                 Arc::new(Buckets {
                     requests: bucket(limits.requests_per_second, 0),
-                    bytes: bucket(limits.bytes_per_second, 0),
+                    bytes: bucket(limits.bytes_per_second, 0).zip(NonZeroU32::new(limits.bytes_per_second)),
                 })
             })
             .clone()
@@ -76,6 +81,9 @@ impl Limiter {
 
     /// Takes one request of `tenant`'s.
     pub(crate) fn request(&self, tenant: &Tenant) -> Result<(), Throttled> {
+        if self.unlimited {
+            return Ok(());
+        }
         let Some(bucket) = &self.buckets(tenant).requests else {
             return Ok(());
         };
@@ -87,14 +95,17 @@ impl Limiter {
 
     /// Takes `bytes` of `tenant`'s request bytes.
     pub(crate) fn bytes(&self, tenant: &Tenant, bytes: usize) -> Result<(), Throttled> {
-        let Some(bucket) = &self.buckets(tenant).bytes else {
+        if self.unlimited {
+            return Ok(());
+        }
+        let Some((bucket, burst)) = &self.buckets(tenant).bytes else {
             return Ok(());
         };
         let Some(n) = NonZeroU32::new(u32::try_from(bytes).unwrap_or(u32::MAX)) else {
             return Ok(());
         };
         // A request larger than the bucket passes when the bucket is full, and empties it.
-        let n = n.min(self.bytes_burst(tenant));
+        let n = n.min(*burst);
         let throttled = |retry_after| Throttled {
             message: format!("tenant `{tenant}` is over its bytes per second: retry later"),
             retry_after,
@@ -104,11 +115,5 @@ impl Limiter {
             Ok(Err(until)) => Err(throttled(until.wait_time_from(self.clock.now()))),
             Err(_) => Err(throttled(Duration::from_secs(1))),
         }
-    }
-
-    /// The size of `tenant`'s bytes bucket: one second's worth.
-    fn bytes_burst(&self, tenant: &Tenant) -> NonZeroU32 {
-        let limits = self.named.get(tenant.as_str()).copied().unwrap_or(self.default);
-        NonZeroU32::new(limits.bytes_per_second).unwrap_or(NonZeroU32::MAX)
     }
 }
