@@ -14,6 +14,85 @@ const PREFIX_LEN: usize = 4 + 2 + 4;
 const MIN_PART_LEN: usize = 1 + 1 + 4 + 1 + 8;
 /// The smallest encoded topic: its length.
 const MIN_TOPIC_LEN: usize = 4;
+/// The longest idempotency key, in bytes.
+const MAX_KEY_LEN: usize = 255;
+/// The largest receipt, in bytes.
+const MAX_RECEIPT_LEN: usize = 64 << 10;
+
+/// The idempotency key a part was submitted under, with the host's receipt: its answer to
+/// the request, given again to a repeat of it. Both travel in the WAL with the part, so a
+/// key taken before a crash is still known after it.
+///
+/// ```
+/// use wit_batch::Idempotency;
+///
+/// let idem = Idempotency::try_new("order-7f3a", &b"{\"accepted\":3}"[..])?;
+/// assert_eq!(idem.key(), "order-7f3a");
+/// assert!(Idempotency::try_new("", &b""[..]).is_err());
+/// assert!(Idempotency::try_new("two words", &b""[..]).is_err());
+/// # Ok::<_, wit_batch::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Idempotency {
+    key: String,
+    receipt: Bytes,
+}
+
+impl Idempotency {
+    /// The key and receipt, checked: a key is 1 to 255 bytes of visible ASCII (`!` to `~`,
+    /// as an HTTP header value without spaces), a receipt at most 64 KiB.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidIdempotencyKey`], saying what is wrong.
+    pub fn try_new(key: impl Into<String>, receipt: impl Into<Bytes>) -> Result<Idempotency> {
+        let key = key.into();
+        let receipt = receipt.into();
+        Self::check(&key, receipt.len()).map_err(|reason| Error::InvalidIdempotencyKey {
+            key: key.chars().take(64).collect(),
+            reason,
+        })?;
+        Ok(Idempotency { key, receipt })
+    }
+
+    /// Why `key` (with a receipt of `receipt_len` bytes) is not valid, if it is not.
+    pub(crate) fn check(key: &str, receipt_len: usize) -> std::result::Result<(), String> {
+        if key.is_empty() {
+            return Err("an idempotency key is not empty".to_owned());
+        }
+        if key.len() > MAX_KEY_LEN {
+            return Err(format!(
+                "an idempotency key has at most {MAX_KEY_LEN} bytes, this one {}",
+                key.len()
+            ));
+        }
+        if let Some((at, c)) = key.char_indices().find(|(_, c)| !('!'..='~').contains(c)) {
+            return Err(format!(
+                "an idempotency key is visible ASCII ('!' to '~'); byte {at} is {c:?}"
+            ));
+        }
+        if receipt_len > MAX_RECEIPT_LEN {
+            return Err(format!(
+                "a receipt has at most {MAX_RECEIPT_LEN} bytes, this one {receipt_len}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The receipt.
+    pub fn receipt(&self) -> &Bytes {
+        &self.receipt
+    }
+
+    fn encoded_len(&self) -> usize {
+        1 + self.key.len() + 4 + self.receipt.len()
+    }
+}
 
 /// One payload as received, with what is needed to convert it again.
 ///
@@ -37,6 +116,8 @@ pub struct Part {
     pub source_offset: Option<i64>,
     /// The payload bytes exactly as received (still compressed, if they arrived compressed).
     pub payload: Bytes,
+    /// The idempotency key the part was submitted under, if any.
+    pub idempotency: Option<Idempotency>,
 }
 
 impl Part {
@@ -48,6 +129,7 @@ impl Part {
             message_count,
             source_offset: None,
             payload: payload.into(),
+            idempotency: None,
         }
     }
 
@@ -56,29 +138,52 @@ impl Part {
         self.source_offset = Some(offset);
         self
     }
+
+    /// The part submitted under this idempotency key.
+    pub fn with_idempotency(mut self, idempotency: Idempotency) -> Part {
+        self.idempotency = Some(idempotency);
+        self
+    }
+
+    /// The part's encoded length in an envelope of `version`.
+    fn encoded_len(&self, version: u16) -> usize {
+        let idempotency = match (version, &self.idempotency) {
+            (1, _) => 0,
+            (_, None) => 1,
+            (_, Some(idem)) => 1 + idem.encoded_len(),
+        };
+        1 + 1 + 4 + offset_len(self.source_offset) + idempotency + 8 + self.payload.len()
+    }
 }
 
 /// A batch as it is written to the WAL: its [`BatchMeta`] and its [`Part`]s, with each
 /// payload exactly as it was received, so a replay reconverts exactly what arrived.
 ///
-/// # Format (version 1)
+/// # Format (versions 1 and 2)
 ///
 /// All integers are little-endian; strings are UTF-8.
 ///
 /// ```text
-/// envelope = magic "WBAT" | version u16 (= 1) | header_len u32 | header | part_count u32 | part*
+/// envelope = magic "WBAT" | version u16 (1 or 2) | header_len u32 | header | part_count u32 | part*
 /// header   = batch id (16 B, UUID byte order) | created_at: secs i64, nanos u32
 ///          | tenant: len u8, bytes | signal code u8 | source kind code u8
 ///          | message_count u64 | byte_size u64
 ///          | first_offset: flag u8 (0 or 1), i64 if 1 | last_offset: flag u8, i64 if 1
 ///          | topic_count u32 | topic*: len u32, bytes
 /// part     = format code u8 | compression code u8 | message_count u32
-///          | source_offset: flag u8, i64 if 1 | payload_len u64 | payload
+///          | source_offset: flag u8, i64 if 1
+///          | (version 2 only) idempotency: flag u8, if 1: key_len u8, key, receipt_len u32, receipt
+///          | payload_len u64 | payload
 /// ```
+///
+/// Version 2 added the parts' [`Idempotency`] keys. An envelope is written in version 1
+/// when none of its parts has a key (so such envelopes are byte for byte what earlier builds
+/// wrote, and those builds read them), in version 2 otherwise; both are read.
 ///
 /// `header_len` counts the header's bytes exactly, so [`decode_header`](Self::decode_header)
 /// reads a batch's metadata without touching its payloads. The encoding is canonical: bytes
-/// that decode encode back to themselves. It carries no checksum; the WAL checksums records.
+/// that decode encode back to themselves (so a version 2 envelope without any key is
+/// refused: it is written as version 1). It carries no checksum; the WAL checksums records.
 ///
 /// # Invariants
 ///
@@ -125,6 +230,7 @@ pub struct Envelope {
 /// The decoded header and where some of its fields are, for later checks.
 struct Header {
     meta: BatchMeta,
+    version: u16,
     /// Offset of the first byte after the header.
     end: usize,
     message_count_at: usize,
@@ -132,8 +238,17 @@ struct Header {
 }
 
 impl Envelope {
-    /// The envelope format version this build reads and writes.
-    pub const VERSION: u16 = 1;
+    /// The newest envelope format version: this build reads versions 1 to `VERSION`.
+    pub const VERSION: u16 = 2;
+
+    /// The version [`encode`](Self::encode) writes: 1 unless a part has an idempotency key.
+    pub fn version(&self) -> u16 {
+        if self.parts.iter().any(|p| p.idempotency.is_some()) {
+            2
+        } else {
+            1
+        }
+    }
 
     /// The envelope of `meta` and `parts`.
     ///
@@ -162,11 +277,8 @@ impl Envelope {
 
     /// The length of [`encode`](Self::encode)'s output.
     pub fn encoded_len(&self) -> usize {
-        let parts: usize = self
-            .parts
-            .iter()
-            .map(|p| 1 + 1 + 4 + offset_len(p.source_offset) + 8 + p.payload.len())
-            .sum();
+        let version = self.version();
+        let parts: usize = self.parts.iter().map(|p| p.encoded_len(version)).sum();
         PREFIX_LEN + self.header_len() + 4 + parts
     }
 
@@ -190,8 +302,9 @@ impl Envelope {
         out.reserve(self.encoded_len());
         let start = out.len();
         let header_len = self.header_len();
+        let version = self.version();
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&Self::VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&len_u32(header_len, "header").to_le_bytes());
 
         let meta = &self.meta;
@@ -221,6 +334,18 @@ impl Envelope {
             out.push(part.compression.code());
             out.extend_from_slice(&part.message_count.to_le_bytes());
             put_offset(out, part.source_offset);
+            if version >= 2 {
+                match &part.idempotency {
+                    None => out.push(0),
+                    Some(idem) => {
+                        out.push(1);
+                        out.push(u8::try_from(idem.key.len()).expect("keys are checked to 255 bytes"));
+                        out.extend_from_slice(idem.key.as_bytes());
+                        out.extend_from_slice(&len_u32(idem.receipt.len(), "receipt").to_le_bytes());
+                        out.extend_from_slice(&idem.receipt);
+                    }
+                }
+            }
             out.extend_from_slice(&(part.payload.len() as u64).to_le_bytes());
             out.extend_from_slice(&part.payload);
         }
@@ -233,12 +358,13 @@ impl Envelope {
     ///
     /// # Errors
     ///
-    /// - [`Error::UnsupportedEnvelopeVersion`] for a version other than [`Envelope::VERSION`];
+    /// - [`Error::UnsupportedEnvelopeVersion`] for a version other than 1 to [`Envelope::VERSION`];
     /// - [`Error::Envelope`], naming the byte offset, for anything else that is wrong: a wrong
     ///   magic, truncation (with how many bytes were needed and how many were there), a header
     ///   length that does not match its fields, a payload that runs past the end, trailing
     ///   bytes, counts in the header that do not match the parts, an unknown signal, source
-    ///   kind, format or compression code, a string that is not UTF-8, an invalid tenant.
+    ///   kind, format or compression code, a string that is not UTF-8, an invalid tenant, an
+    ///   invalid idempotency key, a version 2 envelope without any key.
     pub fn decode(bytes: &Bytes) -> Result<Envelope> {
         let header = read_header(bytes)?;
         let meta = header.meta;
@@ -258,6 +384,11 @@ impl Envelope {
                 .ok_or_else(|| cur.error(at, format!("unknown compression code {code}")))?;
             let message_count = cur.u32("message count")?;
             let source_offset = cur.offset("source offset")?;
+            let idempotency = if header.version >= 2 {
+                read_idempotency(&mut cur, bytes)?
+            } else {
+                None
+            };
             let len = cur.u64("payload length")?;
             let start = cur.pos;
             cur.take(len, "payload")?;
@@ -270,9 +401,16 @@ impl Envelope {
                 message_count,
                 source_offset,
                 payload,
+                idempotency,
             });
         }
         cur.part = None;
+        if header.version >= 2 && parts.iter().all(|p| p.idempotency.is_none()) {
+            return Err(Error::Envelope {
+                offset: 4,
+                reason: "a version 2 envelope without idempotency keys (it is written as version 1)".to_owned(),
+            });
+        }
         if cur.remaining() > 0 {
             return Err(cur.error(
                 cur.pos,
@@ -384,7 +522,7 @@ fn read_header(bytes: &[u8]) -> Result<Header> {
         ));
     }
     let version = cur.u16("version")?;
-    if version != Envelope::VERSION {
+    if !(1..=Envelope::VERSION).contains(&version) {
         return Err(Error::UnsupportedEnvelopeVersion {
             found: version,
             supported: Envelope::VERSION,
@@ -465,10 +603,33 @@ fn read_header(bytes: &[u8]) -> Result<Header> {
     };
     Ok(Header {
         meta,
+        version,
         end: cur.pos,
         message_count_at,
         byte_size_at,
     })
+}
+
+/// A part's idempotency flag and, if 1, its key and receipt (sharing `bytes`).
+fn read_idempotency(cur: &mut Cursor<'_>, bytes: &Bytes) -> Result<Option<Idempotency>> {
+    let at = cur.pos;
+    match cur.u8("idempotency flag")? {
+        0 => return Ok(None),
+        1 => {}
+        flag => return Err(cur.error(at, format!("idempotency presence flag is {flag}, expected 0 or 1"))),
+    }
+    let len = cur.u8("idempotency key length")?;
+    let at = cur.pos;
+    let key = cur.take(u64::from(len), "idempotency key")?;
+    let key = std::str::from_utf8(key).map_err(|e| cur.error(at, format!("idempotency key is not UTF-8: {e}")))?;
+    let receipt_len = cur.u32("receipt length")?;
+    Idempotency::check(key, receipt_len as usize).map_err(|reason| cur.error(at, reason))?;
+    let start = cur.pos;
+    cur.take(u64::from(receipt_len), "receipt")?;
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        receipt: bytes.slice(start..cur.pos),
+    }))
 }
 
 /// Reads little-endian fields from `buf[pos..end]`, with errors that name the offset.
@@ -662,16 +823,93 @@ mod tests {
         assert_eq!(offset, 0);
         assert!(reason.contains("not a batch envelope"), "{reason}");
 
-        let mut bytes = sample().encode();
-        bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
-        assert!(matches!(
-            decode(bytes.clone()),
-            Err(Error::UnsupportedEnvelopeVersion { found: 2, supported: 1 })
-        ));
-        assert!(matches!(
-            Envelope::decode_header(&bytes),
-            Err(Error::UnsupportedEnvelopeVersion { found: 2, supported: 1 })
-        ));
+        for version in [0u16, 3] {
+            let mut bytes = sample().encode();
+            bytes[4..6].copy_from_slice(&version.to_le_bytes());
+            assert!(matches!(
+                decode(bytes.clone()),
+                Err(Error::UnsupportedEnvelopeVersion { found, supported: 2 }) if found == version
+            ));
+            assert!(matches!(
+                Envelope::decode_header(&bytes),
+                Err(Error::UnsupportedEnvelopeVersion { found, supported: 2 }) if found == version
+            ));
+        }
+    }
+
+    fn keyed() -> Envelope {
+        let (meta, mut parts) = sample().into_inner();
+        parts[1].idempotency = Some(Idempotency::try_new("req-1", &b"{\"ok\":1}"[..]).unwrap());
+        Envelope::new(meta, parts)
+    }
+
+    #[test]
+    fn without_keys_version_1_is_written_and_with_a_key_version_2() {
+        let plain = sample();
+        assert_eq!(plain.version(), 1);
+        assert_eq!(&plain.encode()[4..6], &[1, 0]);
+
+        let env = keyed();
+        assert_eq!(env.version(), 2);
+        let bytes = env.encode();
+        assert_eq!(bytes.len(), env.encoded_len());
+        assert_eq!(&bytes[4..6], &[2, 0]);
+        // The header is the same in both versions.
+        assert_eq!(&bytes[6..PARTS_AT], &plain.encode()[6..PARTS_AT]);
+        // Part 0: format, compression, count, offset (flag and i64), then no key.
+        let flag0 = PARTS_AT + 4 + 1 + 1 + 4 + 9;
+        assert_eq!(bytes[flag0], 0);
+        let bytes = Bytes::from(bytes);
+        let decoded = Envelope::decode(&bytes).unwrap();
+        assert_eq!(decoded, env);
+        let idem = decoded.parts()[1].idempotency.as_ref().unwrap();
+        assert_eq!((idem.key(), &idem.receipt()[..]), ("req-1", &b"{\"ok\":1}"[..]));
+        // The receipt is a slice of the input, as payloads are.
+        assert!(bytes.as_ptr_range().contains(&idem.receipt().as_ptr()));
+    }
+
+    #[test]
+    fn a_version_2_envelope_without_a_key_or_with_a_bad_key_is_refused() {
+        // Version 2 with every flag 0: not canonical.
+        let env = keyed();
+        let mut bytes = env.encode();
+        let flag0 = PARTS_AT + 4 + 1 + 1 + 4 + 9;
+        let flag1 = flag0 + 1 + 8 + 3 + 1 + 1 + 4 + 9;
+        assert_eq!(bytes[flag1], 1);
+        let mut unkeyed = bytes[..flag1].to_vec();
+        unkeyed.push(0);
+        unkeyed.extend_from_slice(&bytes[flag1 + 1 + 1 + 5 + 4 + 8..]);
+        let (offset, reason) = envelope_error(decode(unkeyed));
+        assert_eq!(offset, 4);
+        assert!(reason.contains("without idempotency keys"), "{reason}");
+        // A flag other than 0 or 1.
+        bytes[flag0] = 7;
+        let (offset, reason) = envelope_error(decode(bytes.clone()));
+        assert_eq!(offset, flag0);
+        assert!(reason.contains("idempotency presence flag is 7"), "{reason}");
+        // A key with a space in it.
+        let mut bytes = env.encode();
+        bytes[flag1 + 2 + 2] = b' ';
+        let (offset, reason) = envelope_error(decode(bytes));
+        assert_eq!(offset, flag1 + 2);
+        assert!(reason.contains("visible ASCII"), "{reason}");
+    }
+
+    #[test]
+    fn keys_are_checked_when_made() {
+        assert!(Idempotency::try_new("a".repeat(255), Bytes::new()).is_ok());
+        for (key, receipt, says) in [
+            ("".to_owned(), 0, "not empty"),
+            ("a".repeat(256), 0, "at most 255 bytes"),
+            ("tab\there".to_owned(), 0, "visible ASCII"),
+            ("caf\u{e9}".to_owned(), 0, "visible ASCII"),
+            ("ok".to_owned(), (64 << 10) + 1, "at most 65536 bytes"),
+        ] {
+            match Idempotency::try_new(key.clone(), vec![0u8; receipt]) {
+                Err(Error::InvalidIdempotencyKey { reason, .. }) => assert!(reason.contains(says), "{key:?}: {reason}"),
+                other => panic!("{key:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

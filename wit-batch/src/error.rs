@@ -59,12 +59,21 @@ pub enum Error {
     },
 
     /// A WAL envelope was written by an envelope version this build does not read.
-    #[error("batch envelope has version {found}; this build reads version {supported}")]
+    #[error("batch envelope has version {found}; this build reads versions 1 to {supported}")]
     UnsupportedEnvelopeVersion {
         /// The version in the envelope.
         found: u16,
-        /// The version this build reads and writes.
+        /// The newest version this build reads.
         supported: u16,
+    },
+
+    /// An idempotency key (or its receipt) that cannot be taken.
+    #[error("invalid idempotency key {key:?}: {reason}")]
+    InvalidIdempotencyKey {
+        /// The key (its first 64 characters).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
     },
 
     /// A lifecycle transition that the batch lifecycle does not allow.

@@ -53,7 +53,7 @@ pub mod fuzz;
 #[cfg(feature = "tokio")]
 pub use batcher::AsyncBatcher;
 pub use batcher::{BatchKey, Batcher, BatcherConfig, Push};
-pub use envelope::{Envelope, Part};
+pub use envelope::{Envelope, Idempotency, Part};
 pub use error::{Error, Result};
 
 /// The largest payload (after decompression) that OTLP decoding accepts: 256 MiB. OTLP

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use wit_batch::{BatchId, BatchMeta, Compression, Envelope, Error, Part, PayloadFormat, Signal, SourceKind, Tenant};
+use wit_batch::{
+    BatchId, BatchMeta, Compression, Envelope, Error, Idempotency, Part, PayloadFormat, Signal, SourceKind, Tenant,
+};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/envelope_decode");
 
@@ -30,14 +32,19 @@ fn part() -> impl Strategy<Value = Part> {
         any::<u32>(),
         proptest::option::of(any::<i64>()),
         proptest::collection::vec(any::<u8>(), 0..80),
+        proptest::option::of(("[!-~]{1,40}", proptest::collection::vec(any::<u8>(), 0..40))),
     )
-        .prop_map(|(format, compression, message_count, source_offset, payload)| Part {
-            format,
-            compression,
-            message_count,
-            source_offset,
-            payload: Bytes::from(payload),
-        })
+        .prop_map(
+            |(format, compression, message_count, source_offset, payload, idempotency)| Part {
+                format,
+                compression,
+                message_count,
+                source_offset,
+                payload: Bytes::from(payload),
+                idempotency: idempotency
+                    .map(|(key, receipt)| Idempotency::try_new(key, receipt).expect("the pattern makes valid keys")),
+            },
+        )
 }
 
 fn envelope() -> impl Strategy<Value = Envelope> {
