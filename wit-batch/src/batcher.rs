@@ -53,7 +53,7 @@ impl BatchKey {
 /// Limits of a [`Batcher`]: when a batch is emitted, and how much may be held.
 ///
 /// A batch is emitted once it holds [`max_messages`](Self::with_max_messages) messages or
-/// [`max_bytes`](Self::with_max_bytes) payload bytes, or once it is
+/// [`max_bytes`](Self::with_max_bytes) bytes of parts ([`Part::size`](crate::Part::size): payloads, and idempotency keys), or once it is
 /// [`max_age`](Self::with_max_age) old. All open batches together hold at most
 /// [`max_buffered_bytes`](Self::with_max_buffered_bytes).
 ///
@@ -100,7 +100,7 @@ impl BatcherConfig {
         self
     }
 
-    /// Emit a batch once it holds this many payload bytes (default 8 MiB; at least 1).
+    /// Emit a batch once it holds this many bytes of parts ([`Part::size`](crate::Part::size)) (default 8 MiB; at least 1).
     pub fn with_max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
         self
@@ -284,7 +284,7 @@ impl Batcher {
     /// docs for the rules. A [`Push::Full`] changes nothing.
     pub fn push(&mut self, key: &BatchKey, part: Part, now: Instant) -> Push {
         let (max_messages, max_bytes) = (self.config.max_messages, self.config.max_bytes);
-        let (part_messages, part_bytes) = (u64::from(part.message_count), part.payload.len() as u64);
+        let (part_messages, part_bytes) = (u64::from(part.message_count), part.size());
         let reaches_limit = |messages: u64, bytes: u64| messages >= max_messages || bytes >= max_bytes;
 
         // What the key holds now, and whether that must go first.
@@ -411,7 +411,10 @@ fn seal(key: BatchKey, batch: OpenBatch) -> Envelope {
     };
     let envelope = Envelope::new(meta, batch.parts);
     debug_assert_eq!(
-        (envelope.meta().message_count, envelope.meta().byte_size),
+        (
+            envelope.meta().message_count,
+            envelope.parts().iter().map(Part::size).sum::<u64>()
+        ),
         (batch.messages, batch.bytes)
     );
     envelope

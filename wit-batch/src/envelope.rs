@@ -145,6 +145,13 @@ impl Part {
         self
     }
 
+    /// The bytes the part weighs in a batch: its payload's, and its idempotency key's and
+    /// receipt's if it has them (a batcher counts these against its `max_bytes`).
+    pub fn size(&self) -> u64 {
+        let key = self.idempotency.as_ref().map_or(0, Idempotency::encoded_len);
+        (self.payload.len() + key) as u64
+    }
+
     /// The part's encoded length in an envelope of `version`.
     fn encoded_len(&self, version: u16) -> usize {
         let idempotency = match (version, &self.idempotency) {

@@ -131,6 +131,13 @@ impl Slot {
         self.update(|st| st.error = Some(ErrorKind::Failed(reason.to_owned())));
     }
 
+    /// Whether nothing more will happen to the part: stored (and indexed, with `indexing`),
+    /// or given up.
+    pub(crate) fn settled(&self, indexing: bool) -> bool {
+        let st = self.state.lock();
+        st.error.is_some() || (st.stored && (st.indexed || !indexing))
+    }
+
     fn outcome(&self, st: &SlotState, level: AckLevel) -> Option<Result<Acked>> {
         let reached = match level {
             AckLevel::Received => true,

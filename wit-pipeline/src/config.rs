@@ -46,6 +46,7 @@ pub struct PipelineConfig {
     pub(crate) grace: Duration,
     pub(crate) indexing: bool,
     pub(crate) hot: Option<wit_query::HotTier>,
+    pub(crate) idempotency_window: Duration,
 }
 
 impl PipelineConfig {
@@ -72,6 +73,7 @@ impl PipelineConfig {
             grace: Duration::from_secs(600),
             indexing: true,
             hot: None,
+            idempotency_window: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -204,6 +206,14 @@ impl PipelineConfig {
         self.dir.join("failed")
     }
 
+    /// How long an idempotency key is kept (default 24 hours): within it, a request under a
+    /// key already taken gets the first request's receipt and stores nothing
+    /// ([`Pipeline::claim_key`](crate::Pipeline::claim_key)); after it, the key is forgotten.
+    pub fn with_idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window;
+        self
+    }
+
     /// The node name.
     pub fn node(&self) -> &NodeName {
         &self.node
@@ -213,7 +223,9 @@ impl PipelineConfig {
     /// header (tenant, topic: a few hundred bytes; 4 KiB allowed), and a small frame per part.
     pub(crate) fn max_envelope_bytes(&self, payload_bytes: u64) -> u64 {
         const HEADER: u64 = 4 << 10;
-        const PER_PART: u64 = 16;
+        // Format, compression, message count, source offset (flag and i64), idempotency flag,
+        // payload length; an idempotency key and receipt count as payload (`Part::size`).
+        const PER_PART: u64 = 1 + 1 + 4 + 9 + 1 + 8;
         payload_bytes + HEADER + self.batcher.max_messages().saturating_mul(PER_PART)
     }
 
@@ -242,6 +254,8 @@ impl PipelineConfig {
                 self.batcher.max_messages(),
                 self.wal.max_record_size()
             )
+        } else if self.idempotency_window.is_zero() {
+            "the idempotency window must be more than zero".to_owned()
         } else if self.janitor_interval.is_zero() {
             "the janitor interval must be more than zero".to_owned()
         } else {

@@ -18,6 +18,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// An idempotency key that cannot be used: not 1 to 255 bytes of visible ASCII, a
+    /// receipt over `MAX_RECEIPT_BYTES`, or a key submitted without a claim while taken.
+    #[error("idempotency key {key:?} of tenant `{tenant}`: {reason}")]
+    IdempotencyKey {
+        /// The tenant.
+        tenant: String,
+        /// The key (its first 64 characters when it is too long).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A part is larger than a WAL record can hold (see `wit_wal::Config::with_max_record_size`):
     /// it was not taken.
     #[error("a part of {len} bytes is larger than the {max} bytes a batch's WAL record can hold")]

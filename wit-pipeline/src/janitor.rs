@@ -12,8 +12,12 @@ use wit_wal::Lsn;
 use crate::pipeline::Shared;
 use crate::{Error, Result};
 
+/// How often the tracker's idempotency keys older than the window are forgotten.
+const FORGET_INTERVAL: Duration = Duration::from_secs(60);
+
 pub(crate) fn run(shared: &Shared) {
     let mut next = Instant::now() + shared.config.janitor_interval;
+    let mut next_forget = Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
         let now = Instant::now();
         if now < next {
@@ -24,7 +28,24 @@ pub(crate) fn run(shared: &Shared) {
         if let Err(e) = pass(shared) {
             shared.note_error(&e);
         }
+        if now >= next_forget {
+            next_forget = now + FORGET_INTERVAL;
+            if let Err(e) = forget_keys(shared, SystemTime::now()) {
+                shared.note_error(&e);
+            }
+        }
     }
+}
+
+/// Forgets the idempotency keys taken before the window (as of `now`).
+pub(crate) fn forget_keys(shared: &Shared, now: SystemTime) -> Result<u64> {
+    let before = now
+        .checked_sub(shared.config.idempotency_window)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    shared
+        .tracker
+        .forget_keys_before(before)
+        .map_err(Error::tracker("forget idempotency keys"))
 }
 
 /// One pass. The WAL is truncated only below both the processor's safe point (every batch
@@ -39,6 +60,10 @@ pub(crate) fn pass(shared: &Shared) -> Result<()> {
         .map_err(Error::tracker("find the oldest unstored batch"))?;
     let point = floor.map_or(safe, |f| f.min(safe));
     shared.wal.truncate_before(Lsn(point)).map_err(Error::wal("truncate"))?;
+
+    // Keys remembered in the tracker whose parts are settled leave memory.
+    let held = shared.keys.evict_settled(shared.indexing.is_some());
+    shared.status.lock().idempotency_keys = held as u64;
 
     // Batches whose WAL records are released are complete.
     let stats = shared.wal.stats();

@@ -80,6 +80,9 @@ pub struct Status {
     pub records_stored: u64,
     /// Rows of the files indexed since the pipeline was opened.
     pub records_indexed: u64,
+    /// Idempotency keys held in memory, as of the janitor's last pass: claimed, or taken
+    /// and not yet both in the tracker and settled.
+    pub idempotency_keys: u64,
     /// The WAL is kept from this LSN on: every batch below it is stored (or given up).
     pub safe_lsn: u64,
     /// The last error a background thread met and lived through (a failed upload, say).
@@ -170,6 +173,8 @@ pub(crate) struct Shared {
     pub(crate) indexing: Option<crate::index::Indexing>,
     /// Rows of emitted batches converted by their submitters, for the processor.
     pub(crate) converted: Mutex<Converted>,
+    /// Idempotency keys claimed, or taken and not yet remembered and settled.
+    pub(crate) keys: Arc<crate::idempotency::Keys>,
 }
 
 impl Shared {
@@ -467,6 +472,7 @@ impl Pipeline {
             seen: Mutex::new(HashSet::new()),
             indexing: config_indexing.then(crate::index::Indexing::default),
             converted: Mutex::new(Converted::default()),
+            keys: Arc::default(),
         });
 
         // Recovery, step 1: complete files the last run staged are published first.
@@ -594,8 +600,21 @@ impl Pipeline {
         }
         let len = part.payload.len() as u64;
         let max = shared.config.max_part_bytes();
-        if len > max {
-            return Err(Error::PartTooLarge { len, max });
+        if part.size() > max {
+            return Err(Error::PartTooLarge { len: part.size(), max });
+        }
+        if let Some(idem) = &part.idempotency
+            && idem.receipt().len() > crate::idempotency::MAX_RECEIPT_BYTES
+        {
+            return Err(Error::IdempotencyKey {
+                tenant: key.tenant.to_string(),
+                key: idem.key().to_owned(),
+                reason: format!(
+                    "a receipt has at most {} bytes, this one {}",
+                    crate::idempotency::MAX_RECEIPT_BYTES,
+                    idem.receipt().len()
+                ),
+            });
         }
         let slot = Arc::new(Slot::default());
         let batches = {
@@ -603,8 +622,19 @@ impl Pipeline {
             if !shared.has_room(ingest.batcher.buffered_bytes(), len) || !shared.tenant_has_room(&key.tenant, len) {
                 return Ok(Submitted::Full(part));
             }
+            // The key is taken under the ingest lock, before the part can be emitted.
+            let idempotency = part.idempotency.clone();
+            let claimed = match &idempotency {
+                Some(idem) => shared.keys.take(&key.tenant, idem, &slot)?,
+                None => false,
+            };
             match ingest.batcher.push(key, part, Instant::now()) {
-                Push::Full(part) => return Ok(Submitted::Full(part)),
+                Push::Full(part) => {
+                    if let Some(idem) = &idempotency {
+                        shared.keys.untake(&key.tenant, idem, claimed);
+                    }
+                    return Ok(Submitted::Full(part));
+                }
                 Push::Accepted { ready } => {
                     shared.hold_tenant(&key.tenant, len);
                     ingest
@@ -618,6 +648,60 @@ impl Pipeline {
         };
         shared.send(batches)?;
         Ok(Submitted::Accepted(Ack::new(slot, level)))
+    }
+
+    /// Claims idempotency key `key` of `tenant` for one request, or says who has it: a
+    /// request under a key taken within the window
+    /// ([`PipelineConfig::with_idempotency_window`]) is answered with the first one's
+    /// receipt and acknowledgment, and stores nothing. A [`Claimed::New`](crate::Claimed::New)
+    /// claim goes with the request's part ([`KeyClaim::idempotency`](crate::KeyClaim::idempotency),
+    /// `Part::with_idempotency`) into the WAL envelope, so the key survives a crash: recovery
+    /// takes it again as it replays the batch, and the processor writes it to the tracker
+    /// before the batch is stored. `level` is the level the answer waits for.
+    ///
+    /// May ask the tracker (a key no longer in memory): call it where blocking briefly is
+    /// fine (`spawn_blocking` in async code).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use wit_batch::{BatchKey, Compression, Part, PayloadFormat, Signal, SourceKind, Tenant};
+    /// use wit_pipeline::{AckLevel, Claimed, Pipeline, PipelineConfig, Submitted};
+    /// use wit_store::{Destination, NodeName};
+    /// use wit_tracker::{SqliteTracker, TrackerConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let tracker = Arc::new(SqliteTracker::open(&dir.path().join("tracker.db"), TrackerConfig::default())?);
+    /// let config = PipelineConfig::new(dir.path().join("pipeline"), NodeName::try_new("node-a")?);
+    /// let pipeline = Pipeline::open(config, Destination::local(&dir.path().join("data"))?, tracker)?;
+    /// let acme = Tenant::try_new("acme")?;
+    /// let key = BatchKey::new(acme.clone(), Signal::Logs, SourceKind::Http);
+    /// let body = &br#"{"resourceLogs":[]}"#[..];
+    ///
+    /// let Claimed::New(claim) = pipeline.claim_key(&acme, "req-1", AckLevel::WalDurable)? else { panic!() };
+    /// let part = Part::new(PayloadFormat::OtlpJson, Compression::None, 1, body)
+    ///     .with_idempotency(claim.idempotency(&b"accepted 0"[..])?);
+    /// let Submitted::Accepted(ack) = pipeline.try_submit(&key, part, AckLevel::WalDurable)? else { panic!() };
+    /// pipeline.flush()?;
+    /// ack.wait()?;
+    ///
+    /// // The retry: the first answer, nothing submitted.
+    /// match pipeline.claim_key(&acme, "req-1", AckLevel::WalDurable)? {
+    ///     Claimed::Taken { receipt, ack } => {
+    ///         assert_eq!(&receipt[..], b"accepted 0");
+    ///         ack.wait()?;
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// pipeline.close()?;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IdempotencyKey`] for a key that is not 1 to 255 bytes of visible ASCII;
+    /// [`Error::Tracker`] when the tracker cannot be asked; [`Error::Closed`].
+    pub fn claim_key(&self, tenant: &Tenant, key: &str, level: AckLevel) -> Result<crate::Claimed> {
+        crate::idempotency::claim(&self.shared, tenant, key, level)
     }
 
     /// Whether a part of `len` payload bytes would be taken now rather than answered

@@ -10,12 +10,12 @@ use arrow::array::RecordBatch;
 use bytes::Bytes;
 use wit_batch::{BatchId, BatchMeta, Envelope, Stage, Tenant};
 use wit_store::{ParquetSink, StoredFile};
-use wit_tracker::{Advance, ErrorOutcome};
+use wit_tracker::{Advance, ErrorOutcome, RememberedKey};
 use wit_wal::{Lsn, Reader};
 
 use crate::convert::convert;
 use crate::error::chain;
-use crate::pipeline::{RecoveryReport, Shared};
+use crate::pipeline::{RecoveryReport, Shared, Waiting};
 use crate::{Error, Result};
 
 /// A batch read from the WAL and not yet stored (or given up).
@@ -265,6 +265,9 @@ impl Processor {
             };
             // Batches written before this run hold the bound again until stored.
             self.take_off(lsn, envelope.meta(), lsn < self.replay_end);
+            if lsn < self.replay_end {
+                self.retake_keys(lsn, &envelope, false);
+            }
             fresh.push((lsn, envelope, known));
         }
         if fresh.is_empty() {
@@ -321,6 +324,32 @@ impl Processor {
                 .iter()
                 .filter(|r| **r == wit_tracker::Registration::Registered)
                 .count() as u64;
+        }
+        // Idempotency keys outlive the WAL record in the tracker: written before the batch
+        // can be stored (and its record released).
+        let keys: Vec<RememberedKey> = fresh
+            .iter()
+            .flat_map(|(_, envelope, _)| {
+                let meta = envelope.meta();
+                envelope.parts().iter().filter_map(|part| {
+                    let idem = part.idempotency.as_ref()?;
+                    Some(RememberedKey::new(
+                        meta.tenant.clone(),
+                        idem.key(),
+                        meta.id,
+                        idem.receipt().to_vec(),
+                        meta.created_at,
+                    ))
+                })
+            })
+            .collect();
+        if !keys.is_empty() {
+            persist(&self.shared, || {
+                tracker
+                    .remember_keys(&keys)
+                    .map_err(Error::tracker("remember idempotency keys"))
+            })?;
+            self.shared.keys.remembered(&keys);
         }
         persist(&self.shared, || {
             tracker.advance(&steps).map_err(Error::tracker("advance batches"))
@@ -383,8 +412,10 @@ impl Processor {
         // so the look-up above already found it.
         if self.staged.contains(&id) {
             // Its file is complete in staging and is published (marking it STORED) as soon as
-            // the destination takes it; until then the batch holds the log.
+            // the destination takes it; until then the batch holds the log. Its keys were
+            // remembered before it was written.
             self.take_off(lsn, envelope.meta(), true);
+            self.retake_keys(lsn, envelope, true);
             if let Some(r) = report.as_deref_mut() {
                 r.already_stored += 1;
             }
@@ -394,6 +425,24 @@ impl Processor {
             r.replayed += 1;
         }
         Ok(Some(stage))
+    }
+
+    /// Recovery: the idempotency keys of a batch written before this run are taken again,
+    /// their acknowledgments following the batch.
+    fn retake_keys(&self, lsn: u64, envelope: &Envelope, remembered: bool) {
+        let meta = envelope.meta();
+        for part in envelope.parts() {
+            let Some(idem) = &part.idempotency else { continue };
+            if let Some(slot) = self.shared.keys.replayed(&meta.tenant, idem, meta.id, lsn, remembered) {
+                self.shared
+                    .acks
+                    .lock()
+                    .entry(meta.id)
+                    .or_insert_with(|| Waiting { slots: Vec::new() })
+                    .slots
+                    .push(slot);
+            }
+        }
     }
 
     /// Writes a converted batch to the sink, whole, into one file.

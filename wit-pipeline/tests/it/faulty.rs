@@ -157,6 +157,18 @@ impl Tracker for Faulty {
         self.check("purge_completed")?;
         self.inner.purge_completed(completed_before)
     }
+    fn remember_keys(&self, keys: &[wit_tracker::RememberedKey]) -> wit_tracker::Result<()> {
+        self.check("remember_keys")?;
+        self.inner.remember_keys(keys)
+    }
+    fn recall_key(&self, tenant: &Tenant, key: &str) -> wit_tracker::Result<Option<wit_tracker::RememberedKey>> {
+        self.check("recall_key")?;
+        self.inner.recall_key(tenant, key)
+    }
+    fn forget_keys_before(&self, before: SystemTime) -> wit_tracker::Result<u64> {
+        self.check("forget_keys_before")?;
+        self.inner.forget_keys_before(before)
+    }
 }
 
 impl FileCatalog for Faulty {

@@ -3,6 +3,7 @@
 mod crash;
 mod faulty;
 mod hot;
+mod idempotency;
 mod outage;
 mod pipeline;
 mod support;
