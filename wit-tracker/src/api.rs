@@ -8,7 +8,8 @@ use wit_batch::{BatchId, BatchMeta, Stage, Tenant, Transition};
 
 use crate::Result;
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, RememberedKey, SourceOffset,
+    StageCounts, Window,
 };
 
 /// Follows batches through their lifecycle. Every method is one transaction: it applies
@@ -150,8 +151,47 @@ pub trait Tracker: Send + Sync {
     fn source_offsets(&self, source: &str) -> Result<Vec<SourceOffset>>;
 
     /// Deletes the records of batches `COMPLETED` before `completed_before` and returns how
-    /// many it deleted (retention). Stored-file entries are kept.
+    /// many it deleted (retention). Stored-file entries are kept, and so are remembered
+    /// idempotency keys (they go by time only: [`forget_keys_before`](Self::forget_keys_before)).
     fn purge_completed(&self, completed_before: SystemTime) -> Result<u64>;
+
+    /// Remembers idempotency keys: for each, the batch that holds the request's part and the
+    /// host's receipt (its answer to the request). The first one remembered for a
+    /// (tenant, key) wins: a key already remembered is left as it is (no error), so calling
+    /// again after a crash is harmless. Within one call too, the first of a (tenant, key)
+    /// wins. Times are kept to the microsecond. An empty slice does nothing.
+    ///
+    /// Keys are checked before anything is written; the host should have checked them (and
+    /// refused the request) already.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidIdempotencyKey`](crate::Error::InvalidIdempotencyKey) for an empty key,
+    /// one longer than [`RememberedKey::MAX_KEY_LEN`] bytes or not visible ASCII (`!` to
+    /// `~`), or a receipt larger than [`RememberedKey::MAX_RECEIPT_LEN`]: none of the call's
+    /// keys is remembered then. Backend errors.
+    fn remember_keys(&self, keys: &[RememberedKey]) -> Result<()>;
+
+    /// The key remembered for `tenant`, if any (whatever its age: purging is
+    /// [`forget_keys_before`](Self::forget_keys_before)). `None` for a key never remembered,
+    /// one forgotten since, a key another tenant remembered, and a key no call could remember
+    /// (empty, too long, not visible ASCII: not an error here).
+    ///
+    /// # Errors
+    ///
+    /// Backend errors; [`Error::Corrupt`](crate::Error::Corrupt) for a row the tracker did not
+    /// write.
+    fn recall_key(&self, tenant: &Tenant, key: &str) -> Result<Option<RememberedKey>>;
+
+    /// Forgets the keys remembered for requests taken before `before` (their
+    /// [`at`](RememberedKey::at), strictly before, to the microsecond), of every tenant, and
+    /// returns how many it forgot. The only way keys go: batches purged by
+    /// [`purge_completed`](Self::purge_completed) leave theirs.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn forget_keys_before(&self, before: SystemTime) -> Result<u64>;
 }
 
 /// The async twin of [`Tracker`]: the same methods and meanings, awaiting the database
@@ -207,6 +247,12 @@ pub trait AsyncTracker: Send + Sync {
     fn source_offsets(&self, source: &str) -> impl Future<Output = Result<Vec<SourceOffset>>> + Send;
     /// [`Tracker::purge_completed`].
     fn purge_completed(&self, completed_before: SystemTime) -> impl Future<Output = Result<u64>> + Send;
+    /// [`Tracker::remember_keys`].
+    fn remember_keys(&self, keys: &[RememberedKey]) -> impl Future<Output = Result<()>> + Send;
+    /// [`Tracker::recall_key`].
+    fn recall_key(&self, tenant: &Tenant, key: &str) -> impl Future<Output = Result<Option<RememberedKey>>> + Send;
+    /// [`Tracker::forget_keys_before`].
+    fn forget_keys_before(&self, before: SystemTime) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// One-batch conveniences for every [`Tracker`].
@@ -314,6 +360,25 @@ macro_rules! async_from_sync {
             async fn purge_completed(&self, completed_before: std::time::SystemTime) -> $crate::Result<u64> {
                 let this = self.clone();
                 $run(move || $crate::Tracker::purge_completed(&this, completed_before)).await
+            }
+            async fn remember_keys(&self, keys: &[$crate::RememberedKey]) -> $crate::Result<()> {
+                if keys.is_empty() {
+                    return Ok(());
+                }
+                let (this, keys) = (self.clone(), keys.to_vec());
+                $run(move || $crate::Tracker::remember_keys(&this, &keys)).await
+            }
+            async fn recall_key(
+                &self,
+                tenant: &wit_batch::Tenant,
+                key: &str,
+            ) -> $crate::Result<Option<$crate::RememberedKey>> {
+                let (this, tenant, key) = (self.clone(), tenant.clone(), key.to_owned());
+                $run(move || $crate::Tracker::recall_key(&this, &tenant, &key)).await
+            }
+            async fn forget_keys_before(&self, before: std::time::SystemTime) -> $crate::Result<u64> {
+                let this = self.clone();
+                $run(move || $crate::Tracker::forget_keys_before(&this, before)).await
             }
         }
     };

@@ -53,6 +53,22 @@ pub enum Error {
         what: String,
     },
 
+    /// An idempotency key [`Tracker::remember_keys`](crate::Tracker::remember_keys) cannot
+    /// take: an empty key, one longer than
+    /// [`RememberedKey::MAX_KEY_LEN`](crate::RememberedKey::MAX_KEY_LEN) bytes or with a
+    /// character other than visible ASCII (`!` to `~`), or a receipt larger than
+    /// [`RememberedKey::MAX_RECEIPT_LEN`](crate::RememberedKey::MAX_RECEIPT_LEN). Nothing of
+    /// the call was remembered.
+    #[error("invalid idempotency key {key:?} of tenant `{tenant}`: {reason}")]
+    InvalidIdempotencyKey {
+        /// The tenant whose key it is.
+        tenant: String,
+        /// The key (its first 64 characters).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The database cannot be reached: the server is down or restarting, the connection
     /// broke, or no connection was free in time. Nothing of the failed call was applied
     /// unless its commit was under way; the tracker reconnects on the next call.

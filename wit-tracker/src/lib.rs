@@ -4,7 +4,9 @@
 //! (a repeated step is [`Transition::AlreadyApplied`](wit_batch::Transition), a skipped or
 //! backward one an error), counts stage errors until a batch is `FAILED`, leases work to stage
 //! workers on several nodes, stores source offsets in the same transaction as a step, and
-//! answers the operator's questions. It is also the transactional
+//! answers the operator's questions. It remembers the idempotency keys tenants' requests were
+//! taken under ([`RememberedKey`]: the batch and the host's receipt; the first remembered for
+//! a key wins, and keys are forgotten by age only). It is also the transactional
 //! [`FileCatalog`](wit_store::FileCatalog): publishing a Parquet file marks its batches
 //! `STORED` in the same transaction, and recording the file's full-text index marks them
 //! `INDEXED`. Backends: [`SqliteTracker`] (embedded, the default),
@@ -69,8 +71,8 @@ pub use api::{AsyncTracker, Tracker, TrackerExt};
 pub use error::{BoxError, Error, Result};
 pub use memory::InMemoryTracker;
 pub use model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Lease, Registration, SourceOffset, StageCounts,
-    StageTimes, TrackerConfig, WalPosition, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Lease, Registration, RememberedKey,
+    SourceOffset, StageCounts, StageTimes, TrackerConfig, WalPosition, Window,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresTracker;

@@ -10,8 +10,8 @@ use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, InMemoryFileCatalog, StoredFile, TimeRange};
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts,
-    TrackerConfig, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, RememberedKey, SourceOffset,
+    StageCounts, TrackerConfig, Window,
 };
 use crate::{Error, Result, Tracker, plan};
 
@@ -55,6 +55,8 @@ struct State {
     batches: HashMap<BatchId, BatchRecord>,
     offsets: BTreeMap<(String, String, i32), i64>,
     files: InMemoryFileCatalog,
+    /// Remembered idempotency keys by (tenant, key).
+    keys: HashMap<(Tenant, String), RememberedKey>,
 }
 
 impl InMemoryTracker {
@@ -260,6 +262,34 @@ impl Tracker for InMemoryTracker {
                     .is_some_and(|t| t < completed_before))
         });
         Ok((before - state.batches.len()) as u64)
+    }
+
+    fn remember_keys(&self, keys: &[RememberedKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        plan::check_keys(keys)?;
+        let mut state = self.inner.lock();
+        for key in plan::keys_to_remember(keys) {
+            state.keys.entry((key.tenant.clone(), key.key.clone())).or_insert(key);
+        }
+        Ok(())
+    }
+
+    fn recall_key(&self, tenant: &Tenant, key: &str) -> Result<Option<RememberedKey>> {
+        if !plan::rememberable(key) {
+            return Ok(None);
+        }
+        Ok(self.inner.lock().keys.get(&(tenant.clone(), key.to_owned())).cloned())
+    }
+
+    fn forget_keys_before(&self, before: SystemTime) -> Result<u64> {
+        // Stored times are whole microseconds; so is the bound, as the SQL backends have it.
+        let before = plan::micros(before);
+        let mut state = self.inner.lock();
+        let n = state.keys.len();
+        state.keys.retain(|_, k| k.at >= before);
+        Ok((n - state.keys.len()) as u64)
     }
 }
 

@@ -232,6 +232,71 @@ impl SourceOffset {
     }
 }
 
+/// An idempotency key a tenant's request was taken under, remembered by
+/// [`Tracker::remember_keys`](crate::Tracker::remember_keys): the batch that holds the
+/// request's part and the host's receipt (its answer to the request), so that a repeat of the
+/// request gets the same answer instead of being taken twice.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use wit_batch::{BatchId, Tenant};
+/// use wit_tracker::{InMemoryTracker, RememberedKey, Tracker};
+///
+/// let tracker = InMemoryTracker::default();
+/// let tenant = Tenant::try_new("acme")?;
+/// let batch = BatchId::new();
+/// let first = RememberedKey::new(tenant.clone(), "order-7f3a", batch, &b"accepted 3"[..], SystemTime::now());
+/// tracker.remember_keys(std::slice::from_ref(&first))?;
+/// // A repeat of the request (or a replay after a crash) leaves the first as it is.
+/// let again = RememberedKey::new(tenant.clone(), "order-7f3a", BatchId::new(), &b"other"[..], SystemTime::now());
+/// tracker.remember_keys(&[again])?;
+/// let recalled = tracker.recall_key(&tenant, "order-7f3a")?.expect("remembered");
+/// assert_eq!((recalled.batch, recalled.receipt.as_slice()), (batch, &b"accepted 3"[..]));
+/// assert_eq!(tracker.recall_key(&tenant, "order-0000")?, None);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RememberedKey {
+    /// The tenant whose request it was; keys are per tenant.
+    pub tenant: Tenant,
+    /// The key: 1 to [`MAX_KEY_LEN`](Self::MAX_KEY_LEN) bytes of visible ASCII (`!` to `~`).
+    pub key: String,
+    /// The batch that holds the request's part.
+    pub batch: BatchId,
+    /// The host's receipt, opaque to the tracker: at most
+    /// [`MAX_RECEIPT_LEN`](Self::MAX_RECEIPT_LEN) bytes.
+    pub receipt: Vec<u8>,
+    /// When the request was taken (kept to the microsecond).
+    pub at: SystemTime,
+}
+
+impl RememberedKey {
+    /// The longest key, in bytes.
+    pub const MAX_KEY_LEN: usize = 255;
+    /// The largest receipt, in bytes (64 KiB).
+    pub const MAX_RECEIPT_LEN: usize = 64 << 10;
+
+    /// `tenant`'s request taken under `key` at `at`, its part in `batch`, answered with
+    /// `receipt`. Not checked here: [`Tracker::remember_keys`](crate::Tracker::remember_keys)
+    /// refuses an invalid key or an oversized receipt.
+    pub fn new(
+        tenant: Tenant,
+        key: impl Into<String>,
+        batch: BatchId,
+        receipt: impl Into<Vec<u8>>,
+        at: SystemTime,
+    ) -> Self {
+        RememberedKey {
+            tenant,
+            key: key.into(),
+            batch,
+            receipt: receipt.into(),
+            at,
+        }
+    }
+}
+
 /// The outcome of registering a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Registration {

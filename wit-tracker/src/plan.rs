@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use wit_batch::{BatchId, BatchMeta, RetryDecision, RetryPolicy, Stage, Transition};
 use wit_store::StoredFile;
 
-use crate::model::{Advance, BatchRecord, ClaimRequest, ErrorOutcome, Lease, SourceOffset};
+use crate::model::{Advance, BatchRecord, ClaimRequest, ErrorOutcome, Lease, RememberedKey, SourceOffset};
 use crate::{Error, Result};
 
 /// Microseconds since the Unix epoch (negative before it), the resolution every backend keeps.
@@ -418,6 +418,66 @@ pub(crate) fn index_all(
     Ok(changed)
 }
 
+/// Why `key` (with a receipt of `receipt_len` bytes) cannot be remembered, if it cannot.
+fn key_problem(key: &str, receipt_len: usize) -> Option<String> {
+    let (max_key, max_receipt) = (RememberedKey::MAX_KEY_LEN, RememberedKey::MAX_RECEIPT_LEN);
+    if key.is_empty() {
+        return Some("an idempotency key is not empty".to_owned());
+    }
+    if key.len() > max_key {
+        return Some(format!(
+            "an idempotency key has at most {max_key} bytes, this one {}",
+            key.len()
+        ));
+    }
+    if let Some((at, c)) = key.char_indices().find(|(_, c)| !('!'..='~').contains(c)) {
+        return Some(format!(
+            "an idempotency key is visible ASCII ('!' to '~'); byte {at} is {c:?}"
+        ));
+    }
+    if receipt_len > max_receipt {
+        return Some(format!(
+            "a receipt has at most {max_receipt} bytes, this one {receipt_len}"
+        ));
+    }
+    None
+}
+
+/// Checks every key of a [`remember_keys`](crate::Tracker::remember_keys) call before
+/// anything is written: the first one that cannot be remembered fails the call.
+pub(crate) fn check_keys(keys: &[RememberedKey]) -> Result<()> {
+    for k in keys {
+        if let Some(reason) = key_problem(&k.key, k.receipt.len()) {
+            return Err(Error::InvalidIdempotencyKey {
+                tenant: k.tenant.as_str().to_owned(),
+                key: k.key.chars().take(64).collect(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `key` is one [`remember_keys`](crate::Tracker::remember_keys) could have taken.
+/// A recall of any other is `None` without a look at the database (which may not even take
+/// it as a parameter: PostgreSQL's text holds no NUL).
+pub(crate) fn rememberable(key: &str) -> bool {
+    key_problem(key, 0).is_none()
+}
+
+/// The keys of a call to remember, each `(tenant, key)` once (the first of the call wins, as
+/// against a key remembered before), with their time truncated to the microsecond.
+pub(crate) fn keys_to_remember(keys: &[RememberedKey]) -> Vec<RememberedKey> {
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    keys.iter()
+        .filter(|k| seen.insert((&k.tenant, k.key.as_str())))
+        .map(|k| RememberedKey {
+            at: micros(k.at),
+            ..k.clone()
+        })
+        .collect()
+}
+
 /// `a` and `b` together, each id once, sorted.
 pub(crate) fn merged_ids(mut a: Vec<BatchId>, b: Vec<BatchId>) -> Vec<BatchId> {
     a.extend(b);
@@ -452,6 +512,60 @@ mod tests {
             SystemTime::UNIX_EPOCH - Duration::from_micros(5_000_002)
         );
         assert_eq!(micros(micros(before)), micros(before));
+    }
+
+    #[test]
+    fn keys_are_checked_and_each_remembered_once() {
+        let tenant = wit_batch::Tenant::try_new("acme").expect("tenant");
+        let key = |k: &str, receipt: usize| {
+            RememberedKey::new(
+                tenant.clone(),
+                k,
+                BatchId::new(),
+                vec![0; receipt],
+                SystemTime::UNIX_EPOCH + Duration::new(1, 1_999),
+            )
+        };
+        let longest = "k".repeat(RememberedKey::MAX_KEY_LEN);
+        check_keys(&[key("!~", 0), key(&longest, RememberedKey::MAX_RECEIPT_LEN)]).expect("valid");
+        let long = "k".repeat(RememberedKey::MAX_KEY_LEN + 1);
+        for (bad, receipt, reason) in [
+            ("", 0, "not empty"),
+            (long.as_str(), 0, "at most 255 bytes"),
+            ("two words", 0, "byte 3 is ' '"),
+            ("caf\u{e9}", 0, "byte 3 is '\u{e9}'"),
+            ("tab\t", 0, "byte 3 is '\\t'"),
+            (
+                "ok",
+                RememberedKey::MAX_RECEIPT_LEN + 1,
+                "at most 65536 bytes, this one 65537",
+            ),
+        ] {
+            let err = check_keys(&[key("fine", 1), key(bad, receipt)]).expect_err(bad);
+            let Error::InvalidIdempotencyKey {
+                tenant,
+                key,
+                reason: why,
+            } = &err
+            else {
+                panic!("{err}")
+            };
+            assert_eq!(tenant, "acme");
+            assert_eq!(key, &bad.chars().take(64).collect::<String>());
+            assert!(why.contains(reason), "{why}");
+        }
+
+        let (a, b) = (key("a", 1), key("b", 2));
+        let mut a_again = key("a", 3);
+        a_again.batch = BatchId::new();
+        let kept = keys_to_remember(&[a.clone(), b, a_again]);
+        assert_eq!(kept.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            (kept[0].batch, kept[0].receipt.len()),
+            (a.batch, 1),
+            "the first of the call"
+        );
+        assert_eq!(kept[0].at, SystemTime::UNIX_EPOCH + Duration::new(1, 1_000));
     }
 
     #[test]

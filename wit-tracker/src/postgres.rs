@@ -20,8 +20,8 @@ use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts,
-    TrackerConfig, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, RememberedKey, SourceOffset,
+    StageCounts, TrackerConfig, Window,
 };
 use crate::plan::{micros, sql_limit, to_i64};
 use crate::sql::{
@@ -135,6 +135,21 @@ ALTER TABLE stored_files
     ADD COLUMN index_docs BIGINT,
     ADD COLUMN index_checksum BIGINT;
 CREATE INDEX stored_files_unindexed ON stored_files (path) WHERE state = 'live' AND index_path IS NULL;
+"#,
+    ),
+    (
+        4,
+        "idempotency_keys: each tenant's idempotency keys with their batch and receipt; purged by time",
+        r#"
+CREATE TABLE idempotency_keys (
+    tenant TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    batch_id UUID NOT NULL,
+    receipt BYTEA NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant, idem_key)
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 "#,
     ),
 ];
@@ -836,6 +851,70 @@ async fn purge_completed(inner: &Inner, completed_before: SystemTime) -> Result<
         .map_err(pg_err(op))
 }
 
+async fn remember_keys(inner: &Inner, keys: Vec<RememberedKey>) -> Result<()> {
+    let op = "remember_keys";
+    if keys.is_empty() {
+        return Ok(());
+    }
+    plan::check_keys(&keys)?;
+    // Each (tenant, key) once, the first of the call: one statement inserts them all.
+    let keys = plan::keys_to_remember(&keys);
+    let tenant: Vec<&str> = keys.iter().map(|k| k.tenant.as_str()).collect();
+    let key: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
+    let batch: Vec<Uuid> = keys.iter().map(|k| uuid(k.batch)).collect();
+    let receipt: Vec<&[u8]> = keys.iter().map(|k| k.receipt.as_slice()).collect();
+    let at: Vec<SystemTime> = keys.iter().map(|k| k.at).collect();
+    let client = inner.pool.get().await.map_err(pool_err(op))?;
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO idempotency_keys (tenant, idem_key, batch_id, receipt, created_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bytea[], $5::timestamptz[]) \
+             ON CONFLICT (tenant, idem_key) DO NOTHING",
+        )
+        .await
+        .map_err(pg_err(op))?;
+    client
+        .execute(&stmt, &[&tenant, &key, &batch, &receipt, &at])
+        .await
+        .map_err(pg_err(op))?;
+    Ok(())
+}
+
+async fn recall_key(inner: &Inner, tenant: Tenant, key: String) -> Result<Option<RememberedKey>> {
+    if !plan::rememberable(&key) {
+        return Ok(None);
+    }
+    let rows = query_rows(
+        inner,
+        "recall_key",
+        "SELECT batch_id, receipt, created_at FROM idempotency_keys WHERE tenant = $1 AND idem_key = $2",
+        &[&tenant.as_str(), &key],
+    )
+    .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let batch: Uuid = row.try_get(0).map_err(row_err)?;
+    let receipt: Vec<u8> = row.try_get(1).map_err(row_err)?;
+    let at: SystemTime = row.try_get(2).map_err(row_err)?;
+    Ok(Some(RememberedKey::new(
+        tenant,
+        key,
+        BatchId::from_u128(batch.as_u128()),
+        receipt,
+        at,
+    )))
+}
+
+async fn forget_keys_before(inner: &Inner, before: SystemTime) -> Result<u64> {
+    let op = "forget_keys_before";
+    let client = inner.pool.get().await.map_err(pool_err(op))?;
+    client
+        .execute("DELETE FROM idempotency_keys WHERE created_at < $1", &[&micros(before)])
+        .await
+        .map_err(pg_err(op))
+}
+
 /// Implements both [`Tracker`] and [`AsyncTracker`] from the async functions above: each call
 /// runs on the tracker's runtime; the blocking side waits for it on the calling thread.
 macro_rules! both_apis {
@@ -874,6 +953,9 @@ both_apis! {
     fn oldest_unstored_wal_position(&self, node: &str => node.to_owned()) -> Option<u64>;
     fn source_offsets(&self, source: &str => source.to_owned()) -> Vec<SourceOffset>;
     fn purge_completed(&self, completed_before: SystemTime) -> u64;
+    fn remember_keys(&self, keys: &[RememberedKey] => keys.to_vec()) -> ();
+    fn recall_key(&self, tenant: &Tenant => tenant.clone(), key: &str => key.to_owned()) -> Option<RememberedKey>;
+    fn forget_keys_before(&self, before: SystemTime) -> u64;
 }
 
 const FILE_COLUMNS: &str = "path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, batch_ids, state, \

@@ -11,8 +11,8 @@ use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts,
-    TrackerConfig, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, RememberedKey, SourceOffset,
+    StageCounts, TrackerConfig, Window,
 };
 use crate::plan::{from_micros, micros, sql_limit, to_i64, to_micros};
 use crate::sql::{
@@ -116,6 +116,21 @@ ALTER TABLE stored_files ADD COLUMN index_bytes INTEGER;
 ALTER TABLE stored_files ADD COLUMN index_docs INTEGER;
 ALTER TABLE stored_files ADD COLUMN index_checksum INTEGER;
 CREATE INDEX stored_files_unindexed ON stored_files (path) WHERE state = 'live' AND index_path IS NULL;
+"#,
+    ),
+    (
+        4,
+        "idempotency_keys: each tenant's idempotency keys with their batch and receipt; purged by time",
+        r#"
+CREATE TABLE idempotency_keys (
+    tenant TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    receipt BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, idem_key)
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 "#,
     ),
 ];
@@ -273,6 +288,13 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     }
     tx.commit().map_err(db_err("migrate"))
 }
+
+/// A tenant's key (`?1`, `?2`), read by the table's primary key.
+const RECALL_KEY_SQL: &str =
+    "SELECT batch_id, receipt, created_at FROM idempotency_keys WHERE tenant = ?1 AND idem_key = ?2";
+
+/// Forgets the keys taken before `?1`, found by `idempotency_keys_created`.
+const FORGET_KEYS_SQL: &str = "DELETE FROM idempotency_keys WHERE created_at < ?1";
 
 /// The lowest position of an unstored batch in one node's log (`?1`) or of unknown node (both
 /// read from the partial index `batch_tracker_wal`).
@@ -636,6 +658,67 @@ impl Tracker for SqliteTracker {
             Ok(n as u64)
         })
     }
+
+    fn remember_keys(&self, keys: &[RememberedKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        plan::check_keys(keys)?;
+        self.write("remember_keys", |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO idempotency_keys (tenant, idem_key, batch_id, receipt, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant, idem_key) DO NOTHING",
+                )
+                .map_err(db_err("remember_keys"))?;
+            for k in keys {
+                stmt.execute(params![
+                    k.tenant.as_str(),
+                    k.key,
+                    k.batch.to_string(),
+                    k.receipt,
+                    to_micros(k.at)
+                ])
+                .map_err(db_err("remember_keys"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn recall_key(&self, tenant: &Tenant, key: &str) -> Result<Option<RememberedKey>> {
+        if !plan::rememberable(key) {
+            return Ok(None);
+        }
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(RECALL_KEY_SQL).map_err(db_err("recall_key"))?;
+            let mut rows = stmt
+                .query(params![tenant.as_str(), key])
+                .map_err(db_err("recall_key"))?;
+            let Some(row) = rows.next().map_err(db_err("recall_key"))? else {
+                return Ok(None);
+            };
+            let (batch, receipt, at) =
+                (|| -> rusqlite::Result<(String, Vec<u8>, i64)> { Ok((row.get(0)?, row.get(1)?, row.get(2)?)) })()
+                    .map_err(db_err("recall_key"))?;
+            let batch: BatchId = batch.parse().map_err(|_| corrupt("batch id", &batch))?;
+            Ok(Some(RememberedKey::new(
+                tenant.clone(),
+                key,
+                batch,
+                receipt,
+                from_micros(at),
+            )))
+        })
+    }
+
+    fn forget_keys_before(&self, before: SystemTime) -> Result<u64> {
+        self.write("forget_keys_before", |tx| {
+            let n = tx
+                .execute(FORGET_KEYS_SQL, [to_micros(before)])
+                .map_err(db_err("forget_keys_before"))?;
+            Ok(n as u64)
+        })
+    }
 }
 
 const FILE_COLUMNS: &str = "path, client_id, signal, min_time_ns, max_time_ns, row_count, byte_size, batch_ids, state, \
@@ -916,8 +999,9 @@ mod tests {
     fn plan_of(tracker: &SqliteTracker, sql: &str) -> String {
         let conn = tracker.inner.conn.lock();
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
+        let params = rusqlite::params_from_iter(std::iter::repeat_n("", stmt.parameter_count()));
         let rows = stmt
-            .query_map([""], |r| r.get::<_, String>(3))
+            .query_map(params, |r| r.get::<_, String>(3))
             .expect("plan")
             .collect::<rusqlite::Result<Vec<_>>>()
             .expect("plan");
@@ -935,6 +1019,26 @@ mod tests {
         let seek = "SEARCH batch_tracker USING INDEX batch_tracker_wal (wal_node=? AND wal_position>?)";
         assert_eq!(plan.matches(seek).count(), 2, "{plan}");
         assert!(!plan.contains("SCAN batch_tracker"), "{plan}");
+    }
+
+    /// A recall reads the key's row by the primary key; forgetting reads the index on
+    /// `created_at`: neither scans the table.
+    #[test]
+    fn idempotency_keys_are_read_by_their_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tracker = SqliteTracker::open(&dir.path().join("t.db"), TrackerConfig::default()).expect("open");
+        let plan = plan_of(&tracker, RECALL_KEY_SQL);
+        assert!(
+            plan.contains(
+                "SEARCH idempotency_keys USING INDEX sqlite_autoindex_idempotency_keys_1 (tenant=? AND idem_key=?)"
+            ),
+            "{plan}"
+        );
+        let plan = plan_of(&tracker, FORGET_KEYS_SQL);
+        assert!(
+            plan.contains("SEARCH idempotency_keys USING INDEX idempotency_keys_created (created_at<?)"),
+            "{plan}"
+        );
     }
 
     /// The unindexed files are read from their partial index, in path order, without a sort.

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use wit_batch::{BatchId, BatchMeta, RetryPolicy, Signal, SourceKind, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 use wit_tracker::{
-    Advance, AsyncTracker, ClaimRequest, Error, ErrorOutcome, Registration, SourceOffset, Tracker, TrackerConfig,
-    TrackerExt, WalPosition, Window,
+    Advance, AsyncTracker, ClaimRequest, Error, ErrorOutcome, Registration, RememberedKey, SourceOffset, Tracker,
+    TrackerConfig, TrackerExt, WalPosition, Window,
 };
 
 /// The settings the checks assume: two retries.
@@ -728,6 +728,239 @@ pub fn purge_completed(t: &impl Tracker) {
     assert_eq!(t.batch(open).expect("open").stage, Stage::Ingested);
 }
 
+fn tenant(name: &str) -> Tenant {
+    Tenant::try_new(name).expect("tenant")
+}
+
+/// `tenant`'s `key`, taken at `when` plus a sub-microsecond remainder (backends keep
+/// microseconds).
+fn idem(tenant_name: &str, key: &str, receipt: &[u8], when: SystemTime) -> RememberedKey {
+    RememberedKey::new(
+        tenant(tenant_name),
+        key,
+        BatchId::new(),
+        receipt,
+        when + Duration::from_nanos(1_500),
+    )
+}
+
+/// What a backend gives back for `key`: the same, its time truncated to the microsecond.
+fn as_recalled(key: &RememberedKey) -> RememberedKey {
+    let mut key = key.clone();
+    key.at = micros(key.at);
+    key
+}
+
+/// Keys come back as remembered: batch, receipt bytes (empty, binary, the largest) and time
+/// to the microsecond; an unknown key is `None`; an empty call does nothing.
+pub fn idempotency_keys_remembered_and_recalled(t: &impl Tracker) {
+    let binary: Vec<u8> = (0..=255u8).cycle().take(1_000).collect();
+    let largest = vec![0xa5; RememberedKey::MAX_RECEIPT_LEN];
+    let longest_key = "~".repeat(RememberedKey::MAX_KEY_LEN);
+    let keys = [
+        idem("acme", "order-7f3a", br#"{"accepted":3}"#, at(1)),
+        idem("acme", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", &[], at(2)),
+        idem("acme", "binary", &binary, at(3)),
+        idem("acme", &longest_key, &largest, at(4)),
+    ];
+    t.remember_keys(&keys).expect("remember");
+    for key in &keys {
+        let recalled = t.recall_key(&key.tenant, &key.key).expect("recall");
+        assert_eq!(recalled.as_ref(), Some(&as_recalled(key)), "{}", key.key);
+    }
+    assert_eq!(t.recall_key(&tenant("acme"), "order-0000").expect("recall"), None);
+    assert_eq!(
+        t.recall_key(&tenant("acme"), "ORDER-7F3A").expect("recall"),
+        None,
+        "keys are exact"
+    );
+    // A key no call could remember is simply not there (not an error, whatever its bytes).
+    let too_long = "k".repeat(RememberedKey::MAX_KEY_LEN + 1);
+    for never in ["", "nul\0", "two words", "caf\u{e9}", &too_long] {
+        assert_eq!(t.recall_key(&tenant("acme"), never).expect("recall"), None, "{never:?}");
+    }
+    t.remember_keys(&[]).expect("an empty call");
+    assert_eq!(t.forget_keys_before(at(1_000)).expect("forget"), 4);
+}
+
+/// The first key remembered for a (tenant, key) wins: a second call with another batch,
+/// receipt and time leaves it as it is, without an error, and remembers the call's new keys;
+/// within one call the first of a key wins too.
+pub fn idempotency_first_remembered_wins(t: &impl Tracker) {
+    let first = idem("acme", "k1", b"first", at(1));
+    t.remember_keys(std::slice::from_ref(&first)).expect("remember");
+    let again = idem("acme", "k1", b"second", at(2));
+    let new = idem("acme", "k2", b"new", at(2));
+    t.remember_keys(&[again.clone(), new.clone()])
+        .expect("again is not an error");
+    t.remember_keys(std::slice::from_ref(&again)).expect("and again");
+    assert_eq!(
+        t.recall_key(&tenant("acme"), "k1").expect("recall"),
+        Some(as_recalled(&first))
+    );
+    assert_eq!(
+        t.recall_key(&tenant("acme"), "k2").expect("recall"),
+        Some(as_recalled(&new))
+    );
+
+    let (a, b) = (idem("acme", "k3", b"a", at(3)), idem("acme", "k3", b"b", at(4)));
+    t.remember_keys(&[a.clone(), b])
+        .expect("the same key twice in one call");
+    assert_eq!(
+        t.recall_key(&tenant("acme"), "k3").expect("recall"),
+        Some(as_recalled(&a))
+    );
+
+    // The first stays even after its batch's record is purged (keys go by time only).
+    let id = registered(t, "acme", at(0), 1);
+    let mut held = idem("acme", "k4", b"held", at(5));
+    held.batch = id;
+    t.remember_keys(std::slice::from_ref(&held)).expect("remember");
+    walk(
+        t,
+        id,
+        &[
+            Stage::WalWritten,
+            Stage::Ingested,
+            Stage::Stored,
+            Stage::Indexed,
+            Stage::Completed,
+        ],
+        at(6),
+    );
+    assert_eq!(t.purge_completed(at(1_000)).expect("purge"), 1);
+    assert!(matches!(t.batch(id), Err(Error::UnknownBatch { .. })));
+    assert_eq!(
+        t.recall_key(&tenant("acme"), "k4").expect("recall"),
+        Some(as_recalled(&held))
+    );
+    let mut replay = idem("acme", "k4", b"replayed", at(7));
+    replay.batch = BatchId::new();
+    t.remember_keys(&[replay]).expect("replay");
+    assert_eq!(
+        t.recall_key(&tenant("acme"), "k4").expect("recall"),
+        Some(as_recalled(&held))
+    );
+}
+
+/// Keys are per tenant: the same key of two tenants is two keys, each recalled as its own.
+pub fn idempotency_keys_are_per_tenant(t: &impl Tracker) {
+    let acme = idem("acme", "order-1", b"acme's", at(1));
+    t.remember_keys(std::slice::from_ref(&acme)).expect("remember");
+    assert_eq!(t.recall_key(&tenant("umbrella"), "order-1").expect("recall"), None);
+    let umbrella = idem("umbrella", "order-1", b"umbrella's", at(2));
+    t.remember_keys(std::slice::from_ref(&umbrella))
+        .expect("another tenant's is not a conflict");
+    assert_eq!(
+        t.recall_key(&tenant("acme"), "order-1").expect("recall"),
+        Some(as_recalled(&acme))
+    );
+    assert_eq!(
+        t.recall_key(&tenant("umbrella"), "order-1").expect("recall"),
+        Some(as_recalled(&umbrella))
+    );
+    assert_eq!(t.recall_key(&tenant("initech"), "order-1").expect("recall"), None);
+}
+
+/// `forget_keys_before` forgets exactly the keys taken strictly before its bound (to the
+/// microsecond), of every tenant, and says how many; `purge_completed` leaves keys alone.
+pub fn idempotency_keys_forgotten_by_time_only(t: &impl Tracker) {
+    let keys = [
+        idem("acme", "old-1", b"1", at(10)),
+        idem("umbrella", "old-2", b"2", at(20)),
+        idem("acme", "edge", b"3", at(30)),
+        idem("acme", "new-1", b"4", at(40)),
+        idem("umbrella", "new-2", b"5", at(50)),
+    ];
+    t.remember_keys(&keys).expect("remember");
+    assert_eq!(t.forget_keys_before(at(10)).expect("forget"), 0, "strictly before");
+    assert_eq!(t.purge_completed(at(1_000)).expect("purge"), 0);
+    assert_eq!(t.forget_keys_before(at(25)).expect("forget"), 2);
+    // `edge` was taken 1.5 µs past 30 s and is kept as 1 µs past: a bound in that microsecond,
+    // however many nanoseconds into it, keeps it; the next microsecond forgets it.
+    let edge = micros(keys[2].at);
+    assert_eq!(
+        t.forget_keys_before(edge + Duration::from_nanos(999)).expect("forget"),
+        0
+    );
+    assert_eq!(
+        t.forget_keys_before(edge + Duration::from_micros(1)).expect("forget"),
+        1
+    );
+    let remembered: Vec<bool> = keys
+        .iter()
+        .map(|k| t.recall_key(&k.tenant, &k.key).expect("recall").is_some())
+        .collect();
+    assert_eq!(remembered, [false, false, false, true, true]);
+    assert_eq!(
+        t.forget_keys_before(at(30)).expect("forget"),
+        0,
+        "nothing left that old"
+    );
+
+    // A forgotten key may be remembered again, with a new batch and receipt.
+    let reused = idem("acme", "old-1", b"reused", at(60));
+    t.remember_keys(std::slice::from_ref(&reused)).expect("remember");
+    assert_eq!(
+        t.recall_key(&tenant("acme"), "old-1").expect("recall"),
+        Some(as_recalled(&reused))
+    );
+    assert_eq!(t.forget_keys_before(at(1_000)).expect("forget"), 3);
+    assert_eq!(t.forget_keys_before(at(1_000)).expect("forget"), 0);
+}
+
+/// An invalid key (empty, too long, not visible ASCII) or an oversized receipt fails the
+/// whole call with `InvalidIdempotencyKey`, naming the key and its tenant: none of the call's
+/// keys is remembered.
+pub fn invalid_idempotency_keys_remember_nothing(t: &impl Tracker) {
+    let too_long = "k".repeat(RememberedKey::MAX_KEY_LEN + 1);
+    let too_large = vec![0; RememberedKey::MAX_RECEIPT_LEN + 1];
+    let cases: [(&str, &[u8], &str); 7] = [
+        ("", b"r", "not empty"),
+        (&too_long, b"r", "at most 255 bytes"),
+        ("two words", b"r", "visible ASCII"),
+        ("tab\tkey", b"r", "visible ASCII"),
+        ("caf\u{e9}", b"r", "visible ASCII"),
+        ("nul\0", b"r", "visible ASCII"),
+        ("fine-key", &too_large, "a receipt has at most 65536 bytes"),
+    ];
+    for (n, (bad, receipt, why)) in cases.into_iter().enumerate() {
+        let before = format!("before-{n}");
+        let after = format!("after-{n}");
+        let call = [
+            idem("acme", &before, b"ok", at(1)),
+            idem("umbrella", bad, receipt, at(1)),
+            idem("acme", &after, b"ok", at(1)),
+        ];
+        let err = t.remember_keys(&call).expect_err(bad);
+        let Error::InvalidIdempotencyKey {
+            tenant: who,
+            key,
+            reason,
+        } = &err
+        else {
+            panic!("{bad:?}: {err:?}")
+        };
+        assert_eq!(who, "umbrella");
+        assert_eq!(key, &bad.chars().take(64).collect::<String>());
+        assert!(reason.contains(why), "{bad:?}: {reason}");
+        assert!(err.to_string().contains("umbrella"), "{err}");
+        for k in &call {
+            assert_eq!(
+                t.recall_key(&k.tenant, &k.key).expect("recall"),
+                None,
+                "{bad:?}: {}",
+                k.key
+            );
+        }
+    }
+    assert_eq!(
+        t.forget_keys_before(at(1_000)).expect("forget"),
+        0,
+        "nothing was written"
+    );
+}
+
 fn stored_file(path: &str, ids: &[BatchId]) -> StoredFile {
     StoredFile {
         path: path.to_owned(),
@@ -970,6 +1203,28 @@ pub fn async_twin(t: &impl AsyncTracker) {
                 .is_empty()
         );
         assert_eq!(AsyncTracker::purge_completed(t, at(10)).await.expect("purge"), 0);
+        let key = RememberedKey::new(tenant("acme"), "async-key", m.id, &b"receipt"[..], at(1));
+        AsyncTracker::remember_keys(t, std::slice::from_ref(&key))
+            .await
+            .expect("remember");
+        AsyncTracker::remember_keys(t, &[]).await.expect("an empty call");
+        assert_eq!(
+            AsyncTracker::recall_key(t, &tenant("acme"), "async-key")
+                .await
+                .expect("recall"),
+            Some(key)
+        );
+        let err = AsyncTracker::remember_keys(t, &[RememberedKey::new(tenant("acme"), "", m.id, vec![], at(1))])
+            .await
+            .expect_err("empty key");
+        assert!(matches!(err, Error::InvalidIdempotencyKey { .. }), "{err}");
+        assert_eq!(AsyncTracker::forget_keys_before(t, at(2)).await.expect("forget"), 1);
+        assert_eq!(
+            AsyncTracker::recall_key(t, &tenant("acme"), "async-key")
+                .await
+                .expect("recall"),
+            None
+        );
         let err = AsyncTracker::batch(t, BatchId::new()).await.expect_err("unknown");
         assert!(matches!(err, Error::UnknownBatch { .. }));
     });
@@ -985,7 +1240,10 @@ macro_rules! tracker_conformance {
             register_and_read_back, unknown_batch, full_lifecycle, invalid_transitions, errors_and_retries,
             claims_and_leases, fenced_steps_need_the_lease, queries, no_wal_position_yet,
             wal_positions_are_per_node, failed_and_stored_do_not_hold_the_wal, source_offsets, purge_completed,
-            publish_marks_stored, record_index_marks_indexed, async_twin);
+            publish_marks_stored, record_index_marks_indexed, async_twin,
+            idempotency_keys_remembered_and_recalled, idempotency_first_remembered_wins,
+            idempotency_keys_are_per_tenant, idempotency_keys_forgotten_by_time_only,
+            invalid_idempotency_keys_remember_nothing);
     };
     (@each $make:path, $($check:ident),+) => {
         $(

@@ -94,6 +94,7 @@ fn database_outage_gives_typed_errors_and_recovers() {
     tracker.register_one(&before).expect("register");
 
     server.stop();
+    Tracker::remember_keys(&tracker, &[]).expect("remembering no keys touches no database");
     let during = meta("acme", SystemTime::now(), 1);
     let err = tracker.register_one(&during).expect_err("server is down");
     assert!(err.is_unavailable(), "{err:?}");
@@ -167,10 +168,10 @@ fn migrations_apply_once_and_refuse_a_newer_schema() {
     let sql = |q: &str| server.psql("wit", &format!("SET search_path = {schema}; {q}"));
     assert_eq!(
         sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
-        "1\n2\n3"
+        "1\n2\n3\n4"
     );
     PostgresTracker::connect(&params, TrackerConfig::default()).expect("reopen");
-    assert_eq!(sql("SELECT count(*) FROM wit_schema_version").trim(), "3");
+    assert_eq!(sql("SELECT count(*) FROM wit_schema_version").trim(), "4");
 
     sql("INSERT INTO wit_schema_version (version, description) VALUES (99, 'from the future')");
     let err = PostgresTracker::connect(&params, TrackerConfig::default()).expect_err("too new");
@@ -179,7 +180,7 @@ fn migrations_apply_once_and_refuse_a_newer_schema() {
             err,
             Error::SchemaTooNew {
                 found: 99,
-                supported: 3
+                supported: 4
             }
         ),
         "{err:?}"
@@ -206,7 +207,7 @@ fn version_1_positions_hold_every_log_after_the_migration() {
         .expect("advance");
     }
     sql(&format!(
-        "{DOWNGRADE_TO_2}
+        "{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}
          DROP INDEX batch_tracker_wal;
          ALTER TABLE batch_tracker DROP COLUMN wal_node;
          CREATE INDEX batch_tracker_wal ON batch_tracker (wal_position) WHERE stage <> 'COMPLETED';
@@ -216,7 +217,7 @@ fn version_1_positions_hold_every_log_after_the_migration() {
     let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("migrate");
     assert_eq!(
         sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
-        "1\n2\n3"
+        "1\n2\n3\n4"
     );
     assert_eq!(
         Tracker::batch(&tracker, old.id).expect("batch").wal_position,
@@ -256,6 +257,10 @@ fn version_1_positions_hold_every_log_after_the_migration() {
     assert!(!plan.contains("Seq Scan"), "{plan}");
 }
 
+/// Undoes schema version 4: the idempotency keys' table (its index goes with it).
+const DOWNGRADE_TO_3: &str = "DROP TABLE idempotency_keys;
+     DELETE FROM wit_schema_version WHERE version = 4;";
+
 /// Undoes schema version 3: the files' index columns and their partial index.
 const DOWNGRADE_TO_2: &str = "DROP INDEX stored_files_unindexed;
      ALTER TABLE stored_files DROP COLUMN index_path, DROP COLUMN index_bytes, DROP COLUMN index_docs,
@@ -293,7 +298,7 @@ fn version_2_files_have_no_index_after_the_migration() {
         }
         tracker.publish(std::slice::from_ref(&file)).expect("publish");
     }
-    sql(DOWNGRADE_TO_2);
+    sql(&format!("{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}"));
     assert_eq!(
         sql("SELECT count(*) FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name = 'stored_files' AND column_name LIKE 'index_%'")
@@ -305,7 +310,7 @@ fn version_2_files_have_no_index_after_the_migration() {
     let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("migrate");
     assert_eq!(
         sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
-        "1\n2\n3"
+        "1\n2\n3\n4"
     );
     let tenant = Tenant::try_new("acme").expect("tenant");
     assert_eq!(
@@ -342,6 +347,71 @@ fn version_2_files_have_no_index_after_the_migration() {
     let plan = sql("SET enable_seqscan = off; EXPLAIN SELECT path FROM stored_files \
          WHERE state = 'live' AND index_path IS NULL ORDER BY path LIMIT 10");
     assert!(plan.contains("stored_files_unindexed"), "{plan}");
+}
+
+/// A schema left at version 3 (no idempotency keys) is migrated in place on connect: its
+/// batches are as they were, and keys are remembered (plain SQL rows), recalled and forgotten.
+/// A recall reads the primary key, a purge the index on `created_at`.
+#[test]
+fn version_3_schemas_remember_keys_after_the_migration() {
+    use wit_batch::Tenant;
+    use wit_tracker::RememberedKey;
+
+    let Some(server) = PgServer::shared() else { return };
+    let params = server.fresh_schema("migrate_v3");
+    let schema = schema_of(&params);
+    let sql = |q: &str| server.psql("wit", &format!("SET search_path = {schema}; {q}"));
+    let m = meta("acme", SystemTime::now(), 1);
+    {
+        let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("connect");
+        tracker.register_one(&m).expect("register");
+        tracker.mark(m.id, Stage::WalWritten, SystemTime::now()).expect("mark");
+    }
+    sql(DOWNGRADE_TO_3);
+    let tables = || {
+        sql(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relname IN ('idempotency_keys', 'idempotency_keys_created')",
+        )
+    };
+    assert_eq!(tables().trim(), "0", "back at version 3");
+
+    let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("migrate");
+    assert_eq!(
+        sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
+        "1\n2\n3\n4"
+    );
+    assert_eq!(tables().trim(), "2", "the table and its index on created_at");
+    assert_eq!(Tracker::batch(&tracker, m.id).expect("batch").stage, Stage::WalWritten);
+
+    let tenant = Tenant::try_new("acme").expect("tenant");
+    let when = SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 123_456_789);
+    let key = RememberedKey::new(tenant.clone(), "order-1", m.id, &b"\x00receipt\xff"[..], when);
+    Tracker::remember_keys(&tracker, std::slice::from_ref(&key)).expect("remember");
+    assert_eq!(
+        sql("SELECT tenant, idem_key, batch_id, encode(receipt, 'hex'), \
+             (extract(epoch FROM created_at) * 1000000)::int8 FROM idempotency_keys")
+        .trim(),
+        format!("acme|order-1|{}|0072656365697074ff|1800000000123456", m.id)
+    );
+    let recalled = Tracker::recall_key(&tracker, &tenant, "order-1")
+        .expect("recall")
+        .expect("remembered");
+    assert_eq!((recalled.batch, recalled.receipt), (m.id, key.receipt));
+
+    // With sequential scans priced out, a recall reads the primary key and a purge the index
+    // on created_at.
+    let plan = sql(
+        "SET enable_seqscan = off; EXPLAIN SELECT batch_id, receipt, created_at FROM idempotency_keys \
+         WHERE tenant = 'acme' AND idem_key = 'order-1'",
+    );
+    assert!(plan.contains("idempotency_keys_pkey"), "{plan}");
+    let plan = sql("SET enable_seqscan = off; EXPLAIN DELETE FROM idempotency_keys WHERE created_at < now()");
+    assert!(plan.contains("idempotency_keys_created"), "{plan}");
+
+    let far = SystemTime::now() + Duration::from_secs(1 << 30);
+    assert_eq!(Tracker::forget_keys_before(&tracker, far).expect("forget"), 1);
+    assert_eq!(sql("SELECT count(*) FROM idempotency_keys").trim(), "0");
 }
 
 #[test]

@@ -32,7 +32,7 @@ fn records_survive_reopen_and_are_plain_sql() {
     let versions: i64 = conn
         .query_row("SELECT count(*) FROM wit_schema_version", [], |r| r.get(0))
         .expect("versions");
-    assert_eq!(versions, 3, "reopening applies no migration twice");
+    assert_eq!(versions, 4, "reopening applies no migration twice");
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn a_newer_schema_is_refused() {
     conn.execute("INSERT INTO wit_schema_version VALUES (7, 'from the future', 0)", [])
         .expect("insert");
     let err = SqliteTracker::open(&path, TrackerConfig::default()).expect_err("too new");
-    assert!(matches!(err, Error::SchemaTooNew { found: 7, supported: 3 }), "{err:?}");
+    assert!(matches!(err, Error::SchemaTooNew { found: 7, supported: 4 }), "{err:?}");
 }
 
 /// A database left at schema version 1 (WAL positions without their node) is migrated on
@@ -62,10 +62,10 @@ fn version_1_positions_hold_every_log_after_the_migration() {
             .advance(&[Advance::new(old.id, Stage::WalWritten, SystemTime::now()).with_wal_position("x", 7)])
             .expect("advance");
     }
-    // Back to what version 1 left: no `wal_node`, the old index, no version 2 (nor 3).
+    // Back to what version 1 left: no `wal_node`, the old index, no version 2 (nor 3, nor 4).
     let conn = rusqlite::Connection::open(&path).expect("sqlite");
     conn.execute_batch(&format!(
-        "{DOWNGRADE_TO_2}
+        "{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}
          DROP INDEX batch_tracker_wal;
          ALTER TABLE batch_tracker DROP COLUMN wal_node;
          CREATE INDEX batch_tracker_wal ON batch_tracker (wal_position) WHERE stage <> 'COMPLETED';
@@ -78,7 +78,7 @@ fn version_1_positions_hold_every_log_after_the_migration() {
         .prepare("SELECT version FROM wit_schema_version ORDER BY version")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .expect("versions");
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     assert_eq!(
         tracker.batch(old.id).expect("batch").wal_position,
         Some(WalPosition::new("", 7))
@@ -105,6 +105,10 @@ fn version_1_positions_hold_every_log_after_the_migration() {
     tracker.mark(old.id, Stage::Stored, SystemTime::now()).expect("mark");
     assert_eq!((oldest("node-a"), oldest("node-b")), (Some(3), None));
 }
+
+/// Undoes schema version 4: the idempotency keys' table (its index goes with it).
+const DOWNGRADE_TO_3: &str = "DROP TABLE idempotency_keys;
+     DELETE FROM wit_schema_version WHERE version = 4;";
 
 /// Undoes schema version 3: the files' index columns and their partial index.
 const DOWNGRADE_TO_2: &str = "DROP INDEX stored_files_unindexed;
@@ -144,7 +148,8 @@ fn version_2_files_have_no_index_after_the_migration() {
         tracker.publish(std::slice::from_ref(&file)).expect("publish");
     }
     let conn = rusqlite::Connection::open(&path).expect("sqlite");
-    conn.execute_batch(DOWNGRADE_TO_2).expect("downgrade");
+    conn.execute_batch(&format!("{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}"))
+        .expect("downgrade");
     let columns: i64 = conn
         .query_row(
             "SELECT count(*) FROM pragma_table_info('stored_files') WHERE name LIKE 'index_%'",
@@ -159,7 +164,7 @@ fn version_2_files_have_no_index_after_the_migration() {
         .prepare("SELECT version FROM wit_schema_version ORDER BY version")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .expect("versions");
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let tenant = Tenant::try_new("acme").expect("tenant");
     assert_eq!(
         tracker.list(&tenant, Signal::Logs, None).expect("list"),
@@ -190,6 +195,136 @@ fn version_2_files_have_no_index_after_the_migration() {
         )
         .expect("query");
     assert_eq!((index_pip, stage.as_str()), (true, "INDEXED"));
+}
+
+/// A database left at schema version 3 (no idempotency keys) is migrated in place on open:
+/// its batches are as they were, and keys are remembered (as plain SQL rows: times in
+/// microseconds), recalled and forgotten.
+#[test]
+fn version_3_databases_remember_keys_after_the_migration() {
+    use wit_batch::Tenant;
+    use wit_tracker::RememberedKey;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    let m = meta("acme", SystemTime::now(), 1);
+    {
+        let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("open");
+        tracker.register_one(&m).expect("register");
+        tracker.mark(m.id, Stage::WalWritten, SystemTime::now()).expect("mark");
+    }
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute_batch(DOWNGRADE_TO_3).expect("downgrade");
+    let tables = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('idempotency_keys', 'idempotency_keys_created')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("tables")
+    };
+    assert_eq!(tables(&conn), 0, "back at version 3");
+
+    let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("migrate");
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM wit_schema_version ORDER BY version")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("versions");
+    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(tables(&conn), 2, "the table and its index on created_at");
+    assert_eq!(tracker.batch(m.id).expect("batch").stage, Stage::WalWritten);
+
+    let tenant = Tenant::try_new("acme").expect("tenant");
+    let when = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_800_000_000, 123_456_789);
+    let key = RememberedKey::new(tenant.clone(), "order-1", m.id, &b"\x00receipt\xff"[..], when);
+    tracker.remember_keys(std::slice::from_ref(&key)).expect("remember");
+    let row: (String, String, String, Vec<u8>, i64) = conn
+        .query_row(
+            "SELECT tenant, idem_key, batch_id, receipt, created_at FROM idempotency_keys",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .expect("row");
+    assert_eq!(
+        row,
+        (
+            "acme".to_owned(),
+            "order-1".to_owned(),
+            m.id.to_string(),
+            b"\x00receipt\xff".to_vec(),
+            1_800_000_000_123_456
+        )
+    );
+    let recalled = tracker
+        .recall_key(&tenant, "order-1")
+        .expect("recall")
+        .expect("remembered");
+    assert_eq!((recalled.batch, recalled.receipt), (m.id, key.receipt));
+    assert_eq!(
+        tracker
+            .forget_keys_before(SystemTime::now() + std::time::Duration::from_secs(1 << 30))
+            .expect("forget"),
+        1
+    );
+}
+
+/// A key that was not written by the tracker (a hand-edited batch id) is reported as corrupt.
+#[test]
+fn a_hand_edited_key_is_reported_as_corrupt() {
+    use wit_batch::{BatchId, Tenant};
+    use wit_tracker::RememberedKey;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("open");
+    let tenant = Tenant::try_new("acme").expect("tenant");
+    let key = RememberedKey::new(tenant.clone(), "k", BatchId::new(), vec![1], SystemTime::now());
+    tracker.remember_keys(&[key]).expect("remember");
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute("UPDATE idempotency_keys SET batch_id = 'not-a-batch'", [])
+        .expect("edit");
+    let err = tracker.recall_key(&tenant, "k").expect_err("corrupt");
+    assert!(
+        matches!(&err, Error::Corrupt { what: "batch id", value, .. } if value == "not-a-batch"),
+        "{err:?}"
+    );
+}
+
+/// Remembering no keys needs no transaction: it succeeds while another connection holds the
+/// database's write lock, which a call with a key waits for (up to the timeout).
+#[test]
+fn an_empty_remember_keys_touches_no_database() {
+    use wit_batch::{BatchId, Tenant};
+    use wit_tracker::RememberedKey;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    let config = TrackerConfig::default().with_timeout(std::time::Duration::from_millis(50));
+    let tracker = SqliteTracker::open(&path, config).expect("open");
+    let key = RememberedKey::new(
+        Tenant::try_new("acme").expect("tenant"),
+        "k",
+        BatchId::new(),
+        vec![],
+        SystemTime::now(),
+    );
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    tracker.remember_keys(&[]).expect("nothing to write");
+    let err = tracker.remember_keys(std::slice::from_ref(&key)).expect_err("locked");
+    assert!(
+        matches!(
+            err,
+            Error::Database {
+                backend: "sqlite",
+                operation: "remember_keys",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    conn.execute_batch("ROLLBACK").expect("unlock");
+    tracker.remember_keys(std::slice::from_ref(&key)).expect("unlocked");
 }
 
 #[test]
