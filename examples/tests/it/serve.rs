@@ -22,6 +22,7 @@ use prost::Message;
 use serde_json::{Value, json};
 
 mod access;
+mod idempotency;
 mod limits;
 mod outage;
 
@@ -1140,6 +1141,7 @@ fn configuration_errors_name_what_is_wrong() {
         "pipeline",
         "max_unstored_bytes",
         "max_unstored_bytes_per_tenant",
+        "idempotency_window_seconds",
         "batch_max_parts",
         "batch_max_bytes",
         "batch_max_age_ms",
@@ -1196,15 +1198,35 @@ struct Sent {
     /// stored before the crash.
     unanswered: u32,
     acknowledged: bool,
+    /// Acknowledged as a repeat of an attempt taken before (`Idempotent-Replayed: true`).
+    replayed: bool,
 }
 
 #[test]
 fn acknowledged_spans_survive_sigkill_and_are_stored_once_unless_resent() {
+    sigkills_while_clients_resend(false);
+}
+
+/// The same with an `Idempotency-Key` per request: a resend after a lost answer is taken at
+/// most once, so every span is stored exactly once. Acknowledged once stored, so that kills
+/// often fall between a request taken (durable in the WAL) and its answer.
+#[test]
+fn with_idempotency_keys_every_span_survives_sigkill_and_is_stored_exactly_once() {
+    sigkills_while_clients_resend(true);
+}
+
+/// Two clients send requests of unique spans, each retried until acknowledged (under an
+/// idempotency key per request when `idempotent`), while the server is killed with SIGKILL
+/// 12 times and started again; then an independent reader counts every span in the files.
+fn sigkills_while_clients_resend(idempotent: bool) {
     const REQUESTS: usize = 400;
     const SPANS: usize = 5;
     let tmp = tempfile::tempdir().expect("tmp");
-    let extra = "pipeline:\n  batch_max_age_ms: 5\n  file_max_age_ms: 200\nshutdown_grace_ms: 2000\n";
-    let mut server = Server::start(tmp.path(), extra);
+    let mut extra = "pipeline:\n  batch_max_age_ms: 5\n  file_max_age_ms: 200\nshutdown_grace_ms: 2000\n".to_owned();
+    if idempotent {
+        extra.push_str("otlp:\n  ack_level: stored\n");
+    }
+    let mut server = Server::start(tmp.path(), &extra);
     let url = server.otlp_url("/v1/traces");
     // Two clients, each sending its requests in order and retrying each until it is
     // acknowledged, as an SDK's exporter does.
@@ -1219,12 +1241,16 @@ fn acknowledged_spans_survive_sigkill_and_are_stored_once_unless_resent() {
                     while !record.acknowledged {
                         attempts += 1;
                         assert!(attempts < 5_000, "request r{r} never acknowledged");
-                        let answer = agent()
-                            .post(&url)
-                            .header("content-type", "application/x-protobuf")
-                            .send(&body[..]);
+                        let mut request = agent().post(&url).header("content-type", "application/x-protobuf");
+                        if idempotent {
+                            request = request.header("idempotency-key", format!("\"request-{r}\""));
+                        }
+                        let answer = request.send(&body[..]);
                         match answer {
-                            Ok(response) if response.status() == 200 => record.acknowledged = true,
+                            Ok(response) if response.status() == 200 => {
+                                record.acknowledged = true;
+                                record.replayed = response.headers().contains_key("idempotent-replayed");
+                            }
                             // Refused (recovering, full): nothing was taken; send again.
                             Ok(_) => std::thread::sleep(Duration::from_millis(20)),
                             Err(_) => {
@@ -1273,6 +1299,13 @@ fn acknowledged_spans_survive_sigkill_and_are_stored_once_unless_resent() {
         for j in 0..SPANS {
             let n = counts.get(&format!("r{r}-{j}")).copied().unwrap_or(0);
             assert!(n >= 1, "span r{r}-{j} was acknowledged and is missing");
+            if idempotent {
+                assert_eq!(
+                    n, 1,
+                    "span r{r}-{j} is stored {n} times; its request was resent {} times unanswered, under one key",
+                    record.unanswered
+                );
+            }
             assert!(
                 n <= 1 + record.unanswered as usize,
                 "span r{r}-{j} is stored {n} times, but its request was sent {} times unanswered",
@@ -1283,7 +1316,16 @@ fn acknowledged_spans_survive_sigkill_and_are_stored_once_unless_resent() {
     }
     let unanswered: u32 = sent.iter().map(|s| s.unanswered).sum();
     assert!(unanswered > 0, "the kills interrupted requests in flight");
-    println!("{REQUESTS} requests; {unanswered} attempts unanswered; {duplicated} spans stored twice after a resend");
+    let replayed = sent.iter().filter(|s| s.replayed).count();
+    if idempotent {
+        // Without the keys, each of these would be stored twice.
+        assert!(replayed > 0, "some resends came after their request was taken");
+    } else {
+        assert_eq!(replayed, 0, "no key, no replay");
+    }
+    println!(
+        "{REQUESTS} requests (idempotency keys: {idempotent}); {unanswered} attempts unanswered; {replayed} answered as repeats; {duplicated} spans stored twice after a resend"
+    );
     // SQL says the same.
     server.spawn();
     let total: usize = counts.values().sum();

@@ -198,6 +198,9 @@ pub(crate) struct PipelineSection {
     /// Bytes one tenant may hold accepted but not yet stored (0: no bound but
     /// `max_unstored_bytes`); past it, that tenant gets 429.
     pub(crate) max_unstored_bytes_per_tenant: u64,
+    /// A request under an `Idempotency-Key` taken within this many seconds is answered as
+    /// the first one was and stores nothing.
+    pub(crate) idempotency_window_seconds: u64,
     pub(crate) file_max_bytes: u64,
     /// Each published file gets a full-text index.
     pub(crate) indexing: bool,
@@ -218,6 +221,7 @@ impl Default for PipelineSection {
             batch_max_age_ms: 200,
             file_max_age_ms: 5_000,
             max_unstored_bytes_per_tenant: 0,
+            idempotency_window_seconds: 86_400,
             file_max_bytes: 256 << 20,
             indexing: true,
             wal_segment_bytes: 64 << 20,

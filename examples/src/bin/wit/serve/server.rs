@@ -134,6 +134,7 @@ fn open(config: &Config) -> Result<Core, String> {
             bytes => bytes,
         })
         .with_max_unindexed_bytes(p.max_unindexed_bytes)
+        .with_idempotency_window(Duration::from_secs(p.idempotency_window_seconds))
         .with_hot_tier(hot.clone());
     let pipeline = Pipeline::open(pipeline_config, destination.clone(), tracker.clone())
         .map_err(|e| format!("cannot open the pipeline: {}", chain(&e)))?;

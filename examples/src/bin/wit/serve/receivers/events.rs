@@ -49,8 +49,17 @@ pub(super) async fn events(
     };
     let key = BatchKey::new(tenant, Signal::Events, SourceKind::Http).with_topic(stream);
     let retry = Some(app.config.otlp.retry_after_seconds);
-    match super::ingest(&app, key, PayloadFormat::Ndjson, payload).await {
-        Ok(accepted) => (StatusCode::OK, Json(serde_json::json!({"accepted": accepted.records}))).into_response(),
+    let idempotency = match super::idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(refusal) => return super::http_refusal(refusal, Encoding::Json, retry),
+    };
+    match super::ingest(&app, key, PayloadFormat::Ndjson, payload, idempotency).await {
+        Ok(accepted) => {
+            let mut response =
+                (StatusCode::OK, Json(serde_json::json!({"accepted": accepted.records}))).into_response();
+            super::mark_replayed(&accepted, response.headers_mut());
+            response
+        }
         Err(refusal) => super::http_refusal(refusal, Encoding::Json, retry),
     }
 }

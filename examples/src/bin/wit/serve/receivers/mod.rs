@@ -37,8 +37,9 @@ pub(crate) enum Refusal {
     Throttled(crate::serve::limits::Throttled),
 }
 
-/// What was taken of a request.
-#[derive(Debug, Default)]
+/// What was taken of a request. Under an idempotency key, it is also the request's receipt:
+/// what a repeat of the request is answered.
+#[derive(Debug, Default, serde::Deserialize)]
 pub(crate) struct Accepted {
     /// Records acknowledged.
     pub(crate) records: u64,
@@ -46,25 +47,72 @@ pub(crate) struct Accepted {
     pub(crate) rejected: u64,
     /// Why, when some were refused.
     pub(crate) message: String,
+    /// A repeat of a request taken before under the same idempotency key: nothing was
+    /// submitted, the answer is the first one's.
+    #[serde(skip)]
+    pub(crate) deduplicated: bool,
 }
+
+/// The header (HTTP) and metadata key (gRPC) that carries a request's idempotency key.
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// A request's idempotency key, if it has one: the `Idempotency-Key` header's value, bare
+/// or as a quoted string (`"…"`, as the IETF draft writes it).
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Refusal::Invalid("more than one `Idempotency-Key`".into()));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| Refusal::Invalid("the `Idempotency-Key` is not visible ASCII".into()))?;
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    Ok(Some(value.to_owned()))
+}
+
+/// The header (and gRPC metadata key) that marks the answer to a repeat: `true` when the
+/// answer is the first request's and nothing was taken this time.
+pub(crate) const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// Marks the answer to a repeated request as such.
+pub(crate) fn mark_replayed(accepted: &Accepted, headers: &mut HeaderMap) {
+    if accepted.deduplicated {
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+}
+
+/// The longest refusal message a receipt keeps (receipts ride in the WAL, at most
+/// `wit_pipeline::MAX_RECEIPT_BYTES`).
+const RECEIPT_MESSAGE_CHARS: usize = 256;
 
 /// Checks that `payload` decodes as `signal`'s OTLP request, submits it for `tenant`, and
 /// waits for the configured acknowledgment level. A request that does not decode is
 /// refused before anything is taken — whole, unless only some of its records are at fault:
 /// then the others are taken and the answer says how many were left out (`partial.rs`).
 /// Counts the request, its records and bytes by outcome, and the acknowledgment latency.
+///
+/// Under an idempotency key, a repeat of a request taken within the window is answered as
+/// the first one was, once the first one's acknowledgment holds, and submits nothing.
 pub(crate) async fn ingest(
     app: &App,
     key: BatchKey,
     format: PayloadFormat,
     payload: Bytes,
+    idempotency: Option<String>,
 ) -> Result<Accepted, Refusal> {
     let started = std::time::Instant::now();
     let bytes = payload.len() as u64;
     let (signal, source) = (key.signal, key.source);
     let tenant = key.tenant.as_str().to_owned();
-    let (records, result) = submit(app, key, format, payload).await;
+    let (records, result) = submit(app, key, format, payload, idempotency).await;
     let outcome = match &result {
+        Ok(accepted) if accepted.deduplicated => "deduplicated",
         Ok(_) => "accepted",
         Err(refusal) => refusal.label(),
     };
@@ -73,11 +121,14 @@ pub(crate) async fn ingest(
     count_tenant(tenant.clone(), outcome, records);
     if let Ok(accepted) = &result
         && accepted.rejected > 0
+        && !accepted.deduplicated
     {
         metrics::counter!("wit_tenant_records_total", "tenant" => tenant, "outcome" => "rejected")
             .increment(accepted.rejected);
     }
-    if let Ok(accepted) = &result {
+    if let Ok(accepted) = &result
+        && !accepted.deduplicated
+    {
         if accepted.rejected > 0 {
             metrics::counter!("wit_otlp_records_total", "signal" => signal_name(signal), "outcome" => "rejected")
                 .increment(accepted.rejected);
@@ -126,8 +177,14 @@ impl Refusal {
 }
 
 /// [`ingest`] without the counting: the records taken of the request (0 when it does not
-/// decode) and what became of it.
-async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes) -> (u64, Result<Accepted, Refusal>) {
+/// decode; for a repeat, the first request's) and what became of it.
+async fn submit(
+    app: &App,
+    key: BatchKey,
+    format: PayloadFormat,
+    payload: Bytes,
+    idempotency: Option<String>,
+) -> (u64, Result<Accepted, Refusal>) {
     let signal = key.signal;
     // Refused before the work of decoding when the pipeline is full: under overload most
     // requests are refused, and decoding each only to refuse it would take the CPU the
@@ -144,6 +201,17 @@ async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes)
     if !core.pipeline.has_room_for(payload.len() as u64) {
         return (0, Err(full()));
     }
+    let claim = match idempotency {
+        None => None,
+        Some(idempotency) => match claim(app, core, &key.tenant, &idempotency).await {
+            Ok(Claim::New(claim)) => Some(claim),
+            Ok(Claim::Repeat(result)) => {
+                let records = result.as_ref().map_or(0, |a| a.records);
+                return (records, result);
+            }
+            Err(refusal) => return (0, Err(refusal)),
+        },
+    };
     let decoded = match signal {
         Signal::Events => {
             let options = wit_batch::events::EventOptions::default();
@@ -176,12 +244,67 @@ async fn submit(app: &App, key: BatchKey, format: PayloadFormat, payload: Bytes)
             }
         },
     };
-    let result = wait(app, core, key, format, payload, rows).await.map(|()| Accepted {
+    let accepted = Accepted {
         records,
         rejected,
         message,
-    });
+        deduplicated: false,
+    };
+    let mut part = Part::new(format, Compression::None, 1, payload);
+    if let Some(claim) = &claim {
+        let receipt = serde_json::json!({
+            "records": accepted.records,
+            "rejected": accepted.rejected,
+            "message": accepted.message.chars().take(RECEIPT_MESSAGE_CHARS).collect::<String>(),
+        });
+        match claim.idempotency(serde_json::to_vec(&receipt).expect("JSON of numbers and a string")) {
+            Ok(idempotency) => part = part.with_idempotency(idempotency),
+            Err(e) => return (0, Err(Refusal::Invalid(e.to_string()))),
+        }
+    }
+    // The claim is held until the part is submitted (then the key is the part's).
+    let result = wait(app, core, key, part, rows).await.map(|()| accepted);
+    drop(claim);
     (records, result)
+}
+
+/// What [`claim`] found.
+enum Claim {
+    /// This request has the key: submit it with the claim.
+    New(wit_pipeline::KeyClaim),
+    /// A repeat: the first request's answer (or why its acknowledgment did not come).
+    Repeat(Result<Accepted, Refusal>),
+}
+
+/// Claims the request's idempotency key: waits (up to the acknowledgment timeout) while
+/// another request holding it is handled, then either has it or answers as the first one.
+async fn claim(app: &App, core: &Core, tenant: &wit_batch::Tenant, key: &str) -> Result<Claim, Refusal> {
+    let level = app.config.otlp.ack_level.into();
+    let deadline = tokio::time::Instant::now() + app.config.ack_timeout();
+    loop {
+        // Asks the tracker when the key is no longer in memory: a short blocking call.
+        let claimed = tokio::task::block_in_place(|| core.pipeline.claim_key(tenant, key, level));
+        match claimed {
+            Ok(wit_pipeline::Claimed::New(claim)) => return Ok(Claim::New(claim)),
+            Ok(wit_pipeline::Claimed::Taken { receipt, ack }) => {
+                let mut first: Accepted = serde_json::from_slice(&receipt).map_err(|e| {
+                    Refusal::Unavailable(format!("the receipt of idempotency key `{key}` does not read: {e}"))
+                })?;
+                first.deduplicated = true;
+                return Ok(Claim::Repeat(acknowledged(app, ack).await.map(|()| first)));
+            }
+            Ok(wit_pipeline::Claimed::InFlight) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Ok(wit_pipeline::Claimed::InFlight) => {
+                return Err(Refusal::Unavailable(format!(
+                    "a request with idempotency key `{key}` is still being handled: retry later"
+                )));
+            }
+            Err(e @ wit_pipeline::Error::IdempotencyKey { .. }) => return Err(Refusal::Invalid(e.to_string())),
+            Err(e) => return Err(Refusal::Unavailable(e.to_string())),
+        }
+    }
 }
 
 fn full() -> Refusal {
@@ -197,17 +320,15 @@ fn tenant_full(app: &App, tenant: &wit_batch::Tenant) -> Refusal {
     })
 }
 
-/// Submits a decoded request (with its rows when it decoded whole: the pipeline stores them
-/// rather than decode the request again) and waits for its acknowledgment.
+/// Submits a decoded request's part (with its rows when it decoded whole: the pipeline
+/// stores them rather than decode the request again) and waits for its acknowledgment.
 async fn wait(
     app: &App,
     core: &Core,
     key: BatchKey,
-    format: PayloadFormat,
-    payload: Bytes,
+    part: Part,
     rows: Option<arrow::array::RecordBatch>,
 ) -> Result<(), Refusal> {
-    let part = Part::new(format, Compression::None, 1, payload);
     let level = app.config.otlp.ack_level.into();
     let submitted = match rows {
         Some(rows) => core.pipeline.try_submit_converted(&key, part, rows, level),
@@ -233,6 +354,11 @@ async fn wait(
         }
         Err(e) => return Err(Refusal::Unavailable(e.to_string())),
     };
+    acknowledged(app, ack).await
+}
+
+/// Waits for `ack`, up to the acknowledgment timeout.
+async fn acknowledged(app: &App, ack: wit_pipeline::Ack) -> Result<(), Refusal> {
     match tokio::time::timeout(app.config.ack_timeout(), ack).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e @ wit_pipeline::Error::BatchFailed { .. })) => Err(Refusal::Failed(e.to_string())),

@@ -136,11 +136,14 @@ impl<S: Service> UnaryService<Bytes> for Export<S> {
         Box::pin(async move {
             let (metadata, _, payload) = request.into_parts();
             let accepted = export(&app, S::SIGNAL, metadata, payload).await?;
-            Ok(Response::new(super::export_response(
-                S::SIGNAL,
-                &accepted,
-                Encoding::Protobuf,
-            )))
+            let mut response = Response::new(super::export_response(S::SIGNAL, &accepted, Encoding::Protobuf));
+            if accepted.deduplicated {
+                response.metadata_mut().insert(
+                    super::IDEMPOTENT_REPLAYED,
+                    tonic::metadata::MetadataValue::from_static("true"),
+                );
+            }
+            Ok(response)
         })
     }
 }
@@ -152,32 +155,38 @@ async fn export(
     payload: Bytes,
 ) -> Result<super::Accepted, Status> {
     use crate::serve::access::Denied;
-    let tenant = crate::serve::access::authorize(app, &metadata.into_headers(), crate::serve::config::Scope::Write)
-        .map_err(|denied| match denied {
-            Denied::BadTenant(m) => {
-                Status::with_error_details(Code::InvalidArgument, m.clone(), bad_request("tenant", m))
+    let headers = metadata.into_headers();
+    let tenant =
+        crate::serve::access::authorize(app, &headers, crate::serve::config::Scope::Write).map_err(|denied| {
+            match denied {
+                Denied::BadTenant(m) => {
+                    Status::with_error_details(Code::InvalidArgument, m.clone(), bad_request("tenant", m))
+                }
+                Denied::Unauthenticated(m) => Status::new(Code::Unauthenticated, m),
+                Denied::Forbidden(m) => Status::new(Code::PermissionDenied, m),
+                Denied::Throttled(t) => throttled(t),
             }
-            Denied::Unauthenticated(m) => Status::new(Code::Unauthenticated, m),
-            Denied::Forbidden(m) => Status::new(Code::PermissionDenied, m),
-            Denied::Throttled(t) => throttled(t),
         })?;
     let retry = Duration::from_secs(app.config.otlp.retry_after_seconds.max(1));
     let unavailable =
         |m: String| Status::with_error_details(Code::Unavailable, m, ErrorDetails::with_retry_info(Some(retry)));
-    super::ingest(
-        app,
-        BatchKey::new(tenant, signal, SourceKind::Grpc),
-        PayloadFormat::OtlpProtobuf,
-        payload,
-    )
-    .await
-    .map_err(|refusal| match refusal {
+    let to_status = |refusal| match refusal {
         Refusal::Invalid(m) => Status::with_error_details(Code::InvalidArgument, m.clone(), bad_request("request", m)),
         Refusal::TooLarge(m) => Status::new(Code::InvalidArgument, m),
         Refusal::Overloaded(m) | Refusal::Unavailable(m) => unavailable(m),
         Refusal::Failed(m) => Status::new(Code::Internal, m),
         Refusal::Throttled(t) => throttled(t),
-    })
+    };
+    let idempotency = super::idempotency_key(&headers).map_err(to_status)?;
+    super::ingest(
+        app,
+        BatchKey::new(tenant, signal, SourceKind::Grpc),
+        PayloadFormat::OtlpProtobuf,
+        payload,
+        idempotency,
+    )
+    .await
+    .map_err(to_status)
 }
 
 /// `RESOURCE_EXHAUSTED` with the time the tenant's capacity returns.

@@ -85,7 +85,10 @@ async fn export(
     match accept(&app, tenant, signal, encoding, &headers, body).await {
         Ok(accepted) => {
             let body = super::export_response(signal, &accepted, encoding);
-            (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+            let mut response =
+                (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response();
+            super::mark_replayed(&accepted, response.headers_mut());
+            response
         }
         Err(Refused(response)) => response,
     }
@@ -105,10 +108,17 @@ async fn accept(
         Encoding::Json => PayloadFormat::OtlpJson,
     };
     let retry = Some(app.config.otlp.retry_after_seconds);
-    super::ingest(app, BatchKey::new(tenant, signal, SourceKind::Http), format, payload)
-        .await
-        .map_err(|refusal| super::http_refusal(refusal, encoding, retry))
-        .map_err(Refused)
+    let idempotency = super::idempotency_key(headers).map_err(|r| Refused(super::http_refusal(r, encoding, retry)))?;
+    super::ingest(
+        app,
+        BatchKey::new(tenant, signal, SourceKind::Http),
+        format,
+        payload,
+        idempotency,
+    )
+    .await
+    .map_err(|refusal| super::http_refusal(refusal, encoding, retry))
+    .map_err(Refused)
 }
 
 /// The request body, gunzipped when `Content-Encoding: gzip`, within `otlp.max_message_bytes`
