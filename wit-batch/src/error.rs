@@ -39,6 +39,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A line of a dead-letter payload ([`dead_letters`](crate::dead_letters)) could not be
+    /// read.
+    #[error("invalid dead letter on line {line}{}: {reason}", if field.is_empty() { String::new() } else { format!(" in `{field}`") })]
+    DeadLetter {
+        /// 1-based line number in the (decompressed) payload.
+        line: usize,
+        /// The field (column) that was wrong; empty when the line is not a JSON object.
+        field: String,
+        /// What was wrong.
+        reason: String,
+    },
+
     /// An Arrow batch handed back for conversion to OTLP does not have the schema this crate
     /// produces.
     #[error("record batch does not match the {table} schema: {reason}")]

@@ -6,7 +6,8 @@
 //! (`AsyncBatcher` behind the `tokio` feature). [`Stage`] is the batch
 //! lifecycle every crate uses, with its allowed transitions defined once. [`otlp`] converts
 //! OTLP traces, logs and metrics (protobuf or OTLP/JSON, gzip or not) straight into typed
-//! Arrow batches and back, losslessly; [`events`] converts NDJSON events.
+//! Arrow batches and back, losslessly; [`events`] converts NDJSON events; [`dead_letters`] encodes
+//! records refused one by one, and converts them to rows of a tenant's `dead_letters` table.
 //!
 //! ```
 //! use std::time::Instant;
@@ -44,6 +45,7 @@ mod id;
 mod lifecycle;
 mod meta;
 
+pub mod dead_letters;
 pub mod events;
 pub mod otlp;
 

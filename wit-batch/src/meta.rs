@@ -165,6 +165,10 @@ pub enum Signal {
     Metrics,
     /// Plain JSON events from non-OTLP sources.
     Events,
+    /// Records refused one by one (an event failing its stream's schema, an OTLP record that
+    /// does not convert, a Kafka message that does not decode), kept with why: see
+    /// [`dead_letters`](crate::dead_letters).
+    DeadLetters,
 }
 
 named_codes!(
@@ -175,6 +179,7 @@ named_codes!(
         Logs = (2, "logs"),
         Metrics = (3, "metrics"),
         Events = (4, "events"),
+        DeadLetters = (5, "dead_letters"),
     ]
 );
 
@@ -312,7 +317,16 @@ mod tests {
     #[test]
     fn signal_and_source_kind_names_and_codes_are_stable() {
         let signals: Vec<_> = Signal::ALL.iter().map(|s| (s.code(), s.as_str())).collect();
-        assert_eq!(signals, [(1, "traces"), (2, "logs"), (3, "metrics"), (4, "events")]);
+        assert_eq!(
+            signals,
+            [
+                (1, "traces"),
+                (2, "logs"),
+                (3, "metrics"),
+                (4, "events"),
+                (5, "dead_letters")
+            ]
+        );
         let sources: Vec<_> = SourceKind::ALL.iter().map(|s| (s.code(), s.as_str())).collect();
         assert_eq!(
             sources,

@@ -179,6 +179,9 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Option<&'a T> {
     batch.column_by_name(name)?.as_any().downcast_ref::<T>()
 }
 
+/// The free-text columns of a dead letter: why it was refused, and the record itself.
+const DEAD_LETTER_TEXTS: &[&str] = &["reason", "record"];
+
 /// The columns the extractor reads for `signal`, so a scan reads only those. `None` for all.
 pub(crate) fn columns(signal: Signal) -> Option<&'static [&'static str]> {
     const COMMON: [&str; 3] = ["service_name", "resource_attributes", "scope_attributes"];
@@ -214,6 +217,7 @@ pub(crate) fn columns(signal: Signal) -> Option<&'static [&'static str]> {
             COMMON[1],
             COMMON[2],
         ]),
+        Signal::DeadLetters => Some(DEAD_LETTER_TEXTS),
         _ => None,
     }
 }
@@ -254,6 +258,7 @@ impl<'a> Extractor<'a> {
                 x.severity_number = column(batch, "severity_number");
             }
             Signal::Metrics => x.texts = text(&["metric_name", "metric_description"]),
+            Signal::DeadLetters => x.texts = text(DEAD_LETTER_TEXTS),
             _ => {
                 for (field, array) in batch.schema_ref().fields().iter().zip(batch.columns()) {
                     let name = field.name().as_str();

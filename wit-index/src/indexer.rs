@@ -294,14 +294,16 @@ fn record(catalog: &dyn FileCatalog, file: &StoredFile, index: FileIndex) -> Res
 }
 
 /// The columns of a signal's rows that the index (and the scan with its semantics) reads:
-/// for spans, logs and metrics a fixed list; for events (`None`) every column but the
-/// time. A query engine evaluating wit-index queries over rows hands it these columns.
+/// for spans, logs and metrics a fixed list; for dead letters their `reason` and `record`,
+/// as free text; for events (`None`) every column but the time. A query engine evaluating
+/// wit-index queries over rows hands it these columns.
 ///
 /// ```
 /// use wit_batch::Signal;
 ///
 /// let logs = wit_index::indexed_columns(Signal::Logs).expect("a fixed list");
 /// assert!(logs.contains(&"body") && logs.contains(&"attributes") && !logs.contains(&"timestamp"));
+/// assert_eq!(wit_index::indexed_columns(Signal::DeadLetters), Some(&["reason", "record"][..]));
 /// assert!(wit_index::indexed_columns(Signal::Events).is_none());
 /// ```
 pub fn indexed_columns(signal: Signal) -> Option<&'static [&'static str]> {

@@ -10,7 +10,7 @@
 //!
 //! What is indexed, per row: the free text (log body and event name; span name, status
 //! message, event names and exception messages; metric name and description; the text
-//! columns of events) with a log-friendly analyzer (see [`Query`]); every attribute of the
+//! columns of events; a dead letter's reason and record) with a log-friendly analyzer (see [`Query`]); every attribute of the
 //! record, its resource and its scope as an exact `key=value` term; the service name; the
 //! severity; the trace and span ids.
 //!

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use wit_batch::events::{self, EventOptions};
-use wit_batch::{Envelope, Signal, otlp};
+use wit_batch::{Envelope, Signal, dead_letters, otlp};
 
 use crate::{Error, Result};
 
-/// An OTLP decoder of `wit_batch::otlp`.
+/// A decoder of `wit_batch::otlp` or `wit_batch::dead_letters`: a part to rows of a fixed schema.
 type Decode = fn(&[u8], wit_batch::PayloadFormat, wit_batch::Compression) -> wit_batch::Result<RecordBatch>;
 
 /// Converts every part of `envelope` and concatenates them into one batch (a batch is
@@ -31,6 +31,7 @@ pub(crate) fn convert(envelope: &Envelope, events_options: &EventOptions) -> Res
                 Signal::Traces => (otlp::traces::schema(), otlp::traces::decode),
                 Signal::Logs => (otlp::logs::schema(), otlp::logs::decode),
                 Signal::Metrics => (otlp::metrics::schema(), otlp::metrics::decode),
+                Signal::DeadLetters => (dead_letters::schema(), dead_letters::decode),
                 other => {
                     return Err(fail(format!("no conversion for signal `{other}`").into()));
                 }

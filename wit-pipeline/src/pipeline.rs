@@ -535,10 +535,11 @@ impl Pipeline {
 
     /// [`try_submit`](Self::try_submit) for a part the caller has converted already (to check
     /// it before submitting, say): `rows` are the part's rows as the signal's decoder in
-    /// `wit_batch::otlp` gives them (`decode(&part.payload, part.format, part.compression)`),
-    /// and the processor stores them rather than convert the part again. The WAL still holds
-    /// the part itself, and recovery converts it from there; so rows that are not the part's
-    /// conversion would store other data than a replay would: the caller vouches for them.
+    /// `wit_batch::otlp` or `wit_batch::dead_letters` gives them
+    /// (`decode(&part.payload, part.format, part.compression)`), and the processor stores them
+    /// rather than convert the part again. The WAL still holds the part itself, and recovery
+    /// converts it from there; so rows that are not the part's conversion would store other
+    /// data than a replay would: the caller vouches for them.
     /// Rows of another schema than the signal's, and rows of event parts (whose conversion
     /// depends on the batch's other parts), are ignored: those parts are converted as usual.
     ///
@@ -582,6 +583,7 @@ impl Pipeline {
             Signal::Traces => Some(wit_batch::otlp::traces::schema()),
             Signal::Logs => Some(wit_batch::otlp::logs::schema()),
             Signal::Metrics => Some(wit_batch::otlp::metrics::schema()),
+            Signal::DeadLetters => Some(wit_batch::dead_letters::schema()),
             _ => None,
         };
         let rows = expected

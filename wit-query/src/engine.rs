@@ -25,10 +25,11 @@ use crate::{Error, Result};
 
 /// The tables of a tenant with fixed schemas: the SQL name and the signal of each. A
 /// session also has `events`, whose columns are those of the tenant's events.
-pub const TABLES: [(&str, Signal); 3] = [
+pub const TABLES: [(&str, Signal); 4] = [
     ("spans", Signal::Traces),
     ("logs", Signal::Logs),
     ("metrics", Signal::Metrics),
+    ("dead_letters", Signal::DeadLetters),
 ];
 
 /// How the engine runs queries.
@@ -226,7 +227,7 @@ impl QueryEngine {
         };
         let tables = TABLES
             .iter()
-            .map(|(name, signal)| (*name, Arc::new(table(name, *signal, schema(*signal)))))
+            .filter_map(|(name, signal)| Some((*name, Arc::new(table(name, *signal, schema(*signal)?)))))
             .collect();
         let tenant_schema = TenantSchema {
             tables,
@@ -252,15 +253,17 @@ impl QueryEngine {
     }
 }
 
-/// The Arrow schema of a signal's table, as wit-batch writes it.
-fn schema(signal: Signal) -> SchemaRef {
+/// The Arrow schema of a signal's table, as wit-batch writes it; `None` for a signal without
+/// a fixed schema (events).
+fn schema(signal: Signal) -> Option<SchemaRef> {
     let schema = match signal {
         Signal::Traces => wit_batch::otlp::traces::schema(),
         Signal::Logs => wit_batch::otlp::logs::schema(),
         Signal::Metrics => wit_batch::otlp::metrics::schema(),
-        other => unreachable!("no table of {other:?} among TABLES"),
+        Signal::DeadLetters => wit_batch::dead_letters::schema(),
+        _ => return None,
     };
-    crate::dictionary::with_dictionaries(&crate::table::with_views(&schema))
+    Some(crate::dictionary::with_dictionaries(&crate::table::with_views(&schema)))
 }
 
 /// A SQL session bound to one tenant. Only queries run (`SELECT`, `WITH`, `VALUES`,

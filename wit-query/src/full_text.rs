@@ -404,10 +404,18 @@ fn row_columns(schema: &DFSchema, qualifier: Option<&str>) -> Result<(Signal, Ve
         Signal::Logs
     } else if has("metric_name") {
         Signal::Metrics
+    } else if DEAD_LETTER_COLUMNS.iter().all(|c| has(c))
+        && schema
+            .iter()
+            .filter(|(q, _)| q.is_some_and(|q| q.table() == table))
+            .count()
+            == DEAD_LETTER_COLUMNS.len()
+    {
+        Signal::DeadLetters
     } else if has(crate::time::TIME_COLUMN) {
         Signal::Events
     } else {
-        return plan_err!("search(query): `{table}` is not a spans, logs, metrics or events table");
+        return plan_err!("search(query): `{table}` is not a spans, logs, metrics, events or dead_letters table");
     };
     // Events: every column but the time is indexed.
     let indexed = |name: &str| match wit_index::indexed_columns(signal) {
@@ -437,6 +445,23 @@ const FREE_TEXT: &[&str] = &[
     "event_name",
     "metric_name",
     "metric_description",
+    "reason",
+    "record",
+];
+
+/// The columns of the dead letters' table, which make a table that has exactly these that
+/// table: its `timestamp` alone would make it an events table, indexed otherwise.
+const DEAD_LETTER_COLUMNS: &[&str] = &[
+    "timestamp",
+    "signal",
+    "stream",
+    "schema_version",
+    "path",
+    "reason",
+    "record",
+    "topic",
+    "partition",
+    "offset",
 ];
 
 /// The index searches a scan can make from its pushed-down filters: `search_row` queries,

@@ -35,6 +35,7 @@
 //! | `logs` | log record | `wit_batch::otlp::logs::schema()` |
 //! | `metrics` | metric data point, of every kind | `wit_batch::otlp::metrics::schema()` |
 //! | `events` | JSON event | the union of the columns of the tenant's events (NULL where an event lacks one) |
+//! | `dead_letters` | record refused one by one (an event failing its schema, an OTLP record that did not convert, a Kafka message that did not decode) | `wit_batch::dead_letters::schema()`: `timestamp` (when refused), `signal`, `stream`, `schema_version`, `path`, `reason`, `record`, `topic`, `partition`, `offset` |
 //!
 //! Every table has `timestamp` (the event time, `Timestamp(ns, UTC)`; compare it with RFC 3339
 //! text: `timestamp >= '2025-12-01T10:00:00Z'`), and the OTLP tables the resource and scope
@@ -66,7 +67,8 @@
 //!   `AND`/`OR`/`NOT`) with its analyzer: `WHERE matches(body, '"connection reset" OR timeout')`.
 //! - `search('query')`: the same language over everything wit-index indexes of a row: its free
 //!   text, every attribute as `key:value`, `service_name:`, `severity:`, `trace_id:`,
-//!   `span_id:`: `WHERE search('payment failed service_name:checkout -severity:debug')`. With
+//!   `span_id:`: `WHERE search('payment failed service_name:checkout -severity:debug')`; of a
+//!   dead letter, its `reason` and `record` as free text. With
 //!   several tables in reach, name one: `search('l', 'timeout')`.
 //!
 //! Where a file has an index, `search`, `matches` on a free-text column, and `trace_id =` /

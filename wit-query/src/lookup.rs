@@ -19,7 +19,8 @@ const KEY: &str = "__wit_key";
 /// tail returned. Its [`token`](Self::token) is an opaque string a client hands back.
 ///
 /// Rows are ordered by `timestamp`, then by a key of the row's content (for spans the span
-/// and trace ids; for logs and metrics a digest of their identifying columns), so the order
+/// and trace ids; for logs, metrics and dead letters a digest of their identifying columns;
+/// for a dead letter, the whole row), so the order
 /// is the same wherever a row is (in memory or in any file) and resuming after a row never
 /// repeats or skips one, whatever arrived since. Rows equal in time and key are
 /// indistinguishable to a cursor: a page that ends among them resumes after all of them.
@@ -167,6 +168,13 @@ fn key_sql(signal: Signal) -> &'static str {
              coalesce(encode(trace_id, 'hex'), ''), coalesce(encode(span_id, 'hex'), ''), coalesce(service_name, ''), \
              coalesce(body['str'], ''), event_name))"
         }
+        Signal::DeadLetters => {
+            // Every column: letters refused at the same time differ at least by their record,
+            // or by where it came from.
+            "md5(concat_ws('|', record, reason, signal, coalesce(stream, ''), \
+             coalesce(CAST(schema_version AS VARCHAR), ''), coalesce(path, ''), coalesce(topic, ''), \
+             coalesce(CAST(\"partition\" AS VARCHAR), ''), coalesce(CAST(\"offset\" AS VARCHAR), '')))"
+        }
         _ => {
             "md5(concat_ws('|', metric_name, coalesce(service_name, ''), CAST(metric_type AS VARCHAR), \
              coalesce(CAST(CAST(start_timestamp AS BIGINT) AS VARCHAR), ''), coalesce(CAST(value_double AS VARCHAR), ''), \
@@ -297,7 +305,7 @@ impl Session {
             });
         }
         let table = match request.signal {
-            Signal::Traces | Signal::Logs | Signal::Metrics => table_name(request.signal),
+            Signal::Traces | Signal::Logs | Signal::Metrics | Signal::DeadLetters => table_name(request.signal),
             other => {
                 return Err(Error::InvalidRequest {
                     reason: format!("no table of {other} to page through"),

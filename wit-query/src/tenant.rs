@@ -1,5 +1,5 @@
-//! The schema a session sees: the tenant's tables and nothing else. `spans`, `logs` and
-//! `metrics` have wit-batch's fixed schemas; `events` has the union of the schemas of the
+//! The schema a session sees: the tenant's tables and nothing else. `spans`, `logs`,
+//! `metrics` and `dead_letters` have wit-batch's fixed schemas; `events` has the union of the schemas of the
 //! tenant's event files (and of its hot batches), known only when a query names it.
 
 use std::collections::HashMap;

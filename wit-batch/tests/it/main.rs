@@ -1,4 +1,5 @@
 mod batcher;
+mod dead_letters;
 mod envelope;
 mod events;
 mod fuzz_corpus;

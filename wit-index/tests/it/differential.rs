@@ -427,3 +427,67 @@ fn an_index_built_from_the_rows_the_sink_kept_agrees_with_the_scan() {
         "batch 2's first row moved when the rows were sorted"
     );
 }
+
+/// Dead letters: their `reason` and `record` are free text, found through the index and by
+/// scanning alike; their other columns (signal, stream, path ...) are not indexed.
+#[test]
+fn dead_letters_are_found_by_their_reason_and_record() {
+    use std::time::{Duration, UNIX_EPOCH};
+    use wit_batch::dead_letters::{self, DeadLetter};
+
+    let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(1_764_576_000_000 + ms);
+    let letters = [
+        DeadLetter::new(
+            at(0),
+            Signal::Events,
+            "/user/age: \"old\" is not of type integer",
+            r#"{"user":{"age":"old"}}"#,
+        )
+        .with_stream("signups")
+        .with_path("/user/age"),
+        DeadLetter::new(
+            at(1),
+            Signal::Traces,
+            "traceId: id is 5 bytes, expected 16",
+            r#"{"traceId":"0102030405","name":"checkout"}"#,
+        )
+        .with_path("resourceSpans[0].scopeSpans[0].spans[0].traceId"),
+        DeadLetter::new(at(2), Signal::Logs, "not valid UTF-8", "q83v").with_topic("logs.acme"),
+    ];
+    let batch = dead_letters::decode(
+        &dead_letters::encode(&letters),
+        PayloadFormat::Ndjson,
+        wit_batch::Compression::None,
+    )
+    .expect("decode");
+    let store = Store::new();
+    let file = store.write(Signal::DeadLetters, &[batch]);
+    assert!(file.path.starts_with("acme/dead_letters/"), "{}", file.path);
+    index(&store, &file);
+    let file = store.get(&file.path);
+    let searcher = Searcher::new(store.destination.clone());
+    let table: &[(&str, &[u64])] = &[
+        ("integer", &[0]),
+        ("old", &[0]),
+        ("checkout", &[1]),
+        ("\"5 bytes\"", &[1]),
+        ("utf-8 OR q83v", &[2]),
+        ("age", &[0]),
+        // Columns that are not indexed: the stream, the signal, the topic.
+        ("signups", &[]),
+        ("logs.acme", &[]),
+        ("traces", &[]),
+    ];
+    for (text, want) in table {
+        let q = query(text);
+        let hits = searcher.search(&file, &q).expect("search");
+        assert!(matches!(hits.by, SearchedBy::Index), "{:?}", hits.by);
+        assert_eq!(
+            hits.rows.iter().collect::<Vec<_>>(),
+            *want,
+            "`{text}` through the index"
+        );
+        let scanned = searcher.scan(&file, &q).expect("scan");
+        assert_eq!(scanned.iter().collect::<Vec<_>>(), *want, "`{text}` by scanning");
+    }
+}

@@ -789,3 +789,139 @@ fn a_tenant_at_its_own_unstored_bound_is_refused_and_others_are_not() {
     assert_eq!(support::stored_rows(&*sqlite, &acme, Signal::Logs), (taken + 1) * 10);
     assert_eq!(support::stored_rows(&*sqlite, &globex, Signal::Logs), 3);
 }
+
+/// The rows of `tenant`'s `signal` in the files the catalog lists, read with the parquet
+/// crate's Arrow reader (not the store's), in one batch.
+fn read_catalogued(
+    catalog: &dyn FileCatalog,
+    data: &std::path::Path,
+    tenant: &str,
+    signal: Signal,
+) -> arrow::array::RecordBatch {
+    let tenant = Tenant::try_new(tenant).expect("tenant");
+    let mut batches = Vec::new();
+    for file in catalog.list(&tenant, signal, None).expect("list") {
+        let path = data.join(&file.path);
+        assert!(file.path.starts_with(&format!("{tenant}/{signal}/")), "{}", file.path);
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&path).expect("open a catalogued file"),
+        )
+        .expect("a parquet file")
+        .build()
+        .expect("reader");
+        let file_batches = reader.collect::<Result<Vec<_>, _>>().expect("read");
+        assert_eq!(file_batches.iter().map(|b| b.num_rows() as u64).sum::<u64>(), file.rows);
+        batches.extend(file_batches);
+    }
+    let schema = wit_batch::dead_letters::schema();
+    for batch in &batches {
+        let fields = |s: &arrow::datatypes::Schema| -> Vec<(String, arrow::datatypes::DataType, bool)> {
+            s.fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+                .collect()
+        };
+        assert_eq!(
+            fields(&batch.schema()),
+            fields(&schema),
+            "the stored schema is the table's"
+        );
+    }
+    match batches.first() {
+        Some(first) => arrow::compute::concat_batches(&first.schema(), &batches).expect("concat"),
+        None => arrow::array::RecordBatch::new_empty(schema),
+    }
+}
+
+#[test]
+fn dead_letters_are_stored_for_their_tenant_and_read_back_independently() {
+    use std::time::UNIX_EPOCH;
+    use wit_batch::dead_letters::{self, DeadLetter};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let data = dir.path().join("data");
+    let pipeline = support::open(dir.path(), config(dir.path()), tracker.clone());
+
+    let at = |s: u64| UNIX_EPOCH + Duration::from_secs(1_767_225_600 + s); // 2026-01-01 +s
+    let first = vec![
+        DeadLetter::new(
+            at(1),
+            Signal::Events,
+            "/user/age: \"old\" is not an integer",
+            r#"{"user":{"age":"old"}}"#,
+        )
+        .with_stream("signups")
+        .with_schema_version(2)
+        .with_path("/user/age"),
+        DeadLetter::new(
+            at(2),
+            Signal::Traces,
+            "resourceSpans[0].scopeSpans[0].spans[1].traceId: id is 5 bytes, expected 16",
+            r#"{"traceId":"0102030405"}"#,
+        )
+        .with_path("resourceSpans[0].scopeSpans[0].spans[1].traceId"),
+    ];
+    let second = vec![
+        DeadLetter::new(at(3), Signal::Logs, "does not decode", "q83v")
+            .with_topic("logs.acme")
+            .with_partition(1)
+            .with_offset(9),
+    ];
+    let part = |letters: &[DeadLetter]| {
+        Part::new(
+            PayloadFormat::Ndjson,
+            Compression::None,
+            letters.len() as u32,
+            dead_letters::encode(letters),
+        )
+    };
+
+    let key = key("acme", Signal::DeadLetters);
+    let ack = pipeline
+        .blocking_submit(&key, part(&first), AckLevel::Stored)
+        .expect("submit");
+    // A part the host converted already is stored from its rows.
+    let payload = part(&second);
+    let rows = dead_letters::decode(&payload.payload, payload.format, payload.compression).expect("decode");
+    let Submitted::Accepted(converted) = pipeline
+        .try_submit_converted(&key, payload, rows, AckLevel::Stored)
+        .expect("submit converted")
+    else {
+        panic!("an empty pipeline has room");
+    };
+    // Another tenant's letter, and another signal of the same tenant, stay apart.
+    let other = pipeline
+        .blocking_submit(
+            &self::key("umbrella", Signal::DeadLetters),
+            part(&second),
+            AckLevel::Stored,
+        )
+        .expect("other tenant");
+    pipeline.flush().expect("flush");
+    for ack in [ack, converted, other] {
+        let acked = ack.wait_timeout(LONG).expect("in time").expect("stored");
+        assert!(stored_or_later(
+            tracker.batch(acked.batch.expect("batch")).expect("record").stage
+        ));
+    }
+    pipeline.close().expect("close");
+
+    let all: Vec<DeadLetter> = first.iter().chain(&second).cloned().collect();
+    let expected =
+        dead_letters::decode(&dead_letters::encode(&all), PayloadFormat::Ndjson, Compression::None).expect("decode");
+    let mut stored = read_catalogued(tracker.as_ref(), &data, "acme", Signal::DeadLetters);
+    // Files are sorted by time; the batches may be in one file or two, in either order.
+    let order = arrow::compute::sort_to_indices(stored.column(0), None, None).expect("sort");
+    stored = arrow::compute::take_record_batch(&stored, &order).expect("take");
+    assert_eq!(stored.columns(), expected.columns(), "the rows submitted, as submitted");
+    assert_eq!(
+        support::stored_rows(tracker.as_ref(), &Tenant::try_new("acme").expect("t"), Signal::Events),
+        0
+    );
+
+    let umbrella = read_catalogued(tracker.as_ref(), &data, "umbrella", Signal::DeadLetters);
+    let expected =
+        dead_letters::decode(&dead_letters::encode(&second), PayloadFormat::Ndjson, Compression::None).expect("decode");
+    assert_eq!(umbrella.columns(), expected.columns());
+}

@@ -4,6 +4,7 @@
 
 mod compaction;
 mod data;
+mod dead_letters;
 mod duckdb;
 mod events;
 mod full_text;

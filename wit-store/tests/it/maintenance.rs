@@ -378,3 +378,77 @@ fn compaction_whose_indexer_fails_catalogues_nothing_and_leaves_the_old_files_li
     ids.sort();
     assert_eq!(held, ids);
 }
+
+/// Dead letters are a signal like the others: stored under `{tenant}/dead_letters/`, each
+/// file's time range that of its refusal times, merged by compaction (in time order) and
+/// retired by retention.
+#[test]
+fn dead_letters_are_stored_compacted_and_retired_like_every_signal() {
+    use wit_batch::dead_letters::{self, DeadLetter};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = Arc::new(InMemoryFileCatalog::default());
+    let mut sink = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config())
+        .expect("open")
+        .with_catalog(catalog.clone());
+    let base = 1_700_000_000u64;
+    let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(base + secs);
+    let nanos = |secs: u64| ((base + secs) * 1_000_000_000) as i64;
+    // Two files in the same hour, their letters out of time order within each.
+    for (file, secs) in [[30u64, 10], [20, 40]].into_iter().enumerate() {
+        let letters: Vec<DeadLetter> = secs
+            .iter()
+            .map(|&s| DeadLetter::new(at(s), Signal::Events, format!("refused at {s}"), "{}").with_stream("signups"))
+            .collect();
+        let rows = dead_letters::decode(
+            &dead_letters::encode(&letters),
+            wit_batch::PayloadFormat::Ndjson,
+            wit_batch::Compression::None,
+        )
+        .expect("decode");
+        sink.write(&acme(), Signal::DeadLetters, &rows, &[BatchId::new()])
+            .expect("write");
+        let published = sink.flush().expect("flush");
+        assert_eq!(published.len(), 1, "file {file}");
+        let stored = &published[0];
+        assert!(stored.path.starts_with("acme/dead_letters/"), "{}", stored.path);
+        let (min, max) = (secs.iter().min().expect("min"), secs.iter().max().expect("max"));
+        assert_eq!(
+            (stored.time_range.min, stored.time_range.max),
+            (nanos(*min), nanos(*max))
+        );
+    }
+    assert!(catalog.list(&acme(), Signal::Events, None).expect("list").is_empty());
+
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(base + 40 * 86_400);
+    let maintenance = Maintenance::new(Destination::local(dir.path()).expect("dest"), catalog.clone(), config())
+        .with_grace(Duration::from_secs(60));
+    let report = maintenance
+        .compact(&acme(), Signal::DeadLetters, 64 << 20, now)
+        .expect("compact");
+    assert_eq!((report.retired.len(), report.published.len()), (2, 1));
+    let merged = read_back(&dir.path().join(&report.published[0].path));
+    assert_eq!(merged.schema().fields(), dead_letters::schema().fields());
+    let reasons: Vec<_> = merged
+        .column_by_name("reason")
+        .expect("reason")
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .expect("utf8")
+        .iter()
+        .map(|r| r.expect("not null").to_owned())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["refused at 10", "refused at 20", "refused at 30", "refused at 40"]
+    );
+
+    // Forty days on, a 30-day retention retires them.
+    assert_eq!(maintenance.apply_retention(&acme(), 30, now).expect("retention"), 1);
+    assert!(
+        catalog
+            .list(&acme(), Signal::DeadLetters, None)
+            .expect("list")
+            .is_empty()
+    );
+}
