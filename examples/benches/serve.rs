@@ -28,6 +28,13 @@
 //! - p50 / p99 / max acknowledgment latency (request sent to answer received);
 //! - CPU seconds per 100k spans acknowledged, of the server and of the generator.
 //!
+//! With `WIT_LOAD_GUARD=both` (or `on`), each run is made twice (or only so): once as above,
+//! once with the access layer in use — an API key (`tenants.keys`, every request's
+//! `Authorization: Bearer` checked against its SHA-256), limits set high
+//! (`tenants.limits`: a million requests and 4 GB per second, so they are checked but never
+//! refuse) and an `Idempotency-Key` on every request (claimed, carried in the WAL, remembered
+//! in the tracker). The `guard` column says which.
+//!
 //! Ceilings, in the same run: `ceiling_http_sink`, the same generator against a server in
 //! this process that reads each body and answers 200 (what loopback HTTP with these
 //! connections allows on this machine), and criterion's `serve_ceiling/decode` (one core
@@ -57,6 +64,8 @@ const DISTINCT_REQUESTS: u64 = 64;
 /// so the server stays saturated, long enough that refusals do not take its CPU.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The API key of guarded runs.
+const BENCH_KEY: &str = "wit-bench-key-0123456789abcdef";
 
 fn requests() -> Vec<Bytes> {
     (0..DISTINCT_REQUESTS)
@@ -132,6 +141,7 @@ fn generate(
     rate: u64,
     duration: Duration,
     bodies: &[Bytes],
+    guard: bool,
 ) -> Load {
     let interval =
         (rate > 0).then(|| Duration::from_secs_f64(connections as f64 * SPANS_PER_REQUEST as f64 / rate as f64));
@@ -154,8 +164,8 @@ fn generate(
                     next: tokio::time::Instant::now() + i.mul_f64(c as f64 / connections as f64),
                 });
                 match transport {
-                    Transport::Http => http_sender(addr, c as usize, &bodies, &stop, pace).await,
-                    Transport::Grpc => grpc_sender(addr, c as usize, &bodies, &stop, pace).await,
+                    Transport::Http => http_sender(addr, c as usize, &bodies, &stop, pace, guard).await,
+                    Transport::Grpc => grpc_sender(addr, c as usize, &bodies, &stop, pace, guard).await,
                 }
             }));
         }
@@ -196,12 +206,18 @@ impl Pace {
     }
 }
 
+/// A request's idempotency key: unique per connection and request.
+fn idempotency_key(connection: usize, n: usize) -> String {
+    format!("bench-{connection}-{n}")
+}
+
 async fn http_sender(
     addr: SocketAddr,
     first: usize,
     bodies: &[Bytes],
     stop: &AtomicBool,
     mut pace: Option<Pace>,
+    guard: bool,
 ) -> Load {
     let mut load = Load::default();
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -213,9 +229,15 @@ async fn http_sender(
     let mut i = first;
     while !stop.load(Ordering::Acquire) {
         Pace::wait(&mut pace).await;
-        let request = hyper::Request::post("/v1/traces")
+        let mut request = hyper::Request::post("/v1/traces")
             .header("content-type", "application/x-protobuf")
-            .header("host", addr.to_string())
+            .header("host", addr.to_string());
+        if guard {
+            request = request
+                .header("authorization", format!("Bearer {BENCH_KEY}"))
+                .header("idempotency-key", idempotency_key(first, i));
+        }
+        let request = request
             .body(Full::new(bodies[i % bodies.len()].clone()))
             .expect("request");
         let sent = Instant::now();
@@ -251,6 +273,7 @@ async fn grpc_sender(
     bodies: &[Bytes],
     stop: &AtomicBool,
     mut pace: Option<Pace>,
+    guard: bool,
 ) -> Load {
     let mut load = Load::default();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -266,13 +289,16 @@ async fn grpc_sender(
         Pace::wait(&mut pace).await;
         grpc.ready().await.expect("ready");
         let sent = Instant::now();
-        let answer = grpc
-            .unary(
-                tonic::Request::new(bodies[i % bodies.len()].clone()),
-                path.clone(),
-                RawCodec,
-            )
-            .await;
+        let mut request = tonic::Request::new(bodies[i % bodies.len()].clone());
+        if guard {
+            let metadata = request.metadata_mut();
+            metadata.insert(
+                "authorization",
+                format!("Bearer {BENCH_KEY}").parse().expect("metadata"),
+            );
+            metadata.insert("idempotency-key", idempotency_key(first, i).parse().expect("metadata"));
+        }
+        let answer = grpc.unary(request, path.clone(), RawCodec).await;
         match answer {
             Ok(_) => {
                 load.acked_requests += 1;
@@ -280,7 +306,7 @@ async fn grpc_sender(
                 load.latencies_us.push(sent.elapsed().as_micros() as u64);
                 i += 1;
             }
-            Err(status) if status.code() == tonic::Code::Unavailable => {
+            Err(status) if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) => {
                 load.refused += 1;
                 tokio::time::sleep(RETRY_AFTER).await;
             }
@@ -316,21 +342,27 @@ struct Server {
     http: u16,
     grpc: u16,
     api: u16,
+    guard: bool,
 }
 
 impl Server {
-    fn start(dir: &Path) -> Server {
+    /// With `guard`: the bench key (tenant `default`, every scope) and limits set high.
+    fn start(dir: &Path, guard: bool) -> Server {
         let (http, grpc, api) = (free_port(), free_port(), free_port());
         let config = dir.join("wit.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir: {}\nlisten:\n  otlp_http: 127.0.0.1:{http}\n  otlp_grpc: 127.0.0.1:{grpc}\n  api: 127.0.0.1:{api}\npipeline:\n  file_max_age_ms: {}\n",
-                dir.join("data").display(),
-                env_u64("WIT_LOAD_FILE_AGE_MS", 5_000),
-            ),
-        )
-        .expect("config");
+        let mut text = format!(
+            "data_dir: {}\nlisten:\n  otlp_http: 127.0.0.1:{http}\n  otlp_grpc: 127.0.0.1:{grpc}\n  api: 127.0.0.1:{api}\npipeline:\n  file_max_age_ms: {}\n",
+            dir.join("data").display(),
+            env_u64("WIT_LOAD_FILE_AGE_MS", 5_000),
+        );
+        if guard {
+            use sha2::Digest;
+            let hash = hex::encode(sha2::Sha256::digest(BENCH_KEY.as_bytes()));
+            text.push_str(&format!(
+                "tenants:\n  keys:\n    - tenant: default\n      sha256: {hash}\n      scopes: [write, read, admin]\n  limits:\n    requests_per_second: 1000000\n    bytes_per_second: 4000000000\n"
+            ));
+        }
+        std::fs::write(&config, text).expect("config");
         let log = std::fs::File::create(dir.join("server.log")).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_wit"))
             .args(["serve", "--config"])
@@ -340,7 +372,13 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("start wit serve");
-        let server = Server { child, http, grpc, api };
+        let server = Server {
+            child,
+            http,
+            grpc,
+            api,
+            guard,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while server.get("/health/ready").is_none() {
             assert!(Instant::now() < deadline, "wit serve not ready in 60 s");
@@ -350,8 +388,7 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> Option<serde_json::Value> {
-        let mut response = ureq::get(&format!("http://127.0.0.1:{}{path}", self.api)).call().ok()?;
-        serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+        api_get(self.api, path, self.guard)
     }
 
     /// (records stored, records indexed, unstored bytes).
@@ -372,6 +409,16 @@ impl Server {
     }
 }
 
+/// `GET` on the API port (with the bench key when `guard`): the JSON answer.
+fn api_get(port: u16, path: &str, guard: bool) -> Option<serde_json::Value> {
+    let mut request = ureq::get(&format!("http://127.0.0.1:{port}{path}"));
+    if guard {
+        request = request.header("authorization", &format!("Bearer {BENCH_KEY}"));
+    }
+    let mut response = request.call().ok()?;
+    serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -381,9 +428,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// One transport's run against a fresh server; returns the table's row.
-fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: &[Bytes]) -> String {
+fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: &[Bytes], guard: bool) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), guard);
     let port = match transport {
         Transport::Http => server.http,
         Transport::Grpc => server.grpc,
@@ -405,11 +452,7 @@ fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: 
             let mut max = 0u64;
             while sampling.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_secs(1));
-                let status = ureq::get(&format!("http://127.0.0.1:{api}/api/batch-monitor/status"))
-                    .call()
-                    .ok()
-                    .and_then(|mut r| r.body_mut().read_to_string().ok())
-                    .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
+                let status = api_get(api, "/api/batch-monitor/status", guard);
                 let acked = ACKED.load(Ordering::Relaxed) * SPANS_PER_REQUEST;
                 let field = |k: &str| status.as_ref().map_or(0, |s| s["pipeline"][k].as_u64().unwrap_or(0));
                 let unstored = field("unstored_bytes");
@@ -423,7 +466,15 @@ fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: 
             (samples, max)
         })
     };
-    let mut load = generate(transport, addr, connections, rate, Duration::from_secs(seconds), bodies);
+    let mut load = generate(
+        transport,
+        addr,
+        connections,
+        rate,
+        Duration::from_secs(seconds),
+        bodies,
+        guard,
+    );
     let (stored_in_window, indexed_in_window, backlog_end) = server.progress();
     let (server_cpu_load, self_cpu_load) = (cpu_seconds(&pid) - server_cpu0, cpu_seconds("self") - self_cpu0);
     sampling.store(false, Ordering::Release);
@@ -467,8 +518,9 @@ fn run(transport: Transport, connections: u64, rate: u64, seconds: u64, bodies: 
     let lag_trend = slope(|s| s.2) * 60.0 / rate_acked;
     let lag_mean = samples.iter().map(|s| s.2).sum::<f64>() / samples.len().max(1) as f64 / rate_acked;
     format!(
-        "{:<5} {:>7} {:>5} {:>11.0} {:>11.0} {:>11.0} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>7.2} {:>7.2} {:>7.3} {:>7.3} {:>7.3} {:>6.2}",
+        "{:<5} {:<5} {:>7} {:>5} {:>11.0} {:>11.0} {:>11.0} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>7.2} {:>7.2} {:>7.3} {:>7.3} {:>7.3} {:>6.2}",
         format!("{transport:?}").to_lowercase(),
+        if guard { "on" } else { "off" },
         if rate == 0 {
             "max".to_string()
         } else {
@@ -520,6 +572,7 @@ fn ceiling_http_sink(connections: u64, seconds: u64, bodies: &[Bytes]) -> String
         0,
         Duration::from_secs(seconds),
         bodies,
+        false,
     );
     let cpu = cpu_seconds("self") - cpu0;
     let spans = load.acked_requests * SPANS_PER_REQUEST;
@@ -569,19 +622,27 @@ fn main() {
     out.push_str(&ceiling_http_sink(connections, seconds.min(15), &bodies));
     out.push('\n');
     out.push_str(
-        "transport offered conns  acked/s    stored/s    indexed/s  refused bklgMaxMB bklgEndMB bklgMB/min  p50 ms   p99 ms   max ms  lag s lag s/min drain s srvCPU/100k srvCPU+drain genCPU/100k cores\n",
+        "transport guard offered conns  acked/s    stored/s    indexed/s  refused bklgMaxMB bklgEndMB bklgMB/min  p50 ms   p99 ms   max ms  lag s lag s/min drain s srvCPU/100k srvCPU+drain genCPU/100k cores\n",
     );
     // WIT_LOAD_MAX=0 leaves out the closed-loop runs.
     let rates = match env_u64("WIT_LOAD_MAX", 1) {
         0 => vec![env_u64("WIT_LOAD_RATE", 150_000)],
         _ => vec![0, env_u64("WIT_LOAD_RATE", 150_000)],
     };
+    // WIT_LOAD_GUARD: `off` (the default), `on`, or `both` (each run without, then with).
+    let guards: &[bool] = match std::env::var("WIT_LOAD_GUARD").as_deref() {
+        Ok("on") => &[true],
+        Ok("both") => &[false, true],
+        _ => &[false],
+    };
     for rate in rates {
         for transport in [Transport::Http, Transport::Grpc] {
-            let row = run(transport, connections, rate, seconds, &bodies);
-            println!("{row}");
-            out.push_str(&row);
-            out.push('\n');
+            for &guard in guards {
+                let row = run(transport, connections, rate, seconds, &bodies, guard);
+                println!("{row}");
+                out.push_str(&row);
+                out.push('\n');
+            }
         }
     }
     print!("{out}");

@@ -10,6 +10,12 @@
 //! `COMPLETED`. Opening recovers: staged files are published, then every batch in the log
 //! that is not stored is stored, exactly once.
 //!
+//! A request retried after a lost answer is taken once with an idempotency key
+//! ([`Pipeline::claim_key`]): the key travels in the WAL envelope with the part and the host's
+//! receipt, is taken again on replay, and is remembered in the tracker before the batch is
+//! stored, so a repeat within the window ([`PipelineConfig::with_idempotency_window`]) gets
+//! the first receipt, across crashes.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;

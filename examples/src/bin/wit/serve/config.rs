@@ -19,6 +19,7 @@ pub(crate) struct Config {
     pub(crate) listen: Listen,
     pub(crate) tenants: Tenants,
     pub(crate) otlp: Otlp,
+    pub(crate) events: EventsSection,
     pub(crate) pipeline: PipelineSection,
     pub(crate) tracker: TrackerSection,
     pub(crate) storage: Storage,
@@ -37,6 +38,7 @@ impl Default for Config {
             listen: Listen::default(),
             tenants: Tenants::default(),
             otlp: Otlp::default(),
+            events: EventsSection::default(),
             pipeline: PipelineSection::default(),
             tracker: TrackerSection::default(),
             storage: Storage::default(),
@@ -178,6 +180,33 @@ impl Default for Otlp {
             cors_allowed_origins: Vec::new(),
         }
     }
+}
+
+/// NDJSON event streams.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct EventsSection {
+    /// JSON Schemas of streams: records that fail go to the tenant's `dead_letters` table.
+    pub(crate) schemas: Vec<SchemaConfig>,
+}
+
+/// The JSON Schema of one event stream (of one tenant, or of every tenant).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SchemaConfig {
+    /// The stream (`POST /v1/events/{stream}`).
+    pub(crate) stream: String,
+    /// The schema's version, recorded with every record it refuses.
+    pub(crate) version: u32,
+    /// Only this tenant's stream; absent: every tenant's (a tenant's own schema wins).
+    #[serde(default)]
+    pub(crate) tenant: Option<String>,
+    /// The schema itself, inline (YAML or JSON).
+    #[serde(default)]
+    pub(crate) schema: Option<serde_json::Value>,
+    /// Or a file holding it as JSON.
+    #[serde(default)]
+    pub(crate) schema_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -336,6 +365,7 @@ impl Config {
         }
         let config: Config = serde_saphyr::from_str(&text).map_err(|e| ConfigError(e.to_string()))?;
         super::access::Keys::of(&config).map_err(ConfigError)?;
+        super::schemas::Schemas::of(&config).map_err(ConfigError)?;
         for name in config.tenants.tenant_limits.keys() {
             wit_batch::Tenant::try_new(name).map_err(|e| ConfigError(format!("tenants.tenant_limits.{name}: {e}")))?;
         }

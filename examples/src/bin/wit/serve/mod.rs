@@ -2,8 +2,11 @@
 //!
 //! - `config.rs`: the YAML configuration and its defaults.
 //! - `server.rs`: startup (recovery before readiness), the listeners, graceful shutdown.
-//! - `tenant.rs`: the layer every route passes through (the request's tenant).
-//! - `receivers/`: OTLP/HTTP, and the error answers every receiver shares.
+//! - `access.rs`: the layer every route passes through (API keys, scopes, the request's
+//!   tenant); `limits.rs`: per-tenant rate limits.
+//! - `schemas.rs`: JSON Schema per event stream.
+//! - `receivers/`: OTLP/HTTP and gRPC, NDJSON events, and what they share (idempotency keys,
+//!   partial success and dead letters, the error answers).
 //! - `api/`: SQL over HTTP and health, on the API port.
 
 mod access;
@@ -11,6 +14,7 @@ mod api;
 mod config;
 mod limits;
 mod receivers;
+mod schemas;
 mod server;
 
 use std::ffi::OsString;

@@ -36,6 +36,8 @@ pub(crate) struct App {
     keys: RwLock<Arc<Keys>>,
     /// Per-tenant rate limits.
     pub(crate) limits: super::limits::Limiter,
+    /// The event streams' JSON Schemas.
+    pub(crate) schemas: super::schemas::Schemas,
     /// Set once recovery finished and the pipeline is open.
     pub(crate) core: OnceLock<Core>,
     pub(crate) started: Instant,
@@ -182,12 +184,14 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         .map_err(|e| format!("tenants.default `{}`: {e}", config.tenants.default))?;
     let keys = Keys::of(&config)?;
     let limits = super::limits::Limiter::new(&config);
+    let schemas = super::schemas::Schemas::of(&config)?;
     let app = Arc::new(App {
         config,
         config_path,
         default_tenant,
         keys: RwLock::new(Arc::new(keys)),
         limits,
+        schemas,
         core: OnceLock::new(),
         started: Instant::now(),
     });

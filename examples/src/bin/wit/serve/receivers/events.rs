@@ -1,8 +1,10 @@
 //! NDJSON events: `POST /v1/events/{stream}` with one JSON object per line (gzip or not, under
 //! the same size limit as OTLP), into the tenant's `events` table with the stream in the
-//! `_stream` column. Every line must parse and carry its time (`timestamp`, RFC 3339 or epoch
-//! milliseconds); a bad line refuses the whole request (400 naming it) and nothing is taken.
-//! Success is `{"accepted": <events>}` once the acknowledgment level holds.
+//! `_stream` column. Every line must parse, carry its time (`timestamp`, RFC 3339 or epoch
+//! milliseconds) and pass the stream's JSON Schema if it has one (`events.schemas`); a line
+//! that does not goes to the tenant's `dead_letters` table, naming why, and the others are
+//! taken. Success is `{"accepted": <events>}` once the acknowledgment level holds, with
+//! `"dead_lettered": <n>` and `"message"` (the first reason) when lines were left out.
 
 use std::sync::Arc;
 
@@ -55,8 +57,15 @@ pub(super) async fn events(
     };
     match super::ingest(&app, key, PayloadFormat::Ndjson, payload, idempotency).await {
         Ok(accepted) => {
-            let mut response =
-                (StatusCode::OK, Json(serde_json::json!({"accepted": accepted.records}))).into_response();
+            let body = match accepted.rejected {
+                0 => serde_json::json!({"accepted": accepted.records}),
+                n => serde_json::json!({
+                    "accepted": accepted.records,
+                    "dead_lettered": n,
+                    "message": accepted.message,
+                }),
+            };
+            let mut response = (StatusCode::OK, Json(body)).into_response();
             super::mark_replayed(&accepted, response.headers_mut());
             response
         }

@@ -3,6 +3,7 @@
 //! check, submit, acknowledgment, metrics), `google.rpc.Status` bodies in the request's
 //! encoding and `Retry-After` on overload.
 
+mod dead_letters;
 mod events;
 mod otlp_grpc;
 mod otlp_http;
@@ -120,13 +121,6 @@ pub(crate) async fn ingest(
     count(transport, signal, outcome, records, bytes);
     count_tenant(tenant.clone(), outcome, records);
     if let Ok(accepted) = &result
-        && accepted.rejected > 0
-        && !accepted.deduplicated
-    {
-        metrics::counter!("wit_tenant_records_total", "tenant" => tenant, "outcome" => "rejected")
-            .increment(accepted.rejected);
-    }
-    if let Ok(accepted) = &result
         && !accepted.deduplicated
     {
         if accepted.rejected > 0 {
@@ -212,37 +206,17 @@ async fn submit(
             Err(refusal) => return (0, Err(refusal)),
         },
     };
-    let decoded = match signal {
-        Signal::Events => {
-            let options = wit_batch::events::EventOptions::default();
-            wit_batch::events::infer_schema(&payload, None, &options)
-                .and_then(|schema| wit_batch::events::decode(&payload, Some(schema), &options))
-        }
-        Signal::Traces => wit_batch::otlp::traces::decode(&payload, format, Compression::None),
-        Signal::Logs => wit_batch::otlp::logs::decode(&payload, format, Compression::None),
-        _ => wit_batch::otlp::metrics::decode(&payload, format, Compression::None),
-    };
-    let (records, format, payload, rows, rejected, message) = match decoded {
-        Ok(batch) => (batch.num_rows() as u64, format, payload, Some(batch), 0, String::new()),
-        Err(e) => match partial::split(signal, format, &payload) {
-            Some(split) => (
-                split.kept,
-                PayloadFormat::OtlpProtobuf,
-                split.payload,
-                None,
-                split.rejected,
-                split.message,
-            ),
-            None => {
-                return (
-                    0,
-                    Err(Refusal::Invalid(format!(
-                        "the {} request does not decode: {e}",
-                        signal_name(signal)
-                    ))),
-                );
-            }
-        },
+    let Classified {
+        format,
+        payload,
+        rows,
+        records,
+        rejected,
+        message,
+        letters,
+    } = match classify(app, &key, format, payload) {
+        Ok(classified) => classified,
+        Err(refusal) => return (0, Err(refusal)),
     };
     let accepted = Accepted {
         records,
@@ -250,22 +224,148 @@ async fn submit(
         message,
         deduplicated: false,
     };
-    let mut part = Part::new(format, Compression::None, 1, payload);
-    if let Some(claim) = &claim {
+    // Dead letters are submitted first: should the data's part be refused, or the server
+    // crash between the two, a retry can store a dead letter twice but never lose one.
+    let mut parts = Vec::with_capacity(2);
+    if !letters.is_empty() {
+        let letters_key = BatchKey::new(key.tenant.clone(), Signal::DeadLetters, key.source);
+        let count = u32::try_from(letters.len()).unwrap_or(u32::MAX);
+        let part = Part::new(
+            PayloadFormat::Ndjson,
+            Compression::None,
+            count,
+            wit_batch::dead_letters::encode(&letters),
+        );
+        parts.push((letters_key, part, None));
+    }
+    if records > 0 || letters.is_empty() {
+        parts.push((key.clone(), Part::new(format, Compression::None, 1, payload), rows));
+    }
+    // An OTLP request none of whose records converts is refused (400 / INVALID_ARGUMENT, as
+    // the OTLP specification asks of data that cannot be taken), its records kept as dead
+    // letters all the same; events answer what was taken of them, if nothing.
+    let refused = records == 0 && rejected > 0 && signal != Signal::Events;
+    // The last part carries the idempotency key: once it is taken, the request is.
+    if let Some(claim) = claim.as_ref().filter(|_| !refused)
+        && let Some((_, part, _)) = parts.last_mut()
+    {
         let receipt = serde_json::json!({
             "records": accepted.records,
             "rejected": accepted.rejected,
             "message": accepted.message.chars().take(RECEIPT_MESSAGE_CHARS).collect::<String>(),
         });
         match claim.idempotency(serde_json::to_vec(&receipt).expect("JSON of numbers and a string")) {
-            Ok(idempotency) => part = part.with_idempotency(idempotency),
+            Ok(idempotency) => *part = part.clone().with_idempotency(idempotency),
             Err(e) => return (0, Err(Refusal::Invalid(e.to_string()))),
         }
     }
-    // The claim is held until the part is submitted (then the key is the part's).
-    let result = wait(app, core, key, part, rows).await.map(|()| accepted);
+    for (key, part, rows) in parts {
+        // The claim is held until the part is submitted (then the key is the part's).
+        if let Err(refusal) = wait(app, core, key, part, rows).await {
+            return (records, Err(refusal));
+        }
+    }
     drop(claim);
-    (records, result)
+    dead_letters::count(&key.tenant, signal, letters.len() as u64);
+    if refused {
+        return (0, Err(Refusal::Invalid(accepted.message)));
+    }
+    (records, Ok(accepted))
+}
+
+/// A request checked record by record where it has to be: what to submit of it, and the
+/// dead letters of the records left out.
+struct Classified {
+    format: PayloadFormat,
+    /// The request, or (when records were left out) a request of the others.
+    payload: Bytes,
+    /// Its rows, when the request converted whole.
+    rows: Option<arrow::array::RecordBatch>,
+    /// Records taken.
+    records: u64,
+    /// Records left out (OTLP metrics: data points).
+    rejected: u64,
+    /// Why, when records were left out.
+    message: String,
+    letters: Vec<wit_batch::dead_letters::DeadLetter>,
+}
+
+impl Classified {
+    fn whole(format: PayloadFormat, payload: Bytes, rows: arrow::array::RecordBatch) -> Classified {
+        Classified {
+            format,
+            payload,
+            records: rows.num_rows() as u64,
+            rows: Some(rows),
+            rejected: 0,
+            message: String::new(),
+            letters: Vec::new(),
+        }
+    }
+}
+
+/// Decodes a request. OTLP that does not decode whole is split record by record
+/// (`partial.rs`); events are checked line by line when their stream has a schema or they
+/// do not decode whole (`dead_letters.rs`).
+fn classify(app: &App, key: &BatchKey, format: PayloadFormat, payload: Bytes) -> Result<Classified, Refusal> {
+    let signal = key.signal;
+    let decoded = match signal {
+        Signal::Events => return classify_events(app, key, payload),
+        Signal::Traces => wit_batch::otlp::traces::decode(&payload, format, Compression::None),
+        Signal::Logs => wit_batch::otlp::logs::decode(&payload, format, Compression::None),
+        _ => wit_batch::otlp::metrics::decode(&payload, format, Compression::None),
+    };
+    match decoded {
+        Ok(rows) => Ok(Classified::whole(format, payload, rows)),
+        Err(e) => match partial::split(signal, format, &payload) {
+            Some(split) => Ok(Classified {
+                format: PayloadFormat::OtlpProtobuf,
+                payload: split.payload,
+                rows: None,
+                records: split.kept,
+                rejected: split.rejected,
+                message: split.message,
+                letters: split.letters,
+            }),
+            None => Err(Refusal::Invalid(format!(
+                "the {} request does not decode: {e}",
+                signal_name(signal)
+            ))),
+        },
+    }
+}
+
+fn classify_events(app: &App, key: &BatchKey, payload: Bytes) -> Result<Classified, Refusal> {
+    let options = wit_batch::events::EventOptions::default();
+    let decode = |p: &[u8]| {
+        wit_batch::events::infer_schema(p, None, &options).and_then(|s| wit_batch::events::decode(p, Some(s), &options))
+    };
+    let stream = key.topic.as_deref().unwrap_or_default();
+    let schema = app.schemas.get(&key.tenant, stream);
+    if schema.is_none()
+        && let Ok(rows) = decode(&payload)
+    {
+        return Ok(Classified::whole(PayloadFormat::Ndjson, payload, rows));
+    }
+    let mut split = dead_letters::split_events(&payload, stream, schema, false);
+    let rows = match decode(&split.payload) {
+        Ok(rows) => rows,
+        Err(_) => {
+            // Some line does not convert: each is converted alone.
+            split = dead_letters::split_events(&payload, stream, schema, true);
+            decode(&split.payload).map_err(|e| Refusal::Invalid(format!("the events do not convert together: {e}")))?
+        }
+    };
+    let total = split.kept + split.letters.len() as u64;
+    Ok(Classified {
+        format: PayloadFormat::Ndjson,
+        payload: split.payload,
+        rows: Some(rows),
+        records: split.kept,
+        rejected: split.letters.len() as u64,
+        message: dead_letters::summary(&split.letters, total, "events"),
+        letters: split.letters,
+    })
 }
 
 /// What [`claim`] found.
@@ -427,6 +527,7 @@ fn signal_name(signal: Signal) -> &'static str {
         Signal::Traces => "traces",
         Signal::Logs => "logs",
         Signal::Metrics => "metrics",
+        Signal::DeadLetters => "dead_letters",
         _ => "events",
     }
 }

@@ -2,9 +2,12 @@
 //! convert (an id of the wrong length, an unknown enum value, a string-table reference) is
 //! taken without them. The request is parsed record by record with prost (or serde, for
 //! OTLP/JSON), each record checked alone by wit-batch's decoder with its resource and scope,
-//! and the records that pass are submitted as a new protobuf request; the answer reports the
-//! others in `partial_success` (rejected count and the first reason). A request none of
-//! whose records is at fault — or all of them — is refused whole, as before.
+//! and the records that pass are submitted as a new protobuf request; the others go to the
+//! tenant's `dead_letters` table (as OTLP/JSON with their resource and scope, with where they
+//! were in the request and why), and the answer reports them in `partial_success` (rejected
+//! count and the first reason). When every record is at fault, they are dead letters too and
+//! the request is refused (400). A request none of whose records is at fault (its fault is
+//! elsewhere: its framing) is refused whole, nothing kept.
 //!
 //! This runs only when the whole request failed to decode, so the path taken by valid data
 //! costs nothing.
@@ -17,6 +20,7 @@ use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
+use wit_batch::dead_letters::DeadLetter;
 use wit_batch::{Compression, PayloadFormat, Signal};
 
 /// The records of a request that convert, re-encoded as protobuf, and what was left out.
@@ -30,10 +34,12 @@ pub(crate) struct Split {
     pub(crate) rejected: u64,
     /// Why, for the first record left out (and how many others).
     pub(crate) message: String,
+    /// The records left out, for the dead-letter table.
+    pub(crate) letters: Vec<DeadLetter>,
 }
 
 /// Splits a request that failed to decode as a whole; `None` when it cannot be taken in
-/// part (its framing is broken, no single record is at fault, or every record is).
+/// part (its framing is broken, or no single record is at fault).
 pub(crate) fn split(signal: Signal, format: PayloadFormat, payload: &[u8]) -> Option<Split> {
     match signal {
         Signal::Traces => split_traces(parse::<ExportTraceServiceRequest>(format, payload)?),
@@ -52,16 +58,37 @@ fn parse<R: Message + Default + serde::de::DeserializeOwned>(format: PayloadForm
 }
 
 /// What the checks found so far.
-#[derive(Default)]
 struct Tally {
     kept: u64,
     rejected: u64,
     first: Option<String>,
+    letters: Vec<DeadLetter>,
+    now: std::time::SystemTime,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            kept: 0,
+            rejected: 0,
+            first: None,
+            letters: Vec::new(),
+            now: std::time::SystemTime::now(),
+        }
+    }
 }
 
 impl Tally {
-    /// Checks one record alone, as the request `probe` (protobuf) holding `rows` rows.
-    fn check(&mut self, signal: Signal, probe: &[u8], rows: u64) -> bool {
+    /// Checks one record alone, as the request `probe` (protobuf) holding `rows` rows; a
+    /// record at fault is a dead letter of `json` (the probe as OTLP/JSON), at `path`.
+    fn check(
+        &mut self,
+        signal: Signal,
+        probe: &[u8],
+        rows: u64,
+        path: impl FnOnce() -> String,
+        json: impl FnOnce() -> String,
+    ) -> bool {
         let decoded = match signal {
             Signal::Traces => wit_batch::otlp::traces::decode(probe, PayloadFormat::OtlpProtobuf, Compression::None),
             Signal::Logs => wit_batch::otlp::logs::decode(probe, PayloadFormat::OtlpProtobuf, Compression::None),
@@ -74,14 +101,18 @@ impl Tally {
             }
             Err(e) => {
                 self.rejected += rows;
-                self.first.get_or_insert_with(|| e.to_string());
+                let path = path();
+                let reason = format!("{path}: {e}");
+                self.first.get_or_insert_with(|| reason.clone());
+                self.letters
+                    .push(DeadLetter::new(self.now, signal, reason, json()).with_path(path));
                 false
             }
         }
     }
 
     fn finish(self, payload: Vec<u8>, what: &str) -> Option<Split> {
-        if self.kept == 0 || self.rejected == 0 {
+        if self.rejected == 0 {
             return None;
         }
         let first = self.first.unwrap_or_default();
@@ -90,10 +121,11 @@ impl Tally {
             kept: self.kept,
             rejected: self.rejected,
             message: format!(
-                "{} of {} {what} rejected; the first: {first}",
+                "{} of {} {what} rejected (kept in the dead_letters table); the first: {first}",
                 self.rejected,
                 self.kept + self.rejected
             ),
+            letters: self.letters,
         })
     }
 }
@@ -102,14 +134,14 @@ impl Tally {
 /// scope; the request keeps those that pass.
 macro_rules! split_records {
     ($name:ident, $request:ident, $resource:ident . $scopes:ident, $scope:ident . $records:ident,
-     $containers:ident, $signal:expr, $what:literal, $rows:expr) => {
+     $containers:ident, $signal:expr, $what:literal, $rows:expr, $path:literal) => {
         fn $name(mut request: $request) -> Option<Split> {
             let mut tally = Tally::default();
-            for resource in &mut request.$containers {
+            for (i, resource) in request.$containers.iter_mut().enumerate() {
                 let resource_shell = resource.clone_empty();
-                for scope in &mut resource.$scopes {
+                for (j, scope) in resource.$scopes.iter_mut().enumerate() {
                     let scope_shell = scope.clone_empty();
-                    for record in std::mem::take(&mut scope.$records) {
+                    for (k, record) in std::mem::take(&mut scope.$records).into_iter().enumerate() {
                         let rows = $rows(&record);
                         let mut probe = $request {
                             $containers: vec![$resource {
@@ -120,7 +152,9 @@ macro_rules! split_records {
                                 ..resource_shell.clone()
                             }],
                         };
-                        if tally.check($signal, &probe.encode_to_vec(), rows) {
+                        let path = || format!($path, i, j, k);
+                        let json = || serde_json::to_string(&probe).unwrap_or_default();
+                        if tally.check($signal, &probe.encode_to_vec(), rows, path, json) {
                             let record = probe
                                 .$containers
                                 .swap_remove(0)
@@ -146,7 +180,8 @@ split_records!(
     resource_spans,
     Signal::Traces,
     "spans",
-    |_: &_| 1
+    |_: &_| 1,
+    "resourceSpans[{}].scopeSpans[{}].spans[{}]"
 );
 split_records!(
     split_logs,
@@ -156,7 +191,8 @@ split_records!(
     resource_logs,
     Signal::Logs,
     "log records",
-    |_: &_| 1
+    |_: &_| 1,
+    "resourceLogs[{}].scopeLogs[{}].logRecords[{}]"
 );
 // Metrics are checked a metric at a time with its data points: the points share the
 // metric's name, type and temporality, so a fault of one is mostly a fault of the metric.
@@ -168,7 +204,8 @@ split_records!(
     resource_metrics,
     Signal::Metrics,
     "data points",
-    data_points
+    data_points,
+    "resourceMetrics[{}].scopeMetrics[{}].metrics[{}]"
 );
 
 /// The data points of a metric (the rows it becomes).
