@@ -1161,6 +1161,7 @@ fn configuration_errors_name_what_is_wrong() {
         "scopes",
         "limits",
         "tenant_limits",
+        "operator",
         "requests_per_second",
         "bytes_per_second",
         "otlp",

@@ -26,7 +26,7 @@ fn new_key() -> (String, String) {
 }
 
 fn keys_yaml(keys: &[(&str, &str, &str)]) -> String {
-    let mut yaml = String::from("tenants:\n  keys:\n");
+    let mut yaml = String::from("tenants:\n  operator: ops\n  keys:\n");
     for (tenant, hash, scopes) in keys {
         yaml.push_str(&format!(
             "    - tenant: {tenant}\n      sha256: {hash}\n      scopes: [{scopes}]\n"
@@ -180,6 +180,7 @@ fn every_route_needs_the_right_key_of_the_right_tenant_with_its_scope() {
     let (reader, reader_hash) = new_key();
     let (admin, admin_hash) = new_key();
     let (globex, globex_hash) = new_key();
+    let (ops, ops_hash) = new_key();
     let (unknown, _) = new_key();
     let server = Server::start(
         tmp.path(),
@@ -188,6 +189,7 @@ fn every_route_needs_the_right_key_of_the_right_tenant_with_its_scope() {
             ("acme", &reader_hash, "read"),
             ("acme", &admin_hash, "admin"),
             ("globex", &globex_hash, "write, read, admin"),
+            ("ops", &ops_hash, "admin"),
         ]),
     );
     let rt = runtime();
@@ -319,6 +321,41 @@ fn every_route_needs_the_right_key_of_the_right_tenant_with_its_scope() {
             .collect();
         assert_eq!(seen, [tenant], "{overview}");
     }
+    // The operator tenant's admin key sees every tenant's batches.
+    let (status, overview) = get("/api/batch-monitor/status", &ops);
+    assert_eq!(status, 200, "{overview}");
+    assert_eq!(overview["total"], json!(ours.len() + theirs.len()), "{overview}");
+    assert_eq!(get(&one(&theirs[0]), &ops).0, 200);
+
+    // /metrics likewise: a tenant's admin key gets its own tenant's series (and the
+    // server's), never another tenant's; the operator's gets every tenant's.
+    let metrics = |key: &str| -> String {
+        let mut response = agent()
+            .get(&server.api_url("/metrics"))
+            .header("authorization", format!("Bearer {key}"))
+            .call()
+            .expect("metrics");
+        response.body_mut().read_to_string().expect("body")
+    };
+    let acme_view = metrics(&admin);
+    assert!(
+        acme_view.contains("tenant=\"acme\"") && !acme_view.contains("tenant=\"globex\""),
+        "{acme_view}"
+    );
+    assert!(
+        acme_view.contains("wit_ready"),
+        "the server's own series stay: {acme_view}"
+    );
+    let globex_view = metrics(&globex);
+    assert!(
+        globex_view.contains("tenant=\"globex\"") && !globex_view.contains("tenant=\"acme\""),
+        "{globex_view}"
+    );
+    let ops_view = metrics(&ops);
+    assert!(
+        ops_view.contains("tenant=\"acme\"") && ops_view.contains("tenant=\"globex\""),
+        "{ops_view}"
+    );
 }
 
 #[test]

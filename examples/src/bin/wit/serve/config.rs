@@ -81,6 +81,9 @@ pub(crate) struct Tenants {
     pub(crate) limits: Limits,
     /// Limits of named tenants, in place of `limits`.
     pub(crate) tenant_limits: std::collections::BTreeMap<String, Limits>,
+    /// With keys, the tenant whose `admin` keys see every tenant in the batch monitor and
+    /// `/metrics` (the operator's); other tenants' admin keys see their own only.
+    pub(crate) operator: Option<String>,
 }
 
 /// A tenant's rates; 0: unlimited.
@@ -102,6 +105,7 @@ impl Default for Tenants {
             keys: Vec::new(),
             limits: Limits::default(),
             tenant_limits: std::collections::BTreeMap::new(),
+            operator: None,
         }
     }
 }
@@ -366,6 +370,9 @@ impl Config {
         let config: Config = serde_saphyr::from_str(&text).map_err(|e| ConfigError(e.to_string()))?;
         super::access::Keys::of(&config).map_err(ConfigError)?;
         super::schemas::Schemas::of(&config).map_err(ConfigError)?;
+        if let Some(name) = &config.tenants.operator {
+            wit_batch::Tenant::try_new(name).map_err(|e| ConfigError(format!("tenants.operator `{name}`: {e}")))?;
+        }
         for name in config.tenants.tenant_limits.keys() {
             wit_batch::Tenant::try_new(name).map_err(|e| ConfigError(format!("tenants.tenant_limits.{name}: {e}")))?;
         }

@@ -1,7 +1,8 @@
 //! `GET /metrics`: Prometheus text. Counters and histograms come from the `metrics` facade
 //! (the receivers' `wit_otlp_*`, wit-wal's `wit_wal_*`, wit-pipeline's `wit_pipeline_*`);
 //! gauges are read at scrape time: unstored and unindexed bytes, batches in flight, the WAL's size, and
-//! batches per stage from the tracker.
+//! batches per stage from the tracker. With keys, a tenant's admin key gets the series of its
+//! own tenant and those of no tenant (the server's); the operator tenant's, every series.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,7 +29,13 @@ pub(crate) fn handle() -> &'static PrometheusHandle {
     })
 }
 
-pub(super) async fn render(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
+pub(super) async fn render(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    axum::extract::Extension(crate::serve::access::RequestTenant(tenant)): axum::extract::Extension<
+        crate::serve::access::RequestTenant,
+    >,
+) -> Response {
+    let scope = super::monitor::scope(&app, tenant);
     let handle = handle();
     if let Some(core) = app.core() {
         let status = core.pipeline.status();
@@ -57,10 +64,29 @@ pub(super) async fn render(axum::extract::State(app): axum::extract::State<Arc<A
     }
     metrics::gauge!("wit_ready").set(if app.core().is_some() { 1.0 } else { 0.0 });
     handle.run_upkeep();
+    let mut text = handle.render();
+    if let Some(tenant) = scope {
+        text = only_tenant(&text, tenant.as_str());
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle.render(),
+        text,
     )
         .into_response()
+}
+
+/// `text` without the series of tenants other than `tenant` (series without a `tenant`
+/// label are the server's and stay).
+fn only_tenant(text: &str, tenant: &str) -> String {
+    let own = format!("tenant=\"{tenant}\"");
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let other = !line.starts_with('#') && line.contains("tenant=\"") && !line.contains(&own);
+        if !other {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }

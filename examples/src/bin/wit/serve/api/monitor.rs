@@ -28,9 +28,11 @@ use wit_tracker::{BatchRecord, Window};
 use crate::serve::access::RequestTenant;
 use crate::serve::server::{App, Core};
 
-/// Whose batches a request sees: with keys, its key's tenant's only; without, every one.
-fn scope(app: &App, tenant: Tenant) -> Option<Tenant> {
-    (app.keys().len() > 0).then_some(tenant)
+/// Whose batches (and metrics) a request sees: with keys, its key's tenant's only, unless
+/// that is the operator tenant (`tenants.operator`); without keys, every one.
+pub(super) fn scope(app: &App, tenant: Tenant) -> Option<Tenant> {
+    let operator = app.config.tenants.operator.as_deref() == Some(tenant.as_str());
+    (app.keys().len() > 0 && !operator).then_some(tenant)
 }
 
 fn error(status: StatusCode, message: String) -> Response {
