@@ -131,6 +131,11 @@ impl Slot {
         self.update(|st| st.error = Some(ErrorKind::Failed(reason.to_owned())));
     }
 
+    /// Whether the part's batch was given up (or the pipeline stopped before its level).
+    pub(crate) fn has_error(&self) -> bool {
+        self.state.lock().error.is_some()
+    }
+
     /// Whether nothing more will happen to the part: stored (and indexed, with `indexing`),
     /// or given up.
     pub(crate) fn settled(&self, indexing: bool) -> bool {

@@ -116,11 +116,13 @@ pub(crate) struct Keys {
 
 impl Keys {
     /// A submitted part's key is taken by its slot; returns whether a claim held it. `Err`
-    /// when the key is taken already (the host submitted it without claiming it first).
+    /// when the key is taken already (the host submitted it without claiming it first) by
+    /// a part that was not given up (`Pipeline::resubmit_failed` submits a failed batch's
+    /// parts again under their keys).
     pub(crate) fn take(&self, tenant: &Tenant, idempotency: &Idempotency, slot: &Arc<Slot>) -> Result<bool> {
         let mut map = self.map.lock();
         let id = (tenant.clone(), idempotency.key().to_owned());
-        if matches!(map.get(&id), Some(Entry::Taken { .. })) {
+        if matches!(map.get(&id), Some(Entry::Taken { slot, .. }) if !slot.has_error()) {
             return Err(Error::IdempotencyKey {
                 tenant: tenant.to_string(),
                 key: idempotency.key().to_owned(),
@@ -135,7 +137,7 @@ impl Keys {
                 remembered: false,
             },
         );
-        Ok(claimed.is_some())
+        Ok(matches!(claimed, Some(Entry::Claimed)))
     }
 
     /// A part that was not taken after all (the batcher was full) gives its key back: to

@@ -37,13 +37,18 @@ fn a_tenant_over_its_limits_is_throttled_and_no_other_tenant_is() {
     // 50 requests from 10 connections at once, each sending its next when answered: far
     // over flood's 5 a second. The calm tenant (no limits) sends alongside and is never
     // refused.
+    // The calm tenant's latency alone, then beside the flood: printed, not asserted (the
+    // machine is shared; no timing assertion in a test), for the closing note.
+    let calm_send = |i: usize| {
+        let started = Instant::now();
+        let answer = send(&server, "calm", &spans(&format!("calm{i}"), 1).encode_to_vec());
+        assert_eq!(answer.0, 200, "calm: {answer:?}");
+        started.elapsed()
+    };
+    let mut alone: Vec<Duration> = (0..20).map(calm_send).collect();
+    let mut beside = Vec::new();
     let answers: Vec<(u16, Option<u64>)> = std::thread::scope(|scope| {
-        let calm = scope.spawn(|| {
-            for i in 0..20 {
-                let answer = send(&server, "calm", &spans(&format!("calm{i}"), 1).encode_to_vec());
-                assert_eq!(answer.0, 200, "calm: {answer:?}");
-            }
-        });
+        let calm = scope.spawn(|| (20..40).map(calm_send).collect::<Vec<_>>());
         let senders: Vec<_> = (0..10)
             .map(|t| {
                 let server = &server;
@@ -54,9 +59,15 @@ fn a_tenant_over_its_limits_is_throttled_and_no_other_tenant_is() {
                 })
             })
             .collect();
-        calm.join().expect("calm");
+        beside = calm.join().expect("calm");
         senders.into_iter().flat_map(|s| s.join().expect("sender")).collect()
     });
+    alone.sort();
+    beside.sort();
+    println!(
+        "calm tenant, median / max: alone {:?} / {:?}; beside the flood {:?} / {:?}",
+        alone[10], alone[19], beside[10], beside[19]
+    );
     let mut acked = answers.iter().filter(|(s, _)| *s == 200).count() as u64;
     for (status, retry) in &answers {
         assert!(matches!(status, 200 | 429), "{answers:?}");
@@ -111,7 +122,7 @@ fn a_tenant_over_its_limits_is_throttled_and_no_other_tenant_is() {
         let (tenant, outcome) = (format!("tenant=\"{tenant}\""), format!("outcome=\"{outcome}\""));
         metric(&text, "wit_tenant_requests_total", &[&tenant, &outcome])
     };
-    assert_eq!(requests("calm", "accepted"), Some(20.0));
+    assert_eq!(requests("calm", "accepted"), Some(40.0));
     assert_eq!(requests("calm", "throttled"), None);
     assert_eq!(requests("flood", "accepted"), Some(acked as f64));
     assert!(requests("flood", "throttled").is_some_and(|n| n >= 1.0), "{text}");
@@ -119,7 +130,7 @@ fn a_tenant_over_its_limits_is_throttled_and_no_other_tenant_is() {
 
     // Everything acknowledged is stored, and nothing else.
     server.wait_count(Some("flood"), "SELECT count(*) AS n FROM spans", acked);
-    server.wait_count(Some("calm"), "SELECT count(*) AS n FROM spans", 20);
+    server.wait_count(Some("calm"), "SELECT count(*) AS n FROM spans", 40);
     server.wait_count(Some("bulk"), "SELECT count(DISTINCT span_id) AS n FROM spans", 120);
     server.wait_count(Some("bulk"), "SELECT count(*) AS n FROM spans", 120 * bulk_acked);
 }

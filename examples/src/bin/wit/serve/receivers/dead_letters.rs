@@ -81,7 +81,12 @@ pub(crate) fn split_events(
             let converted = wit_batch::events::infer_schema(line, None, &options)
                 .and_then(|s| wit_batch::events::decode(line, Some(s), &options));
             if let Err(e) = converted {
-                letters.push(letter(format!("line {}: {e}", i + 1), None));
+                // Converted alone, the line is the payload's first: the number is ours.
+                let reason = match e {
+                    wit_batch::Error::Event { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                letters.push(letter(format!("line {}: {reason}", i + 1), None));
                 continue;
             }
         }
