@@ -455,7 +455,11 @@ fn otlp_over_http_and_grpc_is_read_back_with_sql() {
     );
     assert_eq!(status, 400);
     server.wait_count(None, "SELECT count(*) AS n FROM events", 3);
-    server.wait_count(None, "SELECT count(*) AS n FROM dead_letters WHERE stream = 'payments'", 2);
+    server.wait_count(
+        None,
+        "SELECT count(*) AS n FROM dead_letters WHERE stream = 'payments'",
+        2,
+    );
     assert_eq!(
         server.sql(None, "SELECT _stream, user, amount FROM events ORDER BY timestamp")["rows"],
         json!([
