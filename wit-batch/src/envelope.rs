@@ -55,8 +55,20 @@ impl Idempotency {
         Ok(Idempotency { key, receipt })
     }
 
-    /// Why `key` (with a receipt of `receipt_len` bytes) is not valid, if it is not.
-    pub(crate) fn check(key: &str, receipt_len: usize) -> std::result::Result<(), String> {
+    /// Why `key` (with a receipt of `receipt_len` bytes) is not valid, if it is not: the
+    /// rule [`try_new`](Self::try_new) applies, for those who keep keys elsewhere (a tracker).
+    ///
+    /// ```
+    /// use wit_batch::Idempotency;
+    ///
+    /// assert!(Idempotency::check("req-1", 10).is_ok());
+    /// assert!(Idempotency::check("req 1", 10).unwrap_err().contains("visible ASCII"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The reason, as [`Error::InvalidIdempotencyKey`] words it.
+    pub fn check(key: &str, receipt_len: usize) -> std::result::Result<(), String> {
         if key.is_empty() {
             return Err("an idempotency key is not empty".to_owned());
         }

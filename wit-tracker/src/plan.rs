@@ -418,29 +418,10 @@ pub(crate) fn index_all(
     Ok(changed)
 }
 
-/// Why `key` (with a receipt of `receipt_len` bytes) cannot be remembered, if it cannot.
+/// Why `key` (with a receipt of `receipt_len` bytes) cannot be remembered, if it cannot:
+/// wit-batch's rule for the keys its envelopes carry.
 fn key_problem(key: &str, receipt_len: usize) -> Option<String> {
-    let (max_key, max_receipt) = (RememberedKey::MAX_KEY_LEN, RememberedKey::MAX_RECEIPT_LEN);
-    if key.is_empty() {
-        return Some("an idempotency key is not empty".to_owned());
-    }
-    if key.len() > max_key {
-        return Some(format!(
-            "an idempotency key has at most {max_key} bytes, this one {}",
-            key.len()
-        ));
-    }
-    if let Some((at, c)) = key.char_indices().find(|(_, c)| !('!'..='~').contains(c)) {
-        return Some(format!(
-            "an idempotency key is visible ASCII ('!' to '~'); byte {at} is {c:?}"
-        ));
-    }
-    if receipt_len > max_receipt {
-        return Some(format!(
-            "a receipt has at most {max_receipt} bytes, this one {receipt_len}"
-        ));
-    }
-    None
+    wit_batch::Idempotency::check(key, receipt_len).err()
 }
 
 /// Checks every key of a [`remember_keys`](crate::Tracker::remember_keys) call before
