@@ -206,14 +206,11 @@ impl Keys {
 /// The idempotency-key handling of [`Pipeline`](crate::Pipeline).
 pub(crate) fn claim(shared: &Arc<Shared>, tenant: &Tenant, key: &str, level: AckLevel) -> Result<Claimed> {
     shared.check_open()?;
-    if let Err(e) = Idempotency::try_new(key, Bytes::new()) {
+    if let Err(reason) = Idempotency::check(key, 0) {
         return Err(Error::IdempotencyKey {
             tenant: tenant.to_string(),
             key: key.chars().take(64).collect(),
-            reason: match e {
-                wit_batch::Error::InvalidIdempotencyKey { reason, .. } => reason,
-                other => other.to_string(),
-            },
+            reason,
         });
     }
     let id = (tenant.clone(), key.to_owned());

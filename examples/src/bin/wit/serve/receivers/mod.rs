@@ -255,7 +255,7 @@ async fn submit(
             "message": accepted.message.chars().take(RECEIPT_MESSAGE_CHARS).collect::<String>(),
         });
         match claim.idempotency(serde_json::to_vec(&receipt).expect("JSON of numbers and a string")) {
-            Ok(idempotency) => *part = part.clone().with_idempotency(idempotency),
+            Ok(idempotency) => part.idempotency = Some(idempotency),
             Err(e) => return (0, Err(Refusal::Invalid(e.to_string()))),
         }
     }
