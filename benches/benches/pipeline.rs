@@ -191,6 +191,7 @@ fn pipeline(c: &mut Criterion) {
                 first_offset: None,
                 last_offset: None,
                 topics: Vec::new(),
+                partition: None,
                 created_at: id.created_at(),
             };
             Envelope::new(meta, vec![part(p)]).encode()

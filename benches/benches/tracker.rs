@@ -53,6 +53,7 @@ fn metas(n: usize) -> Vec<BatchMeta> {
                 first_offset: Some(i as i64 * 1_000),
                 last_offset: Some(i as i64 * 1_000 + 999),
                 topics: vec!["logs.acme".to_owned()],
+                partition: None,
                 created_at: id.created_at(),
             }
         })

@@ -30,6 +30,9 @@ pub struct BatchKey {
     /// The source topic (Kafka), if any: it becomes the batch's [`BatchMeta::topics`], and
     /// parts of different topics are not batched together.
     pub topic: Option<String>,
+    /// The source partition (Kafka), if any: it becomes the batch's
+    /// [`BatchMeta::partition`], and parts of different partitions are not batched together.
+    pub partition: Option<i32>,
 }
 
 impl BatchKey {
@@ -40,12 +43,19 @@ impl BatchKey {
             signal,
             source,
             topic: None,
+            partition: None,
         }
     }
 
     /// The key with this source topic.
     pub fn with_topic(mut self, topic: impl Into<String>) -> BatchKey {
         self.topic = Some(topic.into());
+        self
+    }
+
+    /// The key with this source partition.
+    pub fn with_partition(mut self, partition: i32) -> BatchKey {
+        self.partition = Some(partition);
         self
     }
 }
@@ -407,6 +417,7 @@ fn seal(key: BatchKey, batch: OpenBatch) -> Envelope {
         first_offset: offsets.clone().min(),
         last_offset: offsets.max(),
         topics: key.topic.into_iter().collect(),
+        partition: key.partition,
         created_at: id.created_at(),
     };
     let envelope = Envelope::new(meta, batch.parts);
@@ -534,6 +545,22 @@ mod tests {
         assert_eq!(meta.topics, ["t1"]);
         assert_eq!(meta.created_at, meta.id.created_at());
         assert_eq!(env.parts().len(), 4);
+    }
+
+    #[test]
+    fn partitions_of_a_topic_are_batched_apart() {
+        let mut b = Batcher::try_new(BatcherConfig::default()).unwrap();
+        let t = Instant::now();
+        let p0 = key("acme").with_topic("t1").with_partition(0);
+        let p1 = key("acme").with_topic("t1").with_partition(1);
+        let _ = b.push(&p0, part(1, 1, 5), t);
+        let _ = b.push(&p1, part(1, 1, 5), t);
+        let _ = b.push(&p0, part(1, 1, 6), t);
+        let mut batches = b.flush_all();
+        batches.sort_by_key(|e| e.meta().partition);
+        let seen: Vec<_> = batches.iter().map(|e| (e.meta().partition, offsets(e))).collect();
+        assert_eq!(seen, [(Some(0), vec![5, 6]), (Some(1), vec![5])]);
+        assert_eq!(batches[0].version(), 3);
     }
 
     #[test]

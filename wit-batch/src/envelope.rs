@@ -183,21 +183,24 @@ impl Part {
 /// All integers are little-endian; strings are UTF-8.
 ///
 /// ```text
-/// envelope = magic "WBAT" | version u16 (1 or 2) | header_len u32 | header | part_count u32 | part*
+/// envelope = magic "WBAT" | version u16 (1, 2 or 3) | header_len u32 | header | part_count u32 | part*
 /// header   = batch id (16 B, UUID byte order) | created_at: secs i64, nanos u32
 ///          | tenant: len u8, bytes | signal code u8 | source kind code u8
 ///          | message_count u64 | byte_size u64
 ///          | first_offset: flag u8 (0 or 1), i64 if 1 | last_offset: flag u8, i64 if 1
 ///          | topic_count u32 | topic*: len u32, bytes
+///          | (version 3 only) partition i32, not negative
 /// part     = format code u8 | compression code u8 | message_count u32
 ///          | source_offset: flag u8, i64 if 1
-///          | (version 2 only) idempotency: flag u8, if 1: key_len u8, key, receipt_len u32, receipt
+///          | (versions 2 and 3) idempotency: flag u8, if 1: key_len u8, key, receipt_len u32, receipt
 ///          | payload_len u64 | payload
 /// ```
 ///
 /// Version 2 added the parts' [`Idempotency`] keys. An envelope is written in version 1
 /// when none of its parts has a key (so such envelopes are byte for byte what earlier builds
-/// wrote, and those builds read them), in version 2 otherwise; both are read.
+/// wrote, and those builds read them), in version 2 otherwise. Version 3 added the source
+/// partition of a batch of one partition (Kafka); it is written only for such a batch. All
+/// three are read.
 ///
 /// `header_len` counts the header's bytes exactly, so [`decode_header`](Self::decode_header)
 /// reads a batch's metadata without touching its payloads. The encoding is canonical: bytes
@@ -224,6 +227,7 @@ impl Part {
 ///     first_offset: None,
 ///     last_offset: None,
 ///     topics: Vec::new(),
+///     partition: None,
 ///     created_at: id.created_at(),
 /// };
 /// let parts = vec![
@@ -258,11 +262,14 @@ struct Header {
 
 impl Envelope {
     /// The newest envelope format version: this build reads versions 1 to `VERSION`.
-    pub const VERSION: u16 = 2;
+    pub const VERSION: u16 = 3;
 
-    /// The version [`encode`](Self::encode) writes: 1 unless a part has an idempotency key.
+    /// The version [`encode`](Self::encode) writes: 3 for a batch of one source partition
+    /// ([`BatchMeta::partition`]), else 2 when a part has an idempotency key, else 1.
     pub fn version(&self) -> u16 {
-        if self.parts.iter().any(|p| p.idempotency.is_some()) {
+        if self.meta.partition.is_some() {
+            3
+        } else if self.parts.iter().any(|p| p.idempotency.is_some()) {
             2
         } else {
             1
@@ -345,6 +352,9 @@ impl Envelope {
             out.extend_from_slice(&len_u32(topic.len(), "topic").to_le_bytes());
             out.extend_from_slice(topic.as_bytes());
         }
+        if let Some(partition) = meta.partition {
+            out.extend_from_slice(&partition.to_le_bytes());
+        }
         debug_assert_eq!(out.len() - start, PREFIX_LEN + header_len);
 
         out.extend_from_slice(&len_u32(self.parts.len(), "part count").to_le_bytes());
@@ -383,7 +393,7 @@ impl Envelope {
     ///   length that does not match its fields, a payload that runs past the end, trailing
     ///   bytes, counts in the header that do not match the parts, an unknown signal, source
     ///   kind, format or compression code, a string that is not UTF-8, an invalid tenant, an
-    ///   invalid idempotency key, a version 2 envelope without any key.
+    ///   invalid idempotency key, a version 2 envelope without any key, a negative partition.
     pub fn decode(bytes: &Bytes) -> Result<Envelope> {
         let header = read_header(bytes)?;
         let meta = header.meta;
@@ -424,7 +434,7 @@ impl Envelope {
             });
         }
         cur.part = None;
-        if header.version >= 2 && parts.iter().all(|p| p.idempotency.is_none()) {
+        if header.version == 2 && parts.iter().all(|p| p.idempotency.is_none()) {
             return Err(Error::Envelope {
                 offset: 4,
                 reason: "a version 2 envelope without idempotency keys (it is written as version 1)".to_owned(),
@@ -484,6 +494,7 @@ impl Envelope {
             + offset_len(meta.last_offset)
             + 4
             + topics
+            + if meta.partition.is_some() { 4 } else { 0 }
     }
 }
 
@@ -599,6 +610,16 @@ fn read_header(bytes: &[u8]) -> Result<Header> {
         let topic = std::str::from_utf8(topic).map_err(|e| cur.error(at, format!("topic {idx} is not UTF-8: {e}")))?;
         topics.push(topic.to_owned());
     }
+    let partition = if version >= 3 {
+        let at = cur.pos;
+        let partition = cur.u32("partition")? as i32;
+        if partition < 0 {
+            return Err(cur.error(at, format!("partition {partition} is negative")));
+        }
+        Some(partition)
+    } else {
+        None
+    };
     if cur.remaining() > 0 {
         return Err(cur.error(
             cur.pos,
@@ -618,6 +639,7 @@ fn read_header(bytes: &[u8]) -> Result<Header> {
         first_offset,
         last_offset,
         topics,
+        partition,
         created_at,
     };
     Ok(Header {
@@ -754,6 +776,7 @@ mod tests {
             first_offset: Some(10),
             last_offset: Some(11),
             topics: vec!["logs".to_owned()],
+            partition: None,
             created_at: UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
         };
         Envelope::new(
@@ -842,16 +865,16 @@ mod tests {
         assert_eq!(offset, 0);
         assert!(reason.contains("not a batch envelope"), "{reason}");
 
-        for version in [0u16, 3] {
+        for version in [0u16, 4] {
             let mut bytes = sample().encode();
             bytes[4..6].copy_from_slice(&version.to_le_bytes());
             assert!(matches!(
                 decode(bytes.clone()),
-                Err(Error::UnsupportedEnvelopeVersion { found, supported: 2 }) if found == version
+                Err(Error::UnsupportedEnvelopeVersion { found, supported: 3 }) if found == version
             ));
             assert!(matches!(
                 Envelope::decode_header(&bytes),
-                Err(Error::UnsupportedEnvelopeVersion { found, supported: 2 }) if found == version
+                Err(Error::UnsupportedEnvelopeVersion { found, supported: 3 }) if found == version
             ));
         }
     }
@@ -885,6 +908,32 @@ mod tests {
         assert_eq!((idem.key(), &idem.receipt()[..]), ("req-1", &b"{\"ok\":1}"[..]));
         // The receipt is a slice of the input, as payloads are.
         assert!(bytes.as_ptr_range().contains(&idem.receipt().as_ptr()));
+    }
+
+    #[test]
+    fn a_batch_of_one_partition_is_written_as_version_3_with_its_partition() {
+        let (mut meta, mut parts) = sample().into_inner();
+        meta.partition = Some(7);
+        let env = Envelope::new(meta.clone(), parts.clone());
+        assert_eq!(env.version(), 3);
+        let bytes = env.encode();
+        assert_eq!((bytes.len(), &bytes[4..6]), (env.encoded_len(), &[3u8, 0][..]));
+        // The partition ends the header: i32, little-endian.
+        assert_eq!(&bytes[PARTS_AT..PARTS_AT + 4], &7i32.to_le_bytes());
+        let decoded = decode(bytes.clone()).unwrap();
+        assert_eq!(decoded, env);
+        assert_eq!(Envelope::decode_header(&bytes).unwrap().partition, Some(7));
+        // Parts carry their idempotency flag in version 3 as in version 2, keyed or not.
+        parts[1].idempotency = Some(Idempotency::try_new("req-1", &b"r"[..]).unwrap());
+        let keyed = Envelope::new(meta, parts);
+        assert_eq!(keyed.version(), 3);
+        assert_eq!(decode(keyed.encode()).unwrap(), keyed);
+        // A negative partition is refused, naming where it is.
+        let mut bytes = bytes;
+        bytes[PARTS_AT..PARTS_AT + 4].copy_from_slice(&(-1i32).to_le_bytes());
+        let (offset, reason) = envelope_error(decode(bytes));
+        assert_eq!(offset, PARTS_AT);
+        assert!(reason.contains("partition -1 is negative"), "{reason}");
     }
 
     #[test]

@@ -237,6 +237,7 @@ named_codes!(
 ///     first_offset: Some(1_000),
 ///     last_offset: Some(1_119),
 ///     topics: vec!["logs.acme".to_owned()],
+///     partition: None,
 ///     created_at: id.created_at(),
 /// };
 /// assert!(meta.created_at <= SystemTime::now());
@@ -264,6 +265,10 @@ pub struct BatchMeta {
     pub last_offset: Option<i64>,
     /// The source topics its parts came from (Kafka), if any.
     pub topics: Vec<String>,
+    /// The source partition, for a batch of one partition of one topic (Kafka): its parts'
+    /// offsets are that partition's, and for such a batch `first_offset` is where its range
+    /// starts (the partition's position before its first message; see the Kafka source).
+    pub partition: Option<i32>,
     /// When the batch was formed.
     pub created_at: SystemTime,
 }

@@ -57,9 +57,10 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         proptest::option::of(any::<i64>()),
         proptest::option::of(any::<i64>()),
         proptest::collection::vec(".{0,12}", 0..4),
+        proptest::option::of(0..=i32::MAX),
     )
         .prop_map(
-            |(id, created_at, tenant, signal, source, first_offset, last_offset, topics)| BatchMeta {
+            |(id, created_at, tenant, signal, source, first_offset, last_offset, topics, partition)| BatchMeta {
                 id: BatchId::from_u128(id),
                 tenant: Tenant::try_new(tenant).expect("the pattern only makes valid tenants"),
                 signal,
@@ -69,6 +70,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                 first_offset,
                 last_offset,
                 topics,
+                partition,
                 created_at,
             },
         );

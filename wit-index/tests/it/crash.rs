@@ -70,6 +70,7 @@ fn crash_child_indexer() {
                 first_offset: None,
                 last_offset: None,
                 topics: vec![],
+                partition: None,
                 created_at: id.created_at(),
             })
             .expect("register");
