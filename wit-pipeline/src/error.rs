@@ -130,6 +130,26 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A Kafka topic matched a rule of the Kafka source but cannot be routed to a tenant and
+    /// a signal: its messages are not read (the partitions stay paused) until the
+    /// configuration is fixed.
+    #[error("Kafka topic `{topic}` cannot be routed: {reason}")]
+    UnroutableTopic {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// The Kafka client failed: creating the consumer, subscribing, committing.
+    #[error("Kafka: {operation} failed: {reason}")]
+    Kafka {
+        /// What was being done.
+        operation: &'static str,
+        /// The client's error.
+        reason: String,
+    },
+
     /// The pipeline was closed, or stopped after a fatal error.
     #[error("the pipeline is closed{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
     Closed {

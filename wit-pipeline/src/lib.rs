@@ -66,8 +66,11 @@ mod error;
 mod idempotency;
 mod index;
 mod janitor;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod pipeline;
 mod process;
+mod ranges;
 
 pub use ack::{Ack, AckLevel, Acked};
 pub use config::PipelineConfig;

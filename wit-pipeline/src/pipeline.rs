@@ -56,6 +56,10 @@ pub struct RecoveryReport {
     pub failed: u64,
     /// Batches the tracker had not seen, registered now.
     pub registered: u64,
+    /// Batches of a source partition (Kafka) found in the WAL whose offset range was not
+    /// claimed yet: claimed when their source starts, before it reads anything, or dropped
+    /// if another consumer claimed the range meanwhile ([`Status::ranges_dropped`]).
+    pub ranges_unclaimed: u64,
 }
 
 /// A snapshot of the pipeline's progress.
@@ -85,6 +89,9 @@ pub struct Status {
     pub idempotency_keys: u64,
     /// The WAL is kept from this LSN on: every batch below it is stored (or given up).
     pub safe_lsn: u64,
+    /// Batches of a source partition (Kafka) dropped since the pipeline was opened, because
+    /// their offset range was claimed by another batch (another consumer's, say).
+    pub ranges_dropped: u64,
     /// The last error a background thread met and lived through (a failed upload, say).
     pub last_error: Option<String>,
 }
@@ -175,6 +182,10 @@ pub(crate) struct Shared {
     pub(crate) converted: Mutex<Converted>,
     /// Idempotency keys claimed, or taken and not yet remembered and settled.
     pub(crate) keys: Arc<crate::idempotency::Keys>,
+    /// The running source of partition batches, if any (see `ranges`).
+    pub(crate) ranges: Mutex<Option<crate::ranges::RangeSource>>,
+    /// Batches of a source partition found unclaimed in the WAL, until their source starts.
+    pub(crate) parked: AtomicU64,
 }
 
 impl Shared {
@@ -217,7 +228,7 @@ impl Shared {
         self.status.lock().last_error = Some(chain(error));
     }
 
-    fn wake_all(&self) {
+    pub(crate) fn wake_all(&self) {
         self.durable_cond.notify_all();
         self.bump_room();
     }
@@ -363,6 +374,109 @@ impl Shared {
         Ok(())
     }
 
+    pub(crate) fn submit_part(
+        &self,
+        key: &BatchKey,
+        part: Part,
+        rows: Option<RecordBatch>,
+        level: AckLevel,
+    ) -> Result<Submitted> {
+        self.check_open()?;
+        let shared = self;
+        if level == AckLevel::Indexed && shared.indexing.is_none() {
+            return Err(Error::InvalidConfig {
+                reason: "AckLevel::Indexed needs indexing on (PipelineConfig::with_indexing)".to_owned(),
+            });
+        }
+        let len = part.payload.len() as u64;
+        let max = shared.config.max_part_bytes();
+        if part.size() > max {
+            return Err(Error::PartTooLarge { len: part.size(), max });
+        }
+        if let Some(idem) = &part.idempotency
+            && idem.receipt().len() > crate::idempotency::MAX_RECEIPT_BYTES
+        {
+            return Err(Error::IdempotencyKey {
+                tenant: key.tenant.to_string(),
+                key: idem.key().to_owned(),
+                reason: format!(
+                    "a receipt has at most {} bytes, this one {}",
+                    crate::idempotency::MAX_RECEIPT_BYTES,
+                    idem.receipt().len()
+                ),
+            });
+        }
+        let slot = Arc::new(Slot::default());
+        let batches = {
+            let mut ingest = shared.ingest.lock();
+            if !shared.has_room(ingest.batcher.buffered_bytes(), len) || !shared.tenant_has_room(&key.tenant, len) {
+                return Ok(Submitted::Full(part));
+            }
+            // The key is taken under the ingest lock, before the part can be emitted.
+            let idempotency = part.idempotency.clone();
+            let claimed = match &idempotency {
+                Some(idem) => shared.keys.take(&key.tenant, idem, &slot)?,
+                None => false,
+            };
+            match ingest.batcher.push(key, part, Instant::now()) {
+                Push::Full(part) => {
+                    if let Some(idem) = &idempotency {
+                        shared.keys.untake(&key.tenant, idem, claimed);
+                    }
+                    return Ok(Submitted::Full(part));
+                }
+                Push::Accepted { ready } => {
+                    shared.hold_tenant(&key.tenant, len);
+                    ingest
+                        .parts
+                        .entry(key.clone())
+                        .or_default()
+                        .push_back((slot.clone(), rows));
+                    shared.emitted(&mut ingest, ready)
+                }
+            }
+        };
+        shared.send(batches)?;
+        Ok(Submitted::Accepted(Ack::new(slot, level)))
+    }
+
+    /// Whether a sealed batch of `len` payload bytes of `tenant` fits the unstored bounds now.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn has_room_for_sealed(&self, tenant: &Tenant, len: u64) -> bool {
+        self.has_room(0, len) && self.tenant_has_room(tenant, len)
+    }
+
+    /// Submits a batch its source sealed itself (a Kafka partition's range, see `ranges`),
+    /// with its parts' rows when the source converted them all; the acknowledgment is at
+    /// `WalDurable`. The source checks the room first ([`Self::has_room_for_sealed`]).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn submit_sealed(&self, envelope: Envelope, rows: Option<Vec<RecordBatch>>) -> Result<Ack> {
+        let shared = self;
+        shared.check_open()?;
+        let meta = envelope.meta();
+        let (id, len) = (meta.id, meta.byte_size);
+        let slot = Arc::new(Slot::default());
+        slot.set_batch(id);
+        shared.hold_tenant(&meta.tenant, len);
+        shared.hold(len);
+        if let Some(rows) = rows {
+            let bytes: usize = rows.iter().map(RecordBatch::get_array_memory_size).sum();
+            let mut converted = shared.converted.lock();
+            if converted.bytes + bytes <= CONVERTED_BYTES {
+                converted.bytes += bytes;
+                converted.rows.insert(id, rows);
+            }
+        }
+        shared.acks.lock().insert(
+            id,
+            Waiting {
+                slots: vec![slot.clone()],
+            },
+        );
+        shared.send(vec![(id, envelope)])?;
+        Ok(Ack::new(slot, AckLevel::WalDurable))
+    }
+
     fn emit_expired(&self, now: Instant) -> Result<Option<Instant>> {
         let (batches, next) = {
             let mut ingest = self.ingest.lock();
@@ -374,7 +488,7 @@ impl Shared {
         Ok(next)
     }
 
-    fn flush_batcher(&self) -> Result<()> {
+    pub(crate) fn flush_batcher(&self) -> Result<()> {
         let batches = {
             let mut ingest = self.ingest.lock();
             let ready = ingest.batcher.flush_all();
@@ -473,6 +587,8 @@ impl Pipeline {
             indexing: config_indexing.then(crate::index::Indexing::default),
             converted: Mutex::new(Converted::default()),
             keys: Arc::default(),
+            ranges: Mutex::new(None),
+            parked: AtomicU64::new(0),
         });
 
         // Recovery, step 1: complete files the last run staged are published first.
@@ -514,6 +630,11 @@ impl Pipeline {
         })
     }
 
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// What recovery did when the pipeline was opened.
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery
@@ -530,7 +651,7 @@ impl Pipeline {
     /// [`Error::PartTooLarge`] for a part no WAL record can hold (nothing is taken);
     /// [`Error::Closed`] when the pipeline is closed or stopped after a fatal error.
     pub fn try_submit(&self, key: &BatchKey, part: Part, level: AckLevel) -> Result<Submitted> {
-        self.submit_part(key, part, None, level)
+        self.shared.submit_part(key, part, None, level)
     }
 
     /// [`try_submit`](Self::try_submit) for a part the caller has converted already (to check
@@ -589,67 +710,7 @@ impl Pipeline {
         let rows = expected
             .filter(|schema| schema.fields() == rows.schema().fields())
             .map(|_| rows);
-        self.submit_part(key, part, rows, level)
-    }
-
-    fn submit_part(&self, key: &BatchKey, part: Part, rows: Option<RecordBatch>, level: AckLevel) -> Result<Submitted> {
-        self.shared.check_open()?;
-        let shared = &self.shared;
-        if level == AckLevel::Indexed && shared.indexing.is_none() {
-            return Err(Error::InvalidConfig {
-                reason: "AckLevel::Indexed needs indexing on (PipelineConfig::with_indexing)".to_owned(),
-            });
-        }
-        let len = part.payload.len() as u64;
-        let max = shared.config.max_part_bytes();
-        if part.size() > max {
-            return Err(Error::PartTooLarge { len: part.size(), max });
-        }
-        if let Some(idem) = &part.idempotency
-            && idem.receipt().len() > crate::idempotency::MAX_RECEIPT_BYTES
-        {
-            return Err(Error::IdempotencyKey {
-                tenant: key.tenant.to_string(),
-                key: idem.key().to_owned(),
-                reason: format!(
-                    "a receipt has at most {} bytes, this one {}",
-                    crate::idempotency::MAX_RECEIPT_BYTES,
-                    idem.receipt().len()
-                ),
-            });
-        }
-        let slot = Arc::new(Slot::default());
-        let batches = {
-            let mut ingest = shared.ingest.lock();
-            if !shared.has_room(ingest.batcher.buffered_bytes(), len) || !shared.tenant_has_room(&key.tenant, len) {
-                return Ok(Submitted::Full(part));
-            }
-            // The key is taken under the ingest lock, before the part can be emitted.
-            let idempotency = part.idempotency.clone();
-            let claimed = match &idempotency {
-                Some(idem) => shared.keys.take(&key.tenant, idem, &slot)?,
-                None => false,
-            };
-            match ingest.batcher.push(key, part, Instant::now()) {
-                Push::Full(part) => {
-                    if let Some(idem) = &idempotency {
-                        shared.keys.untake(&key.tenant, idem, claimed);
-                    }
-                    return Ok(Submitted::Full(part));
-                }
-                Push::Accepted { ready } => {
-                    shared.hold_tenant(&key.tenant, len);
-                    ingest
-                        .parts
-                        .entry(key.clone())
-                        .or_default()
-                        .push_back((slot.clone(), rows));
-                    shared.emitted(&mut ingest, ready)
-                }
-            }
-        };
-        shared.send(batches)?;
-        Ok(Submitted::Accepted(Ack::new(slot, level)))
+        self.shared.submit_part(key, part, rows, level)
     }
 
     /// Claims idempotency key `key` of `tenant` for one request, or says who has it: a

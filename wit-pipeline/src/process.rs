@@ -10,7 +10,7 @@ use arrow::array::RecordBatch;
 use bytes::Bytes;
 use wit_batch::{BatchId, BatchMeta, Envelope, Stage, Tenant};
 use wit_store::{ParquetSink, StoredFile};
-use wit_tracker::{Advance, ErrorOutcome, RememberedKey};
+use wit_tracker::{Advance, ErrorOutcome, RangeOutcome, RememberedKey};
 use wit_wal::{Lsn, Reader};
 
 use crate::convert::convert;
@@ -48,6 +48,9 @@ pub(crate) struct Processor {
     flights: BTreeMap<u64, Flight>,
     by_batch: HashMap<BatchId, u64>,
     retries: Vec<Retry>,
+    /// Batches of a source partition found in the WAL unclaimed: claimed once their source
+    /// runs, before it reads anything.
+    parked: Vec<(u64, Bytes)>,
 }
 
 /// Whether an error is the tracker's backend failing (down, unreachable, refusing a
@@ -105,6 +108,7 @@ impl Processor {
             flights: BTreeMap::new(),
             by_batch: HashMap::new(),
             retries: Vec::new(),
+            parked: Vec::new(),
         })
     }
 
@@ -143,6 +147,12 @@ impl Processor {
             let idle = records.is_empty();
             if !idle {
                 self.handle(records, None)?;
+            }
+            if !self.parked.is_empty() && self.shared.ranges.lock().is_some() {
+                let parked = std::mem::take(&mut self.parked);
+                let n = parked.len() as u64;
+                self.handle(parked, None)?;
+                self.shared.parked.fetch_sub(n, Ordering::AcqRel);
             }
             self.retry_due(stopping)?;
             self.after_round();
@@ -244,6 +254,8 @@ impl Processor {
     /// Handles records read from the WAL: registers their batches, converts and writes them.
     fn handle(&mut self, records: Vec<(u64, Bytes)>, mut report: Option<&mut RecoveryReport>) -> Result<()> {
         let mut fresh: Vec<(u64, Envelope, Option<Stage>)> = Vec::with_capacity(records.len());
+        // Batches of a source partition, claimed before anything else happens to them.
+        let mut to_claim: Vec<(u64, Envelope)> = Vec::new();
         for (lsn, payload) in records {
             let envelope = match Envelope::decode(&payload) {
                 Ok(envelope) => envelope,
@@ -263,12 +275,34 @@ impl Processor {
             } else {
                 None
             };
+            if crate::ranges::is_range(envelope.meta()) && known.is_none() {
+                let source_runs = self.shared.ranges.lock().is_some();
+                if !source_runs && lsn < self.replay_end {
+                    // Not claimed when the last run stopped: claimed once its source runs
+                    // again, before the source reads anything (or dropped, if another
+                    // consumer claimed the range meanwhile). It holds the log until then.
+                    if let Some(r) = report.as_deref_mut() {
+                        r.replayed -= 1;
+                        r.ranges_unclaimed += 1;
+                    }
+                    self.take_off(lsn, envelope.meta(), true);
+                    self.parked.push((lsn, payload));
+                    self.shared.parked.fetch_add(1, Ordering::AcqRel);
+                    continue;
+                }
+                to_claim.push((lsn, envelope));
+                continue;
+            }
             // Batches written before this run hold the bound again until stored.
             self.take_off(lsn, envelope.meta(), lsn < self.replay_end);
             if lsn < self.replay_end {
                 self.retake_keys(lsn, &envelope, false);
             }
             fresh.push((lsn, envelope, known));
+        }
+        for (lsn, envelope, stage) in self.claim(to_claim)? {
+            self.take_off(lsn, envelope.meta(), false);
+            fresh.push((lsn, envelope, Some(stage)));
         }
         if fresh.is_empty() {
             return Ok(());
@@ -364,6 +398,98 @@ impl Processor {
             }
         }
         self.store_empty(&empty)
+    }
+
+    /// Claims the ranges of source-partition batches read in this run (one tracker call, in
+    /// WAL order) and returns those to convert and store, with the stage they reached. A
+    /// batch whose range is claimed already is dropped; the source hears of every outcome.
+    fn claim(&mut self, batches: Vec<(u64, Envelope)>) -> Result<Vec<(u64, Envelope, Stage)>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (source, reports) = match &*self.shared.ranges.lock() {
+            Some(ranges) => (ranges.source.clone(), Some(ranges.reports.clone())),
+            None => (String::new(), None),
+        };
+        let node = self.shared.config.node.as_str().to_owned();
+        let now = SystemTime::now();
+        let mut claims = Vec::with_capacity(batches.len());
+        let mut claimable = Vec::with_capacity(batches.len());
+        for (lsn, envelope) in batches {
+            let claim = if source.is_empty() {
+                Err("no source of partition batches runs".to_owned())
+            } else {
+                crate::ranges::claim_of(envelope.meta(), &source, &node, lsn, now)
+            };
+            match claim {
+                Ok(claim) => {
+                    claims.push(claim);
+                    claimable.push((lsn, envelope));
+                }
+                Err(reason) => {
+                    let reason = format!("batch {} cannot be claimed: {reason}", envelope.meta().id);
+                    self.drop_range(envelope.meta(), &reason);
+                    self.shared.status.lock().last_error = Some(reason);
+                }
+            }
+        }
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tracker = self.shared.tracker.clone();
+        let outcomes = persist(&self.shared, || {
+            tracker
+                .claim_ranges(&claims)
+                .map_err(Error::tracker("claim source offset ranges"))
+        })?;
+        let mut out = Vec::with_capacity(claimable.len());
+        for ((lsn, envelope), (claim, outcome)) in claimable.into_iter().zip(claims.into_iter().zip(outcomes)) {
+            let stage = match outcome {
+                RangeOutcome::Claimed => Some(Stage::SourceCommitted),
+                RangeOutcome::AlreadyRegistered { stage } if stage.code() <= Stage::Ingested.code() => Some(stage),
+                RangeOutcome::AlreadyRegistered { .. } | RangeOutcome::Conflict { .. } => None,
+            };
+            if let Some(reports) = &reports {
+                let _ = reports.send(crate::ranges::RangeReport {
+                    batch: envelope.meta().id,
+                    topic: claim.topic,
+                    partition: claim.partition,
+                    to: claim.to,
+                    outcome,
+                });
+            }
+            match stage {
+                Some(stage) => out.push((lsn, envelope, stage)),
+                None => {
+                    let reason = match outcome {
+                        RangeOutcome::Conflict { stored } => format!(
+                            "its offset range was claimed already (the stored offset is {stored:?}, not {:?})",
+                            envelope.meta().first_offset
+                        ),
+                        _ => "it was stored already".to_owned(),
+                    };
+                    self.drop_range(envelope.meta(), &reason);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lets go of a source-partition batch of this run that will not be stored: what it held
+    /// is released and its submitter's acknowledgment is refused.
+    fn drop_range(&mut self, meta: &BatchMeta, reason: &str) {
+        if let Some(lsn) = self.by_batch.remove(&meta.id) {
+            self.flights.remove(&lsn);
+        }
+        self.shared.release(meta.byte_size);
+        self.shared.release_tenant(&meta.tenant, meta.byte_size);
+        self.shared.converted.lock().take(meta.id);
+        if let Some(waiting) = self.shared.acks.lock().remove(&meta.id) {
+            let reason = format!("batch {} was dropped: {reason}", meta.id);
+            waiting.slots.iter().for_each(|s| s.abandon(&reason));
+        }
+        self.shared.status.lock().ranges_dropped += 1;
+        metrics::counter!("wit_pipeline_ranges_dropped_total").increment(1);
     }
 
     /// For a record written before this run: `None` when its batch needs nothing more (it is

@@ -9,8 +9,8 @@ use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_pipeline::TrackerCatalog;
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 use wit_tracker::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, SourceOffset, StageCounts,
-    Tracker, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration,
+    SourceOffset, StageCounts, Tracker, Window,
 };
 
 /// Where the child aborts the process (as SIGKILL would stop it: no destructor, no flush).
@@ -29,6 +29,7 @@ pub(crate) struct Faulty {
     inner: Arc<dyn TrackerCatalog>,
     down: AtomicBool,
     refuse_index: AtomicBool,
+    refuse_claims: AtomicBool,
     abort: Option<AbortAt>,
     publishes: AtomicU64,
     floors: AtomicU64,
@@ -40,6 +41,7 @@ impl Faulty {
             inner,
             down: AtomicBool::new(false),
             refuse_index: AtomicBool::new(false),
+            refuse_claims: AtomicBool::new(false),
             abort,
             publishes: AtomicU64::new(0),
             floors: AtomicU64::new(0),
@@ -55,6 +57,13 @@ impl Faulty {
     /// `set_refuse_index(false)`.
     pub(crate) fn set_refuse_index(&self, refuse: bool) {
         self.refuse_index.store(refuse, Ordering::SeqCst);
+    }
+
+    /// `claim_ranges` fails (as with the database unreachable) until `set_refuse_claims(false)`:
+    /// a source's batches reach the WAL and are never claimed.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn set_refuse_claims(&self, refuse: bool) {
+        self.refuse_claims.store(refuse, Ordering::SeqCst);
     }
 
     fn check(&self, operation: &'static str) -> wit_tracker::Result<()> {
@@ -114,6 +123,17 @@ impl Tracker for Faulty {
     fn claim(&self, request: &ClaimRequest) -> wit_tracker::Result<Vec<BatchRecord>> {
         self.check("claim")?;
         self.inner.claim(request)
+    }
+    fn claim_ranges(&self, claims: &[RangeClaim]) -> wit_tracker::Result<Vec<RangeOutcome>> {
+        self.check("claim_ranges")?;
+        if self.refuse_claims.load(Ordering::SeqCst) {
+            return Err(wit_tracker::Error::Unavailable {
+                backend: "faulty",
+                operation: "claim_ranges",
+                source: "claims are refused (test)".into(),
+            });
+        }
+        self.inner.claim_ranges(claims)
     }
     fn batch(&self, batch: BatchId) -> wit_tracker::Result<BatchRecord> {
         self.check("batch")?;

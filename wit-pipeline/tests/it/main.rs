@@ -4,6 +4,10 @@ mod crash;
 mod faulty;
 mod hot;
 mod idempotency;
+#[cfg(feature = "kafka")]
+mod kafka;
+#[cfg(feature = "kafka")]
+mod kafka_broker;
 mod outage;
 mod pipeline;
 mod support;

@@ -121,7 +121,12 @@ pub(crate) fn proto(payload: Vec<u8>, messages: u32) -> Part {
 
 /// A pipeline configuration for tests: small batches and files, everything quick.
 pub(crate) fn config(dir: &Path) -> PipelineConfig {
-    let node = NodeName::try_new("node-a").expect("node");
+    node_config(dir, "node-a")
+}
+
+/// [`config`] for node `node`.
+pub(crate) fn node_config(dir: &Path, node: &str) -> PipelineConfig {
+    let node = NodeName::try_new(node).expect("node");
     PipelineConfig::new(dir.join("pipeline"), node.clone())
         .with_batcher(
             BatcherConfig::default()

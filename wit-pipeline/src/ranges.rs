@@ -1,0 +1,71 @@
+//! Batches of one partition of a partitioned source (a Kafka topic's partition): each holds a
+//! contiguous offset range, and is claimed in the tracker (registered, moved to
+//! `SOURCE_COMMITTED` and the partition's stored offset moved from the range's start to its
+//! end, one transaction) before it is converted or stored. A batch whose range is claimed
+//! already is dropped: never stored.
+//!
+//! The source that submits such batches sets, in each envelope's header:
+//! - [`partition`](BatchMeta::partition) and its one topic ([`topics`](BatchMeta::topics));
+//! - [`first_offset`](BatchMeta::first_offset): where the range starts, the stored offset the
+//!   claim expects (`None`: the partition has none yet);
+//! - [`last_offset`](BatchMeta::last_offset): the range's last offset (the claim stores the one
+//!   after it).
+
+use std::sync::mpsc;
+use std::time::SystemTime;
+
+use wit_batch::{BatchId, BatchMeta, SourceKind};
+use wit_tracker::{RangeClaim, RangeOutcome};
+
+/// Where the processor claims ranges and reports what became of them: set while a source of
+/// such batches runs.
+pub(crate) struct RangeSource {
+    /// The tracker's name of the reader, e.g. the consumer group.
+    pub(crate) source: String,
+    pub(crate) reports: mpsc::Sender<RangeReport>,
+    /// Whether the source still runs: once it stopped, the claims of its batches still in
+    /// the pipeline go on (their reports are dropped), and another source may start.
+    pub(crate) active: bool,
+}
+
+/// What became of one batch's claim.
+#[derive(Debug, Clone)]
+pub(crate) struct RangeReport {
+    pub(crate) batch: BatchId,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    /// The stored offset the claim would set.
+    pub(crate) to: i64,
+    pub(crate) outcome: RangeOutcome,
+}
+
+/// Whether `meta` is a batch of one source partition, to be claimed before it is stored.
+pub(crate) fn is_range(meta: &BatchMeta) -> bool {
+    meta.source == SourceKind::Kafka && meta.partition.is_some()
+}
+
+/// The claim of a range batch read at `lsn`, or why the header cannot be one.
+pub(crate) fn claim_of(
+    meta: &BatchMeta,
+    source: &str,
+    node: &str,
+    lsn: u64,
+    at: SystemTime,
+) -> Result<RangeClaim, String> {
+    let partition = meta.partition.ok_or("it has no partition")?;
+    let [topic] = meta.topics.as_slice() else {
+        return Err(format!("it names {} topics, not one", meta.topics.len()));
+    };
+    let last = meta.last_offset.ok_or("it has no last offset")?;
+    let to = last.checked_add(1).ok_or("its last offset is i64::MAX")?;
+    Ok(RangeClaim::new(
+        meta.clone(),
+        source,
+        topic.as_str(),
+        partition,
+        meta.first_offset,
+        to,
+        at,
+    )
+    .with_wal_position(node, lsn))
+}
