@@ -19,6 +19,7 @@ use wit_tracker::{RangeClaim, RangeOutcome};
 
 /// Where the processor claims ranges and reports what became of them: set while a source of
 /// such batches runs.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub(crate) struct RangeSource {
     /// The tracker's name of the reader, e.g. the consumer group.
     pub(crate) source: String,
@@ -30,6 +31,7 @@ pub(crate) struct RangeSource {
 
 /// What became of one batch's claim.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub(crate) struct RangeReport {
     pub(crate) batch: BatchId,
     pub(crate) topic: String,

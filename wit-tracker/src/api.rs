@@ -8,8 +8,8 @@ use wit_batch::{BatchId, BatchMeta, Stage, Tenant, Transition};
 
 use crate::Result;
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, RememberedKey, SourceOffset,
-    StageCounts, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration,
+    RememberedKey, SourceOffset, StageCounts, Window,
 };
 
 /// Follows batches through their lifecycle. Every method is one transaction: it applies
@@ -58,6 +58,99 @@ pub trait Tracker: Send + Sync {
     /// (use [`record_error`](Self::record_error)) or an empty worker name. On any error no
     /// step is applied.
     fn advance(&self, steps: &[Advance]) -> Result<Vec<Transition>>;
+
+    /// Registers batches of a partitioned source (a Kafka partition), each with the offset range
+    /// `[from, to)` it holds, moving the partition's stored offset by compare-and-set: each
+    /// offset of a partition is stored by exactly one batch, even when two readers read it (a
+    /// consumer group's rebalance) or a reader replays after a crash. A reader takes `from`
+    /// from [`source_offsets`](Self::source_offsets) when it starts reading a partition, then
+    /// from its own last claim's `to`.
+    ///
+    /// One transaction for the whole call. Claims are applied in order, one [`RangeOutcome`]
+    /// each, and a claim sees the stored offsets the call's earlier claims moved: a chain
+    /// `[a, b)`, `[b, c)` in one call claims both, and if the first conflicts the second does
+    /// too (unless the offset stored is `b` itself: each claim is judged by itself). For each
+    /// claim:
+    ///
+    /// - a batch with its id is registered already (a replay, or a batch registered by
+    ///   [`register`](Self::register)): [`RangeOutcome::AlreadyRegistered`] with the batch's
+    ///   stage now; nothing changes, the stored offset neither, whatever the claim's range;
+    /// - else, if the stored offset of (`source`, `topic`, `partition`) is `from` (both absent,
+    ///   or equal): [`RangeOutcome::Claimed`]. The batch is registered as
+    ///   [`register`](Self::register) does (`CREATED` at its `created_at`), then moved to
+    ///   `WAL_WRITTEN` (with its [`wal_position`](RangeClaim::wal_position), if any, as
+    ///   [`Advance::with_wal_position`] records it) and `SOURCE_COMMITTED`, both at
+    ///   [`at`](RangeClaim::at), and the stored offset becomes `to` (its row is created when
+    ///   there was none);
+    /// - else: [`RangeOutcome::Conflict`] with the stored offset found (`None`: none stored);
+    ///   nothing is written for this claim. The caller drops the batch: another claim holds
+    ///   its range, or some of it.
+    ///
+    /// A conflict is an outcome, not an error: the call's other claims stand. A claimed batch
+    /// is an ordinary `SOURCE_COMMITTED` batch from then on: it holds its WAL position
+    /// ([`oldest_unstored_wal_position`](Self::oldest_unstored_wal_position)) until it is
+    /// `STORED`, and [`source_offsets`](Self::source_offsets) reports the claimed offsets.
+    /// These are the rows [`Advance::with_offsets`] writes too (the highest wins there); a
+    /// claim starts from whatever is stored, but a partition should be written one way only.
+    ///
+    /// Readers on several nodes may claim at once: of two claims of a partition with the same
+    /// `from`, exactly one is `Claimed`. PostgreSQL takes a transaction-scoped advisory lock
+    /// per partition of the call (in key order) and moves the offset with a compare-and-set
+    /// statement (`UPDATE ... WHERE offset = from`, or `INSERT ... ON CONFLICT DO NOTHING` for
+    /// `from: None`); SQLite runs the call in one `BEGIN IMMEDIATE` transaction. An empty slice
+    /// does nothing.
+    ///
+    /// ```
+    /// use std::time::{Instant, SystemTime};
+    /// use wit_batch::{
+    ///     BatchKey, BatchMeta, Batcher, BatcherConfig, Compression, Part, PayloadFormat, Signal, SourceKind, Stage,
+    ///     Tenant,
+    /// };
+    /// use wit_tracker::{InMemoryTracker, RangeClaim, RangeOutcome, SourceOffset, Tracker};
+    ///
+    /// let tracker = InMemoryTracker::default();
+    /// // Batches of messages of `logs.acme`, as a Kafka source forms them.
+    /// let mut batcher = Batcher::try_new(BatcherConfig::default())?;
+    /// let key = BatchKey::new(Tenant::try_new("acme")?, Signal::Logs, SourceKind::Kafka).with_topic("logs.acme");
+    /// let mut batch = |last_offset: i64| -> BatchMeta {
+    ///     let part = Part::new(PayloadFormat::Ndjson, Compression::None, 1, "{}\n");
+    ///     let part = part.with_source_offset(last_offset);
+    ///     batcher.push(&key, part, Instant::now());
+    ///     batcher.flush_all().remove(0).into_inner().0
+    /// };
+    /// let now = SystemTime::now();
+    /// // Offsets 0..100, then 100..250 of partition 0: a chain, here in one call.
+    /// let first = RangeClaim::new(batch(99), "ingest", "logs.acme", 0, None, 100, now)
+    ///     .with_wal_position("node-a", 7);
+    /// let second = RangeClaim::new(batch(249), "ingest", "logs.acme", 0, Some(100), 250, now);
+    /// let outcomes = tracker.claim_ranges(&[first.clone(), second])?;
+    /// assert_eq!(outcomes, [RangeOutcome::Claimed, RangeOutcome::Claimed]);
+    /// assert_eq!(tracker.batch(first.meta.id)?.stage, Stage::SourceCommitted);
+    /// let stored = tracker.source_offsets("ingest")?;
+    /// assert_eq!(stored, [SourceOffset::new("ingest", "logs.acme", 0, 250)]);
+    /// assert_eq!(tracker.oldest_unstored_wal_position("node-a")?, Some(7));
+    ///
+    /// // Another consumer of the group read 100..250 too, during a rebalance: its batch is
+    /// // dropped.
+    /// let late = RangeClaim::new(batch(249), "ingest", "logs.acme", 0, Some(100), 250, now);
+    /// let outcomes = tracker.claim_ranges(&[late.clone()])?;
+    /// assert_eq!(outcomes, [RangeOutcome::Conflict { stored: Some(250) }]);
+    /// assert!(tracker.batch(late.meta.id).is_err(), "never registered");
+    ///
+    /// // The first claim again, replayed after a crash: its batch is registered already.
+    /// let stage = Stage::SourceCommitted;
+    /// assert_eq!(tracker.claim_ranges(&[first])?, [RangeOutcome::AlreadyRegistered { stage }]);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument), before anything is written,
+    /// for: an empty source or topic name, a negative partition, a negative `to` or `from`,
+    /// `to <= from`, the same batch id in two claims of the call, counts beyond `i64` (as
+    /// [`register`](Self::register)), a WAL position beyond `i64` or without its node's name
+    /// (as [`advance`](Self::advance)). Nothing of the call is written then. Backend errors.
+    fn claim_ranges(&self, claims: &[RangeClaim]) -> Result<Vec<RangeOutcome>>;
 
     /// Records that moving `batch` into `stage` failed with `message`: the retry count goes up
     /// and the lease is dropped; once the retry policy gives up the batch is `FAILED`.
@@ -206,6 +299,8 @@ pub trait AsyncTracker: Send + Sync {
     fn register(&self, batches: &[BatchMeta]) -> impl Future<Output = Result<Vec<Registration>>> + Send;
     /// [`Tracker::advance`].
     fn advance(&self, steps: &[Advance]) -> impl Future<Output = Result<Vec<Transition>>> + Send;
+    /// [`Tracker::claim_ranges`].
+    fn claim_ranges(&self, claims: &[RangeClaim]) -> impl Future<Output = Result<Vec<RangeOutcome>>> + Send;
     /// [`Tracker::record_error`].
     fn record_error(
         &self,
@@ -290,6 +385,13 @@ macro_rules! async_from_sync {
             async fn advance(&self, steps: &[$crate::Advance]) -> $crate::Result<Vec<wit_batch::Transition>> {
                 let (this, steps) = (self.clone(), steps.to_vec());
                 $run(move || $crate::Tracker::advance(&this, &steps)).await
+            }
+            async fn claim_ranges(&self, claims: &[$crate::RangeClaim]) -> $crate::Result<Vec<$crate::RangeOutcome>> {
+                if claims.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let (this, claims) = (self.clone(), claims.to_vec());
+                $run(move || $crate::Tracker::claim_ranges(&this, &claims)).await
             }
             async fn record_error(
                 &self,

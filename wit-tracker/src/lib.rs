@@ -31,6 +31,7 @@
 //!     first_offset: Some(1_000),
 //!     last_offset: Some(1_499),
 //!     topics: vec!["logs.acme".into()],
+//!     partition: None,
 //!     created_at: id.created_at(),
 //! };
 //! tracker.register(&[meta])?;
@@ -71,8 +72,8 @@ pub use api::{AsyncTracker, Tracker, TrackerExt};
 pub use error::{BoxError, Error, Result};
 pub use memory::InMemoryTracker;
 pub use model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Lease, Registration, RememberedKey,
-    SourceOffset, StageCounts, StageTimes, TrackerConfig, WalPosition, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Lease, RangeClaim, RangeOutcome, Registration,
+    RememberedKey, SourceOffset, StageCounts, StageTimes, TrackerConfig, WalPosition, Window,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresTracker;

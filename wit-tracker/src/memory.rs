@@ -10,8 +10,8 @@ use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, InMemoryFileCatalog, StoredFile, TimeRange};
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, RememberedKey, SourceOffset,
-    StageCounts, TrackerConfig, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration,
+    RememberedKey, SourceOffset, StageCounts, TrackerConfig, Window,
 };
 use crate::{Error, Result, Tracker, plan};
 
@@ -35,6 +35,7 @@ use crate::{Error, Result, Tracker, plan};
 ///     first_offset: None,
 ///     last_offset: None,
 ///     topics: vec![],
+///     partition: None,
 ///     created_at: id.created_at(),
 /// })?;
 /// let now = SystemTime::now();
@@ -131,6 +132,26 @@ impl Tracker for InMemoryTracker {
                 .entry((offset.source, offset.topic, offset.partition))
                 .or_insert(offset.offset);
             *slot = (*slot).max(offset.offset);
+        }
+        Ok(outcomes)
+    }
+
+    fn claim_ranges(&self, claims: &[RangeClaim]) -> Result<Vec<RangeOutcome>> {
+        let records = plan::range_records(claims)?;
+        let mut state = self.inner.lock();
+        let mut outcomes = Vec::with_capacity(claims.len());
+        for (claim, rec) in claims.iter().zip(records) {
+            if let Some(held) = state.batches.get(&claim.meta.id) {
+                outcomes.push(RangeOutcome::AlreadyRegistered { stage: held.stage });
+                continue;
+            }
+            let key = (claim.source.clone(), claim.topic.clone(), claim.partition);
+            let outcome = plan::range_outcome(claim, state.offsets.get(&key).copied());
+            if outcome == RangeOutcome::Claimed {
+                state.batches.insert(claim.meta.id, rec);
+                state.offsets.insert(key, claim.to);
+            }
+            outcomes.push(outcome);
         }
         Ok(outcomes)
     }

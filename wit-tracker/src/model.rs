@@ -183,6 +183,7 @@ impl Advance {
     ///     first_offset: None,
     ///     last_offset: None,
     ///     topics: vec![],
+    ///     partition: None,
     ///     created_at: id.created_at(),
     /// })?;
     /// let t0 = SystemTime::now();
@@ -206,8 +207,10 @@ impl Advance {
 
 /// A position in a partitioned source, such as a Kafka consumer group's offset.
 ///
-/// The tracker keeps the highest offset stored per (source, topic, partition): storing a
-/// lower one (a replayed step) never moves it back.
+/// The tracker keeps the highest offset stored per (source, topic, partition) with a step
+/// ([`Advance::with_offsets`]): storing a lower one (a replayed step) never moves it back.
+/// [`Tracker::claim_ranges`](crate::Tracker::claim_ranges) moves it by compare-and-set instead,
+/// from a claim's `from` to its `to`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SourceOffset {
     /// Which reader the position belongs to, e.g. a consumer group.
@@ -230,6 +233,102 @@ impl SourceOffset {
             offset,
         }
     }
+}
+
+/// A batch of a partitioned source (a Kafka partition) and the offset range it holds, claimed by
+/// [`Tracker::claim_ranges`](crate::Tracker::claim_ranges): registered and moved to
+/// `SOURCE_COMMITTED` in the same transaction that moves the partition's stored offset from
+/// `from` to `to` (compare-and-set).
+///
+/// The range is `[from, to)`: `to` is the offset after the range's last message, the next one
+/// to read, as Kafka commits it. Of two claims of the same `from`, one is
+/// [`Claimed`](RangeOutcome::Claimed) and the other a [`Conflict`](RangeOutcome::Conflict), so
+/// each offset of a partition is held by one claimed batch.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use wit_tracker::RangeClaim;
+/// # fn claim(meta: wit_batch::BatchMeta) {
+/// // The first batch of partition 3: nothing stored yet; it holds offsets up to 1_499.
+/// let first = RangeClaim::new(meta, "ingest", "logs.acme", 3, None, 1_500, SystemTime::now())
+///     .with_wal_position("node-a", 42);
+/// assert_eq!((first.from, first.to), (None, 1_500));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeClaim {
+    /// The batch; registered (`CREATED` at its `created_at`) when the claim succeeds.
+    pub meta: BatchMeta,
+    /// The reader whose offset it is, e.g. the consumer group.
+    pub source: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition (not negative).
+    pub partition: i32,
+    /// The stored offset this claim expects: `None` when it expects none stored yet for the
+    /// partition (its first batch).
+    pub from: Option<i64>,
+    /// The stored offset after the claim: the offset after the range's last message.
+    pub to: i64,
+    /// The batch's position in its node's write-ahead log, recorded with `WAL_WRITTEN` as
+    /// [`Advance::with_wal_position`] records it.
+    pub wal_position: Option<WalPosition>,
+    /// When: the `WAL_WRITTEN` and `SOURCE_COMMITTED` stage times (kept to the microsecond).
+    pub at: SystemTime,
+}
+
+impl RangeClaim {
+    /// A claim of `[from, to)` of `topic`'s `partition` for `source`, holding the batch `meta`,
+    /// at `at`; `from` is the stored offset the claim expects (`None`: none stored yet). Not
+    /// checked here: [`Tracker::claim_ranges`](crate::Tracker::claim_ranges) refuses invalid
+    /// claims.
+    pub fn new(
+        meta: BatchMeta,
+        source: impl Into<String>,
+        topic: impl Into<String>,
+        partition: i32,
+        from: Option<i64>,
+        to: i64,
+        at: SystemTime,
+    ) -> Self {
+        RangeClaim {
+            meta,
+            source: source.into(),
+            topic: topic.into(),
+            partition,
+            from,
+            to,
+            wal_position: None,
+            at,
+        }
+    }
+
+    /// Records the batch's WAL position with the claim: LSN `lsn` of the WAL of `node` (see
+    /// [`Advance::with_wal_position`]).
+    pub fn with_wal_position(mut self, node: impl Into<String>, lsn: u64) -> Self {
+        self.wal_position = Some(WalPosition::new(node, lsn));
+        self
+    }
+}
+
+/// What [`Tracker::claim_ranges`](crate::Tracker::claim_ranges) did with one claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RangeOutcome {
+    /// The range was free: the batch is registered, `SOURCE_COMMITTED`, and the stored offset
+    /// is `to`.
+    Claimed,
+    /// A batch with this id was registered already (a replay after a crash): nothing changed;
+    /// `stage` is where it is now.
+    AlreadyRegistered {
+        /// The stage the batch is in.
+        stage: Stage,
+    },
+    /// The stored offset is not `from` (another claim moved it, or it is behind): nothing was
+    /// written for this claim.
+    Conflict {
+        /// The stored offset the claim found (`None`: none stored for the partition).
+        stored: Option<i64>,
+    },
 }
 
 /// An idempotency key a tenant's request was taken under, remembered by

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use wit_batch::{BatchId, BatchMeta, RetryDecision, RetryPolicy, Stage, Transition};
 use wit_store::StoredFile;
 
-use crate::model::{Advance, BatchRecord, ClaimRequest, ErrorOutcome, Lease, RememberedKey, SourceOffset};
+use crate::model::{
+    Advance, BatchRecord, ClaimRequest, ErrorOutcome, Lease, RangeClaim, RangeOutcome, RememberedKey, SourceOffset,
+};
 use crate::{Error, Result};
 
 /// Microseconds since the Unix epoch (negative before it), the resolution every backend keeps.
@@ -279,6 +281,65 @@ pub(crate) fn merged_offsets(steps: &[Advance]) -> Vec<SourceOffset> {
         }
     }
     merged.into_values().cloned().collect()
+}
+
+/// Checks every claim of a [`claim_ranges`](crate::Tracker::claim_ranges) call before
+/// anything is written, and returns the record each claim registers if it is claimed:
+/// `CREATED` at its creation time, then `WAL_WRITTEN` (with its WAL position) and
+/// `SOURCE_COMMITTED` at the claim's time.
+pub(crate) fn range_records(claims: &[RangeClaim]) -> Result<Vec<BatchRecord>> {
+    let mut ids = std::collections::HashSet::with_capacity(claims.len());
+    claims
+        .iter()
+        .map(|claim| {
+            let id = claim.meta.id;
+            let range = match claim.from {
+                Some(from) => format!("[{from}, {})", claim.to),
+                None => format!("[-, {})", claim.to),
+            };
+            let refuse = |why: &str| {
+                Err(Error::invalid(format!(
+                    "the claim of batch {id} ({}/{}/{} {range}) {why}",
+                    claim.source, claim.topic, claim.partition
+                )))
+            };
+            if claim.source.is_empty() || claim.topic.is_empty() {
+                return refuse("needs a source and a topic name");
+            }
+            if claim.partition < 0 {
+                return refuse("names a negative partition");
+            }
+            if claim.to < 0 || claim.from.is_some_and(|from| from < 0) {
+                return refuse("has a negative offset");
+            }
+            if claim.from.is_some_and(|from| claim.to <= from) {
+                return refuse("is empty or reversed: `to` must be after `from`");
+            }
+            if !ids.insert(id) {
+                return refuse("repeats a batch of the same call");
+            }
+            check_meta(&claim.meta)?;
+            let mut wal = Advance::new(id, Stage::WalWritten, claim.at);
+            if let Some(position) = &claim.wal_position {
+                wal = wal.with_wal_position(position.node.clone(), position.lsn);
+            }
+            let committed = Advance::new(id, Stage::SourceCommitted, claim.at);
+            check_steps(std::slice::from_ref(&wal))?;
+            let mut rec = BatchRecord::new(claim.meta.clone());
+            apply_advance(&mut rec, &wal)?;
+            apply_advance(&mut rec, &committed)?;
+            Ok(rec)
+        })
+        .collect()
+}
+
+/// What a claim whose batch is not registered comes to, given the stored offset it finds.
+pub(crate) fn range_outcome(claim: &RangeClaim, stored: Option<i64>) -> RangeOutcome {
+    if stored == claim.from {
+        RangeOutcome::Claimed
+    } else {
+        RangeOutcome::Conflict { stored }
+    }
 }
 
 /// Decides which of `files` a publish inserts: an identical file already held is skipped

@@ -20,8 +20,8 @@ use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, RememberedKey, SourceOffset,
-    StageCounts, TrackerConfig, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration,
+    RememberedKey, SourceOffset, StageCounts, TrackerConfig, Window,
 };
 use crate::plan::{micros, sql_limit, to_i64};
 use crate::sql::{
@@ -40,6 +40,11 @@ const MIGRATION_LOCK: i64 = 0x7769_745f_7472_6163; // "wit_trac"
 /// and both catalogue a file holding it. The two-key lock space is apart from
 /// [`MIGRATION_LOCK`]'s.
 const BATCH_LOCK_CLASS: i32 = 0x7769_7462; // "witb"
+
+/// The first key of the advisory locks [`Tracker::claim_ranges`] takes on the partitions it
+/// claims (the second is [`partition_lock`]), so that the claims of one partition run one
+/// after the other, even while the partition has no offset row to lock yet.
+const PARTITION_LOCK_CLASS: i32 = 0x7769_7470; // "witp"
 
 /// The schema, one migration per version. `batch_tracker` keeps seed 000's column names and
 /// meanings, so its monitoring queries run unchanged; the rest are Wit's additions.
@@ -562,59 +567,98 @@ async fn store(
     Ok(())
 }
 
+/// Registers batches as `CREATED` (each id at most once per statement: an id already
+/// registered is left as it is), returning the ids of those it registered. The parameters are
+/// [`NewBatches::params`].
+const INSERT_BATCHES_SQL: &str = "INSERT INTO batch_tracker (batch_id, client_id, signal, source, stage, \
+     batch_size, message_count, first_offset, last_offset, topics, created_at, updated_at) \
+     SELECT u.id, u.client, u.signal, u.source, 'CREATED', u.size, u.count, u.first, u.last, \
+     ARRAY(SELECT jsonb_array_elements_text(u.topics::jsonb)), u.created, u.created \
+     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[], \
+     $8::int8[], $9::text[], $10::timestamptz[]) \
+     AS u(id, client, signal, source, size, count, first, last, topics, created) \
+     ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id";
+
+/// The columns of batches to register, as [`INSERT_BATCHES_SQL`] takes them.
+struct NewBatches<'a> {
+    id: Vec<Uuid>,
+    client: Vec<&'a str>,
+    signal: Vec<&'a str>,
+    source: Vec<&'a str>,
+    size: Vec<i64>,
+    count: Vec<i64>,
+    first: Vec<Option<i64>>,
+    last: Vec<Option<i64>>,
+    topics: Vec<String>,
+    created: Vec<SystemTime>,
+}
+
+impl<'a> NewBatches<'a> {
+    /// The columns of `metas` (which must not repeat an id).
+    fn of(metas: &[&'a BatchMeta]) -> Result<Self> {
+        Ok(NewBatches {
+            id: metas.iter().map(|m| uuid(m.id)).collect(),
+            client: metas.iter().map(|m| m.tenant.as_str()).collect(),
+            signal: metas.iter().map(|m| m.signal.as_str()).collect(),
+            source: metas.iter().map(|m| m.source.as_str()).collect(),
+            size: metas
+                .iter()
+                .map(|m| to_i64(m.byte_size, "byte size"))
+                .collect::<Result<_>>()?,
+            count: metas
+                .iter()
+                .map(|m| to_i64(m.message_count, "message count"))
+                .collect::<Result<_>>()?,
+            first: metas.iter().map(|m| m.first_offset).collect(),
+            last: metas.iter().map(|m| m.last_offset).collect(),
+            topics: metas
+                .iter()
+                .map(|m| serde_json::to_string(&m.topics).unwrap_or_else(|_| "[]".into()))
+                .collect(),
+            created: metas.iter().map(|m| micros(m.created_at)).collect(),
+        })
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+        [
+            &self.id,
+            &self.client,
+            &self.signal,
+            &self.source,
+            &self.size,
+            &self.count,
+            &self.first,
+            &self.last,
+            &self.topics,
+            &self.created,
+        ]
+    }
+}
+
+/// The ids of the rows [`INSERT_BATCHES_SQL`] returned.
+fn inserted_ids(rows: &[Row]) -> Result<std::collections::HashSet<BatchId>> {
+    rows.iter()
+        .map(|row| {
+            let id: Uuid = row.try_get(0).map_err(row_err)?;
+            Ok(BatchId::from_u128(id.as_u128()))
+        })
+        .collect()
+}
+
 async fn register(inner: &Inner, batches: Vec<BatchMeta>) -> Result<Vec<Registration>> {
     let op = "register";
     batches.iter().try_for_each(plan::check_meta)?;
     // Each id once: later copies in the same call are already registered by the first.
     let mut seen = std::collections::HashSet::new();
     let unique: Vec<&BatchMeta> = batches.iter().filter(|m| seen.insert(m.id)).collect();
-    let id: Vec<Uuid> = unique.iter().map(|m| uuid(m.id)).collect();
-    let client: Vec<&str> = unique.iter().map(|m| m.tenant.as_str()).collect();
-    let signal: Vec<&str> = unique.iter().map(|m| m.signal.as_str()).collect();
-    let source: Vec<&str> = unique.iter().map(|m| m.source.as_str()).collect();
-    let size: Vec<i64> = unique
-        .iter()
-        .map(|m| to_i64(m.byte_size, "byte size"))
-        .collect::<Result<_>>()?;
-    let count: Vec<i64> = unique
-        .iter()
-        .map(|m| to_i64(m.message_count, "message count"))
-        .collect::<Result<_>>()?;
-    let first: Vec<Option<i64>> = unique.iter().map(|m| m.first_offset).collect();
-    let last: Vec<Option<i64>> = unique.iter().map(|m| m.last_offset).collect();
-    let topics: Vec<String> = unique
-        .iter()
-        .map(|m| serde_json::to_string(&m.topics).unwrap_or_else(|_| "[]".into()))
-        .collect();
-    let created: Vec<SystemTime> = unique.iter().map(|m| micros(m.created_at)).collect();
+    let new = NewBatches::of(&unique)?;
     let client_conn = inner.pool.get().await.map_err(pool_err(op))?;
     let stmt = client_conn
-        .prepare_cached(
-            "INSERT INTO batch_tracker (batch_id, client_id, signal, source, stage, batch_size, message_count, \
-             first_offset, last_offset, topics, created_at, updated_at) \
-             SELECT u.id, u.client, u.signal, u.source, 'CREATED', u.size, u.count, u.first, u.last, \
-             ARRAY(SELECT jsonb_array_elements_text(u.topics::jsonb)), u.created, u.created \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[], \
-             $8::int8[], $9::text[], $10::timestamptz[]) \
-             AS u(id, client, signal, source, size, count, first, last, topics, created) \
-             ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
-        )
+        .prepare_cached(INSERT_BATCHES_SQL)
         .await
         .map_err(pg_err(op))?;
-    let rows = client_conn
-        .query(
-            &stmt,
-            &[
-                &id, &client, &signal, &source, &size, &count, &first, &last, &topics, &created,
-            ],
-        )
-        .await
-        .map_err(pg_err(op))?;
-    let mut inserted = std::collections::HashSet::with_capacity(rows.len());
-    for row in &rows {
-        let id: Uuid = row.try_get(0).map_err(row_err)?;
-        inserted.insert(BatchId::from_u128(id.as_u128()));
-    }
+    let rows = client_conn.query(&stmt, &new.params()).await.map_err(pg_err(op))?;
+    let mut inserted = inserted_ids(&rows)?;
     Ok(batches
         .iter()
         .map(|m| {
@@ -654,6 +698,93 @@ async fn advance(inner: &Inner, steps: Vec<Advance>) -> Result<Vec<Transition>> 
             .await
             .map_err(pg_err(op))?;
     }
+    tx.commit().await.map_err(pg_err(op))?;
+    Ok(outcomes)
+}
+
+async fn claim_ranges(inner: &Inner, claims: Vec<RangeClaim>) -> Result<Vec<RangeOutcome>> {
+    let op = "claim_ranges";
+    let records = plan::range_records(&claims)?;
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut client = inner.pool.get().await.map_err(pool_err(op))?;
+    let tx = client.transaction().await.map_err(pg_err(op))?;
+    // Claims of the same partition wait for each other here, in partition order. The offset is
+    // changed by a compare-and-set statement all the same, so a writer without the lock
+    // (`advance` with offsets) cannot be overwritten either.
+    let keys = claims
+        .iter()
+        .map(|c| partition_lock(&c.source, &c.topic, c.partition))
+        .collect();
+    advisory_locks(&tx, PARTITION_LOCK_CLASS, keys, op).await?;
+    let insert = tx.prepare_cached(INSERT_BATCHES_SQL).await.map_err(pg_err(op))?;
+    let stage_of = tx
+        .prepare_cached("SELECT stage FROM batch_tracker WHERE batch_id = $1")
+        .await
+        .map_err(pg_err(op))?;
+    let unregister = tx
+        .prepare_cached("DELETE FROM batch_tracker WHERE batch_id = $1")
+        .await
+        .map_err(pg_err(op))?;
+    let move_offset = tx
+        .prepare_cached(
+            "UPDATE source_offsets SET \"offset\" = $4, updated_at = now() \
+             WHERE source = $1 AND topic = $2 AND partition = $3 AND \"offset\" = $5",
+        )
+        .await
+        .map_err(pg_err(op))?;
+    let first_offset = tx
+        .prepare_cached(
+            "INSERT INTO source_offsets (source, topic, partition, \"offset\") VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (source, topic, partition) DO NOTHING",
+        )
+        .await
+        .map_err(pg_err(op))?;
+    let offset_of = tx
+        .prepare_cached("SELECT \"offset\" FROM source_offsets WHERE source = $1 AND topic = $2 AND partition = $3")
+        .await
+        .map_err(pg_err(op))?;
+    let mut outcomes = Vec::with_capacity(claims.len());
+    let mut claimed = HashMap::new();
+    for (claim, rec) in claims.iter().zip(records) {
+        let id = claim.meta.id;
+        // Registering first (an insert that does nothing for an id registered, or being
+        // registered by a call that then commits) tells a replay apart.
+        let new = NewBatches::of(&[&claim.meta])?;
+        let rows = tx.query(&insert, &new.params()).await.map_err(pg_err(op))?;
+        if rows.is_empty() {
+            let row = tx.query_one(&stage_of, &[&uuid(id)]).await.map_err(pg_err(op))?;
+            let stage: String = row.try_get(0).map_err(row_err)?;
+            outcomes.push(RangeOutcome::AlreadyRegistered {
+                stage: plan::parse_stage(BACKEND, &stage)?,
+            });
+            continue;
+        }
+        let key: [&(dyn ToSql + Sync); 3] = [&claim.source, &claim.topic, &claim.partition];
+        let moved = match claim.from {
+            Some(from) => tx
+                .execute(&move_offset, &[key[0], key[1], key[2], &claim.to, &from])
+                .await
+                .map_err(pg_err(op))?,
+            None => tx
+                .execute(&first_offset, &[key[0], key[1], key[2], &claim.to])
+                .await
+                .map_err(pg_err(op))?,
+        };
+        if moved == 1 {
+            claimed.insert(id, rec);
+            outcomes.push(RangeOutcome::Claimed);
+        } else {
+            // Someone else's offset: the batch registered above goes again.
+            let stored = tx.query_opt(&offset_of, &key).await.map_err(pg_err(op))?;
+            let stored: Option<i64> = stored.map(|r| r.try_get(0)).transpose().map_err(row_err)?;
+            tx.execute(&unregister, &[&uuid(id)]).await.map_err(pg_err(op))?;
+            outcomes.push(RangeOutcome::Conflict { stored });
+        }
+    }
+    let ids: Vec<BatchId> = claimed.keys().copied().collect();
+    store(&tx, &claimed, &ids, op).await?;
     tx.commit().await.map_err(pg_err(op))?;
     Ok(outcomes)
 }
@@ -942,6 +1073,7 @@ macro_rules! both_apis {
 both_apis! {
     fn register(&self, batches: &[BatchMeta] => batches.to_vec()) -> Vec<Registration>;
     fn advance(&self, steps: &[Advance] => steps.to_vec()) -> Vec<Transition>;
+    fn claim_ranges(&self, claims: &[RangeClaim] => claims.to_vec()) -> Vec<RangeOutcome>;
     fn record_error(&self, batch: BatchId, stage: Stage, message: &str => message.to_owned(), at: SystemTime) -> ErrorOutcome;
     fn record_error_by(&self, batch: BatchId, stage: Stage, message: &str => message.to_owned(), at: SystemTime, worker: &str => worker.to_owned()) -> ErrorOutcome;
     fn claim(&self, request: &ClaimRequest => request.clone()) -> Vec<BatchRecord>;
@@ -1062,7 +1194,35 @@ fn batch_lock(id: BatchId) -> i32 {
 /// Takes the advisory locks of `ids` until the transaction ends, in key order (so two calls
 /// never wait on each other in a cycle), before the batch rows.
 async fn lock_batches(tx: &deadpool_postgres::Transaction<'_>, ids: &[BatchId], op: &'static str) -> Result<()> {
-    let mut keys: Vec<i32> = ids.iter().copied().map(batch_lock).collect();
+    let keys: Vec<i32> = ids.iter().copied().map(batch_lock).collect();
+    advisory_locks(tx, BATCH_LOCK_CLASS, keys, op).await
+}
+
+/// The second key of a partition's advisory lock ([`PARTITION_LOCK_CLASS`]): FNV-1a of its
+/// source, topic and number, folded to 32 bits. The same on every node; two partitions that
+/// share a key only wait for each other.
+fn partition_lock(source: &str, topic: &str, partition: i32) -> i32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = source
+        .bytes()
+        .chain([0xff])
+        .chain(topic.bytes())
+        .chain([0xff])
+        .chain(partition.to_le_bytes());
+    for b in bytes {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash ^ (hash >> 32)) as u32 as i32
+}
+
+/// Takes the transaction-scoped advisory locks `(class, key)` of `keys`, in key order (so two
+/// calls never wait on each other in a cycle).
+async fn advisory_locks(
+    tx: &deadpool_postgres::Transaction<'_>,
+    class: i32,
+    mut keys: Vec<i32>,
+    op: &'static str,
+) -> Result<()> {
     keys.sort_unstable();
     keys.dedup();
     if keys.is_empty() {
@@ -1074,7 +1234,7 @@ async fn lock_batches(tx: &deadpool_postgres::Transaction<'_>, ids: &[BatchId], 
         )
         .await
         .map_err(pg_err(op))?;
-    tx.query(&stmt, &[&BATCH_LOCK_CLASS, &keys]).await.map_err(pg_err(op))?;
+    tx.query(&stmt, &[&class, &keys]).await.map_err(pg_err(op))?;
     Ok(())
 }
 

@@ -147,6 +147,7 @@ impl RawRecord {
                 first_offset: self.first_offset,
                 last_offset: self.last_offset,
                 topics: self.topics,
+                partition: None,
                 created_at,
             },
             stage: plan::parse_stage(backend, &self.stage)?,

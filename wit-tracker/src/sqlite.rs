@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
-use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Registration, RememberedKey, SourceOffset,
-    StageCounts, TrackerConfig, Window,
+    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration,
+    RememberedKey, SourceOffset, StageCounts, TrackerConfig, Window,
 };
 use crate::plan::{from_micros, micros, sql_limit, to_i64, to_micros};
 use crate::sql::{
@@ -159,6 +159,7 @@ CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 ///     first_offset: None,
 ///     last_offset: None,
 ///     topics: vec![],
+///     partition: None,
 ///     created_at: id.created_at(),
 /// })?;
 /// tracker.mark(id, Stage::WalWritten, std::time::SystemTime::now())?;
@@ -406,6 +407,86 @@ fn store(tx: &Transaction<'_>, records: &HashMap<BatchId, BatchRecord>, ids: &[B
     Ok(())
 }
 
+/// Registers one batch as `CREATED`; `false` when its id is registered already.
+fn insert_batch(tx: &Transaction<'_>, meta: &BatchMeta, operation: &'static str) -> Result<bool> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO batch_tracker (batch_id, client_id, signal, source, stage, batch_size, \
+             message_count, first_offset, last_offset, topics, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, 'CREATED', ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+             ON CONFLICT (batch_id) DO NOTHING",
+        )
+        .map_err(db_err(operation))?;
+    let inserted = stmt
+        .execute(params![
+            meta.id.to_string(),
+            meta.tenant.as_str(),
+            meta.signal.as_str(),
+            meta.source.as_str(),
+            to_i64(meta.byte_size, "byte size")?,
+            to_i64(meta.message_count, "message count")?,
+            meta.first_offset,
+            meta.last_offset,
+            serde_json::to_string(&meta.topics).unwrap_or_else(|_| "[]".into()),
+            to_micros(meta.created_at),
+        ])
+        .map_err(db_err(operation))?;
+    Ok(inserted == 1)
+}
+
+/// Applies the claims of a [`Tracker::claim_ranges`] call, in order, inside its transaction
+/// (`BEGIN IMMEDIATE`: no other writer runs between a claim's read of the offset and its
+/// write). `records` are the claims' records, checked.
+fn claim_ranges_in(
+    tx: &Transaction<'_>,
+    claims: &[RangeClaim],
+    records: Vec<BatchRecord>,
+) -> Result<Vec<RangeOutcome>> {
+    let op = "claim_ranges";
+    let mut stage_of = tx
+        .prepare_cached("SELECT stage FROM batch_tracker WHERE batch_id = ?1")
+        .map_err(db_err(op))?;
+    let mut offset_of = tx
+        .prepare_cached("SELECT \"offset\" FROM source_offsets WHERE source = ?1 AND topic = ?2 AND partition = ?3")
+        .map_err(db_err(op))?;
+    let mut set_offset = tx
+        .prepare_cached(
+            "INSERT INTO source_offsets (source, topic, partition, \"offset\", updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (source, topic, partition) DO UPDATE \
+             SET \"offset\" = excluded.\"offset\", updated_at = excluded.updated_at",
+        )
+        .map_err(db_err(op))?;
+    let now = to_micros(SystemTime::now());
+    let mut outcomes = Vec::with_capacity(claims.len());
+    for (claim, rec) in claims.iter().zip(records) {
+        let id = claim.meta.id;
+        let stage: Option<String> = stage_of
+            .query_row([id.to_string()], |r| r.get(0))
+            .optional()
+            .map_err(db_err(op))?;
+        if let Some(stage) = stage {
+            outcomes.push(RangeOutcome::AlreadyRegistered {
+                stage: plan::parse_stage(BACKEND, &stage)?,
+            });
+            continue;
+        }
+        let stored: Option<i64> = offset_of
+            .query_row(params![claim.source, claim.topic, claim.partition], |r| r.get(0))
+            .optional()
+            .map_err(db_err(op))?;
+        let outcome = plan::range_outcome(claim, stored);
+        if outcome == RangeOutcome::Claimed {
+            insert_batch(tx, &claim.meta, op)?;
+            store(tx, &HashMap::from([(id, rec)]), &[id])?;
+            set_offset
+                .execute(params![claim.source, claim.topic, claim.partition, claim.to, now])
+                .map_err(db_err(op))?;
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
 fn query_records(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<BatchRecord>> {
     let mut stmt = conn.prepare_cached(sql).map_err(db_err("query"))?;
     let mut rows = stmt.query(params).map_err(db_err("query"))?;
@@ -420,31 +501,9 @@ impl Tracker for SqliteTracker {
     fn register(&self, batches: &[BatchMeta]) -> Result<Vec<Registration>> {
         batches.iter().try_for_each(plan::check_meta)?;
         self.write("register", |tx| {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO batch_tracker (batch_id, client_id, signal, source, stage, batch_size, \
-                     message_count, first_offset, last_offset, topics, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, 'CREATED', ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
-                     ON CONFLICT (batch_id) DO NOTHING",
-                )
-                .map_err(db_err("register"))?;
             let mut out = Vec::with_capacity(batches.len());
             for meta in batches {
-                let inserted = stmt
-                    .execute(params![
-                        meta.id.to_string(),
-                        meta.tenant.as_str(),
-                        meta.signal.as_str(),
-                        meta.source.as_str(),
-                        to_i64(meta.byte_size, "byte size")?,
-                        to_i64(meta.message_count, "message count")?,
-                        meta.first_offset,
-                        meta.last_offset,
-                        serde_json::to_string(&meta.topics).unwrap_or_else(|_| "[]".into()),
-                        to_micros(meta.created_at),
-                    ])
-                    .map_err(db_err("register"))?;
-                out.push(if inserted == 1 {
+                out.push(if insert_batch(tx, meta, "register")? {
                     Registration::Registered
                 } else {
                     Registration::AlreadyRegistered
@@ -477,6 +536,14 @@ impl Tracker for SqliteTracker {
             }
             Ok(outcomes)
         })
+    }
+
+    fn claim_ranges(&self, claims: &[RangeClaim]) -> Result<Vec<RangeOutcome>> {
+        let records = plan::range_records(claims)?;
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write("claim_ranges", |tx| claim_ranges_in(tx, claims, records))
     }
 
     fn record_error(&self, batch: BatchId, stage: Stage, message: &str, at: SystemTime) -> Result<ErrorOutcome> {

@@ -20,6 +20,7 @@ pub fn prepare(tracker: impl Tracker + Clone + 'static) -> impl Fn(&[BatchId]) {
                 first_offset: None,
                 last_offset: None,
                 topics: vec![],
+                partition: None,
                 created_at: id.created_at(),
             };
             tracker.register_one(&meta).expect("register");

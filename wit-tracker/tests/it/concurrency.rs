@@ -1,14 +1,15 @@
 //! Several workers claiming the same stage at once never get the same batch; several nodes
-//! cataloguing a batch at once store it once.
+//! cataloguing a batch at once store it once; several readers claiming ranges of one partition
+//! at once store each offset once.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use wit_batch::{BatchId, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, StoredFile, TimeRange};
-use wit_tracker::{Advance, ClaimRequest, Tracker, TrackerExt};
+use wit_tracker::{Advance, ClaimRequest, RangeClaim, RangeOutcome, SourceOffset, Tracker, TrackerExt};
 
-use crate::conformance::{at, meta};
+use crate::conformance::{at, meta, range};
 
 const BATCHES: usize = 240;
 
@@ -209,4 +210,195 @@ fn postgres_nodes_catalogue_a_batch_once() {
     let params = server.fresh_schema("catalogue_once");
     let connect = || wit_tracker::PostgresTracker::connect(&params, Default::default()).expect("connect");
     one_batch_is_catalogued_once([connect(), connect()]);
+}
+
+/// The offset of partition 0 of `logs` stored for `group`, if any.
+fn stored(node: &impl Tracker) -> Option<i64> {
+    let offsets = node.source_offsets("group").expect("offsets");
+    offsets
+        .iter()
+        .find(|o| o.topic == "logs" && o.partition == 0)
+        .map(|o| o.offset)
+}
+
+/// One thread per tracker handle (a "node" of a consumer group, each with its own connection)
+/// reads the partition's stored offset and claims a chain of ranges from it, over and over,
+/// all at once, until the partition is read up to `END`. The claims race: most find the
+/// offset moved and conflict. At the end the claimed ranges tile `[0, stored)` with no gap and
+/// no overlap (each offset is held by exactly one claimed batch), every claimed batch is
+/// `SOURCE_COMMITTED`, and no conflicting one was registered.
+pub fn range_claims_tile_the_partition<T: Tracker + 'static>(nodes: Vec<T>) {
+    const END: i64 = 600;
+    let start = std::sync::Barrier::new(nodes.len());
+    let results: Vec<Vec<(RangeClaim, RangeOutcome)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                let start = &start;
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    start.wait();
+                    for round in 0.. {
+                        let from = stored(node);
+                        if from.unwrap_or(0) >= END {
+                            break;
+                        }
+                        // A chain of one to three ranges of one to five offsets, different
+                        // per node and round.
+                        let mut claims = Vec::new();
+                        let mut next = from;
+                        for i in 0..1 + (n + round) % 3 {
+                            let to = next.unwrap_or(0) + 1 + ((n * 7 + round * 3 + i) % 5) as i64;
+                            let claim = range(&meta("acme", at(0), 1), 0, next, to, SystemTime::now())
+                                .with_wal_position(format!("node-{n}"), round as u64);
+                            claims.push(claim);
+                            next = Some(to);
+                        }
+                        let outcomes = node.claim_ranges(&claims).expect("claim");
+                        assert_eq!(outcomes.len(), claims.len());
+                        // A conflict found another offset than the claim's `from`. (A claim of
+                        // the chain after a conflict may still be claimed: when another node
+                        // claimed up to exactly its `from`.)
+                        for (claim, outcome) in claims.iter().zip(&outcomes) {
+                            if let RangeOutcome::Conflict { stored } = outcome {
+                                assert_ne!(*stored, claim.from);
+                            }
+                        }
+                        mine.extend(claims.into_iter().zip(outcomes));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("node")).collect()
+    });
+
+    let first = &nodes[0];
+    let mut claimed: Vec<&RangeClaim> = Vec::new();
+    let mut conflicts = 0;
+    for (claim, outcome) in results.iter().flatten() {
+        match outcome {
+            RangeOutcome::Claimed => {
+                let rec = first.batch(claim.meta.id).expect("a claimed batch is registered");
+                assert_eq!(rec.stage, Stage::SourceCommitted);
+                claimed.push(claim);
+            }
+            RangeOutcome::Conflict { .. } => {
+                conflicts += 1;
+                assert!(
+                    first.batch(claim.meta.id).is_err(),
+                    "a conflicting batch is not registered"
+                );
+            }
+            RangeOutcome::AlreadyRegistered { .. } => panic!("no batch is claimed twice here"),
+        }
+    }
+    claimed.sort_by_key(|c| c.from);
+    assert_eq!(claimed[0].from, None, "the first range starts with nothing stored");
+    for pair in claimed.windows(2) {
+        assert_eq!(
+            pair[1].from,
+            Some(pair[0].to),
+            "each offset is held by exactly one claimed batch"
+        );
+    }
+    let end = claimed.last().expect("claimed").to;
+    assert!(end >= END);
+    assert_eq!(
+        first.source_offsets("group").expect("offsets"),
+        [SourceOffset::new("group", "logs", 0, end)]
+    );
+    eprintln!(
+        "ranges claimed per node: {:?}; {conflicts} conflicts",
+        results
+            .iter()
+            .map(|r| r.iter().filter(|(_, o)| *o == RangeOutcome::Claimed).count())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Two nodes claim from the same stored offset at the same moment, round after round (the
+/// first round with nothing stored yet): exactly one claim is `Claimed`, the other a
+/// `Conflict` that finds the winner's offset.
+pub fn one_of_two_equal_claims_wins<T: Tracker + 'static>(nodes: [T; 2]) {
+    const ROUNDS: usize = 40;
+    let start = std::sync::Barrier::new(2);
+    let mut wins = [0; 2];
+    for round in 0..ROUNDS {
+        let from = stored(&nodes[0]);
+        assert_eq!(from.is_none(), round == 0);
+        let outcomes: Vec<(i64, RangeOutcome)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|n| {
+                    let (node, start) = (&nodes[n], &start);
+                    // The two ranges end apart, so the loser shows whose offset it found.
+                    let to = from.unwrap_or(0) + 1 + n as i64;
+                    let claim = range(&meta("acme", at(0), 1), 0, from, to, at(1));
+                    scope.spawn(move || {
+                        start.wait();
+                        (to, node.claim_ranges(&[claim]).expect("claim")[0])
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("node")).collect()
+        });
+        let winners: Vec<usize> = (0..2).filter(|n| outcomes[*n].1 == RangeOutcome::Claimed).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
+        let (winner, loser) = (winners[0], 1 - winners[0]);
+        wins[winner] += 1;
+        assert_eq!(
+            outcomes[loser].1,
+            RangeOutcome::Conflict {
+                stored: Some(outcomes[winner].0)
+            },
+            "round {round}"
+        );
+        assert_eq!(stored(&nodes[1]), Some(outcomes[winner].0), "round {round}");
+    }
+    eprintln!("rounds won per node: {wins:?}");
+}
+
+#[test]
+fn memory_readers_claim_each_offset_once() {
+    let tracker = wit_tracker::InMemoryTracker::default();
+    range_claims_tile_the_partition(vec![tracker.clone(), tracker.clone(), tracker.clone(), tracker.clone()]);
+    let tracker = wit_tracker::InMemoryTracker::default();
+    one_of_two_equal_claims_wins([tracker.clone(), tracker]);
+}
+
+#[test]
+fn sqlite_readers_claim_each_offset_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    let open = || wit_tracker::SqliteTracker::open(&path, Default::default()).expect("open");
+    range_claims_tile_the_partition((0..4).map(|_| open()).collect());
+}
+
+#[test]
+fn sqlite_one_of_two_equal_claims_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    let open = || wit_tracker::SqliteTracker::open(&path, Default::default()).expect("open");
+    one_of_two_equal_claims_wins([open(), open()]);
+}
+
+#[test]
+fn postgres_readers_claim_each_offset_once() {
+    let Some(server) = crate::pg_server::PgServer::shared() else {
+        return;
+    };
+    let params = server.fresh_schema("range_claims");
+    let connect = || wit_tracker::PostgresTracker::connect(&params, Default::default()).expect("connect");
+    range_claims_tile_the_partition((0..4).map(|_| connect()).collect());
+}
+
+#[test]
+fn postgres_one_of_two_equal_claims_wins() {
+    let Some(server) = crate::pg_server::PgServer::shared() else {
+        return;
+    };
+    let params = server.fresh_schema("equal_claims");
+    let connect = || wit_tracker::PostgresTracker::connect(&params, Default::default()).expect("connect");
+    one_of_two_equal_claims_wins([connect(), connect()]);
 }

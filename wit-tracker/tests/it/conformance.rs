@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use wit_batch::{BatchId, BatchMeta, RetryPolicy, Signal, SourceKind, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 use wit_tracker::{
-    Advance, AsyncTracker, ClaimRequest, Error, ErrorOutcome, Registration, RememberedKey, SourceOffset, Tracker,
-    TrackerConfig, TrackerExt, WalPosition, Window,
+    Advance, AsyncTracker, ClaimRequest, Error, ErrorOutcome, RangeClaim, RangeOutcome, Registration, RememberedKey,
+    SourceOffset, Tracker, TrackerConfig, TrackerExt, WalPosition, Window,
 };
 
 /// The settings the checks assume: two retries.
@@ -36,6 +36,7 @@ pub fn meta(tenant: &str, created: SystemTime, messages: u64) -> BatchMeta {
         first_offset: None,
         last_offset: None,
         topics: vec![],
+        partition: None,
         // Microseconds with a sub-microsecond remainder: backends keep microseconds.
         created_at: created + Duration::from_nanos(1_500),
     }
@@ -706,6 +707,407 @@ pub fn source_offsets(t: &impl Tracker) {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }
 
+/// A claim of `[from, to)` of partition `partition` of topic `logs` for the group `group`.
+pub fn range(m: &BatchMeta, partition: i32, from: Option<i64>, to: i64, when: SystemTime) -> RangeClaim {
+    RangeClaim::new(m.clone(), "group", "logs", partition, from, to, when)
+}
+
+fn group_offsets(t: &impl Tracker) -> Vec<(String, i32, i64)> {
+    t.source_offsets("group")
+        .expect("offsets")
+        .into_iter()
+        .map(|o| (o.topic, o.partition, o.offset))
+        .collect()
+}
+
+fn unknown(t: &impl Tracker, id: BatchId) -> bool {
+    matches!(t.batch(id), Err(Error::UnknownBatch { batch }) if batch == id)
+}
+
+use RangeOutcome::{AlreadyRegistered, Claimed, Conflict};
+
+/// Chains of ranges, across calls and within one: each claim registers its batch at
+/// `SOURCE_COMMITTED` (with its stage times and WAL position) and moves the offset on; the
+/// claimed batches hold their WAL positions until they are `STORED`.
+pub fn range_claims_chain(t: &impl Tracker) {
+    let metas: Vec<BatchMeta> = (0..4).map(|i| meta("acme", at(i), 10 + i)).collect();
+    let when = at(10) + Duration::from_nanos(999);
+    let first = range(&metas[0], 0, None, 100, when).with_wal_position("node-a", 40);
+    assert_eq!(t.claim_ranges(std::slice::from_ref(&first)).expect("claim"), [Claimed]);
+    let rec = t.batch(metas[0].id).expect("claimed");
+    let mut expected = metas[0].clone();
+    expected.created_at = micros(expected.created_at);
+    assert_eq!(rec.meta, expected);
+    assert_eq!(rec.stage, Stage::SourceCommitted);
+    assert_eq!(rec.completed_at.get(Stage::Created), Some(expected.created_at));
+    assert_eq!(rec.completed_at.get(Stage::WalWritten), Some(micros(when)));
+    assert_eq!(rec.completed_at.get(Stage::SourceCommitted), Some(micros(when)));
+    assert_eq!(rec.completed_at.get(Stage::Ingested), None);
+    assert_eq!(rec.wal_position, Some(WalPosition::new("node-a", 40)));
+    assert_eq!((rec.retry_count, rec.lease.clone(), rec.failed_in), (0, None, None));
+    assert_eq!(rec.updated_at, micros(when));
+    assert_eq!(group_offsets(t), [("logs".to_owned(), 0, 100)]);
+    assert_eq!(t.oldest_unstored_wal_position("node-a").expect("oldest"), Some(40));
+
+    // Two more in one call: the second starts where the first ends.
+    let outcomes = t
+        .claim_ranges(&[
+            range(&metas[1], 0, Some(100), 250, at(11)),
+            range(&metas[2], 0, Some(250), 260, at(12)).with_wal_position("node-a", 30),
+        ])
+        .expect("claim");
+    assert_eq!(outcomes, [Claimed, Claimed]);
+    assert_eq!(group_offsets(t), [("logs".to_owned(), 0, 260)]);
+    let rec = t.batch(metas[1].id).expect("claimed");
+    assert_eq!((rec.stage, rec.wal_position), (Stage::SourceCommitted, None));
+    assert_eq!(rec.completed_at.get(Stage::SourceCommitted), Some(at(11)));
+    assert_eq!(t.oldest_unstored_wal_position("node-a").expect("oldest"), Some(30));
+    assert_eq!(t.oldest_unstored_wal_position("node-b").expect("oldest"), None);
+    assert_eq!(
+        t.stage_counts(Window::new(at(0), at(100)), None)
+            .expect("counts")
+            .get(Stage::SourceCommitted),
+        3
+    );
+
+    // A claimed batch goes on through its lifecycle as any other.
+    let claimed = t
+        .claim(&ClaimRequest::new(Stage::Ingested, "convert", 10).at(at(13)))
+        .expect("claim work");
+    assert_eq!(claimed.len(), 3);
+    walk(t, metas[2].id, &[Stage::Ingested, Stage::Stored], at(14));
+    assert_eq!(t.oldest_unstored_wal_position("node-a").expect("oldest"), Some(40));
+    walk(t, metas[0].id, &[Stage::Ingested, Stage::Stored], at(14));
+    assert_eq!(t.oldest_unstored_wal_position("node-a").expect("oldest"), None);
+
+    // And the chain goes on in a later call.
+    assert_eq!(
+        t.claim_ranges(&[range(&metas[3], 0, Some(260), 261, at(15))])
+            .expect("claim"),
+        [Claimed]
+    );
+    assert_eq!(group_offsets(t), [("logs".to_owned(), 0, 261)]);
+}
+
+/// A claim whose `from` is not the stored offset (behind it, ahead of it, `None` when one is
+/// stored, a value when none is) is a conflict and writes nothing; within one call, a chain
+/// whose first claim conflicts conflicts throughout.
+pub fn range_claims_conflict(t: &impl Tracker) {
+    let first = meta("acme", at(0), 1);
+    assert_eq!(
+        t.claim_ranges(&[range(&first, 0, None, 100, at(1))]).expect("claim"),
+        [Claimed]
+    );
+    for (from, to) in [
+        (Some(50), 150),
+        (Some(0), 100),
+        (Some(150), 200),
+        (Some(99), 100),
+        (None, 100),
+        (None, 150),
+    ] {
+        let m = meta("acme", at(1), 1);
+        let claim = range(&m, 0, from, to, at(2)).with_wal_position("node-a", 1);
+        assert_eq!(
+            t.claim_ranges(&[claim]).expect("claim"),
+            [Conflict { stored: Some(100) }],
+            "{from:?}..{to}"
+        );
+        assert!(unknown(t, m.id), "{from:?}..{to}: not registered");
+        assert_eq!(group_offsets(t), [("logs".to_owned(), 0, 100)]);
+    }
+    assert_eq!(t.oldest_unstored_wal_position("node-a").expect("oldest"), None);
+
+    // Nothing stored for partition 1: only `from: None` claims it.
+    let m = meta("acme", at(1), 1);
+    assert_eq!(
+        t.claim_ranges(&[range(&m, 1, Some(0), 10, at(2))]).expect("claim"),
+        [Conflict { stored: None }]
+    );
+    assert!(unknown(t, m.id));
+    assert_eq!(group_offsets(t), [("logs".to_owned(), 0, 100)]);
+
+    // In one call: the first conflicts, so the second, chained from it, does too; a third
+    // from the stored offset is claimed.
+    let (x, y, z) = (meta("acme", at(1), 1), meta("acme", at(1), 1), meta("acme", at(1), 1));
+    let outcomes = t
+        .claim_ranges(&[
+            range(&x, 0, Some(90), 120, at(3)),
+            range(&y, 0, Some(120), 130, at(3)),
+            range(&z, 0, Some(100), 110, at(3)),
+            range(&m, 1, None, 10, at(3)),
+        ])
+        .expect("claim");
+    assert_eq!(
+        outcomes,
+        [
+            Conflict { stored: Some(100) },
+            Conflict { stored: Some(100) },
+            Claimed,
+            Claimed
+        ]
+    );
+    assert!(unknown(t, x.id) && unknown(t, y.id));
+    assert_eq!(t.batch(z.id).expect("z").stage, Stage::SourceCommitted);
+    assert_eq!(
+        group_offsets(t),
+        [("logs".to_owned(), 0, 110), ("logs".to_owned(), 1, 10)]
+    );
+    // The conflicting claims of a call are no error: the claimed ones of the call stand.
+    assert_eq!(t.batch(m.id).expect("m").stage, Stage::SourceCommitted);
+
+    // Each claim is judged by itself: after a conflict, a claim of the chain that starts at the
+    // stored offset (another reader claimed up to exactly there) is claimed.
+    let (u, v) = (meta("acme", at(1), 1), meta("acme", at(1), 1));
+    let outcomes = t
+        .claim_ranges(&[range(&u, 0, Some(105), 110, at(4)), range(&v, 0, Some(110), 115, at(4))])
+        .expect("claim");
+    assert_eq!(outcomes, [Conflict { stored: Some(110) }, Claimed]);
+    assert!(unknown(t, u.id));
+    assert_eq!(
+        group_offsets(t),
+        [("logs".to_owned(), 0, 115), ("logs".to_owned(), 1, 10)]
+    );
+}
+
+/// A claim whose batch is registered already (a replay after a crash) changes nothing, the
+/// offset neither, whatever its range, and reports where the batch is.
+pub fn range_claims_replayed(t: &impl Tracker) {
+    let a = meta("acme", at(0), 1);
+    let first = range(&a, 0, None, 100, at(1)).with_wal_position("node-a", 5);
+    assert_eq!(t.claim_ranges(std::slice::from_ref(&first)).expect("claim"), [Claimed]);
+    let before = t.batch(a.id).expect("a");
+    let replay = RangeClaim {
+        at: at(9),
+        ..first.clone()
+    };
+    assert_eq!(
+        t.claim_ranges(std::slice::from_ref(&replay)).expect("replay"),
+        [AlreadyRegistered {
+            stage: Stage::SourceCommitted
+        }]
+    );
+    assert_eq!(t.batch(a.id).expect("a"), before);
+    assert_eq!(group_offsets(t), [("logs".to_owned(), 0, 100)]);
+
+    // The batch moved on since; a replay with another range (from the stored offset, which
+    // would be free) changes nothing either.
+    walk(t, a.id, &[Stage::Ingested], at(2));
+    let before = t.batch(a.id).expect("a");
+    let moved = range(&a, 0, Some(100), 200, at(3));
+    assert_eq!(
+        t.claim_ranges(&[moved]).expect("replay"),
+        [AlreadyRegistered { stage: Stage::Ingested }]
+    );
+    assert_eq!(t.batch(a.id).expect("a"), before);
+    assert_eq!(group_offsets(t), [("logs".to_owned(), 0, 100)]);
+
+    // A batch registered by `register` is registered too.
+    let b = meta("acme", at(0), 1);
+    t.register_one(&b).expect("register");
+    assert_eq!(
+        t.claim_ranges(&[range(&b, 0, Some(100), 200, at(3))]).expect("claim"),
+        [AlreadyRegistered { stage: Stage::Created }]
+    );
+    assert_eq!(t.batch(b.id).expect("b").stage, Stage::Created);
+    assert_eq!(group_offsets(t), [("logs".to_owned(), 0, 100)]);
+
+    // A replay beside new claims in one call.
+    let c = meta("acme", at(0), 1);
+    let outcomes = t
+        .claim_ranges(&[first, range(&c, 0, Some(100), 200, at(4))])
+        .expect("claim");
+    assert_eq!(outcomes, [AlreadyRegistered { stage: Stage::Ingested }, Claimed]);
+    assert_eq!(group_offsets(t), [("logs".to_owned(), 0, 200)]);
+}
+
+/// Each invalid claim fails the whole call before anything is written.
+pub fn invalid_range_claims_write_nothing(t: &impl Tracker) {
+    let a = meta("acme", at(0), 1);
+    assert_eq!(
+        t.claim_ranges(&[range(&a, 0, None, 100, at(1))]).expect("claim"),
+        [Claimed]
+    );
+    assert_eq!(t.claim_ranges(&[]).expect("an empty call"), []);
+    let good = range(&meta("acme", at(0), 1), 0, Some(100), 200, at(2));
+    let mut huge = meta("acme", at(0), 1);
+    huge.message_count = u64::MAX;
+    let invalid: Vec<(&str, RangeClaim)> = vec![
+        (
+            "empty source",
+            RangeClaim {
+                source: String::new(),
+                ..good.clone()
+            },
+        ),
+        (
+            "empty topic",
+            RangeClaim {
+                topic: String::new(),
+                ..good.clone()
+            },
+        ),
+        (
+            "negative partition",
+            RangeClaim {
+                partition: -1,
+                from: None,
+                ..good.clone()
+            },
+        ),
+        (
+            "negative to",
+            RangeClaim {
+                partition: 5,
+                from: None,
+                to: -1,
+                ..good.clone()
+            },
+        ),
+        (
+            "negative from",
+            RangeClaim {
+                from: Some(-10),
+                to: 5,
+                ..good.clone()
+            },
+        ),
+        (
+            "empty range",
+            RangeClaim {
+                to: 100,
+                ..good.clone()
+            },
+        ),
+        ("reversed range", RangeClaim { to: 50, ..good.clone() }),
+        ("count beyond i64", range(&huge, 0, Some(100), 200, at(2))),
+        ("LSN beyond i64", good.clone().with_wal_position("node-a", u64::MAX)),
+        ("WAL position without its node", good.clone().with_wal_position("", 1)),
+    ];
+    // Each goes after a valid claim of another partition: that one is not written either.
+    let other = meta("acme", at(0), 1);
+    for (what, bad) in invalid {
+        let err = t
+            .claim_ranges(&[range(&other, 7, None, 10, at(2)), bad.clone()])
+            .expect_err(what);
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{what}: {err}");
+        assert!(unknown(t, other.id) && unknown(t, bad.meta.id), "{what}");
+        assert_eq!(group_offsets(t), [("logs".to_owned(), 0, 100)], "{what}");
+    }
+    // The same batch twice in one call, even in claims that could both be claimed.
+    let twice = meta("acme", at(0), 1);
+    let err = t
+        .claim_ranges(&[
+            range(&twice, 0, Some(100), 200, at(2)),
+            range(&twice, 1, None, 5, at(2)),
+        ])
+        .expect_err("the same batch twice");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    assert!(unknown(t, twice.id));
+    assert_eq!(group_offsets(t), [("logs".to_owned(), 0, 100)]);
+    // Nothing moved: the valid claim is free.
+    assert_eq!(t.claim_ranges(&[good]).expect("claim"), [Claimed]);
+}
+
+/// The stored offsets are per (source, topic, partition): claims of different readers, topics
+/// and partitions never conflict. Offsets stored by `Advance::with_offsets` are where claims
+/// continue from.
+pub fn range_claim_keys_are_independent(t: &impl Tracker) {
+    let claim = |source: &str, topic: &str, partition: i32, from: Option<i64>, to: i64| {
+        RangeClaim::new(meta("acme", at(0), 1), source, topic, partition, from, to, at(1))
+    };
+    let outcomes = t
+        .claim_ranges(&[
+            claim("group", "logs", 0, None, 100),
+            claim("group", "logs", 1, None, 7),
+            claim("group", "metrics", 0, None, 5),
+            claim("other", "logs", 0, None, 3),
+        ])
+        .expect("claim");
+    assert_eq!(outcomes, [Claimed, Claimed, Claimed, Claimed]);
+    let outcomes = t
+        .claim_ranges(&[
+            claim("other", "logs", 0, Some(3), 9),
+            claim("group", "logs", 1, Some(100), 200),
+            claim("group", "metrics", 0, Some(5), 6),
+        ])
+        .expect("claim");
+    assert_eq!(outcomes, [Claimed, Conflict { stored: Some(7) }, Claimed]);
+    assert_eq!(
+        t.source_offsets("group").expect("offsets"),
+        [
+            SourceOffset::new("group", "logs", 0, 100),
+            SourceOffset::new("group", "logs", 1, 7),
+            SourceOffset::new("group", "metrics", 0, 6),
+        ]
+    );
+    assert_eq!(
+        t.source_offsets("other").expect("offsets"),
+        [SourceOffset::new("other", "logs", 0, 9)]
+    );
+
+    // An offset stored with a step is the one a claim must start from.
+    let stepped = registered(t, "acme", at(0), 1);
+    walk(t, stepped, &[Stage::WalWritten], at(1));
+    t.advance(&[Advance::new(stepped, Stage::SourceCommitted, at(1))
+        .with_offsets(vec![SourceOffset::new("third", "logs", 0, 40)])])
+        .expect("advance");
+    let outcomes = t
+        .claim_ranges(&[
+            claim("third", "logs", 0, None, 10),
+            claim("third", "logs", 0, Some(40), 50),
+        ])
+        .expect("claim");
+    assert_eq!(outcomes, [Conflict { stored: Some(40) }, Claimed]);
+    assert_eq!(
+        t.source_offsets("third").expect("offsets"),
+        [SourceOffset::new("third", "logs", 0, 50)]
+    );
+}
+
+/// `AsyncTracker::claim_ranges` is the same call.
+pub fn async_range_claims(t: &impl AsyncTracker) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (a, b) = (meta("acme", at(0), 1), meta("acme", at(0), 1));
+        let claims = [
+            range(&a, 0, None, 10, at(1)).with_wal_position("node-a", 3),
+            range(&b, 0, None, 20, at(1)),
+        ];
+        let outcomes = AsyncTracker::claim_ranges(t, &claims).await.expect("claim");
+        assert_eq!(outcomes, [Claimed, Conflict { stored: Some(10) }]);
+        let rec = AsyncTracker::batch(t, a.id).await.expect("a");
+        assert_eq!(
+            (rec.stage, rec.wal_position),
+            (Stage::SourceCommitted, Some(WalPosition::new("node-a", 3)))
+        );
+        assert!(matches!(
+            AsyncTracker::batch(t, b.id).await,
+            Err(Error::UnknownBatch { .. })
+        ));
+        let replay = AsyncTracker::claim_ranges(t, &claims[..1]).await.expect("replay");
+        assert_eq!(
+            replay,
+            [AlreadyRegistered {
+                stage: Stage::SourceCommitted
+            }]
+        );
+        assert_eq!(AsyncTracker::claim_ranges(t, &[]).await.expect("empty"), []);
+        let err = AsyncTracker::claim_ranges(t, &[range(&b, 0, Some(10), 10, at(2))])
+            .await
+            .expect_err("empty range");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        assert_eq!(
+            AsyncTracker::source_offsets(t, "group").await.expect("offsets"),
+            [SourceOffset::new("group", "logs", 0, 10)]
+        );
+    });
+}
+
 pub fn purge_completed(t: &impl Tracker) {
     let all = [
         Stage::WalWritten,
@@ -1240,6 +1642,8 @@ macro_rules! tracker_conformance {
             register_and_read_back, unknown_batch, full_lifecycle, invalid_transitions, errors_and_retries,
             claims_and_leases, fenced_steps_need_the_lease, queries, no_wal_position_yet,
             wal_positions_are_per_node, failed_and_stored_do_not_hold_the_wal, source_offsets, purge_completed,
+            range_claims_chain, range_claims_conflict, range_claims_replayed, invalid_range_claims_write_nothing,
+            range_claim_keys_are_independent, async_range_claims,
             publish_marks_stored, record_index_marks_indexed, async_twin,
             idempotency_keys_remembered_and_recalled, idempotency_first_remembered_wins,
             idempotency_keys_are_per_tenant, idempotency_keys_forgotten_by_time_only,

@@ -5,12 +5,16 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use wit_batch::{BatchId, BatchMeta, Stage};
-use wit_tracker::{Advance, ClaimRequest, InMemoryTracker, SourceOffset, Tracker, Window};
+use wit_tracker::{Advance, ClaimRequest, InMemoryTracker, RangeClaim, SourceOffset, Tracker, Window};
 
 use crate::conformance::{at, config, meta};
 
 /// A step: batch index, stage, time, source offset, worker.
 type Step = (usize, Stage, u64, Option<i64>, Option<u8>);
+
+/// A range claim: batch index, partition, `from` (in tens), length (0: an empty range, which
+/// is refused), time.
+type Range = (usize, i32, Option<i64>, i64, u64);
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -18,6 +22,7 @@ enum Op {
     Advance(Vec<Step>),
     Error(usize, Stage, u64, Option<u8>),
     Claim(Stage, u8, usize, u64, u64),
+    ClaimRanges(Vec<Range>),
     Purge(u64),
 }
 
@@ -41,6 +46,17 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
         .prop_map(Op::Advance),
         (0..n, stage(), 0..100u64, proptest::option::of(0..3u8)).prop_map(|(i, s, t, w)| Op::Error(i, s, t, w)),
         (stage(), 0..3u8, 0..4usize, 0..100u64, 0..40u64).prop_map(|(s, w, m, t, l)| Op::Claim(s, w, m, t, l)),
+        proptest::collection::vec(
+            (
+                0..n,
+                0..2i32,
+                proptest::option::of(0..6i64),
+                prop_oneof![Just(10i64), Just(20), 0..12i64],
+                0..100u64
+            ),
+            1..4
+        )
+        .prop_map(Op::ClaimRanges),
         (0..120u64).prop_map(Op::Purge),
     ]
 }
@@ -84,6 +100,21 @@ fn apply(t: &impl Tracker, metas: &[BatchMeta], op: &Op) -> String {
                 &ClaimRequest::new(*s, format!("w{worker}"), *max)
                     .with_lease(Duration::from_secs(*lease))
                     .at(at(*when)),
+            ),
+        ),
+        Op::ClaimRanges(ranges) => show(
+            t.claim_ranges(
+                &ranges
+                    .iter()
+                    .map(|(i, partition, from, len, when)| {
+                        // Offsets in tens, so that chains meet the offsets `Advance` stores.
+                        let from = from.map(|f| f * 10);
+                        let to = from.unwrap_or(0) + len;
+                        let node = if i % 2 == 0 { "node-a" } else { "node-b" };
+                        RangeClaim::new(metas[*i].clone(), "g", "t", *partition, from, to, at(*when))
+                            .with_wal_position(node, *i as u64 * 10)
+                    })
+                    .collect::<Vec<_>>(),
             ),
         ),
         Op::Purge(before) => show(t.purge_completed(at(*before))),
