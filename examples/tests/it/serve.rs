@@ -24,12 +24,16 @@ use serde_json::{Value, json};
 mod access;
 mod dead_letters;
 mod idempotency;
+mod kafka;
 mod limits;
 mod outage;
 
 #[path = "../../../wit-tracker/tests/it/pg_server.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod pg_server;
+
+#[path = "../../../wit-pipeline/tests/it/kafka_broker.rs"]
+mod kafka_broker;
 
 #[path = "../../../wit-store/tests/it/moto.rs"]
 #[allow(dead_code, unreachable_pub)]
@@ -1127,6 +1131,32 @@ fn configuration_errors_name_what_is_wrong() {
         String::from_utf8_lossy(&out.stderr).contains("tenants.tenant_limits"),
         "{out:?}"
     );
+    // A Kafka topic rule that cannot route, or whose pattern is not one, is named.
+    for (rule, says) in [
+        (
+            "subscription: logs\n      signal: logs\n      format: otlp_json",
+            "no tenant",
+        ),
+        (
+            "subscription: ^(\n      template: '{signal}.{tenant}'\n      format: otlp_json",
+            "not a regular expression",
+        ),
+        (
+            "subscription: x\n      tenant: acme\n      signal: traces\n      format: ndjson",
+            "traces cannot be read from",
+        ),
+        (
+            "subscription: x\n      template: '{a'\n      format: ndjson",
+            "kafka.topics[0]",
+        ),
+    ] {
+        let out = run(&write(
+            "kafka.yaml",
+            &format!("kafka:\n  brokers: 127.0.0.1:9\n  topics:\n    - {rule}\n"),
+        ));
+        assert_eq!(out.status.code(), Some(2), "{rule}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{says}: {out:?}");
+    }
     // A schema that is not one, or refers outside itself, is named.
     for (schema, says) in [
         ("schema: {type: 12}", "not a valid JSON Schema"),
@@ -1199,6 +1229,7 @@ fn configuration_errors_name_what_is_wrong() {
         "indexing",
         "wal_segment_bytes",
         "hot_tier_bytes",
+        "processing_interval_ms",
         "tracker",
         "kind",
         "path",
@@ -1211,6 +1242,15 @@ fn configuration_errors_name_what_is_wrong() {
         "target_partitions",
         "memory_limit_bytes",
         "max_rows",
+        "kafka",
+        "brokers",
+        "group",
+        "topics",
+        "batch_size",
+        "batch_timeout_ms",
+        "max_size_bytes",
+        "session_timeout_ms",
+        "revoke_patience_ms",
     ] {
         assert!(text.contains(&format!("{key}:")), "wit.yaml shows `{key}`");
     }

@@ -135,6 +135,18 @@ impl KafkaConfig {
         &self.topics
     }
 
+    /// Checks the configuration as [`Pipeline::start_kafka`](crate::Pipeline::start_kafka)
+    /// does, without starting anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming what cannot work: no brokers, group or topics, a
+    /// batching the batcher refuses, an option the source sets itself, a rule without a
+    /// tenant or signal, a pattern that is not a regular expression.
+    pub fn check(&self) -> Result<()> {
+        self.clone().validate().map(drop)
+    }
+
     /// Checks the configuration and compiles its topic rules.
     fn validate(mut self) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidConfig {

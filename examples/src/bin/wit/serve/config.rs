@@ -25,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) storage: Storage,
     pub(crate) query: QuerySection,
     pub(crate) monitor: Monitor,
+    pub(crate) kafka: KafkaSection,
     /// On SIGTERM, how long requests in flight may take before their connections are
     /// abandoned (milliseconds).
     pub(crate) shutdown_grace_ms: u64,
@@ -44,6 +45,7 @@ impl Default for Config {
             storage: Storage::default(),
             query: QuerySection::default(),
             monitor: Monitor::default(),
+            kafka: KafkaSection::default(),
             shutdown_grace_ms: 30_000,
         }
     }
@@ -186,6 +188,72 @@ impl Default for Otlp {
     }
 }
 
+/// The Kafka source: a consumer group member storing every message of its topics exactly
+/// once (see `wit_pipeline::kafka`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct KafkaSection {
+    /// `host:port` of the brokers, comma-separated; empty: no Kafka source.
+    pub(crate) brokers: String,
+    /// The consumer group (also the source's name for its offsets in the tracker).
+    pub(crate) group: String,
+    /// Which topics, how their names map to tenant and signal, how messages are encoded.
+    pub(crate) topics: Vec<KafkaTopic>,
+    /// A partition's batch is sent on at this many messages, milliseconds or bytes.
+    pub(crate) batch_size: u64,
+    pub(crate) batch_timeout_ms: u64,
+    pub(crate) max_size_bytes: u64,
+    /// The group session timeout: how soon a dead member's partitions move (milliseconds).
+    pub(crate) session_timeout_ms: u64,
+    /// On revocation, how long to wait for the claims of the batches sent (milliseconds).
+    pub(crate) revoke_patience_ms: u64,
+    /// librdkafka settings (`fetch.max.bytes`, `security.protocol`, ...).
+    pub(crate) options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            brokers: String::new(),
+            group: "wit".into(),
+            topics: Vec::new(),
+            batch_size: 10_000,
+            batch_timeout_ms: 1_000,
+            max_size_bytes: 8 << 20,
+            session_timeout_ms: 10_000,
+            revoke_patience_ms: 5_000,
+            options: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// One rule of topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KafkaTopic {
+    /// A topic's name, or a regular expression starting with `^`.
+    pub(crate) subscription: String,
+    /// Reads tenant and signal from the topic's name, e.g. `{prefix}.{signal}.{tenant}.{n}`.
+    #[serde(default)]
+    pub(crate) template: Option<String>,
+    /// Or fixes them.
+    #[serde(default)]
+    pub(crate) tenant: Option<String>,
+    #[serde(default)]
+    pub(crate) signal: Option<String>,
+    /// `otlp_protobuf`, `otlp_json` or `ndjson` (events).
+    pub(crate) format: MessageFormat,
+}
+
+/// How a topic's messages are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum MessageFormat {
+    OtlpProtobuf,
+    OtlpJson,
+    Ndjson,
+}
+
 /// NDJSON event streams.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -242,6 +310,9 @@ pub(crate) struct PipelineSection {
     /// Bytes of recently acknowledged rows kept in memory for queries until their file is
     /// published.
     pub(crate) hot_tier_bytes: usize,
+    /// While records trickle in, the processor starts a round (tracker steps, conversion,
+    /// Kafka claims) at most this often (milliseconds).
+    pub(crate) processing_interval_ms: u64,
 }
 
 impl Default for PipelineSection {
@@ -259,6 +330,7 @@ impl Default for PipelineSection {
             indexing: true,
             wal_segment_bytes: 64 << 20,
             hot_tier_bytes: 256 << 20,
+            processing_interval_ms: 20,
         }
     }
 }
@@ -370,6 +442,7 @@ impl Config {
         let config: Config = serde_saphyr::from_str(&text).map_err(|e| ConfigError(e.to_string()))?;
         super::access::Keys::of(&config).map_err(ConfigError)?;
         super::schemas::Schemas::of(&config).map_err(ConfigError)?;
+        super::kafka::source_config(&config.kafka).map_err(ConfigError)?;
         if let Some(name) = &config.tenants.operator {
             wit_batch::Tenant::try_new(name).map_err(|e| ConfigError(format!("tenants.operator `{name}`: {e}")))?;
         }

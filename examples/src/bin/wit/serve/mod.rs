@@ -12,6 +12,7 @@
 mod access;
 mod api;
 mod config;
+mod kafka;
 mod limits;
 mod receivers;
 mod schemas;

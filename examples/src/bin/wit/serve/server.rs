@@ -137,6 +137,7 @@ fn open(config: &Config) -> Result<Core, String> {
         })
         .with_max_unindexed_bytes(p.max_unindexed_bytes)
         .with_idempotency_window(Duration::from_secs(p.idempotency_window_seconds))
+        .with_processing_interval(Duration::from_millis(p.processing_interval_ms))
         .with_hot_tier(hot.clone());
     let pipeline = Pipeline::open(pipeline_config, destination.clone(), tracker.clone())
         .map_err(|e| format!("cannot open the pipeline: {}", chain(&e)))?;
@@ -243,10 +244,38 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         replayed = r.replayed,
         already_stored = r.already_stored,
         staged_published = r.staged_published,
+        ranges_unclaimed = r.ranges_unclaimed,
         failed = r.failed,
         "recovery finished"
     );
     let _ = app.core.set(core);
+
+    // The Kafka source starts once recovery is done; it claims first what the last run wrote
+    // to the WAL and did not claim.
+    let kafka = match super::kafka::source_config(&app.config.kafka) {
+        Ok(None) => None,
+        Ok(Some(config)) => {
+            let group = config.group().to_owned();
+            let started = {
+                let app = app.clone();
+                tokio::task::spawn_blocking(move || app.core().expect("opened above").pipeline.start_kafka(config))
+                    .await
+                    .map_err(|e| format!("starting the Kafka source panicked: {e}"))?
+            };
+            match started {
+                Ok(source) => {
+                    tracing::info!(group, brokers = %app.config.kafka.brokers, "Kafka source started");
+                    Some(source)
+                }
+                Err(e) => {
+                    let _ = stop_tx.send(true);
+                    let _ = api.await;
+                    return Err(format!("cannot start the Kafka source: {}", chain(&e)));
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    };
 
     let http_listener = bind("OTLP/HTTP", app.config.listen.otlp_http).await?;
     let http = tokio::spawn(
@@ -296,6 +325,14 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
                 ?grace,
                 "connections still open after the grace period: abandoned"
             ),
+        }
+    }
+    if let Some(source) = kafka {
+        // Its open batches are sent and their claims awaited before the pipeline closes.
+        match tokio::task::spawn_blocking(move || source.stop()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %chain(&e), "the Kafka source stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "stopping the Kafka source panicked"),
         }
     }
     match Arc::try_unwrap(app) {
