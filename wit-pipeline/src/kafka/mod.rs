@@ -195,6 +195,8 @@ pub struct KafkaStatus {
     pub messages: u64,
     /// Payload bytes read.
     pub bytes: u64,
+    /// Messages (poison ones not counted) in batches durable in the WAL, as last seen.
+    pub durable: u64,
     /// Messages that did not decode, sent to their tenant's dead letters.
     pub dead_letters: u64,
     /// Batches whose range was claimed in the tracker (and committed to Kafka).

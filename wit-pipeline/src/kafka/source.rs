@@ -75,6 +75,8 @@ struct Sealed {
 struct State {
     partitions: HashMap<Tp, Partition>,
     pending: VecDeque<Sealed>,
+    /// Batches sent, with their message counts, until durable in the WAL.
+    writing: VecDeque<(Ack, u64)>,
     /// Whether the assignment is paused because the pipeline has no room.
     paused: bool,
     status: KafkaStatus,
@@ -685,10 +687,23 @@ impl Inner {
                 break;
             }
             let sealed = state.pending.pop_front().expect("front");
-            if let Err(e) = self.shared.submit_sealed(sealed.envelope, sealed.rows) {
-                state.status.last_error = Some(format!("cannot send a batch to the pipeline: {e}"));
-                break;
+            let messages = sealed.envelope.meta().message_count;
+            match self.shared.submit_sealed(sealed.envelope, sealed.rows) {
+                Ok(ack) => state.writing.push_back((ack, messages)),
+                Err(e) => {
+                    state.status.last_error = Some(format!("cannot send a batch to the pipeline: {e}"));
+                    break;
+                }
             }
+        }
+        // Batches are durable in the order they were sent.
+        while let Some((ack, messages)) = state.writing.front() {
+            let Some(result) = ack.try_get() else { break };
+            let messages = *messages;
+            if result.is_ok() {
+                state.status.durable += messages;
+            }
+            state.writing.pop_front();
         }
         let full = !state.pending.is_empty();
         if full != state.paused {

@@ -137,7 +137,7 @@ fn every_message_of_several_partitions_is_stored_exactly_once_across_a_restart()
     assert_eq!(offsets.values().copied().collect::<Vec<_>>(), [100, 100, 100]);
     // The source hears of the claims a moment after the tracker has them.
     let start = Instant::now();
-    while source.status().partitions.iter().any(|p| p.stored != Some(100)) {
+    while source.status().partitions.iter().any(|p| p.stored != Some(100)) || source.status().durable != 300 {
         assert!(start.elapsed() < LONG, "{:?}", source.status());
         std::thread::sleep(Duration::from_millis(20));
     }
