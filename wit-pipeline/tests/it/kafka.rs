@@ -295,6 +295,39 @@ fn a_range_claimed_by_another_consumer_is_dropped_and_read_again_from_the_tracke
     }
 }
 
+#[test]
+fn a_broker_that_stops_answering_holds_the_source_up_and_nothing_is_lost() {
+    let Some(broker) = Broker::start() else { return };
+    let topic = "v6.qtw.traces.acme.0";
+    broker.create_topic(topic, 2);
+    let producer = broker.producer();
+    for m in 0..50u64 {
+        produce(&producer, topic, (m % 2) as i32, &spans(&[m]));
+    }
+    flush(&producer);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let pipeline = open(dir.path(), tracker.clone());
+    let source = pipeline.start_kafka(kafka(&broker)).expect("start");
+    wait_for_offsets(&*tracker, 50, &source, &broker);
+    // Down for longer than the session: the client retries with backoff, and the group
+    // settles again once the broker answers.
+    broker.pause();
+    std::thread::sleep(Duration::from_secs(8));
+    broker.resume();
+    for m in 50..100u64 {
+        produce(&producer, topic, (m % 2) as i32, &spans(&[m]));
+    }
+    flush(&producer);
+    wait_for_offsets(&*tracker, 100, &source, &broker);
+    let status = source.status();
+    assert_eq!((status.messages, status.ranges_dropped), (100, 0), "{status:?}");
+    source.stop().expect("stop");
+    pipeline.flush().expect("flush");
+    pipeline.close().expect("close");
+    assert_eq!(counts(&session(dir.path(), tracker.clone()), "spans"), (100, 100));
+}
+
 /// Opens a pipeline in `{dir}/{node}` as node `node`, storing to `{dir}/data`.
 fn open_node(dir: &Path, node: &str, tracker: Arc<dyn TrackerCatalog>) -> Pipeline {
     let config = support::node_config(&dir.join(node), node);

@@ -107,6 +107,22 @@ impl Broker {
             .expect("producer")
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open and nothing answers, as with a
+    /// broker that hangs or a network that drops everything; `resume` (SIGCONT) ends it.
+    /// Its in-memory topics survive, unlike a restart.
+    pub(crate) fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub(crate) fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([name, &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {name}");
+    }
+
     /// The log of the broker's own output, for a failing test.
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("broker.log")).unwrap_or_default()

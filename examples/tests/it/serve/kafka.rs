@@ -122,9 +122,24 @@ fn kafka_messages_survive_sigkills_of_the_consumer_and_are_stored_exactly_once()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let metrics = server.metrics();
+    // Lag per partition, against the tracker's offsets and the group's committed ones (the
+    // statistics come every 5 s; Tansu's high watermark is not trusted here, only reported).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut metrics = server.metrics();
+    while ["by=\"tracker\"", "by=\"broker\""]
+        .iter()
+        .any(|by| metric(&metrics, "wit_kafka_consumer_lag", &[by, "partition=\"3\""]).is_none())
+    {
+        assert!(Instant::now() < deadline, "no lag per partition: {metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+        metrics = server.metrics();
+    }
     assert!(
         metric(&metrics, "wit_kafka_messages_total", &[]).is_some_and(|n| n > 0.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "wit_kafka_bytes_total", &[]).is_some_and(|n| n > 0.0),
         "{metrics}"
     );
     assert!(
