@@ -230,6 +230,67 @@ fn a_poison_message_is_dead_lettered_with_its_place_and_the_partition_goes_on() 
 }
 
 #[test]
+fn otlp_json_and_ndjson_topics_go_by_their_rules() {
+    let Some(broker) = Broker::start() else { return };
+    broker.create_topic("billing", 1);
+    broker.create_topic("json.logs.acme", 1);
+    let producer = broker.producer();
+    for i in 0..2 {
+        let events = format!(
+            "{{\"timestamp\":\"2026-01-01T00:00:0{i}Z\",\"id\":{},\"amount\":3}}\n{{\"timestamp\":\"2026-01-01T00:00:0{i}Z\",\"id\":{},\"amount\":4}}\n",
+            2 * i,
+            2 * i + 1
+        );
+        produce(&producer, "billing", 0, events.as_bytes());
+        let log = format!(
+            "{{\"resourceLogs\":[{{\"scopeLogs\":[{{\"logRecords\":[{{\"timeUnixNano\":\"1767225600000000000\",\"body\":{{\"stringValue\":\"hello {i}\"}}}}]}}]}}]}}"
+        );
+        produce(&producer, "json.logs.acme", 0, log.as_bytes());
+    }
+    produce(&producer, "billing", 0, b"{\"id\":9}\n"); // no time: the whole message is refused
+    flush(&producer);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let pipeline = open(dir.path(), tracker.clone());
+    let config = KafkaConfig::new(&broker.addr, GROUP)
+        .with_topic(
+            TopicRule::new("billing", PayloadFormat::Ndjson)
+                .with_tenant(acme())
+                .with_signal(Signal::Events),
+        )
+        .with_topic(
+            TopicRule::new("^json\\..*", PayloadFormat::OtlpJson)
+                .with_template("json.{signal}.{tenant}")
+                .expect("template"),
+        )
+        .with_batching(BatcherConfig::default().with_max_age(Duration::from_millis(50)))
+        .with_session_timeout(Duration::from_secs(6));
+    let source = pipeline.start_kafka(config).expect("start");
+    wait_for_offsets(&*tracker, 5, &source, &broker);
+    source.stop().expect("stop");
+    pipeline.flush().expect("flush");
+    pipeline.close().expect("close");
+
+    let session = session(dir.path(), tracker.clone());
+    let rows = |sql: &str| session.blocking_sql(sql).expect(sql).to_json_rows().expect("json");
+    let events = rows("SELECT id, amount, _stream FROM events ORDER BY id");
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(
+        (events[3]["id"].as_i64(), events[3]["_stream"].as_str()),
+        (Some(3), Some("billing"))
+    );
+    let logs = rows("SELECT body FROM logs ORDER BY body");
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    let dead = rows("SELECT topic, \"offset\", reason FROM dead_letters");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0]["topic"].as_str(), dead[0]["offset"].as_i64()),
+        (Some("billing"), Some(2))
+    );
+}
+
+#[test]
 fn a_range_claimed_by_another_consumer_is_dropped_and_read_again_from_the_tracker() {
     let Some(broker) = Broker::start() else { return };
     let topic = "v6.qtw.traces.acme.0";
