@@ -109,7 +109,6 @@ fn wit(broker: &Broker, run: usize) -> Run {
         .with_batching(
             BatcherConfig::default()
                 .with_max_messages(64)
-                .with_max_bytes(16 << 20)
                 .with_max_buffered_bytes(128 << 20),
         )
         .with_session_timeout(Duration::from_secs(6));

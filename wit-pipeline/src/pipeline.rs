@@ -455,6 +455,13 @@ impl Shared {
         shared.check_open()?;
         let meta = envelope.meta();
         let (id, len) = (meta.id, meta.byte_size);
+        let max = shared.config.wal.max_record_size() as u64;
+        if envelope.encoded_len() as u64 > max {
+            return Err(Error::PartTooLarge {
+                len: envelope.encoded_len() as u64,
+                max,
+            });
+        }
         let slot = Arc::new(Slot::default());
         slot.set_batch(id);
         shared.hold_tenant(&meta.tenant, len);

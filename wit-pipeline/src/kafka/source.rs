@@ -34,6 +34,15 @@ use crate::{Ack, AckLevel, Claimed, Error, Pipeline, Result};
 
 type Tp = (String, i32);
 
+/// What an envelope's header may take (tenant, topic: a few hundred bytes), as the pipeline
+/// allows for it.
+const ENVELOPE_HEADER: u64 = 4 << 10;
+/// A part's frame in an envelope: format, compression, message count, source offset,
+/// idempotency flag, payload length.
+const PART_FRAME: u64 = 1 + 1 + 4 + 9 + 1 + 8;
+/// The bytes of a message too large for the WAL that its dead letter keeps.
+const RECORD_PREFIX: usize = 64 << 10;
+
 /// The range of a partition being gathered: its messages since the last sealed range.
 #[derive(Default)]
 struct Open {
@@ -502,14 +511,36 @@ impl Inner {
         let tp = (message.topic().to_owned(), message.partition());
         let offset = message.offset();
         let payload = message.payload().unwrap_or_default();
+        let len = payload.len() as u64;
+        let cap = self.record_payload_cap();
+        let ((tenant, signal, format), full) = {
+            let mut state = self.state.lock();
+            let Some(part) = state.partitions.get_mut(&tp) else {
+                return Ok(()); // not ours (any more)
+            };
+            if part.position.is_some_and(|p| offset < p) {
+                return Ok(()); // read already, before a seek back
+            }
+            let Ok(route) = part.route.clone() else {
+                return Ok(());
+            };
+            let open = &part.open;
+            let framed = open.bytes + PART_FRAME * (open.parts.len() as u64 + 1) + len;
+            (route, !open.parts.is_empty() && framed > cap)
+        };
+        // A batch is sealed before a message it could not hold in one WAL record.
+        if full {
+            self.seal(&tp)?;
+        }
+        let decoded = if len + PART_FRAME > cap {
+            Err(format!(
+                "the message of {len} bytes is larger than a WAL record holds ({cap} bytes of payload)"
+            ))
+        } else {
+            decode(signal, format, payload, &self.events)
+        };
         let mut state = self.state.lock();
         let Some(part) = state.partitions.get_mut(&tp) else {
-            return Ok(()); // not ours (any more)
-        };
-        if part.position.is_some_and(|p| offset < p) {
-            return Ok(()); // read already, before a seek back
-        }
-        let Ok((tenant, signal, format)) = part.route.clone() else {
             return Ok(());
         };
         part.position = Some(offset + 1);
@@ -520,8 +551,7 @@ impl Inner {
                 open.rows = Some(Vec::new());
             }
         }
-        let len = payload.len() as u64;
-        match decode(signal, format, payload, &self.events) {
+        match decoded {
             Ok(rows) => {
                 let part =
                     Part::new(format, Compression::None, 1, Bytes::copy_from_slice(payload)).with_source_offset(offset);
@@ -547,6 +577,12 @@ impl Inner {
         Ok(())
     }
 
+    /// The payload bytes (with their frames) a batch may hold: its envelope must fit in one
+    /// WAL record.
+    fn record_payload_cap(&self) -> u64 {
+        (self.shared.config.wal.max_record_size() as u64).saturating_sub(ENVELOPE_HEADER)
+    }
+
     /// Submits a poison message to its tenant's dead letters, once per offset within the
     /// idempotency window. `None` when it was taken before (a range read again).
     fn dead_letter(
@@ -558,9 +594,17 @@ impl Inner {
         payload: &[u8],
         reason: &str,
     ) -> Result<Option<Ack>> {
-        let record = match std::str::from_utf8(payload) {
+        // A message too large for a WAL record is kept by its first bytes.
+        let (kept, reason) = match payload.len() > RECORD_PREFIX {
+            true => (
+                &payload[..RECORD_PREFIX],
+                format!("{reason} (the record is cut to its first {RECORD_PREFIX} bytes)"),
+            ),
+            false => (payload, reason.to_owned()),
+        };
+        let record = match std::str::from_utf8(kept) {
             Ok(text) => text.to_owned(),
-            Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(payload)),
+            Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(kept)),
         };
         let letter = dead_letters::DeadLetter::new(SystemTime::now(), signal, reason, record)
             .with_topic(tp.0.clone())

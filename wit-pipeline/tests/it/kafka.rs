@@ -76,6 +76,21 @@ fn wait_for_offsets(
     }
 }
 
+/// Waits until the source has heard of the claims of `n` messages (a moment after the
+/// tracker has them) and seen them durable; returns its status.
+fn caught_up(source: &KafkaSource, n: i64) -> wit_pipeline::kafka::KafkaStatus {
+    let start = Instant::now();
+    loop {
+        let status = source.status();
+        let stored: i64 = status.partitions.iter().filter_map(|p| p.stored).sum();
+        if stored == n && status.durable + status.dead_letters == status.messages {
+            return status;
+        }
+        assert!(start.elapsed() < LONG, "{status:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `(count(*), count(DISTINCT span_id))` of `table`.
 fn counts(session: &Session, table: &str) -> (u64, u64) {
     let rows = session
@@ -288,6 +303,68 @@ fn otlp_json_and_ndjson_topics_go_by_their_rules() {
         (dead[0]["topic"].as_str(), dead[0]["offset"].as_i64()),
         (Some("billing"), Some(2))
     );
+}
+
+#[test]
+fn batches_fit_in_a_wal_record_and_a_message_too_large_for_one_is_a_dead_letter() {
+    let Some(broker) = Broker::start() else { return };
+    let topic = "v6.qtw.traces.acme.0";
+    broker.create_topic(topic, 1);
+    let producer = broker.producer();
+    // Six messages of about 70 KB and, fourth, one of about 700 KB; a WAL record holds
+    // 256 KiB, the source's batches up to 8 MiB.
+    let mut next = 0u64;
+    let mut message = |spans_n: u64| {
+        let ids: Vec<u64> = (next..next + spans_n).collect();
+        next += spans_n;
+        spans(&ids)
+    };
+    let mut sizes = Vec::new();
+    for m in 0..7 {
+        let payload = if m == 3 { message(10_000) } else { message(1_000) };
+        sizes.push(payload.len());
+        produce(&producer, topic, 0, &payload);
+    }
+    flush(&producer);
+    assert!(
+        sizes[0] > 40_000 && sizes[0] < 100_000 && sizes[3] > 300_000,
+        "{sizes:?}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    let config = config(dir.path()).with_wal(wit_wal::Config::default().with_max_record_size(256 << 10));
+    let pipeline = support::open(dir.path(), config, tracker.clone());
+    let source = pipeline
+        .start_kafka(kafka(&broker).with_batching(BatcherConfig::default().with_max_age(Duration::from_millis(200))))
+        .expect("start");
+    wait_for_offsets(&*tracker, 7, &source, &broker);
+    let status = caught_up(&source, 7);
+    assert_eq!((status.dead_letters, status.durable), (1, 6), "{status:?}");
+    assert!(
+        status.batches_claimed >= 2,
+        "six messages of 70 KB take two records at least: {status:?}"
+    );
+    source.stop().expect("stop");
+    pipeline.flush().expect("flush");
+    pipeline.close().expect("close");
+
+    let session = session(dir.path(), tracker.clone());
+    assert_eq!(counts(&session, "spans"), (6_000, 6_000));
+    let dead = session
+        .blocking_sql("SELECT \"offset\", reason, length(record) AS n FROM dead_letters")
+        .expect("dead letters")
+        .to_json_rows()
+        .expect("json");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["offset"].as_i64(), Some(3));
+    let reason = dead[0]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("larger than a WAL record holds") && reason.contains("cut to its first 65536 bytes"),
+        "{reason}"
+    );
+    // The first 64 KiB, in base64.
+    assert_eq!(dead[0]["n"].as_i64(), Some(7 + 65_536_u64.div_ceil(3) as i64 * 4));
 }
 
 #[test]
