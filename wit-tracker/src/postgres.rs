@@ -25,8 +25,8 @@ use crate::model::{
 };
 use crate::plan::{micros, sql_limit, to_i64};
 use crate::sql::{
-    FIRST_TIME_COLUMN, IndexColumns, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN, read_index,
-    stage_list, wal_node,
+    FIRST_TIME_COLUMN, IndexColumns, PARTITION_COLUMN, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN,
+    read_index, stage_list, wal_node,
 };
 use crate::{AsyncTracker, Error, Result, Tracker, plan};
 
@@ -155,6 +155,13 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (tenant, idem_key)
 );
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+"#,
+    ),
+    (
+        5,
+        "batch_tracker.partition: each batch's source partition (Kafka); NULL for batches of none and older ones",
+        r#"
+ALTER TABLE batch_tracker ADD COLUMN "partition" INTEGER;
 "#,
     ),
 ];
@@ -446,6 +453,7 @@ fn read_record(row: &Row) -> Result<BatchRecord> {
         claimed_by: row.try_get(23).map_err(row_err)?,
         lease_until: row.try_get(24).map_err(row_err)?,
         updated_at: row.try_get(25).map_err(row_err)?,
+        partition: row.try_get(PARTITION_COLUMN).map_err(row_err)?,
     }
     .into_record(BACKEND)
 }
@@ -571,12 +579,12 @@ async fn store(
 /// registered is left as it is), returning the ids of those it registered. The parameters are
 /// [`NewBatches::params`].
 const INSERT_BATCHES_SQL: &str = "INSERT INTO batch_tracker (batch_id, client_id, signal, source, stage, \
-     batch_size, message_count, first_offset, last_offset, topics, created_at, updated_at) \
+     batch_size, message_count, first_offset, last_offset, topics, created_at, updated_at, \"partition\") \
      SELECT u.id, u.client, u.signal, u.source, 'CREATED', u.size, u.count, u.first, u.last, \
-     ARRAY(SELECT jsonb_array_elements_text(u.topics::jsonb)), u.created, u.created \
+     ARRAY(SELECT jsonb_array_elements_text(u.topics::jsonb)), u.created, u.created, u.part \
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[], \
-     $8::int8[], $9::text[], $10::timestamptz[]) \
-     AS u(id, client, signal, source, size, count, first, last, topics, created) \
+     $8::int8[], $9::text[], $10::timestamptz[], $11::int4[]) \
+     AS u(id, client, signal, source, size, count, first, last, topics, created, part) \
      ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id";
 
 /// The columns of batches to register, as [`INSERT_BATCHES_SQL`] takes them.
@@ -591,6 +599,7 @@ struct NewBatches<'a> {
     last: Vec<Option<i64>>,
     topics: Vec<String>,
     created: Vec<SystemTime>,
+    partition: Vec<Option<i32>>,
 }
 
 impl<'a> NewBatches<'a> {
@@ -616,10 +625,11 @@ impl<'a> NewBatches<'a> {
                 .map(|m| serde_json::to_string(&m.topics).unwrap_or_else(|_| "[]".into()))
                 .collect(),
             created: metas.iter().map(|m| micros(m.created_at)).collect(),
+            partition: metas.iter().map(|m| m.partition).collect(),
         })
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.id,
             &self.client,
@@ -631,6 +641,7 @@ impl<'a> NewBatches<'a> {
             &self.last,
             &self.topics,
             &self.created,
+            &self.partition,
         ]
     }
 }

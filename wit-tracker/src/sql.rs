@@ -15,7 +15,7 @@ pub(crate) const RECORD_COLUMNS: &str = "batch_id, client_id, signal, source, st
      message_count, first_offset, last_offset, topics, wal_position, created_at, wal_completed_at, \
      kafka_completed_at, ingestion_completed_at, storage_completed_at, index_completed_at, \
      janitor_completed_at, failed_at, error_stage, error_message, retry_count, claimed_by, lease_until, \
-     updated_at, wal_node";
+     updated_at, wal_node, \"partition\"";
 
 /// A file's index as the four nullable `stored_files` columns of schema version 3 hold it,
 /// in this order: `index_path`, `index_bytes`, `index_docs`, `index_checksum` (the CRC-32
@@ -70,6 +70,11 @@ pub(crate) fn read_index(
 /// The index in [`RECORD_COLUMNS`] of `wal_node`.
 pub(crate) const WAL_NODE_COLUMN: usize = 26;
 
+/// The index in [`RECORD_COLUMNS`] of `partition` (schema version 5; quoted, a keyword in
+/// both dialects): the batch's source partition, `NULL` for a batch of none and for every
+/// batch registered before version 5.
+pub(crate) const PARTITION_COLUMN: usize = 27;
+
 /// [`plan::UNSTORED`] as a SQL list, written out as the partial index `batch_tracker_wal`
 /// (schema version 2) has it, so that the query's condition matches the index's.
 pub(crate) const UNSTORED_STAGES: &str = "'CREATED', 'WAL_WRITTEN', 'SOURCE_COMMITTED', 'INGESTED'";
@@ -122,6 +127,9 @@ pub(crate) struct RawRecord {
     pub(crate) claimed_by: Option<String>,
     pub(crate) lease_until: Option<SystemTime>,
     pub(crate) updated_at: SystemTime,
+    /// The source partition ([`BatchMeta::partition`]); `NULL` for a batch registered before
+    /// schema version 5.
+    pub(crate) partition: Option<i32>,
 }
 
 impl RawRecord {
@@ -147,7 +155,7 @@ impl RawRecord {
                 first_offset: self.first_offset,
                 last_offset: self.last_offset,
                 topics: self.topics,
-                partition: None,
+                partition: self.partition,
                 created_at,
             },
             stage: plan::parse_stage(backend, &self.stage)?,
@@ -179,6 +187,8 @@ mod tests {
         assert_eq!(super::stage_list(&crate::plan::UNSTORED), super::UNSTORED_STAGES);
         let columns: Vec<&str> = super::RECORD_COLUMNS.split(", ").collect();
         assert_eq!(columns[super::WAL_NODE_COLUMN], "wal_node");
+        assert_eq!(columns[super::PARTITION_COLUMN], "\"partition\"");
+        assert_eq!(columns.len(), super::PARTITION_COLUMN + 1);
         assert_eq!(columns[super::FIRST_TIME_COLUMN], "created_at");
     }
 }

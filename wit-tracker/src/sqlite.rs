@@ -16,8 +16,8 @@ use crate::model::{
 };
 use crate::plan::{from_micros, micros, sql_limit, to_i64, to_micros};
 use crate::sql::{
-    FIRST_TIME_COLUMN, IndexColumns, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN, read_index,
-    stage_list, wal_node,
+    FIRST_TIME_COLUMN, IndexColumns, PARTITION_COLUMN, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN,
+    read_index, stage_list, wal_node,
 };
 use crate::{Error, Result, Tracker, plan};
 
@@ -131,6 +131,13 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (tenant, idem_key)
 );
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+"#,
+    ),
+    (
+        5,
+        "batch_tracker.partition: each batch's source partition (Kafka); NULL for batches of none and older ones",
+        r#"
+ALTER TABLE batch_tracker ADD COLUMN "partition" INTEGER;
 "#,
     ),
 ];
@@ -342,6 +349,7 @@ fn read_record(row: &Row<'_>) -> Result<BatchRecord> {
             claimed_by: row.get(23)?,
             lease_until: micros(24)?,
             updated_at: from_micros(row.get(25)?),
+            partition: row.get(PARTITION_COLUMN)?,
         })
     })()
     .map_err(db_err("read"))?
@@ -412,8 +420,8 @@ fn insert_batch(tx: &Transaction<'_>, meta: &BatchMeta, operation: &'static str)
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO batch_tracker (batch_id, client_id, signal, source, stage, batch_size, \
-             message_count, first_offset, last_offset, topics, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, 'CREATED', ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+             message_count, first_offset, last_offset, topics, created_at, updated_at, \"partition\") \
+             VALUES (?1, ?2, ?3, ?4, 'CREATED', ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11) \
              ON CONFLICT (batch_id) DO NOTHING",
         )
         .map_err(db_err(operation))?;
@@ -429,6 +437,7 @@ fn insert_batch(tx: &Transaction<'_>, meta: &BatchMeta, operation: &'static str)
             meta.last_offset,
             serde_json::to_string(&meta.topics).unwrap_or_else(|_| "[]".into()),
             to_micros(meta.created_at),
+            meta.partition,
         ])
         .map_err(db_err(operation))?;
     Ok(inserted == 1)

@@ -1108,6 +1108,77 @@ pub fn async_range_claims(t: &impl AsyncTracker) {
     });
 }
 
+/// A batch's source partition (`BatchMeta::partition`, schema version 5 in the SQL backends)
+/// is kept: registered or claimed (`claim_ranges`) with one, a batch reads back with it from
+/// every read of its record (`batch`, `claim`, `stuck`, `failed`), through later steps and
+/// errors; registered without one, with none. Partition 0 is a partition, not none.
+pub fn partitions_read_back(t: &impl Tracker) {
+    let kafka = |created, partition| {
+        let mut m = meta("acme", created, 5);
+        m.source = SourceKind::Kafka;
+        m.topics = vec!["logs.acme".into()];
+        m.first_offset = Some(100);
+        m.last_offset = Some(104);
+        m.partition = partition;
+        m
+    };
+    let registered = kafka(at(0), Some(3));
+    let zero = kafka(at(1), Some(0));
+    let plain = meta("acme", at(2), 1);
+    let claimed = kafka(at(3), Some(3));
+    assert_eq!(
+        t.register(&[registered.clone(), zero.clone(), plain.clone()])
+            .expect("register"),
+        [Registration::Registered; 3]
+    );
+    assert_eq!(
+        t.claim_ranges(&[range(&claimed, 3, None, 105, at(4))]).expect("claim"),
+        [Claimed]
+    );
+    for m in [&registered, &zero, &plain, &claimed] {
+        let mut expected = m.clone();
+        expected.created_at = micros(m.created_at);
+        assert_eq!(t.batch(m.id).expect("batch").meta, expected);
+    }
+    let partition = |id| t.batch(id).expect("batch").meta.partition;
+    assert_eq!(
+        (
+            partition(registered.id),
+            partition(zero.id),
+            partition(plain.id),
+            partition(claimed.id)
+        ),
+        (Some(3), Some(0), None, Some(3))
+    );
+
+    // Every other read of a record has it too, and steps and errors leave it as it is.
+    let partitions = |records: Vec<wit_tracker::BatchRecord>| -> Vec<(BatchId, Option<i32>)> {
+        records.into_iter().map(|r| (r.meta.id, r.meta.partition)).collect()
+    };
+    walk(t, registered.id, &[Stage::WalWritten], at(5));
+    walk(t, plain.id, &[Stage::WalWritten], at(5));
+    assert_eq!(
+        partitions(
+            t.claim(&ClaimRequest::new(Stage::Ingested, "w", 10).at(at(6)))
+                .expect("claim work")
+        ),
+        [(registered.id, Some(3)), (plain.id, None), (claimed.id, Some(3))]
+    );
+    for n in 1..=3 {
+        t.record_error(registered.id, Stage::Ingested, "boom", at(6 + n))
+            .expect("error");
+    }
+    assert_eq!(
+        partitions(t.failed(10, None).expect("failed")),
+        [(registered.id, Some(3))]
+    );
+    walk(t, claimed.id, &[Stage::Ingested], at(10));
+    assert_eq!(
+        partitions(t.stuck(at(100), 10, None).expect("stuck")),
+        [(zero.id, Some(0)), (plain.id, None), (claimed.id, Some(3))]
+    );
+}
+
 pub fn purge_completed(t: &impl Tracker) {
     let all = [
         Stage::WalWritten,
@@ -1643,7 +1714,7 @@ macro_rules! tracker_conformance {
             claims_and_leases, fenced_steps_need_the_lease, queries, no_wal_position_yet,
             wal_positions_are_per_node, failed_and_stored_do_not_hold_the_wal, source_offsets, purge_completed,
             range_claims_chain, range_claims_conflict, range_claims_replayed, invalid_range_claims_write_nothing,
-            range_claim_keys_are_independent, async_range_claims,
+            range_claim_keys_are_independent, async_range_claims, partitions_read_back,
             publish_marks_stored, record_index_marks_indexed, async_twin,
             idempotency_keys_remembered_and_recalled, idempotency_first_remembered_wins,
             idempotency_keys_are_per_tenant, idempotency_keys_forgotten_by_time_only,

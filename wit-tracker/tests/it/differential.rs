@@ -154,8 +154,13 @@ fn state(t: &impl Tracker, ids: &[BatchId]) -> String {
 
 fn run_against(other: &impl Tracker, ops: &[Op]) {
     let model = InMemoryTracker::new(config());
+    // Batches 1 and 2 carry a source partition (0 and 1): every read gives it back.
+    let partitions = [None, Some(0), Some(1), None];
     let metas: Vec<BatchMeta> = (0..4)
-        .map(|i| meta(if i % 2 == 0 { "acme" } else { "umbrella" }, at(i), 10 + i))
+        .map(|i| BatchMeta {
+            partition: partitions[i as usize],
+            ..meta(if i % 2 == 0 { "acme" } else { "umbrella" }, at(i), 10 + i)
+        })
         .collect();
     let ids: Vec<BatchId> = metas.iter().map(|m| m.id).collect();
     for (n, op) in ops.iter().enumerate() {

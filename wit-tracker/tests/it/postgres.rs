@@ -168,10 +168,10 @@ fn migrations_apply_once_and_refuse_a_newer_schema() {
     let sql = |q: &str| server.psql("wit", &format!("SET search_path = {schema}; {q}"));
     assert_eq!(
         sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
-        "1\n2\n3\n4"
+        "1\n2\n3\n4\n5"
     );
     PostgresTracker::connect(&params, TrackerConfig::default()).expect("reopen");
-    assert_eq!(sql("SELECT count(*) FROM wit_schema_version").trim(), "4");
+    assert_eq!(sql("SELECT count(*) FROM wit_schema_version").trim(), "5");
 
     sql("INSERT INTO wit_schema_version (version, description) VALUES (99, 'from the future')");
     let err = PostgresTracker::connect(&params, TrackerConfig::default()).expect_err("too new");
@@ -180,7 +180,7 @@ fn migrations_apply_once_and_refuse_a_newer_schema() {
             err,
             Error::SchemaTooNew {
                 found: 99,
-                supported: 4
+                supported: 5
             }
         ),
         "{err:?}"
@@ -207,7 +207,7 @@ fn version_1_positions_hold_every_log_after_the_migration() {
         .expect("advance");
     }
     sql(&format!(
-        "{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}
+        "{DOWNGRADE_TO_4}{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}
          DROP INDEX batch_tracker_wal;
          ALTER TABLE batch_tracker DROP COLUMN wal_node;
          CREATE INDEX batch_tracker_wal ON batch_tracker (wal_position) WHERE stage <> 'COMPLETED';
@@ -217,7 +217,7 @@ fn version_1_positions_hold_every_log_after_the_migration() {
     let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("migrate");
     assert_eq!(
         sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
-        "1\n2\n3\n4"
+        "1\n2\n3\n4\n5"
     );
     assert_eq!(
         Tracker::batch(&tracker, old.id).expect("batch").wal_position,
@@ -256,6 +256,10 @@ fn version_1_positions_hold_every_log_after_the_migration() {
     assert_eq!(plan.matches("batch_tracker_wal").count(), 2, "{plan}");
     assert!(!plan.contains("Seq Scan"), "{plan}");
 }
+
+/// Undoes schema version 5: the batches' source partition.
+const DOWNGRADE_TO_4: &str = "ALTER TABLE batch_tracker DROP COLUMN \"partition\";
+     DELETE FROM wit_schema_version WHERE version = 5;";
 
 /// Undoes schema version 4: the idempotency keys' table (its index goes with it).
 const DOWNGRADE_TO_3: &str = "DROP TABLE idempotency_keys;
@@ -298,7 +302,7 @@ fn version_2_files_have_no_index_after_the_migration() {
         }
         tracker.publish(std::slice::from_ref(&file)).expect("publish");
     }
-    sql(&format!("{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}"));
+    sql(&format!("{DOWNGRADE_TO_4}{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}"));
     assert_eq!(
         sql("SELECT count(*) FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name = 'stored_files' AND column_name LIKE 'index_%'")
@@ -310,7 +314,7 @@ fn version_2_files_have_no_index_after_the_migration() {
     let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("migrate");
     assert_eq!(
         sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
-        "1\n2\n3\n4"
+        "1\n2\n3\n4\n5"
     );
     let tenant = Tenant::try_new("acme").expect("tenant");
     assert_eq!(
@@ -367,7 +371,7 @@ fn version_3_schemas_remember_keys_after_the_migration() {
         tracker.register_one(&m).expect("register");
         tracker.mark(m.id, Stage::WalWritten, SystemTime::now()).expect("mark");
     }
-    sql(DOWNGRADE_TO_3);
+    sql(&format!("{DOWNGRADE_TO_4}{DOWNGRADE_TO_3}"));
     let tables = || {
         sql(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -379,7 +383,7 @@ fn version_3_schemas_remember_keys_after_the_migration() {
     let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("migrate");
     assert_eq!(
         sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
-        "1\n2\n3\n4"
+        "1\n2\n3\n4\n5"
     );
     assert_eq!(tables().trim(), "2", "the table and its index on created_at");
     assert_eq!(Tracker::batch(&tracker, m.id).expect("batch").stage, Stage::WalWritten);
@@ -412,6 +416,74 @@ fn version_3_schemas_remember_keys_after_the_migration() {
     let far = SystemTime::now() + Duration::from_secs(1 << 30);
     assert_eq!(Tracker::forget_keys_before(&tracker, far).expect("forget"), 1);
     assert_eq!(sql("SELECT count(*) FROM idempotency_keys").trim(), "0");
+}
+
+/// A schema left at version 4 (batches without their source partition) is migrated in place
+/// on connect: its batches read back with no partition, and batches registered or claimed
+/// since with theirs, a plain SQL column.
+#[test]
+fn version_4_batches_have_no_partition_after_the_migration() {
+    use wit_batch::SourceKind;
+    use wit_tracker::{RangeClaim, RangeOutcome};
+
+    let Some(server) = PgServer::shared() else { return };
+    let params = server.fresh_schema("migrate_v4");
+    let schema = schema_of(&params);
+    let sql = |q: &str| server.psql("wit", &format!("SET search_path = {schema}; {q}"));
+    let old = meta("acme", SystemTime::now(), 1);
+    {
+        let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("connect");
+        tracker.register_one(&old).expect("register");
+        tracker
+            .mark(old.id, Stage::WalWritten, SystemTime::now())
+            .expect("mark");
+    }
+    sql(DOWNGRADE_TO_4);
+    let columns = || {
+        sql("SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'batch_tracker' AND column_name = 'partition'")
+    };
+    assert_eq!(columns().trim(), "0", "back at version 4");
+
+    let tracker = PostgresTracker::connect(&params, TrackerConfig::default()).expect("migrate");
+    assert_eq!(
+        sql("SELECT version FROM wit_schema_version ORDER BY version").trim(),
+        "1\n2\n3\n4\n5"
+    );
+    assert_eq!(columns().trim(), "1");
+    let rec = Tracker::batch(&tracker, old.id).expect("batch");
+    assert_eq!((rec.stage, rec.meta.partition), (Stage::WalWritten, None));
+
+    let kafka = |partition| {
+        let mut m = meta("acme", SystemTime::now(), 1);
+        m.source = SourceKind::Kafka;
+        m.topics = vec!["logs".into()];
+        m.partition = Some(partition);
+        m
+    };
+    let (new, claimed) = (kafka(7), kafka(2));
+    tracker.register_one(&new).expect("register");
+    let claim = RangeClaim::new(claimed.clone(), "group", "logs", 2, None, 10, SystemTime::now());
+    assert_eq!(
+        Tracker::claim_ranges(&tracker, &[claim]).expect("claim"),
+        [RangeOutcome::Claimed]
+    );
+    assert_eq!(Tracker::batch(&tracker, new.id).expect("batch").meta.partition, Some(7));
+    assert_eq!(
+        Tracker::batch(&tracker, claimed.id).expect("batch").meta.partition,
+        Some(2)
+    );
+    let partition = |id: wit_batch::BatchId| {
+        sql(&format!(
+            "SELECT coalesce(\"partition\"::text, 'NULL') FROM batch_tracker WHERE batch_id = '{id}'"
+        ))
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(
+        (partition(old.id), partition(new.id), partition(claimed.id)),
+        ("NULL".to_owned(), "7".to_owned(), "2".to_owned())
+    );
 }
 
 #[test]

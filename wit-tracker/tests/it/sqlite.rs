@@ -32,7 +32,7 @@ fn records_survive_reopen_and_are_plain_sql() {
     let versions: i64 = conn
         .query_row("SELECT count(*) FROM wit_schema_version", [], |r| r.get(0))
         .expect("versions");
-    assert_eq!(versions, 4, "reopening applies no migration twice");
+    assert_eq!(versions, 5, "reopening applies no migration twice");
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn a_newer_schema_is_refused() {
     conn.execute("INSERT INTO wit_schema_version VALUES (7, 'from the future', 0)", [])
         .expect("insert");
     let err = SqliteTracker::open(&path, TrackerConfig::default()).expect_err("too new");
-    assert!(matches!(err, Error::SchemaTooNew { found: 7, supported: 4 }), "{err:?}");
+    assert!(matches!(err, Error::SchemaTooNew { found: 7, supported: 5 }), "{err:?}");
 }
 
 /// A database left at schema version 1 (WAL positions without their node) is migrated on
@@ -62,10 +62,10 @@ fn version_1_positions_hold_every_log_after_the_migration() {
             .advance(&[Advance::new(old.id, Stage::WalWritten, SystemTime::now()).with_wal_position("x", 7)])
             .expect("advance");
     }
-    // Back to what version 1 left: no `wal_node`, the old index, no version 2 (nor 3, nor 4).
+    // Back to what version 1 left: no `wal_node`, the old index, no version 2 (nor 3, 4, 5).
     let conn = rusqlite::Connection::open(&path).expect("sqlite");
     conn.execute_batch(&format!(
-        "{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}
+        "{DOWNGRADE_TO_4}{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}
          DROP INDEX batch_tracker_wal;
          ALTER TABLE batch_tracker DROP COLUMN wal_node;
          CREATE INDEX batch_tracker_wal ON batch_tracker (wal_position) WHERE stage <> 'COMPLETED';
@@ -78,7 +78,7 @@ fn version_1_positions_hold_every_log_after_the_migration() {
         .prepare("SELECT version FROM wit_schema_version ORDER BY version")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .expect("versions");
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     assert_eq!(
         tracker.batch(old.id).expect("batch").wal_position,
         Some(WalPosition::new("", 7))
@@ -105,6 +105,10 @@ fn version_1_positions_hold_every_log_after_the_migration() {
     tracker.mark(old.id, Stage::Stored, SystemTime::now()).expect("mark");
     assert_eq!((oldest("node-a"), oldest("node-b")), (Some(3), None));
 }
+
+/// Undoes schema version 5: the batches' source partition.
+const DOWNGRADE_TO_4: &str = "ALTER TABLE batch_tracker DROP COLUMN \"partition\";
+     DELETE FROM wit_schema_version WHERE version = 5;";
 
 /// Undoes schema version 4: the idempotency keys' table (its index goes with it).
 const DOWNGRADE_TO_3: &str = "DROP TABLE idempotency_keys;
@@ -148,7 +152,7 @@ fn version_2_files_have_no_index_after_the_migration() {
         tracker.publish(std::slice::from_ref(&file)).expect("publish");
     }
     let conn = rusqlite::Connection::open(&path).expect("sqlite");
-    conn.execute_batch(&format!("{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}"))
+    conn.execute_batch(&format!("{DOWNGRADE_TO_4}{DOWNGRADE_TO_3}{DOWNGRADE_TO_2}"))
         .expect("downgrade");
     let columns: i64 = conn
         .query_row(
@@ -164,7 +168,7 @@ fn version_2_files_have_no_index_after_the_migration() {
         .prepare("SELECT version FROM wit_schema_version ORDER BY version")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .expect("versions");
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     let tenant = Tenant::try_new("acme").expect("tenant");
     assert_eq!(
         tracker.list(&tenant, Signal::Logs, None).expect("list"),
@@ -214,7 +218,8 @@ fn version_3_databases_remember_keys_after_the_migration() {
         tracker.mark(m.id, Stage::WalWritten, SystemTime::now()).expect("mark");
     }
     let conn = rusqlite::Connection::open(&path).expect("sqlite");
-    conn.execute_batch(DOWNGRADE_TO_3).expect("downgrade");
+    conn.execute_batch(&format!("{DOWNGRADE_TO_4}{DOWNGRADE_TO_3}"))
+        .expect("downgrade");
     let tables = |conn: &rusqlite::Connection| -> i64 {
         conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE name IN ('idempotency_keys', 'idempotency_keys_created')",
@@ -230,7 +235,7 @@ fn version_3_databases_remember_keys_after_the_migration() {
         .prepare("SELECT version FROM wit_schema_version ORDER BY version")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .expect("versions");
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     assert_eq!(tables(&conn), 2, "the table and its index on created_at");
     assert_eq!(tracker.batch(m.id).expect("batch").stage, Stage::WalWritten);
 
@@ -265,6 +270,73 @@ fn version_3_databases_remember_keys_after_the_migration() {
             .forget_keys_before(SystemTime::now() + std::time::Duration::from_secs(1 << 30))
             .expect("forget"),
         1
+    );
+}
+
+/// A database left at schema version 4 (batches without their source partition) is migrated
+/// in place on open: its batches read back with no partition, and batches registered or
+/// claimed since with theirs, a plain SQL column.
+#[test]
+fn version_4_batches_have_no_partition_after_the_migration() {
+    use wit_batch::SourceKind;
+    use wit_tracker::{RangeClaim, RangeOutcome};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tracker.db");
+    let old = meta("acme", SystemTime::now(), 1);
+    {
+        let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("open");
+        tracker.register_one(&old).expect("register");
+        tracker
+            .mark(old.id, Stage::WalWritten, SystemTime::now())
+            .expect("mark");
+    }
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute_batch(DOWNGRADE_TO_4).expect("downgrade");
+    let columns = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('batch_tracker') WHERE name = 'partition'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("columns")
+    };
+    assert_eq!(columns(&conn), 0, "back at version 4");
+
+    let tracker = SqliteTracker::open(&path, TrackerConfig::default()).expect("migrate");
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM wit_schema_version ORDER BY version")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("versions");
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(columns(&conn), 1);
+    let rec = tracker.batch(old.id).expect("batch");
+    assert_eq!((rec.stage, rec.meta.partition), (Stage::WalWritten, None));
+
+    let kafka = |partition| {
+        let mut m = meta("acme", SystemTime::now(), 1);
+        m.source = SourceKind::Kafka;
+        m.topics = vec!["logs".into()];
+        m.partition = Some(partition);
+        m
+    };
+    let (new, claimed) = (kafka(7), kafka(2));
+    tracker.register_one(&new).expect("register");
+    let claim = RangeClaim::new(claimed.clone(), "group", "logs", 2, None, 10, SystemTime::now());
+    assert_eq!(tracker.claim_ranges(&[claim]).expect("claim"), [RangeOutcome::Claimed]);
+    assert_eq!(tracker.batch(new.id).expect("batch").meta.partition, Some(7));
+    assert_eq!(tracker.batch(claimed.id).expect("batch").meta.partition, Some(2));
+    let partition = |id: wit_batch::BatchId| -> Option<i64> {
+        conn.query_row(
+            "SELECT \"partition\" FROM batch_tracker WHERE batch_id = ?1",
+            [id.to_string()],
+            |r| r.get(0),
+        )
+        .expect("query")
+    };
+    assert_eq!(
+        (partition(old.id), partition(new.id), partition(claimed.id)),
+        (None, Some(7), Some(2))
     );
 }
 
