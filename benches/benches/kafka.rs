@@ -38,7 +38,7 @@ use kafka_broker::{Broker, flush, produce};
 
 const TOPIC: &str = "v6.qtw.traces.bench.0";
 const PARTITIONS: i32 = 4;
-const MESSAGES: usize = 400;
+const MESSAGES: usize = 1_200;
 const RUNS: usize = 3;
 
 /// A request of 1,000 spans: the first resource (10 scopes × 100 spans) of the bench shape.
@@ -110,6 +110,7 @@ fn wit(broker: &Broker, run: usize) -> Run {
         .with_batching(
             BatcherConfig::default()
                 .with_max_messages(64)
+                .with_max_age(Duration::from_millis(100))
                 .with_max_buffered_bytes(128 << 20),
         )
         .with_session_timeout(Duration::from_secs(6));

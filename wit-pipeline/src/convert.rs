@@ -12,6 +12,81 @@ use crate::{Error, Result};
 /// A decoder of `wit_batch::otlp` or `wit_batch::dead_letters`: a part to rows of a fixed schema.
 type Decode = fn(&[u8], wit_batch::PayloadFormat, wit_batch::Compression) -> wit_batch::Result<RecordBatch>;
 
+/// Parts of a batch refused one by one (a Kafka range's poison messages): their index in the
+/// envelope and why.
+pub(crate) type Refused = Vec<(usize, String)>;
+
+/// Converts `envelope` as [`convert`] does, except for a batch of a source partition (each
+/// part one Kafka message): there a part that does not convert is refused alone (and
+/// listed), and the rest is converted.
+pub(crate) fn convert_batch(envelope: &Envelope, events_options: &EventOptions) -> Result<(RecordBatch, Refused)> {
+    if !crate::ranges::is_range(envelope.meta()) {
+        return convert(envelope, events_options).map(|rows| (rows, Vec::new()));
+    }
+    let meta = envelope.meta();
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Convert { batch: meta.id, source };
+    let mut refused = Vec::new();
+    let (schema, batches) = match meta.signal {
+        Signal::Events => {
+            // One schema over the parts that infer, each merged in turn: a part whose fields
+            // conflict with the earlier ones is refused.
+            let mut schema = Schema::empty();
+            let mut good = Vec::new();
+            for (i, part) in envelope.parts().iter().enumerate() {
+                let options = events_options.clone().with_compression(part.compression);
+                let merged = events::infer_schema(&part.payload, None, &options)
+                    .map_err(|e| e.to_string())
+                    .and_then(|own| {
+                        Schema::try_merge([schema.clone(), own.as_ref().clone()])
+                            .map_err(|e| format!("its fields conflict with the batch's earlier messages: {e}"))
+                    });
+                match merged {
+                    Ok(merged) => {
+                        schema = merged;
+                        good.push(i);
+                    }
+                    Err(reason) => refused.push((i, reason)),
+                }
+            }
+            let schema: SchemaRef = Arc::new(schema);
+            let mut batches = Vec::with_capacity(good.len());
+            for i in good {
+                let part = &envelope.parts()[i];
+                let options = events_options.clone().with_compression(part.compression);
+                match events::decode(&part.payload, Some(schema.clone()), &options) {
+                    Ok(rows) => batches.push(rows),
+                    Err(e) => refused.push((i, e.to_string())),
+                }
+            }
+            match meta.topics.as_slice() {
+                [stream] if !batches.is_empty() => {
+                    with_stream(schema, batches, stream).map_err(|e| fail(Box::new(e)))?
+                }
+                _ => (schema, batches),
+            }
+        }
+        signal => {
+            let (schema, decode): (SchemaRef, Decode) = match signal {
+                Signal::Traces => (otlp::traces::schema(), otlp::traces::decode),
+                Signal::Logs => (otlp::logs::schema(), otlp::logs::decode),
+                Signal::Metrics => (otlp::metrics::schema(), otlp::metrics::decode),
+                other => return Err(fail(format!("no conversion of a partition's `{other}`").into())),
+            };
+            let mut batches = Vec::with_capacity(envelope.parts().len());
+            for (i, part) in envelope.parts().iter().enumerate() {
+                match decode(&part.payload, part.format, part.compression) {
+                    Ok(rows) => batches.push(rows),
+                    Err(e) => refused.push((i, e.to_string())),
+                }
+            }
+            (schema, batches)
+        }
+    };
+    refused.sort_unstable_by_key(|(i, _)| *i);
+    let rows = join(schema, batches).map_err(|e| fail(Box::new(e)))?;
+    Ok((rows, refused))
+}
+
 /// Converts every part of `envelope` and concatenates them into one batch (a batch is
 /// written to one file whole). All or nothing: one bad part fails the batch. Events of a
 /// batch with one topic get a [`STREAM_COLUMN`] naming it.

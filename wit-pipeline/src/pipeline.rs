@@ -92,6 +92,9 @@ pub struct Status {
     /// Batches of a source partition (Kafka) dropped since the pipeline was opened, because
     /// their offset range was claimed by another batch (another consumer's, say).
     pub ranges_dropped: u64,
+    /// Messages of source-partition batches that did not convert, sent to their tenant's
+    /// dead letters by the processor since the pipeline was opened.
+    pub dead_letters: u64,
     /// The last error a background thread met and lived through (a failed upload, say).
     pub last_error: Option<String>,
 }
@@ -381,6 +384,46 @@ impl Shared {
         rows: Option<RecordBatch>,
         level: AckLevel,
     ) -> Result<Submitted> {
+        self.submit_part_within(key, part, rows, level, true)
+    }
+
+    /// Submits a dead letter of `tenant` under idempotency key `key` (taken once within the
+    /// window; an invalid key is left off), past the unstored bounds (dead letters are small,
+    /// and the processor, which frees room, submits them too). `None` when the key was taken
+    /// already: the letter is in, or on its way.
+    pub(crate) fn submit_dead_letter(
+        self: &Arc<Self>,
+        tenant: &Tenant,
+        key: &str,
+        letter: wit_batch::dead_letters::DeadLetter,
+    ) -> Result<Option<Ack>> {
+        let mut part = Part::new(
+            wit_batch::PayloadFormat::Ndjson,
+            wit_batch::Compression::None,
+            1,
+            wit_batch::dead_letters::encode(&[letter]),
+        );
+        if wit_batch::Idempotency::check(key, 0).is_ok() {
+            match crate::idempotency::claim(self, tenant, key, AckLevel::WalDurable)? {
+                crate::Claimed::New(claim) => part = part.with_idempotency(claim.idempotency(bytes::Bytes::new())?),
+                crate::Claimed::Taken { .. } | crate::Claimed::InFlight => return Ok(None),
+            }
+        }
+        let batch = BatchKey::new(tenant.clone(), Signal::DeadLetters, wit_batch::SourceKind::Kafka);
+        match self.submit_part_within(&batch, part, None, AckLevel::WalDurable, false)? {
+            Submitted::Accepted(ack) => Ok(Some(ack)),
+            Submitted::Full(_) => unreachable!("an unbounded submit is never full"),
+        }
+    }
+
+    fn submit_part_within(
+        &self,
+        key: &BatchKey,
+        part: Part,
+        rows: Option<RecordBatch>,
+        level: AckLevel,
+        bounded: bool,
+    ) -> Result<Submitted> {
         self.check_open()?;
         let shared = self;
         if level == AckLevel::Indexed && shared.indexing.is_none() {
@@ -409,7 +452,9 @@ impl Shared {
         let slot = Arc::new(Slot::default());
         let batches = {
             let mut ingest = shared.ingest.lock();
-            if !shared.has_room(ingest.batcher.buffered_bytes(), len) || !shared.tenant_has_room(&key.tenant, len) {
+            if bounded
+                && (!shared.has_room(ingest.batcher.buffered_bytes(), len) || !shared.tenant_has_room(&key.tenant, len))
+            {
                 return Ok(Submitted::Full(part));
             }
             // The key is taken under the ingest lock, before the part can be emitted.

@@ -13,7 +13,7 @@ use wit_store::{ParquetSink, StoredFile};
 use wit_tracker::{Advance, ErrorOutcome, RangeOutcome, RememberedKey};
 use wit_wal::{Lsn, Reader};
 
-use crate::convert::convert;
+use crate::convert::{Refused, convert_batch};
 use crate::error::chain;
 use crate::pipeline::{RecoveryReport, Shared, Waiting};
 use crate::{Error, Result};
@@ -393,8 +393,14 @@ impl Processor {
         for ((lsn, envelope, _), converted) in fresh.into_iter().zip(converted) {
             match converted {
                 Err(e) => self.step_failed(lsn, envelope, Stage::Ingested, &e)?,
-                Ok(batch) if batch.num_rows() == 0 => empty.push(envelope.meta().id),
-                Ok(batch) => self.write(lsn, envelope, &batch)?,
+                Ok((batch, refused)) => {
+                    self.dead_letter_parts(&envelope, &refused)?;
+                    if batch.num_rows() == 0 {
+                        empty.push(envelope.meta().id);
+                    } else {
+                        self.write(lsn, envelope, &batch)?;
+                    }
+                }
             }
         }
         self.store_empty(&empty)
@@ -473,6 +479,43 @@ impl Processor {
             }
         }
         Ok(out)
+    }
+
+    /// The parts of a source-partition batch that did not convert (poison messages) become
+    /// dead letters of its tenant, with their topic, partition, offset and why, durable in
+    /// the WAL before the batch can be stored: a crash before then replays the batch, which
+    /// finds them again (each under an idempotency key of its offset, so it is taken once).
+    fn dead_letter_parts(&mut self, envelope: &Envelope, refused: &Refused) -> Result<()> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let meta = envelope.meta();
+        let source = self
+            .shared
+            .ranges
+            .lock()
+            .as_ref()
+            .map(|r| r.source.clone())
+            .unwrap_or_default();
+        let topic = meta.topics.first().cloned().unwrap_or_default();
+        let partition = meta.partition.unwrap_or_default();
+        let mut acks = Vec::with_capacity(refused.len());
+        for (i, reason) in refused {
+            let Some(part) = envelope.parts().get(*i) else { continue };
+            let offset = part.source_offset.unwrap_or(-1);
+            let key = format!("kafka:{source}:{topic}:{partition}:{offset}");
+            let letter = crate::ranges::dead_letter(meta.signal, &topic, partition, offset, &part.payload, reason);
+            if let Some(ack) = self.shared.submit_dead_letter(&meta.tenant, &key, letter)? {
+                acks.push(ack);
+            }
+            self.shared.status.lock().dead_letters += 1;
+            metrics::counter!("wit_kafka_dead_letters_total").increment(1);
+        }
+        self.shared.flush_batcher()?;
+        for ack in acks {
+            ack.wait()?;
+        }
+        Ok(())
     }
 
     /// Lets go of a source-partition batch of this run that will not be stored: what it held
@@ -711,9 +754,10 @@ impl Processor {
         self.retries = later;
         for retry in due {
             let id = retry.envelope.meta().id;
-            match convert(&retry.envelope, &self.shared.config.events) {
+            match convert_batch(&retry.envelope, &self.shared.config.events) {
                 Err(e) => self.step_failed(retry.lsn, retry.envelope, retry.stage, &e)?,
-                Ok(batch) => {
+                Ok((batch, refused)) => {
+                    self.dead_letter_parts(&retry.envelope, &refused)?;
                     if retry.stage == Stage::Ingested {
                         let tracker = self.shared.tracker.clone();
                         let steps = [Advance::new(id, Stage::Ingested, SystemTime::now())];
@@ -823,10 +867,10 @@ impl Processor {
 fn convert_all(
     envelopes: Vec<(&Envelope, Option<Vec<RecordBatch>>)>,
     events: &wit_batch::events::EventOptions,
-) -> Vec<Result<RecordBatch>> {
+) -> Vec<Result<(RecordBatch, Refused)>> {
     let one = |(envelope, rows): (&Envelope, Option<Vec<RecordBatch>>)| match rows {
-        Some(rows) => crate::convert::concat(envelope, rows),
-        None => convert(envelope, events),
+        Some(rows) => crate::convert::concat(envelope, rows).map(|rows| (rows, Vec::new())),
+        None => convert_batch(envelope, events),
     };
     let work = envelopes.iter().filter(|(_, rows)| rows.is_none()).count();
     if work < 2 {
@@ -836,7 +880,7 @@ fn convert_all(
     let second = first.split_off(first.len() / 2);
     std::thread::scope(|scope| {
         let other = scope.spawn(|| second.into_iter().map(one).collect::<Vec<_>>());
-        let mut out: Vec<Result<RecordBatch>> = first.into_iter().map(one).collect();
+        let mut out: Vec<Result<(RecordBatch, Refused)>> = first.into_iter().map(one).collect();
         match other.join() {
             Ok(rest) => out.extend(rest),
             Err(panic) => std::panic::resume_unwind(panic),

@@ -14,7 +14,8 @@
 use std::sync::mpsc;
 use std::time::SystemTime;
 
-use wit_batch::{BatchId, BatchMeta, SourceKind};
+use base64::Engine as _;
+use wit_batch::{BatchId, BatchMeta, Signal, SourceKind, dead_letters};
 use wit_tracker::{RangeClaim, RangeOutcome};
 
 /// Where the processor claims ranges and reports what became of them: set while a source of
@@ -70,4 +71,36 @@ pub(crate) fn claim_of(
         at,
     )
     .with_wal_position(node, lsn))
+}
+
+/// The bytes of a message too large for the WAL that its dead letter keeps.
+pub(crate) const RECORD_PREFIX: usize = 64 << 10;
+
+/// The dead letter of message `offset` of `topic`'s `partition` (of `signal`'s topic): the
+/// record as received (UTF-8 as is, anything else as `base64:` and its base64; a record past
+/// [`RECORD_PREFIX`] bytes cut to them, which the reason says) and why it was refused.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+pub(crate) fn dead_letter(
+    signal: Signal,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    payload: &[u8],
+    reason: &str,
+) -> dead_letters::DeadLetter {
+    let (kept, reason) = match payload.len() > RECORD_PREFIX {
+        true => (
+            &payload[..RECORD_PREFIX],
+            format!("{reason} (the record is cut to its first {RECORD_PREFIX} bytes)"),
+        ),
+        false => (payload, reason.to_owned()),
+    };
+    let record = match std::str::from_utf8(kept) {
+        Ok(text) => text.to_owned(),
+        Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(kept)),
+    };
+    dead_letters::DeadLetter::new(SystemTime::now(), signal, reason, record)
+        .with_topic(topic)
+        .with_partition(partition)
+        .with_offset(offset)
 }

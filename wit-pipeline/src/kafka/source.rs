@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
-use base64::Engine as _;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rdkafka::ClientContext;
@@ -20,17 +18,13 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use wit_batch::events::EventOptions;
-use wit_batch::{
-    BatchId, BatchKey, BatchMeta, Compression, Envelope, Idempotency, Part, PayloadFormat, Signal, SourceKind, Tenant,
-    dead_letters, events, otlp,
-};
+use wit_batch::{BatchId, BatchMeta, Compression, Envelope, Part, PayloadFormat, Signal, SourceKind, Tenant};
 use wit_tracker::RangeOutcome;
 
 use super::{KafkaConfig, KafkaStatus, PartitionStatus, route};
-use crate::pipeline::{Shared, Submitted};
+use crate::pipeline::Shared;
 use crate::ranges::{RangeReport, RangeSource};
-use crate::{Ack, AckLevel, Claimed, Error, Pipeline, Result};
+use crate::{Ack, Error, Pipeline, Result};
 
 type Tp = (String, i32);
 
@@ -40,15 +34,11 @@ const ENVELOPE_HEADER: u64 = 4 << 10;
 /// A part's frame in an envelope: format, compression, message count, source offset,
 /// idempotency flag, payload length.
 const PART_FRAME: u64 = 1 + 1 + 4 + 9 + 1 + 8;
-/// The bytes of a message too large for the WAL that its dead letter keeps.
-const RECORD_PREFIX: usize = 64 << 10;
 
 /// The range of a partition being gathered: its messages since the last sealed range.
 #[derive(Default)]
 struct Open {
     parts: Vec<Part>,
-    /// The parts' rows, while every part came with rows (OTLP signals).
-    rows: Option<Vec<RecordBatch>>,
     bytes: u64,
     /// When its first message (poison ones included) was read.
     since: Option<Instant>,
@@ -77,7 +67,6 @@ struct Partition {
 struct Sealed {
     tp: Tp,
     envelope: Envelope,
-    rows: Option<Vec<RecordBatch>>,
 }
 
 #[derive(Default)]
@@ -91,10 +80,24 @@ struct State {
     status: KafkaStatus,
 }
 
+impl State {
+    /// Counts the batches sent that are durable now (they become durable in the order they
+    /// were sent).
+    fn drain_durable(&mut self) {
+        while let Some((ack, messages)) = self.writing.front() {
+            let Some(result) = ack.try_get() else { break };
+            let messages = *messages;
+            if result.is_ok() {
+                self.status.durable += messages;
+            }
+            self.writing.pop_front();
+        }
+    }
+}
+
 struct Inner {
     shared: Arc<Shared>,
     config: KafkaConfig,
-    events: EventOptions,
     state: Mutex<State>,
     reports: Mutex<mpsc::Receiver<RangeReport>>,
     stop: AtomicBool,
@@ -160,7 +163,6 @@ impl Pipeline {
             std::thread::sleep(Duration::from_millis(5));
         }
         let inner = Arc::new(Inner {
-            events: shared.config.events.clone(),
             shared,
             config,
             state: Mutex::new(State::default()),
@@ -203,8 +205,11 @@ impl Pipeline {
 impl KafkaSource {
     /// The source's progress.
     pub fn status(&self) -> KafkaStatus {
-        let state = self.inner.state.lock();
+        let mut state = self.inner.state.lock();
+        state.drain_durable();
         let mut status = state.status.clone();
+        // Poison messages the processor found (converting the claimed batches) count too.
+        status.dead_letters += self.inner.shared.status.lock().dead_letters;
         status.partitions = state
             .partitions
             .iter()
@@ -532,12 +537,17 @@ impl Inner {
         if full {
             self.seal(&tp)?;
         }
-        let decoded = if len + PART_FRAME > cap {
-            Err(format!(
+        // Messages are converted behind the claim, by the processor (which sends those that
+        // do not convert to the dead letters); only what cannot go into a batch at all is
+        // refused here.
+        let refused = if payload.is_empty() {
+            Some("the message is empty".to_owned())
+        } else if len + PART_FRAME > cap {
+            Some(format!(
                 "the message of {len} bytes is larger than a WAL record holds ({cap} bytes of payload)"
             ))
         } else {
-            decode(signal, format, payload, &self.events)
+            None
         };
         let mut state = self.state.lock();
         let Some(part) = state.partitions.get_mut(&tp) else {
@@ -545,24 +555,15 @@ impl Inner {
         };
         part.position = Some(offset + 1);
         let open = &mut part.open;
-        if open.since.is_none() {
-            open.since = Some(Instant::now());
-            if open.parts.is_empty() {
-                open.rows = Some(Vec::new());
-            }
-        }
-        match decoded {
-            Ok(rows) => {
+        open.since.get_or_insert_with(Instant::now);
+        match refused {
+            None => {
                 let part =
                     Part::new(format, Compression::None, 1, Bytes::copy_from_slice(payload)).with_source_offset(offset);
                 open.bytes += part.size();
-                match (rows, &mut open.rows) {
-                    (Some(rows), Some(all)) => all.push(rows),
-                    _ => open.rows = None,
-                }
                 open.parts.push(part);
             }
-            Err(reason) => {
+            Some(reason) => {
                 let ack = self.dead_letter(&tenant, signal, &tp, offset, payload, &reason)?;
                 let open = &mut state.partitions.get_mut(&tp).expect("held").open;
                 open.dead.extend(ack);
@@ -594,51 +595,9 @@ impl Inner {
         payload: &[u8],
         reason: &str,
     ) -> Result<Option<Ack>> {
-        // A message too large for a WAL record is kept by its first bytes.
-        let (kept, reason) = match payload.len() > RECORD_PREFIX {
-            true => (
-                &payload[..RECORD_PREFIX],
-                format!("{reason} (the record is cut to its first {RECORD_PREFIX} bytes)"),
-            ),
-            false => (payload, reason.to_owned()),
-        };
-        let record = match std::str::from_utf8(kept) {
-            Ok(text) => text.to_owned(),
-            Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(kept)),
-        };
-        let letter = dead_letters::DeadLetter::new(SystemTime::now(), signal, reason, record)
-            .with_topic(tp.0.clone())
-            .with_partition(tp.1)
-            .with_offset(offset);
-        let mut part = Part::new(
-            PayloadFormat::Ndjson,
-            Compression::None,
-            1,
-            dead_letters::encode(&[letter]),
-        );
+        let letter = crate::ranges::dead_letter(signal, &tp.0, tp.1, offset, payload, reason);
         let key = format!("kafka:{}:{}:{}:{offset}", self.config.group, tp.0, tp.1);
-        if Idempotency::check(&key, 0).is_ok() {
-            match crate::idempotency::claim(&self.shared, tenant, &key, AckLevel::WalDurable)? {
-                Claimed::New(claim) => part = part.with_idempotency(claim.idempotency(Bytes::new())?),
-                Claimed::Taken { .. } | Claimed::InFlight => return Ok(None),
-            }
-        }
-        let key = BatchKey::new(tenant.clone(), Signal::DeadLetters, SourceKind::Kafka);
-        loop {
-            match self.shared.submit_part(&key, part, None, AckLevel::WalDurable)? {
-                Submitted::Accepted(ack) => return Ok(Some(ack)),
-                Submitted::Full(back) => {
-                    part = back;
-                    if self.stop.load(Ordering::Acquire) {
-                        return Err(Error::NotAcknowledged {
-                            batch: None,
-                            reason: "the Kafka source stopped while the pipeline was full".to_owned(),
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
+        self.shared.submit_dead_letter(tenant, &key, letter)
     }
 
     /// Seals the ranges that are due (all of them with `all`): full, old enough, or past the
@@ -709,14 +668,10 @@ impl Inner {
                 ack.wait()?;
             }
         }
-        let rows = open
-            .rows
-            .filter(|rows| !rows.is_empty() && rows.len() == open.parts.len());
         let envelope = Envelope::new(meta, open.parts);
         self.state.lock().pending.push_back(Sealed {
             tp: tp.clone(),
             envelope,
-            rows,
         });
         Ok(())
     }
@@ -732,7 +687,7 @@ impl Inner {
             }
             let sealed = state.pending.pop_front().expect("front");
             let messages = sealed.envelope.meta().message_count;
-            match self.shared.submit_sealed(sealed.envelope, sealed.rows) {
+            match self.shared.submit_sealed(sealed.envelope, None) {
                 Ok(ack) => state.writing.push_back((ack, messages)),
                 Err(e) => {
                     state.status.last_error = Some(format!("cannot send a batch to the pipeline: {e}"));
@@ -740,15 +695,7 @@ impl Inner {
                 }
             }
         }
-        // Batches are durable in the order they were sent.
-        while let Some((ack, messages)) = state.writing.front() {
-            let Some(result) = ack.try_get() else { break };
-            let messages = *messages;
-            if result.is_ok() {
-                state.status.durable += messages;
-            }
-            state.writing.pop_front();
-        }
+        state.drain_durable();
         let full = !state.pending.is_empty();
         if full != state.paused {
             let assignment = consumer.assignment().unwrap_or_default();
@@ -831,29 +778,4 @@ impl Inner {
             }
         }
     }
-}
-
-/// A message decoded as its topic's signal: the rows of an OTLP request, `None` for events
-/// (converted with their batch, whose schema they share), or why it does not decode.
-fn decode(
-    signal: Signal,
-    format: PayloadFormat,
-    payload: &[u8],
-    options: &EventOptions,
-) -> std::result::Result<Option<RecordBatch>, String> {
-    if payload.is_empty() {
-        return Err("the message is empty".to_owned());
-    }
-    let rows = match signal {
-        Signal::Traces => otlp::traces::decode(payload, format, Compression::None),
-        Signal::Logs => otlp::logs::decode(payload, format, Compression::None),
-        Signal::Metrics => otlp::metrics::decode(payload, format, Compression::None),
-        Signal::Events => {
-            return events::decode(payload, None, options)
-                .map(|_| None)
-                .map_err(|e| e.to_string());
-        }
-        other => return Err(format!("{other} cannot be read from Kafka")),
-    };
-    rows.map(Some).map_err(|e| e.to_string())
 }
