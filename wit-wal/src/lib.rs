@@ -55,7 +55,9 @@ mod config;
 mod error;
 mod faults;
 mod format;
+mod group;
 mod inspect;
+mod io;
 mod lsn;
 mod reader;
 mod recovery;
@@ -69,8 +71,9 @@ pub use config::{Config, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, RecoveryMode, SyncM
 pub use error::{Error, Result};
 #[doc(hidden)]
 pub use faults::IoFaults;
+pub use group::Commit;
 pub use inspect::{Inspector, Item, ScannedRecord, VerifyReport};
 pub use lsn::{Lsn, LsnRange};
 pub use reader::{Reader, Record};
 pub use recovery::{Damage, Recovery};
-pub use wal::{Commit, Stats, Wal};
+pub use wal::{Stats, Wal};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::format::{GROUP_HEADER_LEN, GroupHeader, HEADER_LEN, RECORD_HEADER_LEN, generation_mix, read_record};
+use crate::group::Shared;
 use crate::segment::{MapOwner, Segment};
-use crate::wal::Shared;
 use crate::{Error, Lsn, Result};
 
 /// One record read back from the log.
