@@ -7,4 +7,5 @@ mod conformance;
 mod differential;
 mod pg_server;
 mod postgres;
+mod reference;
 mod sqlite;
