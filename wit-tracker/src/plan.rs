@@ -125,6 +125,10 @@ pub(crate) fn apply_advance(rec: &mut BatchRecord, step: &Advance) -> Result<Tra
             // A retry by hand: back to where it failed, with a fresh retry budget.
             rec.stage = step.stage;
             rec.failed_in = None;
+            if let Some(position) = &step.wal_position {
+                // The retry's envelope may be a new one: it holds its node's log from now.
+                rec.wal_position = Some(position.clone());
+            }
             rec.retry_count = 0;
             rec.lease = None;
             rec.updated_at = at;

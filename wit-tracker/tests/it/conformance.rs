@@ -513,6 +513,16 @@ pub fn queries(t: &impl Tracker) {
     ])
     .expect("advance");
     walk(t, a1, &[Stage::Ingested], at(102));
+    // Its stages, in lifecycle order, with when each was reached.
+    let reached: Vec<(Stage, SystemTime)> = t.batch(a1).expect("a1").completed_at.iter().collect();
+    assert_eq!(
+        reached,
+        [
+            (Stage::Created, at(100)),
+            (Stage::WalWritten, at(101)),
+            (Stage::Ingested, at(102))
+        ]
+    );
     for _ in 0..3 {
         t.record_error(a3, Stage::Ingested, "x", at(122)).expect("error");
     }
@@ -549,6 +559,16 @@ pub fn queries(t: &impl Tracker) {
         (1, 2, 1, 0)
     );
     assert_eq!(counts.total(), 4);
+    let by_stage: Vec<(Stage, u64)> = counts.iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(
+        by_stage,
+        [(Stage::Ingested, 1), (Stage::WalWritten, 2), (Stage::Failed, 1)]
+    );
+    assert_eq!(counts.iter().count(), Stage::ALL.len(), "zeros included");
+    // Every batch, with no window to invent: the four above and the old one, completed.
+    let everything = t.stage_counts(Window::all(), None).expect("counts");
+    assert_eq!(everything.total(), 5, "{everything:?}");
+    assert_eq!(everything.get(Stage::Completed), 1);
     assert_eq!(
         t.stage_counts(Window::new(at(0), at(100)), None)
             .expect("counts")
@@ -661,6 +681,18 @@ pub fn failed_and_stored_do_not_hold_the_wal(t: &impl Tracker) {
     // A retry by hand: the batch is back in WAL_WRITTEN and holds its position again.
     walk(t, failing, &[Stage::WalWritten], at(9));
     assert_eq!(oldest(), Some(5));
+    // A retry whose step carries a new envelope's position holds the log from there (found
+    // by the differential test: the retry used to drop it).
+    for n in 0..3 {
+        t.record_error(failing, Stage::Ingested, "poison", at(10 + n))
+            .expect("error");
+    }
+    assert_eq!(oldest(), None);
+    t.advance(&[Advance::new(failing, Stage::WalWritten, at(14)).with_wal_position("node-a", 30)])
+        .expect("retry");
+    let position = t.batch(failing).expect("failing").wal_position.expect("position");
+    assert_eq!((position.node.as_str(), position.lsn), ("node-a", 30));
+    assert_eq!(oldest(), Some(30));
 }
 
 pub fn source_offsets(t: &impl Tracker) {
