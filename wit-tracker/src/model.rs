@@ -16,6 +16,13 @@ impl StageTimes {
         self.0[usize::from(stage.code() - 1)]
     }
 
+    /// The stages completed, with when, in lifecycle order (`CREATED` first, `FAILED` last).
+    pub fn iter(&self) -> impl Iterator<Item = (Stage, SystemTime)> + '_ {
+        Stage::ALL
+            .into_iter()
+            .filter_map(|stage| Some((stage, self.get(stage)?)))
+    }
+
     pub(crate) fn set(&mut self, stage: Stage, at: Option<SystemTime>) {
         self.0[usize::from(stage.code() - 1)] = at;
     }
@@ -485,6 +492,16 @@ impl Window {
         }
     }
 
+    /// Every time a batch can have been created at: from the epoch to the end of the year
+    /// 9999 (a time every backend stores). `stage_counts(Window::all(), None)` counts every
+    /// batch the tracker holds.
+    pub fn all() -> Self {
+        Window {
+            from: SystemTime::UNIX_EPOCH,
+            to: SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800),
+        }
+    }
+
     /// Its length in seconds (0 when it is empty or reversed).
     pub fn seconds(&self) -> f64 {
         self.to.duration_since(self.from).map_or(0.0, |d| d.as_secs_f64())
@@ -504,6 +521,11 @@ impl StageCounts {
     /// All batches counted.
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
+    }
+
+    /// Every stage with its count (zeros included), in lifecycle order.
+    pub fn iter(&self) -> impl Iterator<Item = (Stage, u64)> + '_ {
+        Stage::ALL.into_iter().map(|stage| (stage, self.get(stage)))
     }
 
     pub(crate) fn add(&mut self, stage: Stage, n: u64) {
@@ -526,7 +548,25 @@ pub struct ClientThroughput {
     pub messages_per_second: f64,
 }
 
-/// Settings shared by every tracker backend.
+/// Settings of a tracker backend. One config serves them all; each backend reads the options
+/// that concern it and ignores the others:
+///
+/// | option | in-memory | SQLite | PostgreSQL |
+/// |---|---|---|---|
+/// | [`with_retry_policy`](Self::with_retry_policy) | yes | yes | yes |
+/// | [`with_timeout`](Self::with_timeout) | — | waiting for a locked database file | connecting, and waiting for a pooled connection |
+/// | [`with_pool_size`](Self::with_pool_size) | — | — | connections held |
+///
+/// ```
+/// use std::time::Duration;
+/// use wit_tracker::TrackerConfig;
+///
+/// // A PostgreSQL tracker shared by 16 workers, patient with a busy server.
+/// let config = TrackerConfig::default()
+///     .with_pool_size(16)
+///     .with_timeout(Duration::from_secs(10));
+/// # let _ = config;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackerConfig {
     pub(crate) retry: RetryPolicy,
@@ -546,19 +586,20 @@ impl Default for TrackerConfig {
 }
 
 impl TrackerConfig {
-    /// How many stage errors a batch may have before it is `FAILED`.
+    /// How many stage errors a batch may have before it is `FAILED` (every backend).
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
     }
 
-    /// The most database connections held (PostgreSQL).
+    /// The most database connections held (PostgreSQL only; at least 1).
     pub fn with_pool_size(mut self, n: usize) -> Self {
         self.pool_size = n.max(1);
         self
     }
 
-    /// How long to wait to connect, for a pooled connection, or for a locked SQLite database.
+    /// How long to wait: PostgreSQL, to connect and for a pooled connection; SQLite, for a
+    /// database file another connection has locked. The in-memory tracker never waits.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
