@@ -139,6 +139,12 @@ const LOCK_PATIENCE: Duration = Duration::from_millis(500);
 /// closes it), so a lock that this process has just released can look held for a moment:
 /// a held lock is retried for [`LOCK_PATIENCE`] before it is [`Error::Locked`].
 pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+    lock_dir_within(dir, LOCK_PATIENCE, || std::thread::sleep(Duration::from_millis(2)))
+}
+
+/// [`lock_dir`] with its patience and its pause between tries given: `pause` runs after each
+/// try that finds the lock held, while `patience` has not run out.
+fn lock_dir_within(dir: &Path, patience: Duration, mut pause: impl FnMut()) -> Result<File> {
     let path = dir.join(".lock");
     let file = File::options()
         .create(true)
@@ -146,13 +152,11 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(io(&path))?;
-    let deadline = Instant::now() + LOCK_PATIENCE;
+    let deadline = Instant::now() + patience;
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => pause(),
             Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { dir: dir.to_owned() }),
             Err(std::fs::TryLockError::Error(source)) => return Err(Error::Io { path, source }),
         }
@@ -552,4 +556,33 @@ pub(crate) fn read_staged(local: &Path) -> Result<Staged> {
 /// A schema as shared by every batch written to one file.
 pub(crate) fn same_schema(a: &SchemaRef, b: &SchemaRef) -> bool {
     Arc::ptr_eq(a, b) || a.fields() == b.fields()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lock released while the opener waits is taken, however long the wait before it:
+    /// here it is released at the opener's first pause, so no timing is involved.
+    #[test]
+    fn a_lock_released_while_waited_for_is_taken() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let holder = lock_dir(dir.path()).expect("first lock");
+        let mut holder = Some(holder);
+        let mut pauses = 0;
+        let taken = lock_dir_within(dir.path(), Duration::from_secs(3600), || {
+            pauses += 1;
+            if let Some(file) = holder.take() {
+                file.unlock().expect("unlock");
+            }
+        })
+        .expect("taken once released");
+        assert_eq!(pauses, 1, "the first try found it held, the second took it");
+        // Now held by `taken`: an opener without patience is refused at once.
+        let err =
+            lock_dir_within(dir.path(), Duration::ZERO, || panic!("no pause without patience")).expect_err("held");
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        drop(taken);
+        lock_dir_within(dir.path(), Duration::ZERO, || panic!("free")).expect("free again");
+    }
 }

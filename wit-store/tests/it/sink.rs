@@ -183,32 +183,6 @@ fn round_trip_sorted_with_metadata_and_pruning_structures() {
     assert!(matches!(err, Error::Locked { .. }), "{err}");
 }
 
-/// A lock held only for a moment (as by a child the host forked, until it execs) is waited
-/// for; one held for longer is another sink's.
-#[test]
-fn a_lock_released_within_moments_is_taken() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let staging = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config())
-        .expect("open")
-        .staging_dir()
-        .to_owned();
-    let holder = File::options()
-        .write(true)
-        .open(staging.join(".lock"))
-        .expect("lock file");
-    holder.lock().expect("hold the lock");
-
-    let err = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config()).expect_err("held");
-    assert!(matches!(err, Error::Locked { .. }), "{err}");
-
-    let release = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        holder.unlock().expect("unlock");
-    });
-    ParquetSink::open(Destination::local(dir.path()).expect("dest"), config()).expect("open once released");
-    release.join().expect("release");
-}
-
 #[test]
 fn other_compressions_and_settings_are_honoured() {
     for (compression, expected) in [
