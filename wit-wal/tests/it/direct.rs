@@ -1,6 +1,8 @@
 //! Direct I/O: groups written as whole blocks with `O_DIRECT` leave exactly the files that
 //! writes through the page cache leave, and a refusal of direct I/O falls back without losing
-//! or changing anything.
+//! or changing anything. The logs are written under the target directory (a real disk
+//! where `/tmp` is a tmpfs); a file system that refuses `O_DIRECT` is reported loudly, since
+//! only the fallback can be tested on it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -29,6 +31,25 @@ fn takes_direct_io(dir: &Path) -> bool {
         let _ = dir;
         false
     }
+}
+
+/// A temporary directory in the target directory, on the disk the build uses: `/tmp` is
+/// often a tmpfs, which refuses `O_DIRECT`.
+fn on_disk() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+/// Whether `dir` takes `O_DIRECT`; when it does not, says loudly that direct writes go
+/// untested here (only the fallback through the page cache runs).
+fn direct_io_here(dir: &Path) -> bool {
+    let supported = takes_direct_io(dir);
+    if !supported {
+        eprintln!(
+            "WARNING: the file system under {} refuses O_DIRECT: direct writes are NOT tested here, only the fallback",
+            dir.display()
+        );
+    }
+    supported
 }
 
 /// Records of awkward sizes: empty, odd, exactly a block, across several blocks, large.
@@ -96,8 +117,8 @@ fn write_log(dir: &Path, direct: bool, refuse_after: Option<usize>) -> (BTreeMap
 
 #[test]
 fn direct_writes_leave_the_same_files_as_buffered_writes() {
-    let base = tempfile::tempdir().unwrap();
-    let supported = takes_direct_io(base.path());
+    let base = on_disk();
+    let supported = direct_io_here(base.path());
     let (direct_files, direct_seen) = write_log(&base.path().join("direct"), true, None);
     let (buffered_files, buffered_seen) = write_log(&base.path().join("buffered"), false, None);
 
@@ -119,8 +140,8 @@ fn direct_writes_leave_the_same_files_as_buffered_writes() {
 
 #[test]
 fn refused_direct_io_falls_back_to_the_page_cache() {
-    let base = tempfile::tempdir().unwrap();
-    let supported = takes_direct_io(base.path());
+    let base = on_disk();
+    let supported = direct_io_here(base.path());
     // Refused in the middle of the first segment, after some direct writes.
     let (files, seen) = write_log(&base.path().join("refused"), true, Some(25));
     let (buffered, _) = write_log(&base.path().join("buffered"), false, None);
@@ -149,7 +170,10 @@ fn a_group_through_the_page_cache_pads_its_last_block_but_never_the_trailer_slot
     const SEGMENT: u64 = 16 << 10;
     const SLOT: u64 = SEGMENT - 64;
     for direct in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = on_disk();
+        if direct {
+            direct_io_here(dir.path());
+        }
         let config = || Config::default().with_segment_size(SEGMENT).with_direct_io(direct);
         let wal = Wal::open(dir.path(), config()).unwrap();
         wal.append(&[7u8; 10_000]).unwrap();
