@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -49,11 +50,20 @@ struct RpcStatus {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    // Below the kernel's ephemeral range (32768 and up), handed out once each in this
+    // process: no bind to port 0 (another harness's) and no outgoing connection is ever
+    // given a port one of these servers owns, even while it is down between a SIGKILL and
+    // its restart on the same ports (a race seen in CI).
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 12_000 + std::process::id() % 10_000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 10_000, "out of test ports");
+        let port = u16::try_from(base + n).expect("port");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running `wit serve` over a directory of its own; stopped with SIGTERM on drop.
