@@ -170,8 +170,8 @@ impl PipelineConfig {
         self
     }
 
-    /// Retires stored files whose newest event is older than this (whole days, at least
-    /// one); the janitor applies it to every tenant this pipeline has seen. Off by default.
+    /// Retires stored files whose newest event is older than this; the janitor applies it to
+    /// every tenant this pipeline has seen. Off by default.
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = Some(retention);
         self

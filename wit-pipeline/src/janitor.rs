@@ -111,13 +111,12 @@ pub(crate) fn pass(shared: &Shared) -> Result<()> {
     let now = SystemTime::now();
     let seen: Vec<_> = shared.seen.lock().iter().cloned().collect();
     if let Some(retention) = shared.config.retention {
-        let days = u32::try_from(retention.as_secs() / 86_400).unwrap_or(u32::MAX).max(1);
         let mut tenants: Vec<_> = seen.iter().map(|(t, _)| t.clone()).collect();
         tenants.sort();
         tenants.dedup();
         for tenant in tenants {
             maintenance
-                .apply_retention(&tenant, days, now)
+                .apply_retention(&tenant, retention, now)
                 .map_err(Error::store("apply retention"))?;
         }
     }

@@ -123,7 +123,7 @@ struct Ingest {
 }
 
 /// The memory the rows of one open file may hold for its index: with indexing on, a file is
-/// closed once its rows reach it (see `SinkConfig::with_kept_rows`).
+/// closed once its rows reach it (see `SinkConfig::with_kept_rows_bytes`).
 const KEPT_FILE_ROWS_BYTES: usize = 256 << 20;
 
 /// The memory the rows of converted batches waiting for the processor may hold: past it, a
@@ -597,7 +597,7 @@ impl Pipeline {
         // With indexing on, the indexer builds each file's index from the rows the sink wrote
         // rather than reading the file back; a file is closed once its rows reach the bound.
         let kept = if config_indexing { KEPT_FILE_ROWS_BYTES } else { 0 };
-        let sink_config = config.sink.clone().with_kept_rows(kept);
+        let sink_config = config.sink.clone().with_kept_rows_bytes(kept);
         let mut sink = ParquetSink::open(destination.clone(), sink_config)
             .map_err(Error::store("open the sink"))?
             .with_catalog(catalog);

@@ -17,16 +17,14 @@
 //! implements it transactionally in SQLite and PostgreSQL, where publishing a file also marks
 //! its batches `STORED`, and recording its index marks them `INDEXED`, in the same transaction.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use wit_batch::{BatchId, Signal, Tenant};
 
+use crate::rules::{check_batches_not_stored, check_new_files, check_record_index, republishes};
 use crate::{Error, Result};
-
-#[doc(hidden)]
-pub mod conformance;
 
 /// An inclusive range of event times, in nanoseconds since the Unix epoch (UTC), the unit of
 /// Wit's Arrow `timestamp` columns.
@@ -177,28 +175,30 @@ impl StoredFile {
         Ok(())
     }
 
-    /// The same file with its batch ids sorted, as catalogs store it.
-    #[doc(hidden)]
+    /// The same file with its batch ids sorted, as every catalog stores and returns it.
+    ///
+    /// ```
+    /// use wit_batch::{BatchId, Signal, Tenant};
+    /// use wit_store::{StoredFile, TimeRange};
+    ///
+    /// let (a, b) = (BatchId::new(), BatchId::new());
+    /// let file = StoredFile {
+    ///     path: "acme/logs/a.parquet".into(),
+    ///     tenant: Tenant::try_new("acme")?,
+    ///     signal: Signal::Logs,
+    ///     time_range: TimeRange::new(0, 9),
+    ///     rows: 1,
+    ///     bytes: 1,
+    ///     batch_ids: vec![b.max(a), b.min(a)],
+    ///     index: None,
+    /// };
+    /// assert_eq!(file.normalized().batch_ids, [a.min(b), a.max(b)]);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
     pub fn normalized(&self) -> StoredFile {
         let mut file = self.clone();
         file.batch_ids.sort_unstable();
         file
-    }
-
-    /// Whether publishing `self` (normalized) again over `held`, the file catalogued under its
-    /// path, is an identical republish: every field equal, the index included, except that a
-    /// file given without an index matches a held one that has since been indexed (the sink
-    /// republishing a file after a crash does not know of an index recorded meanwhile).
-    #[doc(hidden)]
-    pub fn republishes(&self, held: &StoredFile) -> bool {
-        match (&self.index, &held.index) {
-            (None, Some(_)) => {
-                let mut unindexed = held.clone();
-                unindexed.index = None;
-                *self == unindexed
-            }
-            _ => self == held,
-        }
     }
 }
 
@@ -218,7 +218,8 @@ enum FileState {
 /// The catalog of stored files. Every method is atomic: it applies completely or not at all.
 ///
 /// Implementations: [`InMemoryFileCatalog`]; `wit-tracker`'s SQLite, PostgreSQL and in-memory
-/// trackers. The conformance suite in this crate's tests runs against all of them.
+/// trackers. All of them apply the same [`rules`](crate::rules), and the
+/// [`conformance`](crate::conformance) suite runs against each.
 ///
 /// Methods block; an async host calls them from a blocking thread (the PostgreSQL tracker
 /// itself does its I/O on its own runtime).
@@ -332,102 +333,6 @@ pub trait FileCatalog: Send + Sync {
     fn unindexed(&self, limit: usize) -> Result<Vec<StoredFile>>;
 }
 
-/// Decides a `record_index` call, for every backend: `held` is the file catalogued under
-/// `file` and whether it is live. Returns whether the index is to be recorded (`false` when
-/// the file already has exactly this one).
-///
-/// # Errors
-///
-/// As [`FileCatalog::record_index`]: [`Error::UnknownFile`], [`Error::WrongFileState`],
-/// [`Error::InvalidFile`], [`Error::IndexExists`].
-#[doc(hidden)]
-pub fn check_record_index(file: &str, held: Option<(&StoredFile, bool)>, index: &FileIndex) -> Result<bool> {
-    let held = match held {
-        None => return Err(Error::UnknownFile { path: file.to_owned() }),
-        Some((_, false)) => {
-            return Err(Error::WrongFileState {
-                path: file.to_owned(),
-                state: "retired",
-            });
-        }
-        Some((held, true)) => held,
-    };
-    let mut indexed = held.clone();
-    indexed.index = Some(index.clone());
-    indexed.validate()?;
-    match &held.index {
-        None => Ok(true),
-        Some(existing) if existing == index => Ok(false),
-        Some(existing) => Err(Error::IndexExists {
-            path: file.to_owned(),
-            index: existing.path.clone(),
-        }),
-    }
-}
-
-/// Checks a `publish` call's files: each valid, no path twice. Shared by every backend.
-#[doc(hidden)]
-pub fn validate_all(files: &[StoredFile]) -> Result<()> {
-    let mut seen = HashSet::with_capacity(files.len());
-    for file in files {
-        file.validate()?;
-        if !seen.insert(file.path.as_str()) {
-            return Err(Error::InvalidFile {
-                path: file.path.clone(),
-                reason: "the path is given twice".to_owned(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Checks that the files a `publish` or `replace` inserts hold no batch that another live
-/// file holds, and share none among themselves. Shared by every backend.
-///
-/// `insert` are the files the call inserts (identical republished files left out), in the
-/// call's order; `retiring` the paths the same call retires, whose batches the new files may
-/// take over; `live_holders` the `(batch, path)` of every live file holding a batch of
-/// `insert`, in any order.
-///
-/// # Errors
-///
-/// [`Error::BatchAlreadyStored`] for the first file, in `insert`'s order, holding such a
-/// batch (its smallest such batch id, held by the live file with the smallest path).
-#[doc(hidden)]
-pub fn check_batches_not_stored(
-    insert: &[StoredFile],
-    retiring: &[String],
-    live_holders: &[(BatchId, String)],
-) -> Result<()> {
-    let retiring: HashSet<&str> = retiring.iter().map(String::as_str).collect();
-    let mut held: HashMap<BatchId, &str> = HashMap::with_capacity(live_holders.len());
-    for (batch, path) in live_holders {
-        if !retiring.contains(path.as_str()) {
-            held.entry(*batch)
-                .and_modify(|p| *p = (*p).min(path.as_str()))
-                .or_insert(path.as_str());
-        }
-    }
-    for file in insert {
-        let mut ids = file.batch_ids.clone();
-        ids.sort_unstable();
-        let taken = ids
-            .iter()
-            .find_map(|id| held.get(id).filter(|p| **p != file.path).map(|p| (*id, *p)));
-        if let Some((batch, stored_in)) = taken {
-            return Err(Error::BatchAlreadyStored {
-                batch,
-                path: file.path.clone(),
-                stored_in: stored_in.to_owned(),
-            });
-        }
-        for id in ids {
-            held.insert(id, file.path.as_str());
-        }
-    }
-    Ok(())
-}
-
 /// A [`FileCatalog`] held in memory: for tests, and for hosts that rebuild it on start.
 ///
 /// ```
@@ -490,12 +395,12 @@ fn plan_publish(
     new: &[StoredFile],
     retiring: &[String],
 ) -> Result<Vec<StoredFile>> {
-    validate_all(new)?;
+    check_new_files(new)?;
     let mut insert = Vec::with_capacity(new.len());
     for file in new {
         let file = file.normalized();
         match held.get(&file.path) {
-            Some((existing, _)) if file.republishes(existing) => {}
+            Some((existing, _)) if republishes(&file, existing) => {}
             Some(_) => return Err(Error::FileExists { path: file.path }),
             None => insert.push(file),
         }

@@ -60,8 +60,6 @@ pub struct SinkConfig {
     pub(crate) staging_dir: Option<PathBuf>,
     pub(crate) keep_staged: bool,
     pub(crate) kept_rows_bytes: usize,
-    pub(crate) upload_attempts: u32,
-    pub(crate) upload_backoff: Duration,
     pub(crate) upload_part_bytes: usize,
     pub(crate) faults: FaultHook,
 }
@@ -105,8 +103,9 @@ impl PartialEq for FaultHook {
 impl SinkConfig {
     /// The defaults for files written by `node`: files closed at 256 MiB or 10 minutes,
     /// ZSTD level 3, row groups of 131,072 rows, page statistics and page index on, bloom
-    /// filters on id-like columns, uploads in 16 MiB parts tried 3 times 500 ms apart
-    /// (doubling), staged files kept after a successful upload.
+    /// filters on id-like columns, uploads in 16 MiB parts (retried as the
+    /// [`Destination`](crate::Destination)'s object store retries), staged files kept after a
+    /// successful upload.
     pub fn new(node: NodeName) -> Self {
         SinkConfig {
             node,
@@ -119,8 +118,6 @@ impl SinkConfig {
             staging_dir: None,
             keep_staged: true,
             kept_rows_bytes: 0,
-            upload_attempts: 3,
-            upload_backoff: Duration::from_millis(500),
             upload_part_bytes: 16 << 20,
             faults: FaultHook::default(),
         }
@@ -199,23 +196,15 @@ impl SinkConfig {
 
     /// Keeps each file's rows in memory, in file order, until the file is published, for
     /// [`ParquetSink::take_rows`](crate::ParquetSink::take_rows), and closes a file once its
-    /// rows hold `max_bytes` of Arrow memory (after the write that reached it, as
+    /// rows hold `bytes` of Arrow memory (after the write that reached it, as
     /// [`with_max_file_bytes`](Self::with_max_file_bytes) does), so that what a file keeps
-    /// stays within `max_bytes` and one write. 0, the default, keeps nothing. A host that
+    /// stays within `bytes` and one write. 0, the default, keeps nothing. A host that
     /// works on each file right after it is published (builds its full-text index, say) then
     /// has its rows without reading the file back. The rows are those the sink was given
     /// (sorted by event time where they arrived out of order), not copies: keeping them holds
     /// their memory until the file is published and its rows taken or dropped.
-    pub fn with_kept_rows(mut self, max_bytes: usize) -> Self {
-        self.kept_rows_bytes = max_bytes;
-        self
-    }
-
-    /// How often an upload is tried before the error is reported (at least once), and the
-    /// wait before the first retry (doubling after each).
-    pub fn with_upload_retries(mut self, attempts: u32, backoff: Duration) -> Self {
-        self.upload_attempts = attempts.max(1);
-        self.upload_backoff = backoff;
+    pub fn with_kept_rows_bytes(mut self, bytes: usize) -> Self {
+        self.kept_rows_bytes = bytes;
         self
     }
 

@@ -11,12 +11,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::runtime::Handle;
 
-use crate::runtime::OwnedRuntime;
+use crate::error::io;
+use crate::runtime::IoRuntime;
 use crate::writer::{Staged, sync_dir};
 use crate::{Error, NodeName, Result, SinkConfig};
 
-/// Where a store's files live.
+/// Where a store's files live: a local directory ([`local`](Self::local)), any
+/// `object_store` ([`object_store`](Self::object_store)), or either from a URL
+/// ([`from_url`](Self::from_url), a builder).
 ///
 /// ```
 /// use wit_store::Destination;
@@ -40,7 +44,7 @@ enum Target {
         store: Arc<dyn ObjectStore>,
         prefix: ObjectPath,
         url: String,
-        runtime: Arc<OwnedRuntime>,
+        runtime: IoRuntime,
     },
 }
 
@@ -59,10 +63,13 @@ impl std::fmt::Display for Destination {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_owned(),
-        source,
+/// An object-store error of `op` on the object `path`.
+fn object(op: &'static str, path: &ObjectPath) -> impl FnOnce(object_store::Error) -> Error + use<> {
+    let path = path.to_string();
+    move |source| Error::ObjectStore {
+        op,
+        path,
+        source: Box::new(source),
     }
 }
 
@@ -75,97 +82,93 @@ impl Destination {
     ///
     /// [`Error::Io`] when the directory cannot be created.
     pub fn local(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root).map_err(io(root))?;
-        let root = root.canonicalize().map_err(io(root))?;
+        std::fs::create_dir_all(root).map_err(io("create the destination directory", root))?;
+        let root = root
+            .canonicalize()
+            .map_err(io("resolve the destination directory", root))?;
         Ok(Destination {
             target: Target::Local { root },
         })
     }
 
     /// Any object store, under `prefix` (may be empty). Files are uploaded from a local
-    /// staging directory.
+    /// staging directory. Failed requests are retried as the store was built to retry
+    /// (object_store's `RetryConfig`): this crate adds no retries of its own. The I/O runs on
+    /// a runtime of the destination's own, started on first use, unless
+    /// [`with_runtime`](Self::with_runtime) gives it the host's.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for an invalid prefix; [`Error::Io`] when the sink's runtime
-    /// cannot start.
+    /// [`Error::InvalidConfig`] for an invalid prefix.
     pub fn object_store(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Self> {
         let prefix = ObjectPath::parse(prefix).map_err(|e| Error::InvalidConfig {
             reason: format!("object store prefix `{prefix}`: {e}"),
         })?;
         let url = format!("{store}/{prefix}");
-        let runtime = OwnedRuntime::new("wit-store-io").map_err(|source| Error::Io {
-            path: PathBuf::from("<runtime>"),
-            source,
-        })?;
         Ok(Destination {
             target: Target::Object {
                 store,
                 prefix,
                 url,
-                runtime: Arc::new(runtime),
+                runtime: IoRuntime::owned(),
             },
         })
     }
 
-    /// A destination from a URL: a plain path or `file://` URL for a local directory;
-    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` (and the other
-    /// forms `object_store` parses) for object storage, configured from the environment as
-    /// usual (`AWS_*`, `GOOGLE_*`, `AZURE_*`) plus `options` (object_store's configuration
-    /// keys, e.g. `("aws_endpoint", "http://127.0.0.1:9000")`). The client retries failed
-    /// requests `retries` times with exponential backoff, for at most `retry_timeout`.
+    /// Runs this destination's object-storage I/O on the host's runtime instead of one of its
+    /// own. The blocking methods ([`ParquetSink`](crate::ParquetSink)'s, [`read`](Self::read),
+    /// [`put`](Self::put), ...) then spawn their work there and wait for it: call them from
+    /// outside that runtime's worker threads (a blocking thread, as
+    /// [`AsyncParquetSink`](crate::AsyncParquetSink) does), and give a multi-thread runtime.
+    /// A local destination does no async I/O and ignores it.
     ///
-    /// # Errors
+    /// ```
+    /// use wit_store::Destination;
     ///
-    /// [`Error::InvalidConfig`] for an unparsable URL, an unknown scheme or option;
-    /// [`Error::Io`] for a local directory that cannot be created.
-    pub fn from_url<K: AsRef<str>, V: Into<String>>(
-        url: &str,
-        options: impl IntoIterator<Item = (K, V)>,
-        retries: usize,
-        retry_timeout: Duration,
-    ) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidConfig { reason };
-        if !url.contains("://") {
-            return Destination::local(Path::new(url));
+    /// let runtime = tokio::runtime::Runtime::new()?;
+    /// let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+    /// let destination = Destination::object_store(memory, "data")?.with_runtime(runtime.handle().clone());
+    /// destination.put("acme/logs/a.index", bytes::Bytes::from_static(b"postings"))?;
+    /// assert_eq!(destination.read("acme/logs/a.index")?, &b"postings"[..]);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_runtime(mut self, handle: Handle) -> Self {
+        if let Target::Object { runtime, .. } = &mut self.target {
+            *runtime = IoRuntime::Host(handle);
         }
-        let parsed = url::Url::parse(url).map_err(|e| invalid(format!("destination URL `{url}`: {e}")))?;
-        if parsed.scheme() == "file" {
-            let path = parsed
-                .to_file_path()
-                .map_err(|()| invalid(format!("`{url}` is not a local path")))?;
-            return Destination::local(&path);
+        self
+    }
+
+    /// A destination from a URL, built by the returned [`DestinationBuilder`]: a `file://`
+    /// URL for a local directory; `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` (and the other forms `object_store` parses) for object
+    /// storage, configured from the environment as usual (`AWS_*`, `GOOGLE_*`, `AZURE_*`)
+    /// plus the builder's options. A string without a scheme is refused rather than taken for
+    /// a path: [`local`](Self::local) takes paths.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use wit_store::{Destination, Error};
+    ///
+    /// let s3 = Destination::from_url("s3://bucket/wit")
+    ///     .with_option("aws_endpoint", "http://127.0.0.1:9000")
+    ///     .with_option("aws_region", "us-east-1")
+    ///     .with_retries(3, Duration::from_secs(30))
+    ///     .build()?;
+    /// assert_eq!(s3.to_string(), "s3://bucket/wit");
+    ///
+    /// let err = Destination::from_url("/var/lib/wit").build().unwrap_err();
+    /// assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    /// # Ok::<_, Error>(())
+    /// ```
+    pub fn from_url(url: &str) -> DestinationBuilder {
+        DestinationBuilder {
+            url: url.to_owned(),
+            options: Vec::new(),
+            retry: object_store::RetryConfig::default(),
+            runtime: None,
         }
-        let retry = object_store::RetryConfig {
-            backoff: object_store::BackoffConfig::default(),
-            max_retries: retries,
-            retry_timeout,
-        };
-        let (scheme, path) =
-            object_store::ObjectStoreScheme::parse(&parsed).map_err(|e| invalid(format!("`{url}`: {e}")))?;
-        let bad_option = |k: &str, e: object_store::Error| invalid(format!("option `{k}` for `{url}`: {e}"));
-        // The three builders share no trait: one body, expanded for each.
-        macro_rules! build {
-            ($builder:ty) => {{
-                let mut b = <$builder>::from_env().with_url(url).with_retry(retry);
-                for (k, v) in options {
-                    let key = k.as_ref().parse().map_err(|e| bad_option(k.as_ref(), e))?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(|e| invalid(format!("`{url}`: {e}")))?) as Arc<dyn ObjectStore>
-            }};
-        }
-        let store = match scheme {
-            object_store::ObjectStoreScheme::AmazonS3 => build!(object_store::aws::AmazonS3Builder),
-            object_store::ObjectStoreScheme::GoogleCloudStorage => build!(object_store::gcp::GoogleCloudStorageBuilder),
-            object_store::ObjectStoreScheme::MicrosoftAzure => build!(object_store::azure::MicrosoftAzureBuilder),
-            other => return Err(invalid(format!("`{url}`: {other:?} is not a supported destination"))),
-        };
-        let mut dest = Destination::object_store(store, path.as_ref())?;
-        if let Target::Object { url: shown, .. } = &mut dest.target {
-            *shown = url.to_owned();
-        }
-        Ok(dest)
     }
 
     /// The staging directory used when the configuration names none.
@@ -193,31 +196,17 @@ impl Destination {
             } => {
                 let (store, local) = (store.clone(), staged.local.clone());
                 let dest = Self::object_path(prefix, &staged.file.path);
-                let (attempts, backoff, part) =
-                    (config.upload_attempts, config.upload_backoff, config.upload_part_bytes);
-                let url = self.to_string();
+                let part = config.upload_part_bytes;
+                let destination = self.to_string();
                 runtime.run(async move {
-                    let mut wait = backoff;
-                    let mut attempt = 1;
-                    loop {
-                        match upload(store.as_ref(), &local, &dest, part).await {
-                            Ok(()) => return Ok(()),
-                            Err(source) if attempt >= attempts => {
-                                return Err(Error::Upload {
-                                    path: dest.to_string(),
-                                    destination: url,
-                                    local,
-                                    attempts,
-                                    source: Box::new(source),
-                                });
-                            }
-                            Err(_) => {
-                                tokio::time::sleep(wait).await;
-                                wait = wait.saturating_mul(2);
-                                attempt += 1;
-                            }
-                        }
-                    }
+                    upload(store.as_ref(), &local, &dest, part)
+                        .await
+                        .map_err(|source| Error::Upload {
+                            path: dest.to_string(),
+                            destination,
+                            local,
+                            source: Box::new(source),
+                        })
                 })
             }
         }
@@ -261,22 +250,17 @@ impl Destination {
         match &self.target {
             Target::Local { root } => {
                 let full = root.join(path);
-                std::fs::read(&full).map(Bytes::from).map_err(io(&full))
+                std::fs::read(&full).map(Bytes::from).map_err(io("read", &full))
             }
             Target::Object {
                 store, prefix, runtime, ..
             } => {
                 let (store, dest) = (store.clone(), Self::object_path(prefix, path));
-                let shown = dest.to_string();
-                runtime
-                    .run(async move {
-                        let got = store.get(&dest).await?;
-                        got.bytes().await
-                    })
-                    .map_err(|source| Error::ObjectStore {
-                        path: shown,
-                        source: Box::new(source),
-                    })
+                runtime.run(async move {
+                    let failed = object("read", &dest);
+                    let got = store.get(&dest).await;
+                    got.map_err(object("read", &dest))?.bytes().await.map_err(failed)
+                })
             }
         }
     }
@@ -290,8 +274,8 @@ impl Destination {
     /// directory from its parent up to the root is fsynced (a crash before the rename may
     /// leave the `.tmp` file, which the next `put` of the same path overwrites). Two `put`s
     /// of one path at once are not supported. On object storage it is one `put` request
-    /// (atomic by the store's contract), retried only by the object store client's own retry
-    /// settings (those [`from_url`](Self::from_url) sets), not by the sink's upload retries.
+    /// (atomic by the store's contract), retried by the object store client's own retry
+    /// settings (those [`DestinationBuilder::with_retries`] sets).
     ///
     /// # Errors
     ///
@@ -323,13 +307,10 @@ impl Destination {
                 store, prefix, runtime, ..
             } => {
                 let (store, dest) = (store.clone(), Self::object_path(prefix, path));
-                let shown = dest.to_string();
-                runtime
-                    .run(async move { store.put(&dest, PutPayload::from(bytes)).await.map(drop) })
-                    .map_err(|source| Error::ObjectStore {
-                        path: shown,
-                        source: Box::new(source),
-                    })
+                runtime.run(async move {
+                    let put = store.put(&dest, PutPayload::from(bytes)).await;
+                    put.map(drop).map_err(object("put", &dest))
+                })
             }
         }
     }
@@ -361,6 +342,7 @@ impl Destination {
         match &self.target {
             Target::Local { root } => {
                 let store = object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| Error::Io {
+                    op: "open a reader over",
                     path: root.clone(),
                     source: std::io::Error::other(e),
                 })?;
@@ -393,25 +375,23 @@ impl Destination {
                 match std::fs::remove_file(&full) {
                     Ok(()) => sync_dir(full.parent().unwrap_or(root)),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(Error::Io { path: full, source: e }),
+                    Err(e) => Err(Error::Io {
+                        op: "delete",
+                        path: full,
+                        source: e,
+                    }),
                 }
             }
             Target::Object {
                 store, prefix, runtime, ..
             } => {
                 let (store, dest) = (store.clone(), Self::object_path(prefix, path));
-                let shown = dest.to_string();
-                runtime
-                    .run(async move {
-                        match store.delete(&dest).await {
-                            Err(object_store::Error::NotFound { .. }) => Ok(()),
-                            other => other,
-                        }
-                    })
-                    .map_err(|source| Error::ObjectStore {
-                        path: shown,
-                        source: Box::new(source),
-                    })
+                runtime.run(async move {
+                    match store.delete(&dest).await {
+                        Err(object_store::Error::NotFound { .. }) => Ok(()),
+                        other => other.map_err(object("delete", &dest)),
+                    }
+                })
             }
         }
     }
@@ -423,15 +403,15 @@ fn put_local(root: &Path, path: &str, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let target = root.join(path);
     let parent = target.parent().unwrap_or(root);
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    std::fs::create_dir_all(parent).map_err(io("create the directory", parent))?;
     let mut tmp_name = target.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
-    let mut file = File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
+    let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+    file.write_all(bytes).map_err(io("write", &tmp))?;
+    file.sync_all().map_err(io("sync", &tmp))?;
     drop(file);
-    std::fs::rename(&tmp, &target).map_err(io(&target))?;
+    std::fs::rename(&tmp, &target).map_err(io("rename a temporary file to", &target))?;
     sync_up_to(root, parent)
 }
 
@@ -443,14 +423,14 @@ fn publish_local(root: &Path, staged: &Staged) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let target = root.join(&staged.file.path);
     let parent = target.parent().unwrap_or(root);
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    std::fs::create_dir_all(parent).map_err(io("create the directory", parent))?;
     if let Err(e) = std::fs::hard_link(&staged.local, &target) {
         if e.kind() == std::io::ErrorKind::CrossesDevices {
             // Staging on another file system: copy, sync, then rename into place.
             let tmp = target.with_extension("parquet.tmp");
-            std::fs::copy(&staged.local, &tmp).map_err(io(&tmp))?;
-            File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &target).map_err(io(&target))?;
+            std::fs::copy(&staged.local, &tmp).map_err(io("copy the staged file to", &tmp))?;
+            File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("sync", &tmp))?;
+            std::fs::rename(&tmp, &target).map_err(io("rename a temporary copy to", &target))?;
             return sync_up_to(root, parent);
         }
         let same = e.kind() == std::io::ErrorKind::AlreadyExists
@@ -460,6 +440,7 @@ fn publish_local(root: &Path, staged: &Staged) -> Result<()> {
                 .is_some_and(|(a, b)| a.ino() == b.ino() && a.dev() == b.dev());
         if !same {
             return Err(Error::Io {
+                op: "link the staged file to",
                 path: target,
                 source: e,
             });
@@ -487,6 +468,7 @@ async fn upload(store: &dyn ObjectStore, local: &Path, dest: &ObjectPath, part: 
     let local_err = |source: std::io::Error| object_store::Error::Generic {
         store: "local staging",
         source: Box::new(Error::Io {
+            op: "read the staged file",
             path: local.to_owned(),
             source,
         }),
@@ -531,4 +513,102 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// Builds a [`Destination`] from a URL: see [`Destination::from_url`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct DestinationBuilder {
+    url: String,
+    options: Vec<(String, String)>,
+    retry: object_store::RetryConfig,
+    runtime: Option<Handle>,
+}
+
+impl DestinationBuilder {
+    /// An object_store configuration key and its value, e.g. `("aws_endpoint",
+    /// "http://127.0.0.1:9000")`; checked by [`build`](Self::build).
+    pub fn with_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.push((key.into(), value.into()));
+        self
+    }
+
+    /// Several options at once; see [`with_option`](Self::with_option).
+    pub fn with_options<K: Into<String>, V: Into<String>>(mut self, options: impl IntoIterator<Item = (K, V)>) -> Self {
+        self.options
+            .extend(options.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// How often the object store client retries a failed request (with exponential
+    /// backoff), and for how long at most: the one retry layer under every upload, read, put
+    /// and delete. object_store's defaults (10 retries, at most 3 minutes) otherwise. A file
+    /// whose upload still fails stays staged, and the sink's next publish uploads it again.
+    pub fn with_retries(mut self, max_retries: usize, timeout: Duration) -> Self {
+        self.retry.max_retries = max_retries;
+        self.retry.retry_timeout = timeout;
+        self
+    }
+
+    /// Runs the destination's I/O on the host's runtime: see [`Destination::with_runtime`].
+    pub fn with_runtime(mut self, handle: Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// The destination.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a string without a scheme, an unparsable URL, an unknown
+    /// scheme or option; [`Error::Io`] for a local directory that cannot be created.
+    pub fn build(self) -> Result<Destination> {
+        let DestinationBuilder {
+            url,
+            options,
+            retry,
+            runtime,
+        } = self;
+        let invalid = |reason: String| Error::InvalidConfig { reason };
+        let parsed = url::Url::parse(&url).map_err(|e| match e {
+            url::ParseError::RelativeUrlWithoutBase => invalid(format!(
+                "destination `{url}` has no scheme: give `file://` and an absolute path for a local directory, or an object store URL"
+            )),
+            e => invalid(format!("destination URL `{url}`: {e}")),
+        })?;
+        if parsed.scheme() == "file" {
+            let path = parsed
+                .to_file_path()
+                .map_err(|()| invalid(format!("`{url}` is not a local path")))?;
+            return Destination::local(&path);
+        }
+        let (scheme, path) =
+            object_store::ObjectStoreScheme::parse(&parsed).map_err(|e| invalid(format!("`{url}`: {e}")))?;
+        let bad_option = |k: &str, e: object_store::Error| invalid(format!("option `{k}` for `{url}`: {e}"));
+        // The three builders share no trait: one body, expanded for each.
+        macro_rules! build {
+            ($builder:ty) => {{
+                let mut b = <$builder>::from_env().with_url(url.as_str()).with_retry(retry);
+                for (k, v) in options {
+                    let key = k.parse().map_err(|e| bad_option(&k, e))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| invalid(format!("`{url}`: {e}")))?) as Arc<dyn ObjectStore>
+            }};
+        }
+        let store = match scheme {
+            object_store::ObjectStoreScheme::AmazonS3 => build!(object_store::aws::AmazonS3Builder),
+            object_store::ObjectStoreScheme::GoogleCloudStorage => build!(object_store::gcp::GoogleCloudStorageBuilder),
+            object_store::ObjectStoreScheme::MicrosoftAzure => build!(object_store::azure::MicrosoftAzureBuilder),
+            other => return Err(invalid(format!("`{url}`: {other:?} is not a supported destination"))),
+        };
+        let mut dest = Destination::object_store(store, path.as_ref())?;
+        if let Target::Object { url: shown, .. } = &mut dest.target {
+            shown.clone_from(&url);
+        }
+        Ok(match runtime {
+            Some(handle) => dest.with_runtime(handle),
+            None => dest,
+        })
+    }
 }

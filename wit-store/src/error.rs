@@ -137,8 +137,10 @@ pub enum Error {
     },
 
     /// A local file operation failed.
-    #[error("I/O error on `{path}`")]
+    #[error("failed to {op} `{path}`")]
     Io {
+        /// What was being done, as a verb phrase: "rename a staged file to", "sync".
+        op: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// The system's error.
@@ -146,9 +148,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// Uploading a file failed after every attempt. The file stays staged at `local` and is
-    /// uploaded again by the next publish.
-    #[error("upload of `{path}` to {destination} failed after {attempts} attempt(s); kept at `{local}`")]
+    /// Uploading a file failed, after the object store client's retries. The file stays
+    /// staged at `local` and is uploaded again by the next publish.
+    #[error("failed to upload `{path}` to {destination}; kept at `{local}`")]
     Upload {
         /// The object's path.
         path: String,
@@ -156,17 +158,17 @@ pub enum Error {
         destination: String,
         /// The staged file kept.
         local: PathBuf,
-        /// How many attempts were made.
-        attempts: u32,
         /// The last attempt's error.
         #[source]
         source: Box<object_store::Error>,
     },
 
-    /// Reading or deleting an object failed.
-    #[error("object store operation on `{path}` failed")]
+    /// Reading, writing or deleting an object failed.
+    #[error("failed to {op} object `{path}`")]
     ObjectStore {
-        /// The object's path.
+        /// What was being done: "read", "put", "delete".
+        op: &'static str,
+        /// The object's path, under the destination's prefix.
         path: String,
         /// The store's error.
         #[source]
@@ -174,10 +176,53 @@ pub enum Error {
     },
 
     /// Encoding or decoding Parquet failed.
-    #[error("Parquet error")]
-    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("failed to {op} Parquet file `{path}`")]
+    Parquet {
+        /// What was being done: "write", "read", "close".
+        op: &'static str,
+        /// The file: the staged copy being written, or the stored one being read.
+        path: String,
+        /// Parquet's error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
 
-    /// An Arrow kernel failed (concatenating, sorting).
-    #[error("Arrow error")]
-    Arrow(#[from] arrow::error::ArrowError),
+    /// An Arrow kernel failed (concatenating, sorting) on the rows of a file.
+    #[error("failed to {op} the rows of `{path}`")]
+    Arrow {
+        /// What was being done: "sort", "concatenate".
+        op: &'static str,
+        /// The file the rows are for (the staged file) or come from.
+        path: String,
+        /// Arrow's error.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+}
+
+/// An [`Error::Io`] of `op` on `path`, for `map_err`.
+pub(crate) fn io<'a>(op: &'static str, path: &'a std::path::Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// An [`Error::Parquet`] of `op` on the file `path`, for `map_err`.
+pub(crate) fn parquet_error(
+    op: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(parquet::errors::ParquetError) -> Error + use<> {
+    let path = path.display().to_string();
+    move |source| Error::Parquet { op, path, source }
+}
+
+/// An [`Error::Arrow`] of `op` on the rows of the file `path`, for `map_err`.
+pub(crate) fn arrow_error(
+    op: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(arrow::error::ArrowError) -> Error + use<> {
+    let path = path.display().to_string();
+    move |source| Error::Arrow { op, path, source }
 }

@@ -45,6 +45,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+mod catalog;
 mod config;
 mod destination;
 mod error;
@@ -54,7 +55,8 @@ mod runtime;
 mod sink;
 mod writer;
 
-pub mod catalog;
+pub mod conformance;
+pub mod rules;
 
 pub use catalog::{FileCatalog, FileIndex, InMemoryFileCatalog, StoredFile, TimeRange};
 #[doc(hidden)]

@@ -11,6 +11,7 @@ use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_b
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use wit_batch::{BatchId, Signal, Tenant};
 
+use crate::error::{arrow_error, io, parquet_error};
 use crate::layout::partition_of;
 use crate::writer::{FileWriter, Staged, lock_dir, same_schema, time_column};
 use crate::{Destination, Error, FileCatalog, FileIndex, Result, SinkConfig, StoredFile};
@@ -184,24 +185,16 @@ impl Maintenance {
         now: SystemTime,
     ) -> Result<CompactionReport> {
         let staging = self.staging();
-        std::fs::create_dir_all(&staging).map_err(|source| Error::Io {
-            path: staging.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&staging).map_err(io("create the compaction staging directory", &staging))?;
         let _lock = lock_dir(&staging)?;
         // Leftovers of an interrupted compaction are redone from the catalog's view.
-        for entry in std::fs::read_dir(&staging).map_err(|source| Error::Io {
-            path: staging.clone(),
-            source,
-        })? {
+        let listing = io("list the compaction staging directory", &staging);
+        for entry in std::fs::read_dir(&staging).map_err(listing)? {
             let path = entry
-                .map_err(|source| Error::Io {
-                    path: staging.clone(),
-                    source,
-                })?
+                .map_err(io("list the compaction staging directory", &staging))?
                 .path();
             if path.file_name().is_some_and(|n| n != ".lock") {
-                std::fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
+                std::fs::remove_file(&path).map_err(io("delete a leftover of compaction", &path))?;
             }
         }
         let mut partitions: BTreeMap<String, Vec<StoredFile>> = BTreeMap::new();
@@ -248,10 +241,7 @@ impl Maintenance {
             let new: Vec<StoredFile> = staged.iter().map(|s| s.file.clone()).collect();
             self.catalog.replace(&old, &new, now + self.grace)?;
             for file in staged {
-                std::fs::remove_file(&file.local).map_err(|source| Error::Io {
-                    path: file.local,
-                    source,
-                })?;
+                std::fs::remove_file(&file.local).map_err(io("delete the published staged file", &file.local))?;
             }
             report.retired.extend(old);
             report.published.extend(new);
@@ -277,9 +267,12 @@ impl Maintenance {
         let mut batches = Vec::new();
         for file in files {
             let bytes = self.destination.read(&file.path)?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+            let path = std::path::Path::new(&file.path);
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| b.build())
+                .map_err(parquet_error("read", path))?;
             for batch in reader {
-                batches.push(batch?);
+                batches.push(batch.map_err(arrow_error("decode", path))?);
             }
         }
         let Some(first) = batches.first() else { return Ok(None) };
@@ -287,9 +280,14 @@ impl Maintenance {
         if batches.iter().any(|b| !same_schema(&b.schema(), &schema)) {
             return Ok(None);
         }
-        let all = concat_batches(&schema, &batches)?;
-        let order = sort_to_indices(all.column(time_column(&schema)?), Some(SortOptions::default()), None)?;
-        Ok(Some(take_record_batch(&all, &order)?))
+        // The merged rows are named by the first file they come from.
+        let from = std::path::Path::new(files.first().map_or("", |f| f.path.as_str()));
+        let all = concat_batches(&schema, &batches).map_err(arrow_error("concatenate", from))?;
+        let order = sort_to_indices(all.column(time_column(&schema)?), Some(SortOptions::default()), None)
+            .map_err(arrow_error("sort", from))?;
+        Ok(Some(
+            take_record_batch(&all, &order).map_err(arrow_error("sort", from))?,
+        ))
     }
 
     /// Writes one group's rows (already in time order) as one file listing `ids`.
@@ -307,15 +305,15 @@ impl Maintenance {
         writer.finish()
     }
 
-    /// Retires the files of `tenant` (every signal) whose newest event is older than `days`
-    /// days before `now`; they are deleted after the grace period. Returns how many it retired.
+    /// Retires the files of `tenant` (every signal) whose newest event is older than `keep`
+    /// before `now`; they are deleted after the grace period. Returns how many it retired.
     ///
     /// # Errors
     ///
     /// Catalog errors.
-    pub fn apply_retention(&self, tenant: &Tenant, days: u32, now: SystemTime) -> Result<u64> {
+    pub fn apply_retention(&self, tenant: &Tenant, keep: Duration, now: SystemTime) -> Result<u64> {
         let cutoff = now
-            .checked_sub(Duration::from_secs(u64::from(days) * 86_400))
+            .checked_sub(keep)
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(i64::MIN, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         let mut retired = 0;

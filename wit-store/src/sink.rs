@@ -10,6 +10,7 @@ use arrow::array::RecordBatch;
 use parking_lot::Mutex;
 use wit_batch::{BatchId, Signal, Tenant};
 
+use crate::error::io;
 use crate::writer::{FileWriter, Staged, lock_dir, read_staged, same_schema, sync_dir, time_bounds, time_column};
 use crate::{Destination, Error, FileCatalog, Result, SinkConfig, StoredFile};
 
@@ -17,7 +18,7 @@ use crate::{Destination, Error, FileCatalog, Result, SinkConfig, StoredFile};
 ///
 /// A file is written in the staging directory under a temporary name, closed when it reaches
 /// [`SinkConfig::with_max_file_bytes`] or, when rows are kept, the bound of
-/// [`SinkConfig::with_kept_rows`] (both checked after each write, so that a write's rows stay
+/// [`SinkConfig::with_kept_rows_bytes`] (both checked after each write, so that a write's rows stay
 /// in one file), when it is older than
 /// [`SinkConfig::with_max_file_age`] ([`poll`](Self::poll)), or on [`flush`](Self::flush). A
 /// closed file is complete and durable in staging; [`publish`](Self::publish) (which `poll`
@@ -65,7 +66,7 @@ pub struct ParquetSink {
     /// Files published by calls that then failed, returned by the next successful call.
     published: Vec<StoredFile>,
     /// The kept rows of the files published (by path), until the call after the one that
-    /// returned them ([`SinkConfig::with_kept_rows`]).
+    /// returned them ([`SinkConfig::with_kept_rows_bytes`]).
     kept_rows: HashMap<String, Vec<RecordBatch>>,
     /// Whether the last publishing call returned its files.
     returned: bool,
@@ -86,13 +87,6 @@ impl std::fmt::Debug for ParquetSink {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
 impl ParquetSink {
     /// Opens a sink writing to `destination`. Its staging directory is created if needed;
     /// files left half-written there by a crash are deleted, and complete files left
@@ -107,19 +101,19 @@ impl ParquetSink {
             .staging_dir
             .clone()
             .unwrap_or_else(|| destination.default_staging(&config.node));
-        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        std::fs::create_dir_all(&staging).map_err(io("create the staging directory", &staging))?;
         let lock = lock_dir(&staging)?;
         let mut ready = Vec::new();
         let mut removed = false;
         let mut names: Vec<PathBuf> = std::fs::read_dir(&staging)
-            .map_err(io(&staging))?
+            .map_err(io("list the staging directory", &staging))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         names.sort();
         for path in names {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if name.ends_with(".parquet.tmp") {
-                std::fs::remove_file(&path).map_err(io(&path))?;
+                std::fs::remove_file(&path).map_err(io("delete the half-written file", &path))?;
                 removed = true;
             } else if name.ends_with(".parquet") {
                 ready.push(read_staged(&path)?);
@@ -159,7 +153,7 @@ impl ParquetSink {
     ///
     /// **All the rows of one call land in one file**: a file is closed only between calls
     /// (after this call when it reached [`SinkConfig::with_max_file_bytes`] or the bound of
-    /// [`SinkConfig::with_kept_rows`], before it when
+    /// [`SinkConfig::with_kept_rows_bytes`], before it when
     /// the schema changes, or by [`poll`](Self::poll) and [`flush`](Self::flush)). So a caller
     /// that writes each batch in one call knows that the batch is wholly stored once the one
     /// file holding it is published, and never partly.
@@ -303,7 +297,7 @@ impl ParquetSink {
                 // Set aside before it leaves the queue: a failure here keeps it queued, and
                 // the next call meets the same refusal and tries again.
                 let kept = staged.local.with_extension("parquet.refused");
-                std::fs::rename(&staged.local, &kept).map_err(io(&kept))?;
+                std::fs::rename(&staged.local, &kept).map_err(io("set a refused file aside as", &kept))?;
                 sync_dir(&self.staging)?;
                 let staged = self.ready.remove(0);
                 self.refused.push((staged.file, error));
@@ -311,10 +305,10 @@ impl ParquetSink {
             }
             let staged = self.ready.remove(0);
             if self.destination.is_local() || !self.config.keep_staged {
-                std::fs::remove_file(&staged.local).map_err(io(&staged.local))?;
+                std::fs::remove_file(&staged.local).map_err(io("delete the published staged file", &staged.local))?;
             } else {
                 let kept = staged.local.with_extension("parquet.published");
-                std::fs::rename(&staged.local, &kept).map_err(io(&kept))?;
+                std::fs::rename(&staged.local, &kept).map_err(io("mark a staged file published as", &kept))?;
             }
             sync_dir(&self.staging)?;
             if !staged.rows.is_empty() {
@@ -329,7 +323,7 @@ impl ParquetSink {
     /// The rows of a file the last [`publish`](Self::publish) (or [`poll`](Self::poll),
     /// [`flush`](Self::flush)) returned, in file order (row `i` of the batches, one after
     /// another, is the file's row `i`), when the sink keeps rows
-    /// ([`SinkConfig::with_kept_rows`]); each file's rows are taken once. Rows not taken are
+    /// ([`SinkConfig::with_kept_rows_bytes`]); each file's rows are taken once. Rows not taken are
     /// dropped by the next publishing call.
     ///
     /// ```
@@ -337,7 +331,7 @@ impl ParquetSink {
     /// use wit_store::{Destination, NodeName, ParquetSink, SinkConfig};
     ///
     /// let dir = tempfile::tempdir()?;
-    /// let config = SinkConfig::new(NodeName::try_new("node-a")?).with_kept_rows(64 << 20);
+    /// let config = SinkConfig::new(NodeName::try_new("node-a")?).with_kept_rows_bytes(64 << 20);
     /// let mut sink = ParquetSink::open(Destination::local(dir.path())?, config)?;
     /// let json = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[
     ///     {"timeUnixNano":"1700000002000000000","body":{"stringValue":"later"}},
@@ -382,9 +376,39 @@ fn is_refusal(error: &Error) -> bool {
     )
 }
 
-/// The async face of a [`ParquetSink`]: each call runs the sink's work on the runtime's
-/// blocking pool (encoding is CPU work; uploads run on the sink's own I/O runtime), so an
-/// async host never blocks a worker thread. Clones share the sink.
+/// The async twin of a [`ParquetSink`]: the same methods with the same arguments. Each call
+/// that encodes or publishes runs the sink's work on the runtime's blocking pool (encoding is
+/// CPU work; uploads run on the destination's I/O runtime), so an async host never blocks a
+/// worker thread. [`pending`](Self::pending), [`open_rows`](Self::open_rows) and
+/// [`next_deadline`](Self::next_deadline) answer from what the last finished call left, at
+/// once, even while an upload runs. Clones share the sink.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{RecordBatch, TimestampNanosecondArray};
+/// use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+/// use wit_batch::{BatchId, Signal, Tenant};
+/// use wit_store::{AsyncParquetSink, Destination, NodeName, ParquetSink, SinkConfig};
+///
+/// # tokio::runtime::Builder::new_multi_thread().build()?.block_on(async {
+/// let schema = Arc::new(Schema::new(vec![Field::new(
+///     "timestamp",
+///     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+///     false,
+/// )]));
+/// let times = TimestampNanosecondArray::from(vec![1, 2]).with_timezone("UTC");
+/// let batch = RecordBatch::try_new(schema, vec![Arc::new(times)])?;
+/// let dir = tempfile::tempdir()?;
+/// let config = SinkConfig::new(NodeName::try_new("node-a")?);
+/// let sink = AsyncParquetSink::new(ParquetSink::open(Destination::local(dir.path())?, config)?);
+/// sink.write(&Tenant::try_new("acme")?, Signal::Logs, &batch, &[BatchId::new()]).await?;
+/// assert_eq!(sink.open_rows(), 2);
+/// let files = sink.flush().await?;
+/// assert_eq!((files[0].rows, sink.open_rows()), (2, 0));
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// # Cancel safety
 ///
@@ -392,6 +416,26 @@ fn is_refusal(error: &Error) -> bool {
 #[derive(Clone, Debug)]
 pub struct AsyncParquetSink {
     inner: Arc<Mutex<ParquetSink>>,
+    /// What the last finished call left: read without waiting for a call under way.
+    view: Arc<Mutex<View>>,
+}
+
+/// The sink's state as the last finished call left it.
+#[derive(Debug, Default)]
+struct View {
+    pending: Vec<StoredFile>,
+    open_rows: u64,
+    next_deadline: Option<Instant>,
+}
+
+impl View {
+    fn of(sink: &ParquetSink) -> View {
+        View {
+            pending: sink.pending(),
+            open_rows: sink.open_rows(),
+            next_deadline: sink.next_deadline(),
+        }
+    }
 }
 
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
@@ -404,12 +448,27 @@ async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
 impl AsyncParquetSink {
     /// Wraps a sink.
     pub fn new(sink: ParquetSink) -> Self {
+        let view = View::of(&sink);
         AsyncParquetSink {
             inner: Arc::new(Mutex::new(sink)),
+            view: Arc::new(Mutex::new(view)),
         }
     }
 
-    /// [`ParquetSink::write`].
+    /// Runs `f` on the sink on the blocking pool, then refreshes the view.
+    async fn run<R: Send + 'static>(&self, f: impl FnOnce(&mut ParquetSink) -> R + Send + 'static) -> R {
+        let (inner, view) = (self.inner.clone(), self.view.clone());
+        blocking(move || {
+            let mut sink = inner.lock();
+            let out = f(&mut sink);
+            *view.lock() = View::of(&sink);
+            out
+        })
+        .await
+    }
+
+    /// [`ParquetSink::write`]. The batch and ids are cloned (the arrays are shared, not
+    /// copied) to go to the blocking pool.
     ///
     /// # Errors
     ///
@@ -418,21 +477,21 @@ impl AsyncParquetSink {
         &self,
         tenant: &Tenant,
         signal: Signal,
-        batch: RecordBatch,
-        batch_ids: Vec<BatchId>,
+        batch: &RecordBatch,
+        batch_ids: &[BatchId],
     ) -> Result<()> {
-        let (inner, tenant) = (self.inner.clone(), tenant.clone());
-        blocking(move || inner.lock().write(&tenant, signal, &batch, &batch_ids)).await
+        let (tenant, batch, batch_ids) = (tenant.clone(), batch.clone(), batch_ids.to_vec());
+        self.run(move |sink| sink.write(&tenant, signal, &batch, &batch_ids))
+            .await
     }
 
-    /// [`ParquetSink::poll`] at the current instant.
+    /// [`ParquetSink::poll`].
     ///
     /// # Errors
     ///
     /// As [`ParquetSink::poll`].
-    pub async fn poll(&self) -> Result<Vec<StoredFile>> {
-        let inner = self.inner.clone();
-        blocking(move || inner.lock().poll(Instant::now())).await
+    pub async fn poll(&self, now: Instant) -> Result<Vec<StoredFile>> {
+        self.run(move |sink| sink.poll(now)).await
     }
 
     /// [`ParquetSink::flush`].
@@ -441,8 +500,7 @@ impl AsyncParquetSink {
     ///
     /// As [`ParquetSink::flush`].
     pub async fn flush(&self) -> Result<Vec<StoredFile>> {
-        let inner = self.inner.clone();
-        blocking(move || inner.lock().flush()).await
+        self.run(ParquetSink::flush).await
     }
 
     /// [`ParquetSink::publish`].
@@ -451,12 +509,33 @@ impl AsyncParquetSink {
     ///
     /// As [`ParquetSink::publish`].
     pub async fn publish(&self) -> Result<Vec<StoredFile>> {
-        let inner = self.inner.clone();
-        blocking(move || inner.lock().publish()).await
+        self.run(ParquetSink::publish).await
     }
 
-    /// [`ParquetSink::pending`].
+    /// [`ParquetSink::take_rows`].
+    pub async fn take_rows(&self, path: &str) -> Option<Vec<RecordBatch>> {
+        let path = path.to_owned();
+        self.run(move |sink| sink.take_rows(&path)).await
+    }
+
+    /// [`ParquetSink::take_refused`].
+    pub async fn take_refused(&self) -> Vec<(StoredFile, Error)> {
+        self.run(ParquetSink::take_refused).await
+    }
+
+    /// [`ParquetSink::pending`], as the last finished call left it: it does not wait for a
+    /// call under way (an upload, say).
     pub fn pending(&self) -> Vec<StoredFile> {
-        self.inner.lock().pending()
+        self.view.lock().pending.clone()
+    }
+
+    /// [`ParquetSink::open_rows`], as the last finished call left it.
+    pub fn open_rows(&self) -> u64 {
+        self.view.lock().open_rows
+    }
+
+    /// [`ParquetSink::next_deadline`], as the last finished call left it.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.view.lock().next_deadline
     }
 }

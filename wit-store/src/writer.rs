@@ -20,6 +20,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use wit_batch::{BatchId, Signal, Tenant};
 
+use crate::error::{arrow_error, io, parquet_error};
 use crate::layout::file_path;
 use crate::{Error, NodeName, Result, SinkConfig, StoredFile, TimeRange};
 
@@ -50,7 +51,7 @@ const BLOOM_COLUMNS: [&str; 4] = ["trace_id", "span_id", "parent_span_id", "serv
 pub(crate) struct Staged {
     pub(crate) local: PathBuf,
     pub(crate) file: StoredFile,
-    /// Its rows in file order, when the sink keeps them ([`SinkConfig::with_kept_rows`]).
+    /// Its rows in file order, when the sink keeps them ([`SinkConfig::with_kept_rows_bytes`]).
     pub(crate) rows: Vec<RecordBatch>,
 }
 
@@ -115,18 +116,11 @@ pub(crate) struct FileWriter {
     /// The row groups' rows, in file order, while kept.
     kept: Option<Vec<RecordBatch>>,
     /// The memory of every row given to this file while rows are kept, and the memory at
-    /// which the file is full ([`SinkConfig::with_kept_rows`]).
+    /// which the file is full ([`SinkConfig::with_kept_rows_bytes`]).
     kept_bytes: usize,
     kept_max: usize,
     opened: Instant,
     faults: Option<Arc<crate::config::SinkFaults>>,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// How long a held lock is retried before it counts as another sink's.
@@ -151,30 +145,40 @@ fn lock_dir_within(dir: &Path, patience: Duration, mut pause: impl FnMut()) -> R
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(io(&path))?;
+        .map_err(io("open the lock file", &path))?;
     let deadline = Instant::now() + patience;
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(file),
             Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => pause(),
             Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { dir: dir.to_owned() }),
-            Err(std::fs::TryLockError::Error(source)) => return Err(Error::Io { path, source }),
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(Error::Io {
+                    op: "lock",
+                    path,
+                    source,
+                });
+            }
         }
     }
 }
 
 /// Syncs a directory, so that a rename or a new entry in it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync the directory", dir))
 }
 
-fn properties(config: &SinkConfig, schema: &SchemaRef) -> Result<WriterProperties> {
+fn properties(config: &SinkConfig, schema: &SchemaRef, file: &Path) -> Result<WriterProperties> {
     let statistics = if config.page_statistics {
         EnabledStatistics::Page
     } else {
         EnabledStatistics::Chunk
     };
-    let parquet_schema = ArrowSchemaConverter::new().convert(schema)?;
+    let parquet_schema = ArrowSchemaConverter::new()
+        .convert(schema)
+        .map_err(parquet_error("convert the schema of", file))?;
     let time_leaf = parquet_schema
         .columns()
         .iter()
@@ -212,14 +216,16 @@ impl FileWriter {
         config: &SinkConfig,
     ) -> Result<Self> {
         let time_idx = time_column(&schema)?;
-        let props = properties(config, &schema)?;
         let file_id = uuid::Uuid::now_v7();
         let tmp = staging.join(format!("{file_id}.parquet.tmp"));
-        let file = File::create(&tmp).map_err(io(&tmp))?;
-        let handle = file.try_clone().map_err(io(&tmp))?;
+        let props = properties(config, &schema, &tmp)?;
+        let file = File::create(&tmp).map_err(io("create the staged file", &tmp))?;
+        let handle = file.try_clone().map_err(io("open the staged file", &tmp))?;
         // `ArrowWriter` sets the file up (the Arrow schema in the metadata, the Parquet
         // schema); its lower-level parts then encode columns in parallel.
-        let (writer, factory) = ArrowWriter::try_new(file, schema.clone(), Some(props))?.into_serialized_writer()?;
+        let (writer, factory) = ArrowWriter::try_new(file, schema.clone(), Some(props))
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(parquet_error("start", &tmp))?;
         Ok(FileWriter {
             tenant: tenant.clone(),
             signal,
@@ -272,7 +278,7 @@ impl FileWriter {
             match std::fs::remove_file(&path) {
                 Ok(()) => removed = true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&path)(e)),
+                Err(e) => return Err(io("delete the abandoned file", &path)(e)),
             }
         }
         if removed {
@@ -283,6 +289,11 @@ impl FileWriter {
 
     pub(crate) fn file_id(&self) -> uuid::Uuid {
         self.file_id
+    }
+
+    /// The file being written: `{id}.parquet.tmp` in the staging directory.
+    fn tmp_path(&self) -> PathBuf {
+        self.staging.join(format!("{}.parquet.tmp", self.file_id))
     }
 
     /// Whether the rows kept for this file reached their bound.
@@ -332,7 +343,8 @@ impl FileWriter {
             if in_time_order(&reordered, self.time_idx) {
                 self.pending = reordered;
             } else {
-                let all = concat_batches(&self.schema, &self.pending)?;
+                let tmp = self.tmp_path();
+                let all = concat_batches(&self.schema, &self.pending).map_err(arrow_error("concatenate", &tmp))?;
                 let order = sort_to_indices(
                     all.column(self.time_idx),
                     Some(SortOptions {
@@ -340,8 +352,9 @@ impl FileWriter {
                         nulls_first: true,
                     }),
                     None,
-                )?;
-                self.pending = vec![take_record_batch(&all, &order)?];
+                )
+                .map_err(arrow_error("sort", &tmp))?;
+                self.pending = vec![take_record_batch(&all, &order).map_err(arrow_error("sort", &tmp))?];
             }
         }
         let mut left = n.min(self.pending_rows);
@@ -367,7 +380,8 @@ impl FileWriter {
         self.pending = rest;
         if self.faults.as_ref().is_some_and(|f| f.row_group_written()) {
             return Err(Error::Io {
-                path: self.staging.join(format!("{}.parquet.tmp", self.file_id)),
+                op: "write a row group to",
+                path: self.tmp_path(),
                 source: std::io::Error::other("injected write failure (test)"),
             });
         }
@@ -378,12 +392,17 @@ impl FileWriter {
     /// writer, the writers shared out between this thread and one more, then the chunks
     /// appended to the file in schema order.
     fn encode_row_group(&mut self, pieces: &[RecordBatch]) -> Result<()> {
-        let writers = self.factory.create_column_writers(self.row_groups)?;
+        let tmp = self.tmp_path();
+        let encoding = || parquet_error("encode a row group of", &tmp);
+        let writers = self
+            .factory
+            .create_column_writers(self.row_groups)
+            .map_err(encoding())?;
         let mut leaves: Vec<Vec<ArrowLeafColumn>> = (0..writers.len()).map(|_| Vec::new()).collect();
         for piece in pieces {
             let mut leaf = 0;
             for (field, column) in self.schema.fields().iter().zip(piece.columns()) {
-                for computed in compute_leaves(field, column)? {
+                for computed in compute_leaves(field, column).map_err(encoding())? {
                     leaves[leaf].push(computed);
                     leaf += 1;
                 }
@@ -404,9 +423,9 @@ impl FileWriter {
             jobs.into_iter()
                 .map(|(i, (mut writer, leaves))| {
                     for leaf in &leaves {
-                        writer.write(leaf)?;
+                        writer.write(leaf).map_err(encoding())?;
                     }
-                    Ok((i, writer.close()?))
+                    Ok((i, writer.close().map_err(encoding())?))
                 })
                 .collect::<Result<Vec<(usize, ArrowColumnChunk)>>>()
         };
@@ -420,11 +439,11 @@ impl FileWriter {
             Ok::<_, Error>(chunks)
         })?;
         chunks.sort_by_key(|(i, _)| *i);
-        let mut row_group = self.writer.next_row_group()?;
+        let mut row_group = self.writer.next_row_group().map_err(encoding())?;
         for (_, chunk) in chunks {
-            chunk.append_to_row_group(&mut row_group)?;
+            chunk.append_to_row_group(&mut row_group).map_err(encoding())?;
         }
-        row_group.close()?;
+        row_group.close().map_err(encoding())?;
         self.row_groups += 1;
         Ok(())
     }
@@ -433,10 +452,10 @@ impl FileWriter {
     /// `{id}.parquet` in the staging directory (synced too): from then on it is complete and
     /// durable. A file without rows is removed instead and `None` returned.
     pub(crate) fn finish(mut self) -> Result<Option<Staged>> {
-        let tmp = self.staging.join(format!("{}.parquet.tmp", self.file_id));
+        let tmp = self.tmp_path();
         let Some((min, max)) = self.bounds.filter(|_| self.rows > 0) else {
             drop(self.writer);
-            std::fs::remove_file(&tmp).map_err(io(&tmp))?;
+            std::fs::remove_file(&tmp).map_err(io("delete the empty staged file", &tmp))?;
             return Ok(None);
         };
         while self.pending_rows > 0 {
@@ -458,11 +477,11 @@ impl FileWriter {
             self.writer
                 .append_key_value_metadata(KeyValue::new(key.to_owned(), value));
         }
-        self.writer.close()?;
-        self.handle.sync_all().map_err(io(&tmp))?;
-        let bytes = self.handle.metadata().map_err(io(&tmp))?.len();
+        self.writer.close().map_err(parquet_error("finish", &tmp))?;
+        self.handle.sync_all().map_err(io("sync the staged file", &tmp))?;
+        let bytes = self.handle.metadata().map_err(io("read the size of", &tmp))?.len();
         let local = self.staging.join(format!("{}.parquet", self.file_id));
-        std::fs::rename(&tmp, &local).map_err(io(&local))?;
+        std::fs::rename(&tmp, &local).map_err(io("rename the staged file to", &local))?;
         sync_dir(&self.staging)?;
         Ok(Some(Staged {
             local,
@@ -510,9 +529,10 @@ fn in_time_order(batches: &[RecordBatch], idx: usize) -> bool {
 /// Reads a complete staged file's description back from its key-value metadata (a file
 /// written before a crash and not yet published).
 pub(crate) fn read_staged(local: &Path) -> Result<Staged> {
-    let file = File::open(local).map_err(io(local))?;
-    let bytes = file.metadata().map_err(io(local))?.len();
-    let reader = parquet::file::reader::SerializedFileReader::new(file)?;
+    let file = File::open(local).map_err(io("open the staged file", local))?;
+    let bytes = file.metadata().map_err(io("read the size of", local))?.len();
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(file).map_err(parquet_error("read the footer of", local))?;
     let meta = parquet::file::reader::FileReader::metadata(&reader);
     let kv = meta.file_metadata().key_value_metadata().cloned().unwrap_or_default();
     let get = |key: &str| -> Result<String> {

@@ -352,12 +352,12 @@ pub(crate) fn files_to_publish(
     files: &[StoredFile],
     mut existing: impl FnMut(&str) -> Result<Option<StoredFile>>,
 ) -> Result<Vec<StoredFile>, wit_store::Error> {
-    wit_store::catalog::validate_all(files)?;
+    wit_store::rules::check_new_files(files)?;
     let mut insert = Vec::with_capacity(files.len());
     for file in files {
         let file = file.normalized();
         match existing(&file.path)? {
-            Some(held) if file.republishes(&held) => {}
+            Some(held) if wit_store::rules::republishes(&file, &held) => {}
             Some(_) => return Err(wit_store::Error::FileExists { path: file.path }),
             None => insert.push(file),
         }

@@ -1292,7 +1292,7 @@ async fn publish(inner: &Inner, files: Vec<StoredFile>) -> wit_store::Result<()>
     let now = SystemTime::now();
     let stored = plan::store_all(&mut records, &ids, now)?;
     let changed = plan::merged_ids(stored, plan::index_all(&mut records, &indexed, now)?);
-    wit_store::catalog::check_batches_not_stored(&new, &[], &live_holders(&tx, &ids, op).await?)?;
+    wit_store::rules::check_batches_not_stored(&new, &[], &live_holders(&tx, &ids, op).await?)?;
     insert_files(&tx, &new, op).await?;
     store(&tx, &records, &changed, op).await?;
     tx.commit().await.map_err(pg_err(op))?;
@@ -1314,7 +1314,7 @@ async fn replace(
     let new = plan::files_to_publish(&new, |path| Ok(held.get(path).map(|f| f.0.clone())))?;
     let ids = plan::file_batch_ids(&new);
     lock_batches(&tx, &ids, op).await?;
-    wit_store::catalog::check_batches_not_stored(&new, &old, &live_holders(&tx, &ids, op).await?)?;
+    wit_store::rules::check_batches_not_stored(&new, &old, &live_holders(&tx, &ids, op).await?)?;
     let mut records = load(&tx, &indexed, op).await?;
     let changed = plan::index_all(&mut records, &indexed, SystemTime::now())?;
     store(&tx, &records, &changed, op).await?;
@@ -1344,7 +1344,7 @@ async fn record_index(inner: &Inner, file: String, index: FileIndex) -> wit_stor
     let mut client = inner.pool.get().await.map_err(pool_err(op))?;
     let tx = client.transaction().await.map_err(pg_err(op))?;
     let held = lock_files(&tx, &[file.as_str()], op).await?.remove(&file);
-    let record = wit_store::catalog::check_record_index(&file, held.as_ref().map(|(f, live)| (f, *live)), &index)?;
+    let record = wit_store::rules::check_record_index(&file, held.as_ref().map(|(f, live)| (f, *live)), &index)?;
     if record {
         let columns = IndexColumns::of(Some(&index))?;
         tx.execute(

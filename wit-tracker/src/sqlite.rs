@@ -949,7 +949,7 @@ impl FileCatalog for SqliteTracker {
             let now = SystemTime::now();
             let stored = plan::store_all(&mut records, &ids, now)?;
             let changed = plan::merged_ids(stored, plan::index_all(&mut records, &indexed, now)?);
-            wit_store::catalog::check_batches_not_stored(&new, &[], &live_holders(tx, &ids)?)?;
+            wit_store::rules::check_batches_not_stored(&new, &[], &live_holders(tx, &ids)?)?;
             insert_files(tx, &new)?;
             store(tx, &records, &changed)?;
             Ok(())
@@ -975,7 +975,7 @@ impl FileCatalog for SqliteTracker {
             plan::check_live(old, |path| Ok(get_file(tx, path)?.map(|f| f.1)))?;
             let new = plan::files_to_publish(new_files, |path| Ok(get_file(tx, path)?.map(|f| f.0)))?;
             let holders = live_holders(tx, &plan::file_batch_ids(&new))?;
-            wit_store::catalog::check_batches_not_stored(&new, old, &holders)?;
+            wit_store::rules::check_batches_not_stored(&new, old, &holders)?;
             let indexed = plan::indexed_batch_ids(new_files);
             let mut records = load(tx, &indexed)?;
             let changed = plan::index_all(&mut records, &indexed, SystemTime::now())?;
@@ -1034,8 +1034,7 @@ impl FileCatalog for SqliteTracker {
     fn record_index(&self, file: &str, index: &FileIndex) -> wit_store::Result<()> {
         self.write("record_index", |tx| {
             let held = get_file(tx, file)?;
-            let record =
-                wit_store::catalog::check_record_index(file, held.as_ref().map(|(f, live)| (f, *live)), index)?;
+            let record = wit_store::rules::check_record_index(file, held.as_ref().map(|(f, live)| (f, *live)), index)?;
             if record {
                 let columns = IndexColumns::of(Some(index))?;
                 tx.execute(

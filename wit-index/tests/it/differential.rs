@@ -397,7 +397,9 @@ fn an_index_built_from_the_rows_the_sink_kept_agrees_with_the_scan() {
             decode(Signal::Logs, logs_json(&rows).as_bytes(), PayloadFormat::OtlpJson)
         })
         .collect();
-    let config = crate::sink_config().with_kept_rows(64 << 20).with_row_group_rows(40);
+    let config = crate::sink_config()
+        .with_kept_rows_bytes(64 << 20)
+        .with_row_group_rows(40);
     let mut sink = wit_store::ParquetSink::open(store.destination.clone(), config)
         .expect("sink")
         .with_catalog(store.catalog.clone());

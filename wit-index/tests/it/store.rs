@@ -82,8 +82,11 @@ fn indexes_round_trip_through_s3() {
     }
     let moto = Moto::start();
     let staging = tempfile::tempdir().expect("staging");
-    let destination =
-        Destination::from_url("s3://wit/data", options(moto.port), 2, Duration::from_secs(10)).expect("destination");
+    let destination = Destination::from_url("s3://wit/data")
+        .with_options(options(moto.port))
+        .with_retries(2, Duration::from_secs(10))
+        .build()
+        .expect("destination");
     let catalog = Arc::new(InMemoryFileCatalog::default());
     let mut sink = ParquetSink::open(
         destination.clone(),
@@ -105,8 +108,11 @@ fn indexes_round_trip_through_s3() {
     assert_eq!(file.index.as_ref(), Some(&recorded));
 
     // A searcher with its own client finds the rows through the blob it reads from S3.
-    let other =
-        Destination::from_url("s3://wit/data", options(moto.port), 2, Duration::from_secs(10)).expect("destination");
+    let other = Destination::from_url("s3://wit/data")
+        .with_options(options(moto.port))
+        .with_retries(2, Duration::from_secs(10))
+        .build()
+        .expect("destination");
     let searcher = Searcher::new(other.clone());
     let bodies = bodies(&other, &file);
     for (text, want) in [

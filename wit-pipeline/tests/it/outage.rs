@@ -37,7 +37,10 @@ fn a_store_outage_pushes_back_at_the_bound_and_loses_nothing() {
     let moto = moto::Moto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let tracker = support::sqlite(dir.path());
-    let destination = Destination::from_url("s3://wit/data", moto::options(moto.port), 0, Duration::from_secs(2))
+    let destination = Destination::from_url("s3://wit/data")
+        .with_options(moto::options(moto.port))
+        .with_retries(0, Duration::from_secs(2))
+        .build()
         .expect("destination");
     let node = NodeName::try_new("node-a").expect("node");
     let bound = 48 << 10;
@@ -45,8 +48,7 @@ fn a_store_outage_pushes_back_at_the_bound_and_loses_nothing() {
         .with_sink(
             SinkConfig::new(node)
                 .with_staging_dir(dir.path().join("staging"))
-                .with_max_file_age(Duration::from_millis(20))
-                .with_upload_retries(1, Duration::from_millis(10)),
+                .with_max_file_age(Duration::from_millis(20)),
         )
         .with_batcher(
             wit_batch::BatcherConfig::default()

@@ -88,7 +88,9 @@ fn queries_during_compaction_and_retention_never_fail_or_miscount() {
 
     // Retention retires the (year-old) file; a query then sees no rows, and fails in no way,
     // while the file itself stays until its grace has passed.
-    let retired = maintenance.apply_retention(&acme(), 30, now).expect("retention");
+    let retired = maintenance
+        .apply_retention(&acme(), Duration::from_secs(30 * 86_400), now)
+        .expect("retention");
     assert_eq!(retired, 1);
     assert_eq!(scalar(&session, count), 0);
     let merged = &report.published[0];

@@ -162,11 +162,21 @@ fn retention_retires_old_files_for_later_deletion() {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now_secs);
     let maintenance = Maintenance::new(Destination::local(dir.path()).expect("dest"), catalog.clone(), config())
         .with_grace(Duration::from_secs(60));
-    assert_eq!(maintenance.apply_retention(&acme(), 30, now).expect("retention"), 1);
+    assert_eq!(
+        maintenance
+            .apply_retention(&acme(), Duration::from_secs(30 * 86_400), now)
+            .expect("retention"),
+        1
+    );
     let live = catalog.list(&acme(), Signal::Traces, None).expect("list");
     assert_eq!(live.len(), 1);
     assert!(live[0].time_range.min >= ((now_secs - 2 * day) * 1_000_000_000) as i64);
-    assert_eq!(maintenance.apply_retention(&acme(), 30, now).expect("again"), 0);
+    assert_eq!(
+        maintenance
+            .apply_retention(&acme(), Duration::from_secs(30 * 86_400), now)
+            .expect("again"),
+        0
+    );
     assert_eq!(
         maintenance
             .delete_retired(now + Duration::from_secs(61))
@@ -444,7 +454,12 @@ fn dead_letters_are_stored_compacted_and_retired_like_every_signal() {
     );
 
     // Forty days on, a 30-day retention retires them.
-    assert_eq!(maintenance.apply_retention(&acme(), 30, now).expect("retention"), 1);
+    assert_eq!(
+        maintenance
+            .apply_retention(&acme(), Duration::from_secs(30 * 86_400), now)
+            .expect("retention"),
+        1
+    );
     assert!(
         catalog
             .list(&acme(), Signal::DeadLetters, None)

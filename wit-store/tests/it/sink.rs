@@ -710,20 +710,112 @@ fn the_async_sink_writes_and_flushes() {
     let sink = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config()).expect("open");
     let sink = wit_store::AsyncParquetSink::new(sink);
     let files = runtime.block_on(async {
-        sink.write(
-            &acme(),
-            Signal::Traces,
-            spans(30, 1_700_000_000, 9),
-            vec![BatchId::new()],
-        )
-        .await
-        .expect("write");
-        assert!(sink.poll().await.expect("poll").is_empty());
+        let ids = [BatchId::new()];
+        sink.write(&acme(), Signal::Traces, &spans(30, 1_700_000_000, 9), &ids)
+            .await
+            .expect("write");
+        assert_eq!(sink.open_rows(), 30);
+        assert!(sink.next_deadline().is_some());
+        assert!(sink.poll(Instant::now()).await.expect("poll").is_empty());
         sink.flush().await.expect("flush")
     });
     assert_eq!(files[0].rows, 30);
+    assert_eq!((sink.open_rows(), sink.pending().len()), (0, 0));
     assert_eq!(read_back(&dir.path().join(&files[0].path)).num_rows(), 30);
-    let _ = Instant::now();
+}
+
+/// A catalog whose `publish` waits at a gate: a publish under way, for as long as the test
+/// wants.
+struct GatedCatalog {
+    inner: wit_store::InMemoryFileCatalog,
+    entered: parking_lot::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    gate: parking_lot::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl wit_store::FileCatalog for GatedCatalog {
+    fn publish(&self, files: &[wit_store::StoredFile]) -> wit_store::Result<()> {
+        if let Some(entered) = self.entered.lock().take() {
+            entered.send(()).expect("test waits");
+            self.gate.lock().recv().expect("test opens the gate");
+        }
+        self.inner.publish(files)
+    }
+    fn list(
+        &self,
+        tenant: &Tenant,
+        signal: Signal,
+        time: Option<wit_store::TimeRange>,
+    ) -> wit_store::Result<Vec<wit_store::StoredFile>> {
+        self.inner.list(tenant, signal, time)
+    }
+    fn replace(
+        &self,
+        old: &[String],
+        new: &[wit_store::StoredFile],
+        delete_after: std::time::SystemTime,
+    ) -> wit_store::Result<()> {
+        self.inner.replace(old, new, delete_after)
+    }
+    fn retire(&self, paths: &[String], delete_after: std::time::SystemTime) -> wit_store::Result<()> {
+        self.inner.retire(paths, delete_after)
+    }
+    fn files_holding(&self, batch: BatchId) -> wit_store::Result<Vec<wit_store::StoredFile>> {
+        self.inner.files_holding(batch)
+    }
+    fn deletable(&self, now: std::time::SystemTime) -> wit_store::Result<Vec<wit_store::StoredFile>> {
+        self.inner.deletable(now)
+    }
+    fn forget(&self, paths: &[String]) -> wit_store::Result<u64> {
+        self.inner.forget(paths)
+    }
+    fn record_index(&self, file: &str, index: &wit_store::FileIndex) -> wit_store::Result<()> {
+        self.inner.record_index(file, index)
+    }
+    fn unindexed(&self, limit: usize) -> wit_store::Result<Vec<wit_store::StoredFile>> {
+        self.inner.unindexed(limit)
+    }
+}
+
+#[test]
+fn the_async_sinks_pending_answers_while_a_publish_is_under_way() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (open_gate, gate) = std::sync::mpsc::channel();
+    let catalog = Arc::new(GatedCatalog {
+        inner: wit_store::InMemoryFileCatalog::default(),
+        entered: parking_lot::Mutex::new(Some(entered_tx)),
+        gate: parking_lot::Mutex::new(gate),
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config())
+        .expect("open")
+        .with_catalog(catalog);
+    let sink = wit_store::AsyncParquetSink::new(sink);
+    runtime
+        .block_on(sink.write(&acme(), Signal::Traces, &spans(10, 1_700_000_000, 9), &[BatchId::new()]))
+        .expect("write");
+    let flushing = runtime.spawn({
+        let sink = sink.clone();
+        async move { sink.flush().await }
+    });
+    entered.recv().expect("the flush reaches the catalog");
+    // The sink is busy publishing; its view answers at once with what the write left. (A
+    // deadlock here would hang the thread: the channel's timeout reports it instead.)
+    let (answer_tx, answer) = std::sync::mpsc::channel();
+    let probe = sink.clone();
+    std::thread::spawn(move || {
+        let _ = answer_tx.send((probe.pending().len(), probe.open_rows()));
+    });
+    let seen = answer.recv_timeout(Duration::from_secs(60));
+    open_gate.send(()).expect("flush waits");
+    assert_eq!(seen, Ok((0, 10)), "pending() waited for the publish");
+    let files = runtime.block_on(flushing).expect("join").expect("flush");
+    assert_eq!(files.len(), 1);
+    assert_eq!((sink.pending().len(), sink.open_rows()), (0, 0));
 }
 
 /// The files are read by an independent Parquet implementation (pyarrow).
@@ -923,7 +1015,9 @@ fn kept_rows_are_the_files_rows_in_order_and_bound_its_size() {
     let batch = spans(300, 1_700_000_000, 7);
     let one = batch.get_array_memory_size();
     // A file holds two writes' rows and a half: the third write closes it.
-    let config = config().with_row_group_rows(100).with_kept_rows(2 * one + one / 2);
+    let config = config()
+        .with_row_group_rows(100)
+        .with_kept_rows_bytes(2 * one + one / 2);
     let mut sink = ParquetSink::open(Destination::local(dir.path()).expect("dest"), config).expect("open");
     sink.write(&acme(), Signal::Traces, &batch, &[BatchId::new()])
         .expect("write");

@@ -465,7 +465,7 @@ impl State {
     /// A batch is in at most one live file: `BatchAlreadyStored` for the first file of
     /// `insert` holding a batch that a live file not in `retiring`, or an earlier file of
     /// `insert`, holds (its smallest such batch, in the live file of the smallest path:
-    /// `wit_store::catalog::check_batches_not_stored`'s docs).
+    /// `wit_store::rules::check_batches_not_stored`'s docs).
     fn check_not_stored(&self, insert: &[StoredFile], retiring: &[String]) -> Res<()> {
         let mut holder: BTreeMap<BatchId, String> = BTreeMap::new();
         for (path, (file, state)) in &self.files {

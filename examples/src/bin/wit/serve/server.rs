@@ -97,12 +97,15 @@ fn open(config: &Config) -> Result<Core, String> {
     };
     let storage = &config.storage;
     let url = config.storage_url();
-    let destination = Destination::from_url(
-        &url,
-        storage.options.iter().map(|(k, v)| (k.as_str(), v.clone())),
-        storage.retries,
-        Duration::from_millis(storage.retry_timeout_ms),
-    )
+    // The configuration takes a plain path for a local directory too.
+    let destination = if url.contains("://") {
+        Destination::from_url(&url)
+            .with_options(storage.options.clone())
+            .with_retries(storage.retries, Duration::from_millis(storage.retry_timeout_ms))
+            .build()
+    } else {
+        Destination::local(std::path::Path::new(&url))
+    }
     .map_err(|e| format!("cannot open the storage `{url}`: {e}"))?;
     let node = NodeName::try_new(&config.node).map_err(|e| format!("node `{}`: {e}", config.node))?;
     let p = &config.pipeline;

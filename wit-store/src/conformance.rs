@@ -1,10 +1,33 @@
-//! One body of tests that every [`FileCatalog`] implementation runs (the in-memory catalog
-//! here, the SQLite, PostgreSQL and in-memory trackers in `wit-tracker`).
+//! One body of checks that every [`FileCatalog`] implementation runs: this crate's
+//! [`InMemoryFileCatalog`](crate::InMemoryFileCatalog), and the SQLite, PostgreSQL and
+//! in-memory trackers of `wit-tracker`. A third-party backend runs it too, to show that it
+//! accepts and refuses exactly what they do.
 //!
 //! Each check takes the catalog and a `prepare` hook that makes batch ids acceptable to it
-//! (a tracker registers them and moves them to `INGESTED`; a plain catalog does nothing).
-//! [`file_catalog_conformance!`](crate::file_catalog_conformance) turns every check into a
-//! `#[test]`.
+//! (a tracker registers them and moves them to `INGESTED`; a plain catalog does nothing), and
+//! panics when the catalog breaks the contract. [`file_catalog_conformance!`](crate::file_catalog_conformance!) turns every
+//! check into a `#[test]` of the calling crate:
+//!
+//! ```
+//! mod in_memory {
+//!     use wit_store::InMemoryFileCatalog;
+//!
+//!     /// `None` would skip every check (a backend that is not available here).
+//!     fn make() -> Option<(InMemoryFileCatalog, impl Fn(&[wit_batch::BatchId]))> {
+//!         Some((InMemoryFileCatalog::default(), |_: &[wit_batch::BatchId]| {}))
+//!     }
+//!
+//!     wit_store::file_catalog_conformance!(make);
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! The checks can also be called one by one:
+//!
+//! ```
+//! let catalog = wit_store::InMemoryFileCatalog::default();
+//! wit_store::conformance::publish_and_list(&catalog, &|_| {});
+//! ```
 
 use std::time::{Duration, SystemTime};
 
@@ -650,11 +673,13 @@ pub fn republish_with_an_index(catalog: &dyn FileCatalog, prepare: Prepare<'_>) 
     catalog.publish(&[b]).expect("as does b without it");
 }
 
-/// Turns every check of [`conformance`](crate::catalog::conformance) into a `#[test]`.
+/// Turns every check of [`conformance`](crate::conformance) into a `#[test]` of the calling
+/// crate (see the module's example).
 ///
-/// `$make` is a function returning `Option<(catalog, prepare)>`; `None` skips (a backend
-/// that is not available, with its own message).
-#[doc(hidden)]
+/// `$make` is a function returning `Option<(catalog, prepare)>`: the catalog under test
+/// (any type implementing [`FileCatalog`](crate::FileCatalog)) and
+/// the hook that makes batch ids publishable in it. `None` skips the check (a backend that is
+/// not available, with its own message).
 #[macro_export]
 macro_rules! file_catalog_conformance {
     ($make:path) => {
@@ -669,7 +694,7 @@ macro_rules! file_catalog_conformance {
             #[test]
             fn $check() {
                 if let Some((catalog, prepare)) = $make() {
-                    $crate::catalog::conformance::$check(&catalog, &prepare);
+                    $crate::conformance::$check(&catalog, &prepare);
                 }
             }
         )+
