@@ -77,3 +77,9 @@ pub use config::PipelineConfig;
 pub use error::{Error, Result};
 pub use idempotency::{Claimed, KeyClaim, MAX_RECEIPT_BYTES};
 pub use pipeline::{Pipeline, RecoveryReport, Status, Submitted, TrackerCatalog};
+
+/// The examples of the workspace's README, compiled and run as this crate's doc tests (it
+/// depends on every other crate).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
