@@ -19,7 +19,8 @@ use crate::model::{
 /// [`SqliteTracker`](crate::SqliteTracker) and [`PostgresTracker`](crate::PostgresTracker),
 /// which also implement [`FileCatalog`](wit_store::FileCatalog) (publishing a file marks its
 /// batches `STORED` in the same transaction) and [`AsyncTracker`]. One conformance suite runs
-/// against all three.
+/// against all three (the module `conformance`, with the feature of that name; a host's own
+/// backend runs it too).
 pub trait Tracker: Send + Sync {
     /// Registers batches as `CREATED` (at their `created_at`).
     ///

@@ -57,6 +57,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod api;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod memory;
 mod model;

@@ -4,7 +4,7 @@
 use wit_batch::{BatchId, BatchMeta, Signal, SourceKind, Stage, Tenant};
 use wit_tracker::{Tracker, TrackerExt};
 
-use crate::conformance::config;
+use wit_tracker::conformance::config;
 
 /// The catalog suite's hook: makes `ids` registered batches, converted and ready to store.
 pub fn prepare(tracker: impl Tracker + Clone + 'static) -> impl Fn(&[BatchId]) {
@@ -43,7 +43,7 @@ mod memory {
         Some((t.clone(), super::prepare(t)))
     }
 
-    crate::tracker_conformance!(make);
+    wit_tracker::tracker_conformance!(make);
 
     mod file_catalog {
         wit_store::file_catalog_conformance!(super::catalog);
@@ -82,7 +82,7 @@ mod sqlite {
         }))
     }
 
-    crate::tracker_conformance!(make);
+    wit_tracker::tracker_conformance!(make);
 
     mod file_catalog {
         wit_store::file_catalog_conformance!(super::catalog);
@@ -108,7 +108,7 @@ mod postgres {
         Some((t.clone(), super::prepare(t)))
     }
 
-    crate::tracker_conformance!(make);
+    wit_tracker::tracker_conformance!(make);
 
     mod file_catalog {
         wit_store::file_catalog_conformance!(super::catalog);

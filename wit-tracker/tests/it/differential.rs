@@ -13,8 +13,8 @@ use wit_tracker::{
     RangeOutcome, Registration, SourceOffset, Tracker, TrackerConfig, Window,
 };
 
-use crate::conformance::meta;
 use crate::reference::{Failure, Rec, Reference, Res, Subject, When, epoch};
+use wit_tracker::conformance::meta;
 
 /// Retries after a batch's first failed attempt: one, so that batches fail often.
 const RETRIES: u32 = 1;

@@ -1,14 +1,49 @@
-//! One body of tests for every tracker backend. `backends.rs` runs each check against the
-//! in-memory, SQLite and PostgreSQL trackers.
+//! The tracker's conformance suite: one body of checks that every [`Tracker`] backend passes,
+//! the in-memory, SQLite and PostgreSQL trackers here and a host's own backend alike. Built
+//! with the `conformance` feature.
+//!
+//! Each check is a function that takes the backend under test, fresh (empty), and panics
+//! when the backend breaks a rule of the contract. [`tracker_conformance!`](crate::tracker_conformance)
+//! turns every check into a `#[test]`; a backend must then be a [`Tracker`], an
+//! [`AsyncTracker`] and a [`FileCatalog`], as the trackers of this crate are. The checks
+//! assume the settings of [`config`] (two retries before a batch is `FAILED`) and times
+//! around [`t0`]; the helpers they use ([`meta`], [`registered`], [`walk`], [`range`]) are
+//! here for a backend's own tests too.
+//!
+//! A third-party backend runs the suite from its tests: add `wit-tracker` with the
+//! `conformance` feature to its dev-dependencies, write a function that makes a fresh backend
+//! (returning `Option` of something that dereferences to it: `None` skips the test, for a
+//! backend whose server is not there) and hand it to the macro:
+//!
+//! ```
+//! use wit_tracker::InMemoryTracker;
+//! use wit_tracker::conformance::{config, full_lifecycle};
+//!
+//! /// A fresh backend for each test (a `Box`, so that it dereferences to the tracker).
+//! fn make() -> Option<Box<InMemoryTracker>> {
+//!     Some(Box::new(InMemoryTracker::new(config())))
+//! }
+//!
+//! // One `#[test]` per check, run by `cargo test`.
+//! wit_tracker::tracker_conformance!(make);
+//!
+//! # fn main() {
+//! // A check is a plain function too.
+//! full_lifecycle(&InMemoryTracker::new(config()));
+//! # }
+//! ```
+//!
+//! The file-catalog side of a tracker has its own suite, in `wit-store`:
+//! `wit_store::file_catalog_conformance!`.
 
 use std::time::{Duration, SystemTime};
 
-use wit_batch::{BatchId, BatchMeta, RetryPolicy, Signal, SourceKind, Stage, Tenant, Transition};
-use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
-use wit_tracker::{
+use crate::{
     Advance, AsyncTracker, ClaimRequest, Error, ErrorOutcome, RangeClaim, RangeOutcome, Registration, RememberedKey,
     SourceOffset, Tracker, TrackerConfig, TrackerExt, WalPosition, Window,
 };
+use wit_batch::{BatchId, BatchMeta, RetryPolicy, Signal, SourceKind, Stage, Tenant, Transition};
+use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 
 /// The settings the checks assume: two retries.
 pub fn config() -> TrackerConfig {
@@ -20,10 +55,13 @@ pub fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
+/// `seconds` after [`t0`].
 pub fn at(seconds: u64) -> SystemTime {
     t0() + Duration::from_secs(seconds)
 }
 
+/// A new batch of `tenant` with `messages` messages (100 bytes each), created at `created`
+/// plus 1.5 µs (a sub-microsecond remainder: backends keep microseconds).
 pub fn meta(tenant: &str, created: SystemTime, messages: u64) -> BatchMeta {
     let id = BatchId::new();
     BatchMeta {
@@ -42,6 +80,7 @@ pub fn meta(tenant: &str, created: SystemTime, messages: u64) -> BatchMeta {
     }
 }
 
+/// Registers a new batch ([`meta`]) and returns its id; panics unless it is newly registered.
 pub fn registered(t: &impl Tracker, tenant: &str, created: SystemTime, messages: u64) -> BatchId {
     let m = meta(tenant, created, messages);
     assert_eq!(t.register_one(&m).expect("register"), Registration::Registered);
@@ -65,6 +104,8 @@ fn micros(t: SystemTime) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
 }
 
+/// A registered batch reads back as given (its creation time to the microsecond), `CREATED`;
+/// registering it again changes nothing; a count beyond `i64` fails the whole call.
 pub fn register_and_read_back(t: &impl Tracker) {
     let mut kafka = meta("acme", at(0), 500);
     kafka.source = SourceKind::Kafka;
@@ -108,6 +149,8 @@ pub fn register_and_read_back(t: &impl Tracker) {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }
 
+/// An unregistered batch is `UnknownBatch` for `batch`, `advance` (failing the whole call) and
+/// `record_error`.
 pub fn unknown_batch(t: &impl Tracker) {
     let ghost = BatchId::new();
     assert!(matches!(t.batch(ghost), Err(Error::UnknownBatch { batch }) if batch == ghost));
@@ -127,6 +170,8 @@ pub fn unknown_batch(t: &impl Tracker) {
     assert!(matches!(err, Error::UnknownBatch { .. }), "{err}");
 }
 
+/// A batch walks the whole lifecycle, each stage time kept to the microsecond; a repeated step
+/// is `AlreadyApplied` and changes nothing; one call may carry several batches' steps.
 pub fn full_lifecycle(t: &impl Tracker) {
     let id = registered(t, "acme", at(0), 10);
     let stages = [
@@ -181,6 +226,9 @@ pub fn full_lifecycle(t: &impl Tracker) {
     assert_eq!(t.batch(a).expect("a").completed_at.get(Stage::Ingested), Some(at(2)));
 }
 
+/// Skipped, backward and other forbidden steps are `InvalidTransition` (a step into `FAILED`
+/// is `InvalidArgument`), and a bad step anywhere in a call applies none of it; nothing
+/// leaves `COMPLETED`.
 pub fn invalid_transitions(t: &impl Tracker) {
     let id = registered(t, "acme", at(0), 1);
     walk(t, id, TO_INGESTED, at(1));
@@ -227,6 +275,8 @@ pub fn invalid_transitions(t: &impl Tracker) {
     assert!(matches!(err, Error::InvalidTransition { .. }), "{err}");
 }
 
+/// Stage errors count up to the retry policy's limit, then the batch is `FAILED` where it
+/// was; a retry by hand goes into that stage only, with a fresh budget.
 pub fn errors_and_retries(t: &impl Tracker) {
     let id = registered(t, "acme", at(0), 1);
     walk(t, id, &[Stage::WalWritten], at(1));
@@ -313,6 +363,9 @@ pub fn errors_and_retries(t: &impl Tracker) {
     walk(t, id, &[Stage::Ingested], at(7));
 }
 
+/// Claims hand out ready batches oldest first, never the same batch to two workers while its
+/// lease holds; a completed step or an error drops the lease; a lease that ran out frees the
+/// batch; invalid claims are `InvalidArgument`.
 pub fn claims_and_leases(t: &impl Tracker) {
     let ids: Vec<BatchId> = (0..5).map(|i| registered(t, "acme", at(i), 1)).collect();
     for id in &ids {
@@ -486,6 +539,8 @@ pub fn fenced_steps_need_the_lease(t: &impl Tracker) {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }
 
+/// The operator's queries: stuck and failed batches (per tenant too), stage counts, client
+/// throughput, stage times in lifecycle order, and the oldest unstored WAL position.
 pub fn queries(t: &impl Tracker) {
     // acme: 3 batches (30 + 20 + 10 messages), umbrella: 1 (5 messages), one old batch.
     let old = registered(t, "acme", at(0), 1);
@@ -539,7 +594,7 @@ pub fn queries(t: &impl Tracker) {
     assert_eq!(t.stuck(at(1_000), 1, None).expect("stuck")[0].meta.id, a1);
     // One tenant's view: its batches only.
     let (acme, umbrella) = (Tenant::try_new("acme").unwrap(), Tenant::try_new("umbrella").unwrap());
-    let ids = |records: Vec<wit_tracker::BatchRecord>| records.into_iter().map(|r| r.meta.id).collect::<Vec<_>>();
+    let ids = |records: Vec<crate::BatchRecord>| records.into_iter().map(|r| r.meta.id).collect::<Vec<_>>();
     assert_eq!(ids(t.stuck(at(1_000), 10, Some(&acme)).expect("stuck")), [a1, a2]);
     assert_eq!(ids(t.stuck(at(1_000), 10, Some(&umbrella)).expect("stuck")), [u1]);
     assert_eq!(ids(t.failed(10, Some(&acme)).expect("failed")), [a3]);
@@ -597,6 +652,8 @@ pub fn queries(t: &impl Tracker) {
     assert_eq!(t.oldest_unstored_wal_position("node-a").expect("oldest"), Some(5_000));
 }
 
+/// Without any batch holding a position in a node's log there is no oldest position; an
+/// empty node name is `InvalidArgument`.
 pub fn no_wal_position_yet(t: &impl Tracker) {
     assert_eq!(t.oldest_unstored_wal_position("node-a").expect("empty"), None);
     registered(t, "acme", at(0), 1);
@@ -696,6 +753,8 @@ pub fn failed_and_stored_do_not_hold_the_wal(t: &impl Tracker) {
     assert_eq!(oldest(), Some(30));
 }
 
+/// Source offsets stored with steps: per (source, topic, partition), the highest kept, in the
+/// step's transaction (none when the step fails); an empty source name is `InvalidArgument`.
 pub fn source_offsets(t: &impl Tracker) {
     let a = registered(t, "acme", at(0), 1);
     let b = registered(t, "acme", at(1), 1);
@@ -1185,7 +1244,7 @@ pub fn partitions_read_back(t: &impl Tracker) {
     );
 
     // Every other read of a record has it too, and steps and errors leave it as it is.
-    let partitions = |records: Vec<wit_tracker::BatchRecord>| -> Vec<(BatchId, Option<i32>)> {
+    let partitions = |records: Vec<crate::BatchRecord>| -> Vec<(BatchId, Option<i32>)> {
         records.into_iter().map(|r| (r.meta.id, r.meta.partition)).collect()
     };
     walk(t, registered.id, &[Stage::WalWritten], at(5));
@@ -1212,6 +1271,7 @@ pub fn partitions_read_back(t: &impl Tracker) {
     );
 }
 
+/// Retention deletes the records of batches `COMPLETED` before the bound, and only those.
 pub fn purge_completed(t: &impl Tracker) {
     let all = [
         Stage::WalWritten,
@@ -1489,6 +1549,9 @@ fn file_index(path: &str) -> FileIndex {
     }
 }
 
+/// Publishing a file marks its `INGESTED` batches `STORED` in the same transaction; a file of
+/// an unknown batch or of one not yet `INGESTED` is refused and marks nothing; publishing it
+/// again (after a crash) is fine, even once its batches moved on.
 pub fn publish_marks_stored(t: &(impl Tracker + FileCatalog)) {
     let a = registered(t, "acme", at(0), 1);
     let b = registered(t, "acme", at(0), 1);
@@ -1635,6 +1698,8 @@ pub fn record_index_marks_indexed(t: &(impl Tracker + FileCatalog)) {
     );
 }
 
+/// Every method of [`AsyncTracker`] gives what its [`Tracker`] twin gives, on a multi-threaded
+/// runtime the check starts.
 pub fn async_twin(t: &impl AsyncTracker) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1736,9 +1801,17 @@ pub fn async_twin(t: &impl AsyncTracker) {
     });
 }
 
-/// Generates one `#[test]` per check for a backend made by `$make` (a function returning
-/// `Option` of something that derefs to the backend; `None` skips, as PostgreSQL does when it
-/// is not installed).
+/// Generates one `#[test]` per check of [`conformance`](crate::conformance) for the backend
+/// `$make` makes.
+///
+/// `$make` is the path of a function taking nothing and returning `Option` of something that
+/// dereferences to the backend (a `Box`, or a guard that also holds the backend's temporary
+/// directory): each test calls it once for a fresh backend, and skips when it returns `None`
+/// (a backend whose server is not installed). The backend must implement [`Tracker`],
+/// [`AsyncTracker`] and [`FileCatalog`]. Invoke it once per module: the tests are named after
+/// the checks.
+///
+/// See the [module docs](crate::conformance) for an example.
 #[macro_export]
 macro_rules! tracker_conformance {
     ($make:path) => {
