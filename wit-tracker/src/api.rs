@@ -8,8 +8,8 @@ use wit_batch::{BatchId, BatchMeta, Stage, Tenant, Transition};
 
 use crate::Result;
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration,
-    RememberedKey, SourceOffset, StageCounts, Window,
+    Advance, BatchPage, BatchQuery, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim,
+    RangeOutcome, Registration, RememberedKey, SourceOffset, StageCounts, Window,
 };
 
 /// Follows batches through their lifecycle. Every method is one transaction: it applies
@@ -201,12 +201,23 @@ pub trait Tracker: Send + Sync {
     /// [`Error::UnknownBatch`](crate::Error::UnknownBatch) when it is not registered.
     fn batch(&self, batch: BatchId) -> Result<BatchRecord>;
 
-    /// Batches created before `created_before` that are neither `COMPLETED` nor `FAILED`:
-    /// stuck ones. Oldest first, at most `limit`; only `tenant`'s when given.
-    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>>;
-
-    /// `FAILED` batches, oldest first, at most `limit`; only `tenant`'s when given.
-    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>>;
+    /// One page of the batches `query` selects, oldest first (by creation time, then id):
+    /// stuck ones ([`BatchQuery::stuck`]), failed ones ([`BatchQuery::failed`]) or those in a
+    /// stage ([`BatchQuery::in_stage`]), of one tenant or all, at most
+    /// [`limit`](BatchQuery::limit), starting after [`after`](BatchQuery::after).
+    ///
+    /// The page's [`next`](crate::BatchPage::next) is `Some` when more batches follow it: pass
+    /// it to [`BatchQuery::after`] for the next page. Pages are keyset pages (the next one
+    /// starts after the last batch's (creation time, id)), so a walk over all pages lists each
+    /// batch that stays selected exactly once, in order, while batches are registered (a batch
+    /// registered behind the walk's position is not listed by it). Each page is read at once;
+    /// a walk is not one snapshot.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a limit of 0; backend
+    /// errors.
+    fn list_batches(&self, query: &BatchQuery) -> Result<BatchPage>;
 
     /// How many batches created in `window` are in each stage now; only `tenant`'s when
     /// given.
@@ -323,15 +334,8 @@ pub trait AsyncTracker: Send + Sync {
     fn claim(&self, request: &ClaimRequest) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
     /// [`Tracker::batch`].
     fn batch(&self, batch: BatchId) -> impl Future<Output = Result<BatchRecord>> + Send;
-    /// [`Tracker::stuck`].
-    fn stuck(
-        &self,
-        created_before: SystemTime,
-        limit: usize,
-        tenant: Option<&Tenant>,
-    ) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
-    /// [`Tracker::failed`].
-    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
+    /// [`Tracker::list_batches`].
+    fn list_batches(&self, query: &BatchQuery) -> impl Future<Output = Result<BatchPage>> + Send;
     /// [`Tracker::stage_counts`].
     fn stage_counts(&self, window: Window, tenant: Option<&Tenant>)
     -> impl Future<Output = Result<StageCounts>> + Send;
@@ -423,22 +427,9 @@ macro_rules! async_from_sync {
                 let this = self.clone();
                 $run(move || $crate::Tracker::batch(&this, batch)).await
             }
-            async fn stuck(
-                &self,
-                created_before: std::time::SystemTime,
-                limit: usize,
-                tenant: Option<&wit_batch::Tenant>,
-            ) -> $crate::Result<Vec<$crate::BatchRecord>> {
-                let (this, tenant) = (self.clone(), tenant.cloned());
-                $run(move || $crate::Tracker::stuck(&this, created_before, limit, tenant.as_ref())).await
-            }
-            async fn failed(
-                &self,
-                limit: usize,
-                tenant: Option<&wit_batch::Tenant>,
-            ) -> $crate::Result<Vec<$crate::BatchRecord>> {
-                let (this, tenant) = (self.clone(), tenant.cloned());
-                $run(move || $crate::Tracker::failed(&this, limit, tenant.as_ref())).await
+            async fn list_batches(&self, query: &$crate::BatchQuery) -> $crate::Result<$crate::BatchPage> {
+                let (this, query) = (self.clone(), query.clone());
+                $run(move || $crate::Tracker::list_batches(&this, &query)).await
             }
             async fn stage_counts(
                 &self,

@@ -39,8 +39,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::{
-    Advance, AsyncTracker, ClaimRequest, Error, ErrorOutcome, RangeClaim, RangeOutcome, Registration, RememberedKey,
-    SourceOffset, Tracker, TrackerConfig, TrackerExt, WalPosition, Window,
+    Advance, AsyncTracker, BatchPage, BatchQuery, BatchRecord, ClaimRequest, Cursor, Error, ErrorOutcome, RangeClaim,
+    RangeOutcome, Registration, RememberedKey, SourceOffset, Tracker, TrackerConfig, TrackerExt, WalPosition, Window,
 };
 use wit_batch::{BatchId, BatchMeta, RetryPolicy, Signal, SourceKind, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
@@ -92,6 +92,25 @@ pub fn walk(t: &impl Tracker, id: BatchId, stages: &[Stage], when: SystemTime) {
     for stage in stages {
         assert_eq!(t.mark(id, *stage, when).expect("mark"), Transition::Applied, "{stage}");
     }
+}
+
+/// The first page of the stuck batches (`BatchQuery::stuck`), at most `limit`.
+fn stuck_page(
+    t: &impl Tracker,
+    created_before: SystemTime,
+    limit: usize,
+    tenant: Option<&Tenant>,
+) -> crate::Result<Vec<BatchRecord>> {
+    let query = BatchQuery::stuck(created_before)
+        .with_limit(limit)
+        .with_tenant(tenant.cloned());
+    Ok(t.list_batches(&query)?.batches)
+}
+
+/// The first page of the failed batches (`BatchQuery::failed`), at most `limit`.
+fn failed_page(t: &impl Tracker, limit: usize, tenant: Option<&Tenant>) -> crate::Result<Vec<BatchRecord>> {
+    let query = BatchQuery::failed().with_limit(limit).with_tenant(tenant.cloned());
+    Ok(t.list_batches(&query)?.batches)
 }
 
 const TO_INGESTED: &[Stage] = &[Stage::WalWritten, Stage::Ingested];
@@ -298,7 +317,7 @@ pub fn errors_and_retries(t: &impl Tracker) {
         t.record_error(id, Stage::Ingested, "again", at(3)).expect("2"),
         ErrorOutcome::Retry { retry_count: 2 }
     );
-    assert!(t.failed(10, None).expect("failed").is_empty());
+    assert!(failed_page(t, 10, None).expect("failed").is_empty());
     assert_eq!(
         t.record_error(id, Stage::Ingested, "give up", at(4)).expect("3"),
         ErrorOutcome::Failed { retry_count: 3 }
@@ -309,7 +328,7 @@ pub fn errors_and_retries(t: &impl Tracker) {
     assert_eq!(rec.failed_in, Some(Stage::WalWritten));
     assert_eq!(rec.completed_at.get(Stage::Failed), Some(at(4)));
     assert_eq!((rec.retry_count, rec.error_message.as_deref()), (3, Some("give up")));
-    let failed = t.failed(10, None).expect("failed");
+    let failed = failed_page(t, 10, None).expect("failed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0], rec);
     let err = t
@@ -359,7 +378,7 @@ pub fn errors_and_retries(t: &impl Tracker) {
         Some(at(1)),
         "the original time stays"
     );
-    assert!(t.failed(10, None).expect("failed").is_empty());
+    assert!(failed_page(t, 10, None).expect("failed").is_empty());
     walk(t, id, &[Stage::Ingested], at(7));
 }
 
@@ -584,21 +603,20 @@ pub fn queries(t: &impl Tracker) {
     }
 
     // Stuck: incomplete and not failed, created before the cut-off, oldest first.
-    let stuck: Vec<BatchId> = t
-        .stuck(at(115), 10, None)
+    let stuck: Vec<BatchId> = stuck_page(t, at(115), 10, None)
         .expect("stuck")
         .into_iter()
         .map(|r| r.meta.id)
         .collect();
     assert_eq!(stuck, [a1, a2]);
-    assert_eq!(t.stuck(at(1_000), 1, None).expect("stuck")[0].meta.id, a1);
+    assert_eq!(stuck_page(t, at(1_000), 1, None).expect("stuck")[0].meta.id, a1);
     // One tenant's view: its batches only.
     let (acme, umbrella) = (Tenant::try_new("acme").unwrap(), Tenant::try_new("umbrella").unwrap());
-    let ids = |records: Vec<crate::BatchRecord>| records.into_iter().map(|r| r.meta.id).collect::<Vec<_>>();
-    assert_eq!(ids(t.stuck(at(1_000), 10, Some(&acme)).expect("stuck")), [a1, a2]);
-    assert_eq!(ids(t.stuck(at(1_000), 10, Some(&umbrella)).expect("stuck")), [u1]);
-    assert_eq!(ids(t.failed(10, Some(&acme)).expect("failed")), [a3]);
-    assert!(t.failed(10, Some(&umbrella)).expect("failed").is_empty());
+    let ids = |records: Vec<BatchRecord>| records.into_iter().map(|r| r.meta.id).collect::<Vec<_>>();
+    assert_eq!(ids(stuck_page(t, at(1_000), 10, Some(&acme)).expect("stuck")), [a1, a2]);
+    assert_eq!(ids(stuck_page(t, at(1_000), 10, Some(&umbrella)).expect("stuck")), [u1]);
+    assert_eq!(ids(failed_page(t, 10, Some(&acme)).expect("failed")), [a3]);
+    assert!(failed_page(t, 10, Some(&umbrella)).expect("failed").is_empty());
     let theirs = t
         .stage_counts(Window::new(at(100), at(200)), Some(&umbrella))
         .expect("counts");
@@ -1244,7 +1262,7 @@ pub fn partitions_read_back(t: &impl Tracker) {
     );
 
     // Every other read of a record has it too, and steps and errors leave it as it is.
-    let partitions = |records: Vec<crate::BatchRecord>| -> Vec<(BatchId, Option<i32>)> {
+    let partitions = |records: Vec<BatchRecord>| -> Vec<(BatchId, Option<i32>)> {
         records.into_iter().map(|r| (r.meta.id, r.meta.partition)).collect()
     };
     walk(t, registered.id, &[Stage::WalWritten], at(5));
@@ -1261,12 +1279,12 @@ pub fn partitions_read_back(t: &impl Tracker) {
             .expect("error");
     }
     assert_eq!(
-        partitions(t.failed(10, None).expect("failed")),
+        partitions(failed_page(t, 10, None).expect("failed")),
         [(registered.id, Some(3))]
     );
     walk(t, claimed.id, &[Stage::Ingested], at(10));
     assert_eq!(
-        partitions(t.stuck(at(100), 10, None).expect("stuck")),
+        partitions(stuck_page(t, at(100), 10, None).expect("stuck")),
         [(zero.id, Some(0)), (plain.id, None), (claimed.id, Some(3))]
     );
 }
@@ -1698,6 +1716,229 @@ pub fn record_index_marks_indexed(t: &(impl Tracker + FileCatalog)) {
     );
 }
 
+/// Walks a listing page by page (`limit` to a page) and returns every page's batch ids,
+/// checking that each page but the last is full and has a cursor, and the last has none.
+pub fn walk_pages(t: &impl Tracker, query: &BatchQuery, limit: usize) -> Vec<Vec<BatchId>> {
+    let mut pages = Vec::new();
+    let mut query = query.clone().with_limit(limit).after(None);
+    loop {
+        let page: BatchPage = t.list_batches(&query).expect("list_batches");
+        assert!(page.batches.len() <= limit, "a page holds at most its limit");
+        let ids: Vec<BatchId> = page.batches.iter().map(|r| r.meta.id).collect();
+        match page.next {
+            Some(cursor) => {
+                assert_eq!(ids.len(), limit, "a page with a next cursor is full");
+                let last = page.batches.last().expect("a page with a cursor has batches");
+                assert_eq!(cursor, Cursor::of(last), "the cursor is the last batch's position");
+                pages.push(ids);
+                query = query.after(cursor);
+            }
+            None => {
+                pages.push(ids);
+                return pages;
+            }
+        }
+    }
+}
+
+/// A walk over the pages of a listing, whatever their size, lists every selected batch once,
+/// oldest first, ties of creation time in id order, as one page holding them all does; the
+/// last page says there is no next; a limit of 0 is `InvalidArgument`.
+pub fn list_batches_pages_walk_every_batch_once(t: &impl Tracker) {
+    // Seven unfinished batches, three created at the same microsecond, registered out of order.
+    let created = [at(5), at(1), at(3), at(3), at(3), at(2), at(9)];
+    let mut expected: Vec<(SystemTime, BatchId)> = created
+        .iter()
+        .map(|when| {
+            let m = meta("acme", *when, 1);
+            t.register_one(&m).expect("register");
+            (micros(m.created_at), m.id)
+        })
+        .collect();
+    expected.sort();
+    let expected: Vec<BatchId> = expected.into_iter().map(|(_, id)| id).collect();
+    let done = registered(t, "acme", at(0), 1);
+    walk(
+        t,
+        done,
+        &[Stage::WalWritten, Stage::Ingested, Stage::Stored, Stage::Completed],
+        at(10),
+    );
+
+    let query = BatchQuery::stuck(at(100));
+    let whole = t.list_batches(&query).expect("one page");
+    assert_eq!(whole.batches.iter().map(|r| r.meta.id).collect::<Vec<_>>(), expected);
+    assert_eq!(whole.next, None, "everything fits the default limit");
+    for limit in [1, 2, 3, 6, 7, 8] {
+        let pages = walk_pages(t, &query, limit);
+        assert_eq!(pages.concat(), expected, "pages of {limit}");
+        assert_eq!(pages.len(), expected.len().div_ceil(limit), "pages of {limit}");
+    }
+    // A page after the last batch is empty and ends the listing.
+    let last = t.batch(*expected.last().expect("batches")).expect("last");
+    let after_last = t
+        .list_batches(&query.clone().after(Cursor::of(&last)))
+        .expect("after the last");
+    assert_eq!((after_last.batches.len(), after_last.next), (0, None));
+
+    let err = t.list_batches(&query.clone().with_limit(0)).expect_err("limit 0");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+}
+
+/// Pages are keyset pages: a batch registered during a walk with a creation time behind the
+/// walk's position is not listed by the rest of the walk, one ahead of it is, and no batch is
+/// skipped or listed twice; a cursor still works once its batch has left the selection.
+pub fn list_batches_pages_stay_put_while_batches_are_added(t: &impl Tracker) {
+    let first: Vec<BatchId> = (0..4).map(|i| registered(t, "acme", at(10 + i), 1)).collect();
+    let query = BatchQuery::stuck(at(1_000)).with_limit(2);
+    let page = t.list_batches(&query).expect("first page");
+    assert_eq!(page.batches.iter().map(|r| r.meta.id).collect::<Vec<_>>(), first[..2]);
+    let cursor = page.next.expect("more");
+
+    // Registered behind the cursor (older), and ahead of it (the newest).
+    let behind = registered(t, "acme", at(0), 1);
+    let ahead = registered(t, "acme", at(100), 1);
+    // The cursor's own batch leaves the selection: the walk goes on from its position.
+    walk(
+        t,
+        first[1],
+        &[Stage::WalWritten, Stage::Ingested, Stage::Stored, Stage::Completed],
+        at(20),
+    );
+    let mut rest = Vec::new();
+    let mut next = Some(cursor);
+    while let Some(cursor) = next {
+        let page = t.list_batches(&query.clone().after(cursor)).expect("page");
+        rest.extend(page.batches.iter().map(|r| r.meta.id));
+        next = page.next;
+    }
+    assert_eq!(rest, [first[2], first[3], ahead]);
+    assert!(!rest.contains(&behind));
+    // A new walk lists it, first.
+    assert_eq!(
+        walk_pages(t, &query, 2).concat(),
+        [behind, first[0], first[2], first[3], ahead]
+    );
+}
+
+/// `in_stage` lists the batches in that stage now, for every stage (`FAILED` as `failed`);
+/// `stuck` those in neither `COMPLETED` nor `FAILED`; the creation bound is strict and
+/// applies to every selection.
+pub fn list_batches_in_each_stage(t: &impl Tracker) {
+    let path: [&[Stage]; 8] = [
+        &[],
+        &[Stage::WalWritten],
+        &[Stage::WalWritten, Stage::SourceCommitted],
+        TO_INGESTED,
+        &[Stage::WalWritten, Stage::Ingested, Stage::Stored],
+        &[Stage::WalWritten, Stage::Ingested, Stage::Stored, Stage::Indexed],
+        &[Stage::WalWritten, Stage::Ingested, Stage::Stored, Stage::Completed],
+        &[Stage::WalWritten],
+    ];
+    // Two batches per stage, one created at 10 and one at 20.
+    let mut by_stage: Vec<(Stage, Vec<BatchId>)> = Vec::new();
+    for (stage, steps) in Stage::ALL.into_iter().zip(path) {
+        let ids: Vec<BatchId> = [10, 20]
+            .into_iter()
+            .map(|s| {
+                let id = registered(t, "acme", at(s), 1);
+                walk(t, id, steps, at(30));
+                id
+            })
+            .collect();
+        if stage == Stage::Failed {
+            for id in &ids {
+                while t.batch(*id).expect("batch").stage != Stage::Failed {
+                    t.record_error(*id, Stage::Ingested, "boom", at(31)).expect("error");
+                }
+            }
+        }
+        by_stage.push((stage, ids));
+    }
+    let listed = |query: BatchQuery| -> Vec<BatchId> { walk_pages(t, &query, 3).concat() };
+    for (stage, ids) in &by_stage {
+        assert_eq!(listed(BatchQuery::in_stage(*stage)), *ids, "{stage}");
+        // Created strictly before: the batch created at 20 (plus 1.5 µs) is not before 20.
+        let before = BatchQuery::in_stage(*stage).with_created_before(at(20));
+        assert_eq!(listed(before), ids[..1], "{stage} before 20");
+        let all_but_first =
+            BatchQuery::in_stage(*stage).with_created_before(micros(at(20) + Duration::from_nanos(1_500)));
+        assert_eq!(listed(all_but_first), ids[..1], "{stage} before the second's creation");
+    }
+    let failed = &by_stage.iter().find(|(s, _)| *s == Stage::Failed).expect("failed").1;
+    assert_eq!(listed(BatchQuery::failed()), *failed);
+
+    // Stuck: every stage but COMPLETED and FAILED, oldest first.
+    let mut unfinished: Vec<BatchId> = Vec::new();
+    for at_ in [0, 1] {
+        for (stage, ids) in &by_stage {
+            if !matches!(stage, Stage::Completed | Stage::Failed) {
+                unfinished.push(ids[at_]);
+            }
+        }
+    }
+    assert_eq!(listed(BatchQuery::stuck(at(1_000))), unfinished);
+    assert_eq!(listed(BatchQuery::stuck(at(20))), unfinished[..6]);
+    assert!(listed(BatchQuery::stuck(at(10))).is_empty());
+}
+
+/// A tenant's listing holds its batches only, paged as any listing; every tenant's holds
+/// them all.
+pub fn list_batches_of_one_tenant(t: &impl Tracker) {
+    let mut acme = Vec::new();
+    let mut umbrella = Vec::new();
+    for i in 0..5 {
+        acme.push(registered(t, "acme", at(2 * i), 1));
+        umbrella.push(registered(t, "umbrella", at(2 * i + 1), 1));
+    }
+    for id in acme[3..].iter().chain(&umbrella[4..]) {
+        for _ in 0..3 {
+            t.record_error(*id, Stage::WalWritten, "boom", at(20)).expect("error");
+        }
+    }
+    let of = |name: &str| Some(Tenant::try_new(name).expect("tenant"));
+    let stuck = BatchQuery::stuck(at(100));
+    assert_eq!(
+        walk_pages(t, &stuck.clone().with_tenant(of("acme")), 2).concat(),
+        acme[..3]
+    );
+    assert_eq!(
+        walk_pages(t, &stuck.clone().with_tenant(of("umbrella")), 2).concat(),
+        umbrella[..4]
+    );
+    assert!(
+        walk_pages(t, &stuck.clone().with_tenant(of("nobody")), 2)
+            .concat()
+            .is_empty()
+    );
+    let failed = BatchQuery::failed();
+    assert_eq!(
+        walk_pages(t, &failed.clone().with_tenant(of("acme")), 1).concat(),
+        acme[3..]
+    );
+    assert_eq!(
+        walk_pages(t, &failed.clone().with_tenant(of("umbrella")), 1).concat(),
+        umbrella[4..]
+    );
+    assert_eq!(
+        walk_pages(t, &failed.with_tenant(None), 2).concat(),
+        [acme[3], acme[4], umbrella[4]]
+    );
+    let everyone = walk_pages(t, &stuck, 4).concat();
+    assert_eq!(
+        everyone,
+        [
+            acme[0],
+            umbrella[0],
+            acme[1],
+            umbrella[1],
+            acme[2],
+            umbrella[2],
+            umbrella[3]
+        ]
+    );
+}
+
 /// Every method of [`AsyncTracker`] gives what its [`Tracker`] twin gives, on a multi-threaded
 /// runtime the check starts.
 pub fn async_twin(t: &impl AsyncTracker) {
@@ -1751,8 +1992,21 @@ pub fn async_twin(t: &impl AsyncTracker) {
                 .expect("oldest"),
             Some(9)
         );
-        assert_eq!(AsyncTracker::stuck(t, at(10), 10, None).await.expect("stuck").len(), 1);
-        assert!(AsyncTracker::failed(t, 10, None).await.expect("failed").is_empty());
+        let stuck = AsyncTracker::list_batches(t, &BatchQuery::stuck(at(10)))
+            .await
+            .expect("stuck");
+        assert_eq!((stuck.batches.len(), stuck.next), (1, None));
+        assert!(
+            AsyncTracker::list_batches(t, &BatchQuery::failed())
+                .await
+                .expect("failed")
+                .batches
+                .is_empty()
+        );
+        let err = AsyncTracker::list_batches(t, &BatchQuery::failed().with_limit(0))
+            .await
+            .expect_err("limit 0");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         assert_eq!(
             AsyncTracker::stage_counts(t, Window::new(at(0), at(10)), None)
                 .await
@@ -1822,6 +2076,8 @@ macro_rules! tracker_conformance {
             range_claims_chain, range_claims_conflict, range_claims_replayed, invalid_range_claims_write_nothing,
             range_claim_keys_are_independent, async_range_claims, partitions_read_back,
             publish_marks_stored, record_index_marks_indexed, async_twin,
+            list_batches_pages_walk_every_batch_once, list_batches_pages_stay_put_while_batches_are_added,
+            list_batches_in_each_stage, list_batches_of_one_tenant,
             idempotency_keys_remembered_and_recalled, idempotency_first_remembered_wins,
             idempotency_keys_are_per_tenant, idempotency_keys_forgotten_by_time_only,
             invalid_idempotency_keys_remember_nothing);

@@ -74,8 +74,9 @@ pub use api::{AsyncTracker, Tracker, TrackerExt};
 pub use error::{BoxError, Error, Result};
 pub use memory::InMemoryTracker;
 pub use model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Lease, RangeClaim, RangeOutcome, Registration,
-    RememberedKey, SourceOffset, StageCounts, StageTimes, TrackerConfig, WalPosition, Window,
+    Advance, BatchPage, BatchQuery, BatchRecord, BatchSelection, ClaimRequest, ClientThroughput, Cursor, ErrorOutcome,
+    Lease, RangeClaim, RangeOutcome, Registration, RememberedKey, SourceOffset, StageCounts, StageTimes, TrackerConfig,
+    WalPosition, Window,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresTracker;
