@@ -70,7 +70,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-pub use api::{AsyncTracker, Tracker, TrackerExt};
+pub use api::{AsyncTracker, DynAsyncTracker, Tracker, TrackerExt};
 pub use error::{BoxError, Error, Result};
 pub use memory::InMemoryTracker;
 pub use model::{

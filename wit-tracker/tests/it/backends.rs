@@ -1,8 +1,10 @@
 //! The conformance suites (the tracker's and wit-store's file catalog) run against every
 //! backend.
 
+use std::sync::Arc;
 use wit_batch::{BatchId, BatchMeta, Signal, SourceKind, Stage, Tenant};
-use wit_tracker::{Tracker, TrackerExt};
+
+use wit_tracker::{AsyncTracker, DynAsyncTracker, Tracker, TrackerExt};
 
 use wit_tracker::conformance::config;
 
@@ -31,6 +33,24 @@ pub fn prepare(tracker: impl Tracker + Clone + 'static) -> impl Fn(&[BatchId]) {
     }
 }
 
+/// Runs the suite's async checks through `Arc<dyn DynAsyncTracker>`, each on a fresh backend
+/// from `make`: the trait object is an `AsyncTracker` like the backend.
+pub fn through_a_trait_object<B, T>(make: impl Fn() -> Option<B>)
+where
+    B: std::ops::Deref<Target = T>,
+    T: AsyncTracker + Clone + 'static,
+{
+    let checks: [fn(&Arc<dyn DynAsyncTracker>); 2] = [
+        |t| wit_tracker::conformance::async_twin(t),
+        |t| wit_tracker::conformance::async_range_claims(t),
+    ];
+    for check in checks {
+        let Some(backend) = make() else { return };
+        let shared: Arc<dyn DynAsyncTracker> = Arc::new((*backend).clone());
+        check(&shared);
+    }
+}
+
 mod memory {
     use wit_tracker::InMemoryTracker;
 
@@ -41,6 +61,11 @@ mod memory {
     fn catalog() -> Option<(InMemoryTracker, impl Fn(&[wit_batch::BatchId]))> {
         let t = *make()?;
         Some((t.clone(), super::prepare(t)))
+    }
+
+    #[test]
+    fn async_checks_through_a_trait_object() {
+        super::through_a_trait_object(make);
     }
 
     wit_tracker::tracker_conformance!(make);
@@ -82,6 +107,11 @@ mod sqlite {
         }))
     }
 
+    #[test]
+    fn async_checks_through_a_trait_object() {
+        super::through_a_trait_object(make);
+    }
+
     wit_tracker::tracker_conformance!(make);
 
     mod file_catalog {
@@ -106,6 +136,11 @@ mod postgres {
     fn catalog() -> Option<(PostgresTracker, impl Fn(&[wit_batch::BatchId]))> {
         let t = *make()?;
         Some((t.clone(), super::prepare(t)))
+    }
+
+    #[test]
+    fn async_checks_through_a_trait_object() {
+        super::through_a_trait_object(make);
     }
 
     wit_tracker::tracker_conformance!(make);
