@@ -1,15 +1,18 @@
-//! The tracker contract: [`Tracker`] (blocking), [`AsyncTracker`] (its async twin) and
-//! [`TrackerExt`] (one-batch conveniences over `Tracker`).
+//! The tracker contract: [`Tracker`] (blocking), [`AsyncTracker`] (its async twin),
+//! [`DynAsyncTracker`] (the async twin as a trait object) and [`TrackerExt`] (one-batch
+//! conveniences over `Tracker`).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures::future::BoxFuture;
 use wit_batch::{BatchId, BatchMeta, Stage, Tenant, Transition};
 
 use crate::Result;
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration,
-    RememberedKey, SourceOffset, StageCounts, Window,
+    Advance, BatchPage, BatchQuery, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim,
+    RangeOutcome, Registration, RememberedKey, SourceOffset, StageCounts, Window,
 };
 
 /// Follows batches through their lifecycle. Every method is one transaction: it applies
@@ -19,7 +22,8 @@ use crate::model::{
 /// [`SqliteTracker`](crate::SqliteTracker) and [`PostgresTracker`](crate::PostgresTracker),
 /// which also implement [`FileCatalog`](wit_store::FileCatalog) (publishing a file marks its
 /// batches `STORED` in the same transaction) and [`AsyncTracker`]. One conformance suite runs
-/// against all three.
+/// against all three (the module `conformance`, with the feature of that name; a host's own
+/// backend runs it too).
 pub trait Tracker: Send + Sync {
     /// Registers batches as `CREATED` (at their `created_at`).
     ///
@@ -200,12 +204,23 @@ pub trait Tracker: Send + Sync {
     /// [`Error::UnknownBatch`](crate::Error::UnknownBatch) when it is not registered.
     fn batch(&self, batch: BatchId) -> Result<BatchRecord>;
 
-    /// Batches created before `created_before` that are neither `COMPLETED` nor `FAILED`:
-    /// stuck ones. Oldest first, at most `limit`; only `tenant`'s when given.
-    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>>;
-
-    /// `FAILED` batches, oldest first, at most `limit`; only `tenant`'s when given.
-    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>>;
+    /// One page of the batches `query` selects, oldest first (by creation time, then id):
+    /// stuck ones ([`BatchQuery::stuck`]), failed ones ([`BatchQuery::failed`]) or those in a
+    /// stage ([`BatchQuery::in_stage`]), of one tenant or all, at most
+    /// [`limit`](BatchQuery::limit), starting after [`after`](BatchQuery::after).
+    ///
+    /// The page's [`next`](crate::BatchPage::next) is `Some` when more batches follow it: pass
+    /// it to [`BatchQuery::after`] for the next page. Pages are keyset pages (the next one
+    /// starts after the last batch's (creation time, id)), so a walk over all pages lists each
+    /// batch that stays selected exactly once, in order, while batches are registered (a batch
+    /// registered behind the walk's position is not listed by it). Each page is read at once;
+    /// a walk is not one snapshot.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a limit of 0; backend
+    /// errors.
+    fn list_batches(&self, query: &BatchQuery) -> Result<BatchPage>;
 
     /// How many batches created in `window` are in each stage now; only `tenant`'s when
     /// given.
@@ -294,6 +309,14 @@ pub trait Tracker: Send + Sync {
 ///
 /// Dropping a future does not cancel its transaction, which runs to its end on the tracker's
 /// side: the call either happened or not, as if it had been awaited.
+///
+/// # Trait objects
+///
+/// The methods return `impl Future` (return-position `impl Trait` in a trait), which keeps the
+/// futures' `Send` bound in the contract and costs no allocation per call, but makes the trait
+/// not dyn-compatible: there is no `dyn AsyncTracker`. A host that chooses its backend at run
+/// time holds an `Arc<dyn DynAsyncTracker>` instead ([`DynAsyncTracker`]: the same methods
+/// with boxed futures), which is an `AsyncTracker` itself.
 pub trait AsyncTracker: Send + Sync {
     /// [`Tracker::register`].
     fn register(&self, batches: &[BatchMeta]) -> impl Future<Output = Result<Vec<Registration>>> + Send;
@@ -322,15 +345,8 @@ pub trait AsyncTracker: Send + Sync {
     fn claim(&self, request: &ClaimRequest) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
     /// [`Tracker::batch`].
     fn batch(&self, batch: BatchId) -> impl Future<Output = Result<BatchRecord>> + Send;
-    /// [`Tracker::stuck`].
-    fn stuck(
-        &self,
-        created_before: SystemTime,
-        limit: usize,
-        tenant: Option<&Tenant>,
-    ) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
-    /// [`Tracker::failed`].
-    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send;
+    /// [`Tracker::list_batches`].
+    fn list_batches(&self, query: &BatchQuery) -> impl Future<Output = Result<BatchPage>> + Send;
     /// [`Tracker::stage_counts`].
     fn stage_counts(&self, window: Window, tenant: Option<&Tenant>)
     -> impl Future<Output = Result<StageCounts>> + Send;
@@ -348,6 +364,274 @@ pub trait AsyncTracker: Send + Sync {
     fn recall_key(&self, tenant: &Tenant, key: &str) -> impl Future<Output = Result<Option<RememberedKey>>> + Send;
     /// [`Tracker::forget_keys_before`].
     fn forget_keys_before(&self, before: SystemTime) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// The dyn-compatible twin of [`AsyncTracker`], for a host that picks its backend at run time
+/// and holds it as `Arc<dyn DynAsyncTracker>`: the same methods, each returning a boxed future.
+///
+/// Every [`AsyncTracker`] is one (a blanket implementation boxes its futures), and
+/// `dyn DynAsyncTracker` and `Arc<dyn DynAsyncTracker>` are [`AsyncTracker`]s again, so code
+/// written against `impl AsyncTracker` takes the trait object as it is. Call it through
+/// [`AsyncTracker`]: import that trait and name this one by its path, since with both traits in
+/// scope a method call is ambiguous.
+///
+/// ```
+/// use std::sync::Arc;
+/// use wit_batch::BatchId;
+/// use wit_tracker::{AsyncTracker, Error, InMemoryTracker};
+///
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// // Chosen at run time: SQLite, PostgreSQL or, here, memory.
+/// let tracker: Arc<dyn wit_tracker::DynAsyncTracker> = Arc::new(InMemoryTracker::default());
+/// let unknown = tracker.batch(BatchId::new()).await;
+/// assert!(matches!(unknown, Err(Error::UnknownBatch { .. })));
+/// # Ok::<_, Error>(())
+/// # })?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Cancel safety
+///
+/// As [`AsyncTracker`]'s.
+pub trait DynAsyncTracker: Send + Sync {
+    /// [`AsyncTracker::register`].
+    fn register<'a>(&'a self, batches: &'a [BatchMeta]) -> BoxFuture<'a, Result<Vec<Registration>>>;
+    /// [`AsyncTracker::advance`].
+    fn advance<'a>(&'a self, steps: &'a [Advance]) -> BoxFuture<'a, Result<Vec<Transition>>>;
+    /// [`AsyncTracker::claim_ranges`].
+    fn claim_ranges<'a>(&'a self, claims: &'a [RangeClaim]) -> BoxFuture<'a, Result<Vec<RangeOutcome>>>;
+    /// [`AsyncTracker::record_error`].
+    fn record_error<'a>(
+        &'a self,
+        batch: BatchId,
+        stage: Stage,
+        message: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<ErrorOutcome>>;
+    /// [`AsyncTracker::record_error_by`].
+    fn record_error_by<'a>(
+        &'a self,
+        batch: BatchId,
+        stage: Stage,
+        message: &'a str,
+        at: SystemTime,
+        worker: &'a str,
+    ) -> BoxFuture<'a, Result<ErrorOutcome>>;
+    /// [`AsyncTracker::claim`].
+    fn claim<'a>(&'a self, request: &'a ClaimRequest) -> BoxFuture<'a, Result<Vec<BatchRecord>>>;
+    /// [`AsyncTracker::batch`].
+    fn batch<'a>(&'a self, batch: BatchId) -> BoxFuture<'a, Result<BatchRecord>>;
+    /// [`AsyncTracker::list_batches`].
+    fn list_batches<'a>(&'a self, query: &'a BatchQuery) -> BoxFuture<'a, Result<BatchPage>>;
+    /// [`AsyncTracker::stage_counts`].
+    fn stage_counts<'a>(&'a self, window: Window, tenant: Option<&'a Tenant>) -> BoxFuture<'a, Result<StageCounts>>;
+    /// [`AsyncTracker::client_throughput`].
+    fn client_throughput<'a>(&'a self, window: Window) -> BoxFuture<'a, Result<Vec<ClientThroughput>>>;
+    /// [`AsyncTracker::oldest_unstored_wal_position`].
+    fn oldest_unstored_wal_position<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Option<u64>>>;
+    /// [`AsyncTracker::source_offsets`].
+    fn source_offsets<'a>(&'a self, source: &'a str) -> BoxFuture<'a, Result<Vec<SourceOffset>>>;
+    /// [`AsyncTracker::purge_completed`].
+    fn purge_completed<'a>(&'a self, completed_before: SystemTime) -> BoxFuture<'a, Result<u64>>;
+    /// [`AsyncTracker::remember_keys`].
+    fn remember_keys<'a>(&'a self, keys: &'a [RememberedKey]) -> BoxFuture<'a, Result<()>>;
+    /// [`AsyncTracker::recall_key`].
+    fn recall_key<'a>(&'a self, tenant: &'a Tenant, key: &'a str) -> BoxFuture<'a, Result<Option<RememberedKey>>>;
+    /// [`AsyncTracker::forget_keys_before`].
+    fn forget_keys_before<'a>(&'a self, before: SystemTime) -> BoxFuture<'a, Result<u64>>;
+}
+
+impl<T: AsyncTracker> DynAsyncTracker for T {
+    fn register<'a>(&'a self, batches: &'a [BatchMeta]) -> BoxFuture<'a, Result<Vec<Registration>>> {
+        Box::pin(AsyncTracker::register(self, batches))
+    }
+    fn advance<'a>(&'a self, steps: &'a [Advance]) -> BoxFuture<'a, Result<Vec<Transition>>> {
+        Box::pin(AsyncTracker::advance(self, steps))
+    }
+    fn claim_ranges<'a>(&'a self, claims: &'a [RangeClaim]) -> BoxFuture<'a, Result<Vec<RangeOutcome>>> {
+        Box::pin(AsyncTracker::claim_ranges(self, claims))
+    }
+    fn record_error<'a>(
+        &'a self,
+        batch: BatchId,
+        stage: Stage,
+        message: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<ErrorOutcome>> {
+        Box::pin(AsyncTracker::record_error(self, batch, stage, message, at))
+    }
+    fn record_error_by<'a>(
+        &'a self,
+        batch: BatchId,
+        stage: Stage,
+        message: &'a str,
+        at: SystemTime,
+        worker: &'a str,
+    ) -> BoxFuture<'a, Result<ErrorOutcome>> {
+        Box::pin(AsyncTracker::record_error_by(self, batch, stage, message, at, worker))
+    }
+    fn claim<'a>(&'a self, request: &'a ClaimRequest) -> BoxFuture<'a, Result<Vec<BatchRecord>>> {
+        Box::pin(AsyncTracker::claim(self, request))
+    }
+    fn batch<'a>(&'a self, batch: BatchId) -> BoxFuture<'a, Result<BatchRecord>> {
+        Box::pin(AsyncTracker::batch(self, batch))
+    }
+    fn list_batches<'a>(&'a self, query: &'a BatchQuery) -> BoxFuture<'a, Result<BatchPage>> {
+        Box::pin(AsyncTracker::list_batches(self, query))
+    }
+    fn stage_counts<'a>(&'a self, window: Window, tenant: Option<&'a Tenant>) -> BoxFuture<'a, Result<StageCounts>> {
+        Box::pin(AsyncTracker::stage_counts(self, window, tenant))
+    }
+    fn client_throughput<'a>(&'a self, window: Window) -> BoxFuture<'a, Result<Vec<ClientThroughput>>> {
+        Box::pin(AsyncTracker::client_throughput(self, window))
+    }
+    fn oldest_unstored_wal_position<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(AsyncTracker::oldest_unstored_wal_position(self, node))
+    }
+    fn source_offsets<'a>(&'a self, source: &'a str) -> BoxFuture<'a, Result<Vec<SourceOffset>>> {
+        Box::pin(AsyncTracker::source_offsets(self, source))
+    }
+    fn purge_completed<'a>(&'a self, completed_before: SystemTime) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(AsyncTracker::purge_completed(self, completed_before))
+    }
+    fn remember_keys<'a>(&'a self, keys: &'a [RememberedKey]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(AsyncTracker::remember_keys(self, keys))
+    }
+    fn recall_key<'a>(&'a self, tenant: &'a Tenant, key: &'a str) -> BoxFuture<'a, Result<Option<RememberedKey>>> {
+        Box::pin(AsyncTracker::recall_key(self, tenant, key))
+    }
+    fn forget_keys_before<'a>(&'a self, before: SystemTime) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(AsyncTracker::forget_keys_before(self, before))
+    }
+}
+
+// `async fn`s, not the boxed futures themselves: a boxed future lives as long as the shortest
+// of the arguments' lifetimes, which the trait's `impl Future` cannot name.
+impl AsyncTracker for dyn DynAsyncTracker {
+    async fn register(&self, batches: &[BatchMeta]) -> Result<Vec<Registration>> {
+        DynAsyncTracker::register(self, batches).await
+    }
+    async fn advance(&self, steps: &[Advance]) -> Result<Vec<Transition>> {
+        DynAsyncTracker::advance(self, steps).await
+    }
+    async fn claim_ranges(&self, claims: &[RangeClaim]) -> Result<Vec<RangeOutcome>> {
+        DynAsyncTracker::claim_ranges(self, claims).await
+    }
+    async fn record_error(&self, batch: BatchId, stage: Stage, message: &str, at: SystemTime) -> Result<ErrorOutcome> {
+        DynAsyncTracker::record_error(self, batch, stage, message, at).await
+    }
+    async fn record_error_by(
+        &self,
+        batch: BatchId,
+        stage: Stage,
+        message: &str,
+        at: SystemTime,
+        worker: &str,
+    ) -> Result<ErrorOutcome> {
+        DynAsyncTracker::record_error_by(self, batch, stage, message, at, worker).await
+    }
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<BatchRecord>> {
+        DynAsyncTracker::claim(self, request).await
+    }
+    async fn batch(&self, batch: BatchId) -> Result<BatchRecord> {
+        DynAsyncTracker::batch(self, batch).await
+    }
+    async fn list_batches(&self, query: &BatchQuery) -> Result<BatchPage> {
+        DynAsyncTracker::list_batches(self, query).await
+    }
+    async fn stage_counts(&self, window: Window, tenant: Option<&Tenant>) -> Result<StageCounts> {
+        DynAsyncTracker::stage_counts(self, window, tenant).await
+    }
+    async fn client_throughput(&self, window: Window) -> Result<Vec<ClientThroughput>> {
+        DynAsyncTracker::client_throughput(self, window).await
+    }
+    async fn oldest_unstored_wal_position(&self, node: &str) -> Result<Option<u64>> {
+        DynAsyncTracker::oldest_unstored_wal_position(self, node).await
+    }
+    async fn source_offsets(&self, source: &str) -> Result<Vec<SourceOffset>> {
+        DynAsyncTracker::source_offsets(self, source).await
+    }
+    async fn purge_completed(&self, completed_before: SystemTime) -> Result<u64> {
+        DynAsyncTracker::purge_completed(self, completed_before).await
+    }
+    async fn remember_keys(&self, keys: &[RememberedKey]) -> Result<()> {
+        DynAsyncTracker::remember_keys(self, keys).await
+    }
+    async fn recall_key(&self, tenant: &Tenant, key: &str) -> Result<Option<RememberedKey>> {
+        DynAsyncTracker::recall_key(self, tenant, key).await
+    }
+    async fn forget_keys_before(&self, before: SystemTime) -> Result<u64> {
+        DynAsyncTracker::forget_keys_before(self, before).await
+    }
+}
+
+/// A shared tracker is a tracker: `Arc<SqliteTracker>`, `Arc<dyn DynAsyncTracker>`.
+impl<T: AsyncTracker + ?Sized> AsyncTracker for Arc<T> {
+    fn register(&self, batches: &[BatchMeta]) -> impl Future<Output = Result<Vec<Registration>>> + Send {
+        T::register(&**self, batches)
+    }
+    fn advance(&self, steps: &[Advance]) -> impl Future<Output = Result<Vec<Transition>>> + Send {
+        T::advance(&**self, steps)
+    }
+    fn claim_ranges(&self, claims: &[RangeClaim]) -> impl Future<Output = Result<Vec<RangeOutcome>>> + Send {
+        T::claim_ranges(&**self, claims)
+    }
+    fn record_error(
+        &self,
+        batch: BatchId,
+        stage: Stage,
+        message: &str,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<ErrorOutcome>> + Send {
+        T::record_error(&**self, batch, stage, message, at)
+    }
+    fn record_error_by(
+        &self,
+        batch: BatchId,
+        stage: Stage,
+        message: &str,
+        at: SystemTime,
+        worker: &str,
+    ) -> impl Future<Output = Result<ErrorOutcome>> + Send {
+        T::record_error_by(&**self, batch, stage, message, at, worker)
+    }
+    fn claim(&self, request: &ClaimRequest) -> impl Future<Output = Result<Vec<BatchRecord>>> + Send {
+        T::claim(&**self, request)
+    }
+    fn batch(&self, batch: BatchId) -> impl Future<Output = Result<BatchRecord>> + Send {
+        T::batch(&**self, batch)
+    }
+    fn list_batches(&self, query: &BatchQuery) -> impl Future<Output = Result<BatchPage>> + Send {
+        T::list_batches(&**self, query)
+    }
+    fn stage_counts(
+        &self,
+        window: Window,
+        tenant: Option<&Tenant>,
+    ) -> impl Future<Output = Result<StageCounts>> + Send {
+        T::stage_counts(&**self, window, tenant)
+    }
+    fn client_throughput(&self, window: Window) -> impl Future<Output = Result<Vec<ClientThroughput>>> + Send {
+        T::client_throughput(&**self, window)
+    }
+    fn oldest_unstored_wal_position(&self, node: &str) -> impl Future<Output = Result<Option<u64>>> + Send {
+        T::oldest_unstored_wal_position(&**self, node)
+    }
+    fn source_offsets(&self, source: &str) -> impl Future<Output = Result<Vec<SourceOffset>>> + Send {
+        T::source_offsets(&**self, source)
+    }
+    fn purge_completed(&self, completed_before: SystemTime) -> impl Future<Output = Result<u64>> + Send {
+        T::purge_completed(&**self, completed_before)
+    }
+    fn remember_keys(&self, keys: &[RememberedKey]) -> impl Future<Output = Result<()>> + Send {
+        T::remember_keys(&**self, keys)
+    }
+    fn recall_key(&self, tenant: &Tenant, key: &str) -> impl Future<Output = Result<Option<RememberedKey>>> + Send {
+        T::recall_key(&**self, tenant, key)
+    }
+    fn forget_keys_before(&self, before: SystemTime) -> impl Future<Output = Result<u64>> + Send {
+        T::forget_keys_before(&**self, before)
+    }
 }
 
 /// One-batch conveniences for every [`Tracker`].
@@ -422,22 +706,9 @@ macro_rules! async_from_sync {
                 let this = self.clone();
                 $run(move || $crate::Tracker::batch(&this, batch)).await
             }
-            async fn stuck(
-                &self,
-                created_before: std::time::SystemTime,
-                limit: usize,
-                tenant: Option<&wit_batch::Tenant>,
-            ) -> $crate::Result<Vec<$crate::BatchRecord>> {
-                let (this, tenant) = (self.clone(), tenant.cloned());
-                $run(move || $crate::Tracker::stuck(&this, created_before, limit, tenant.as_ref())).await
-            }
-            async fn failed(
-                &self,
-                limit: usize,
-                tenant: Option<&wit_batch::Tenant>,
-            ) -> $crate::Result<Vec<$crate::BatchRecord>> {
-                let (this, tenant) = (self.clone(), tenant.cloned());
-                $run(move || $crate::Tracker::failed(&this, limit, tenant.as_ref())).await
+            async fn list_batches(&self, query: &$crate::BatchQuery) -> $crate::Result<$crate::BatchPage> {
+                let (this, query) = (self.clone(), query.clone());
+                $run(move || $crate::Tracker::list_batches(&this, &query)).await
             }
             async fn stage_counts(
                 &self,

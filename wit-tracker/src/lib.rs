@@ -57,6 +57,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod api;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod memory;
 mod model;
@@ -68,12 +70,13 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-pub use api::{AsyncTracker, Tracker, TrackerExt};
+pub use api::{AsyncTracker, DynAsyncTracker, Tracker, TrackerExt};
 pub use error::{BoxError, Error, Result};
 pub use memory::InMemoryTracker;
 pub use model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, Lease, RangeClaim, RangeOutcome, Registration,
-    RememberedKey, SourceOffset, StageCounts, StageTimes, TrackerConfig, WalPosition, Window,
+    Advance, BatchPage, BatchQuery, BatchRecord, BatchSelection, ClaimRequest, ClientThroughput, Cursor, ErrorOutcome,
+    Lease, RangeClaim, RangeOutcome, Registration, RememberedKey, SourceOffset, StageCounts, StageTimes, TrackerConfig,
+    WalPosition, Window,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresTracker;

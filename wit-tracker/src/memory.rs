@@ -10,8 +10,8 @@ use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, InMemoryFileCatalog, StoredFile, TimeRange};
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration,
-    RememberedKey, SourceOffset, StageCounts, TrackerConfig, Window,
+    Advance, BatchPage, BatchQuery, BatchRecord, ClaimRequest, ClientThroughput, Cursor, ErrorOutcome, RangeClaim,
+    RangeOutcome, Registration, RememberedKey, SourceOffset, StageCounts, TrackerConfig, Window,
 };
 use crate::{Error, Result, Tracker, plan};
 
@@ -199,27 +199,18 @@ impl Tracker for InMemoryTracker {
             .ok_or(Error::UnknownBatch { batch })
     }
 
-    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>> {
+    fn list_batches(&self, query: &BatchQuery) -> Result<BatchPage> {
+        plan::check_query(query)?;
         let state = self.inner.lock();
-        let stuck = state
+        let mut rows: Vec<BatchRecord> = state
             .batches
             .values()
-            .filter(|r| !matches!(r.stage, Stage::Completed | Stage::Failed) && r.meta.created_at < created_before)
-            .filter(|r| tenant.is_none_or(|t| r.meta.tenant == *t))
+            .filter(|r| query.selects(r) && query.after.is_none_or(|c| Cursor::of(r) > c))
             .cloned()
             .collect();
-        Ok(sorted_by_creation(stuck, limit))
-    }
-
-    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>> {
-        let state = self.inner.lock();
-        let failed = state
-            .batches
-            .values()
-            .filter(|r| r.stage == Stage::Failed && tenant.is_none_or(|t| r.meta.tenant == *t))
-            .cloned()
-            .collect();
-        Ok(sorted_by_creation(failed, limit))
+        rows.sort_by_key(|r| (r.meta.created_at, r.meta.id));
+        rows.truncate(query.limit.saturating_add(1));
+        Ok(BatchPage::of_rows(rows, query.limit))
     }
 
     fn stage_counts(&self, window: Window, tenant: Option<&Tenant>) -> Result<StageCounts> {

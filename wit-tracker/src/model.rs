@@ -605,3 +605,193 @@ impl TrackerConfig {
         self
     }
 }
+
+/// Which batches a [`BatchQuery`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BatchSelection {
+    /// Batches neither `COMPLETED` nor `FAILED`: on their way, or stuck.
+    Unfinished,
+    /// Batches in this stage now.
+    InStage(Stage),
+}
+
+/// A listing of batches for [`Tracker::list_batches`](crate::Tracker::list_batches): which
+/// batches, created before when, whose, and one page of them at a time.
+///
+/// Batches are listed oldest first (by creation time, then by id), `limit` to a page (100
+/// unless set). A page's [`next`](BatchPage::next) cursor, passed to [`after`](Self::after),
+/// gives the page that follows it, so a listing is walked page by page without skipping or
+/// repeating a batch, even while batches are registered or move on between pages (a batch
+/// that moves into or out of the selection between pages is listed or not depending on where
+/// the walk is).
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use wit_batch::Stage;
+/// use wit_tracker::{BatchQuery, InMemoryTracker, Tracker};
+///
+/// let tracker = InMemoryTracker::default();
+/// // Batches not finished ten minutes after their creation, 50 at a time.
+/// let cut_off = SystemTime::now() - Duration::from_secs(600);
+/// let mut query = BatchQuery::stuck(cut_off).with_limit(50);
+/// loop {
+///     let page = tracker.list_batches(&query)?;
+///     for record in &page.batches {
+///         println!("{} is stuck in {}", record.meta.id, record.stage);
+///     }
+///     match page.next {
+///         Some(cursor) => query = query.after(cursor),
+///         None => break,
+///     }
+/// }
+/// // The failed batches, and the batches in one stage.
+/// assert!(tracker.list_batches(&BatchQuery::failed())?.batches.is_empty());
+/// assert!(tracker.list_batches(&BatchQuery::in_stage(Stage::Ingested))?.next.is_none());
+/// # Ok::<_, wit_tracker::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchQuery {
+    /// Which batches.
+    pub selection: BatchSelection,
+    /// Only batches created strictly before this time (to the microsecond), if set.
+    pub created_before: Option<SystemTime>,
+    /// Only this tenant's batches, if set; every tenant's otherwise.
+    pub tenant: Option<Tenant>,
+    /// The most batches on a page (at least 1).
+    pub limit: usize,
+    /// Where the page starts: just after this position. `None`: at the oldest batch.
+    pub after: Option<Cursor>,
+}
+
+impl BatchQuery {
+    /// The most batches on a page unless [`with_limit`](Self::with_limit) says otherwise.
+    pub const DEFAULT_LIMIT: usize = 100;
+
+    fn of(selection: BatchSelection) -> Self {
+        BatchQuery {
+            selection,
+            created_before: None,
+            tenant: None,
+            limit: Self::DEFAULT_LIMIT,
+            after: None,
+        }
+    }
+
+    /// Stuck batches: neither `COMPLETED` nor `FAILED`, created before `created_before`.
+    pub fn stuck(created_before: SystemTime) -> Self {
+        Self::of(BatchSelection::Unfinished).with_created_before(created_before)
+    }
+
+    /// `FAILED` batches (the same as `in_stage(Stage::Failed)`).
+    pub fn failed() -> Self {
+        Self::in_stage(Stage::Failed)
+    }
+
+    /// Batches in `stage` now.
+    pub fn in_stage(stage: Stage) -> Self {
+        Self::of(BatchSelection::InStage(stage))
+    }
+
+    /// Only batches created strictly before `created_before` (to the microsecond).
+    pub fn with_created_before(mut self, created_before: SystemTime) -> Self {
+        self.created_before = Some(created_before);
+        self
+    }
+
+    /// Only `tenant`'s batches (`None`: every tenant's).
+    pub fn with_tenant(mut self, tenant: impl Into<Option<Tenant>>) -> Self {
+        self.tenant = tenant.into();
+        self
+    }
+
+    /// At most `limit` batches on a page. A limit of 0 is refused by
+    /// [`list_batches`](crate::Tracker::list_batches).
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The page after `cursor`, a previous page's [`next`](BatchPage::next).
+    pub fn after(mut self, cursor: impl Into<Option<Cursor>>) -> Self {
+        self.after = cursor.into();
+        self
+    }
+
+    /// Whether `record` is one of the batches the query selects (its selection, creation time
+    /// and tenant), wherever the page starts.
+    pub fn selects(&self, record: &BatchRecord) -> bool {
+        let in_selection = match self.selection {
+            BatchSelection::Unfinished => !matches!(record.stage, Stage::Completed | Stage::Failed),
+            BatchSelection::InStage(stage) => record.stage == stage,
+        };
+        in_selection
+            && self
+                .created_before
+                .is_none_or(|t| record.meta.created_at < crate::plan::micros(t))
+            && self.tenant.as_ref().is_none_or(|t| record.meta.tenant == *t)
+    }
+}
+
+/// A position in a listing of batches ([`BatchQuery`]): the creation time and id of the last
+/// batch of a page. The next page starts with the batch after it in (creation time, id) order,
+/// whether or not that batch is still there, so pages stay put while batches are added.
+///
+/// Callers take it from [`BatchPage::next`] and pass it back with [`BatchQuery::after`];
+/// backends read it with [`created_at`](Self::created_at) and [`batch`](Self::batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cursor {
+    created_at: SystemTime,
+    batch: BatchId,
+}
+
+impl Cursor {
+    /// The position of the batch `batch` created at `created_at` (kept to the microsecond).
+    pub fn new(created_at: SystemTime, batch: BatchId) -> Self {
+        Cursor {
+            created_at: crate::plan::micros(created_at),
+            batch,
+        }
+    }
+
+    /// The position of `record`.
+    pub fn of(record: &BatchRecord) -> Self {
+        Cursor::new(record.meta.created_at, record.meta.id)
+    }
+
+    /// The creation time of the batch at the position.
+    pub fn created_at(&self) -> SystemTime {
+        self.created_at
+    }
+
+    /// The id of the batch at the position.
+    pub fn batch(&self) -> BatchId {
+        self.batch
+    }
+}
+
+/// One page of a listing: [`Tracker::list_batches`](crate::Tracker::list_batches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchPage {
+    /// The batches, oldest first (by creation time, then id); at most the query's limit.
+    pub batches: Vec<BatchRecord>,
+    /// Where the next page starts, when there are more batches after this page; `None` when
+    /// the listing ended here.
+    pub next: Option<Cursor>,
+}
+
+impl BatchPage {
+    /// The page of `limit` of `rows`, the batches the query selects after its cursor, oldest
+    /// first, of which the backend read at most `limit + 1` (one more tells whether the
+    /// listing goes on).
+    pub(crate) fn of_rows(mut rows: Vec<BatchRecord>, limit: usize) -> Self {
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(Cursor::of)
+        } else {
+            None
+        };
+        BatchPage { batches: rows, next }
+    }
+}

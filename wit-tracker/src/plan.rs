@@ -8,7 +8,8 @@ use wit_batch::{BatchId, BatchMeta, RetryDecision, RetryPolicy, Stage, Transitio
 use wit_store::StoredFile;
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ErrorOutcome, Lease, RangeClaim, RangeOutcome, RememberedKey, SourceOffset,
+    Advance, BatchQuery, BatchRecord, ClaimRequest, ErrorOutcome, Lease, RangeClaim, RangeOutcome, RememberedKey,
+    SourceOffset,
 };
 use crate::{Error, Result};
 
@@ -427,6 +428,20 @@ pub(crate) fn throughput_rows(
 /// A limit as SQL takes it.
 pub(crate) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Checks a listing's query: a page holds at least one batch.
+pub(crate) fn check_query(query: &BatchQuery) -> Result<()> {
+    if query.limit == 0 {
+        return Err(Error::invalid("a page of batches holds at least one: the limit is 0"));
+    }
+    Ok(())
+}
+
+/// How many rows a backend reads for a page of `limit`: one more, to tell whether the
+/// listing goes on.
+pub(crate) fn page_rows(limit: usize) -> i64 {
+    sql_limit(limit.saturating_add(1))
 }
 
 /// The batch ids of `files`, each once, sorted.

@@ -20,13 +20,13 @@ use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration,
-    RememberedKey, SourceOffset, StageCounts, TrackerConfig, Window,
+    Advance, BatchPage, BatchQuery, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim,
+    RangeOutcome, Registration, RememberedKey, SourceOffset, StageCounts, TrackerConfig, Window,
 };
 use crate::plan::{micros, sql_limit, to_i64};
 use crate::sql::{
-    FIRST_TIME_COLUMN, IndexColumns, PARTITION_COLUMN, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN,
-    read_index, stage_list, wal_node,
+    FIRST_TIME_COLUMN, IndexColumns, ListParam, PARTITION_COLUMN, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES,
+    WAL_NODE_COLUMN, list_sql, read_index, stage_list, wal_node,
 };
 use crate::{AsyncTracker, Error, Result, Tracker, plan};
 
@@ -877,27 +877,24 @@ async fn batch(inner: &Inner, batch: BatchId) -> Result<BatchRecord> {
         .ok_or(Error::UnknownBatch { batch })
 }
 
-async fn stuck(
-    inner: &Inner,
-    created_before: SystemTime,
-    limit: usize,
-    tenant: Option<Tenant>,
-) -> Result<Vec<BatchRecord>> {
-    let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage NOT IN ('COMPLETED', 'FAILED') \
-         AND created_at < $1 AND ($3::text IS NULL OR client_id = $3) ORDER BY created_at, batch_id LIMIT $2"
-    );
-    let tenant = tenant.as_ref().map(Tenant::as_str);
-    query_records(inner, "stuck", &sql, &[&created_before, &sql_limit(limit), &tenant]).await
-}
-
-async fn failed(inner: &Inner, limit: usize, tenant: Option<Tenant>) -> Result<Vec<BatchRecord>> {
-    let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage = 'FAILED' \
-         AND ($2::text IS NULL OR client_id = $2) ORDER BY created_at, batch_id LIMIT $1"
-    );
-    let tenant = tenant.as_ref().map(Tenant::as_str);
-    query_records(inner, "failed", &sql, &[&sql_limit(limit), &tenant]).await
+async fn list_batches(inner: &Inner, query: BatchQuery) -> Result<BatchPage> {
+    plan::check_query(&query)?;
+    let (sql, params) = list_sql(&query, |n| format!("${n}"));
+    let params: Vec<Box<dyn ToSql + Sync + Send>> = params
+        .into_iter()
+        .map(|p| -> Box<dyn ToSql + Sync + Send> {
+            match p {
+                ListParam::Stage(stage) => Box::new(stage),
+                ListParam::Time(t) => Box::new(t),
+                ListParam::Tenant(tenant) => Box::new(tenant),
+                ListParam::Batch(id) => Box::new(uuid(id)),
+                ListParam::Limit(n) => Box::new(n),
+            }
+        })
+        .collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+    let rows = query_records(inner, "list_batches", &sql, &refs).await?;
+    Ok(BatchPage::of_rows(rows, query.limit))
 }
 
 async fn query_rows(inner: &Inner, op: &'static str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
@@ -1089,8 +1086,7 @@ both_apis! {
     fn record_error_by(&self, batch: BatchId, stage: Stage, message: &str => message.to_owned(), at: SystemTime, worker: &str => worker.to_owned()) -> ErrorOutcome;
     fn claim(&self, request: &ClaimRequest => request.clone()) -> Vec<BatchRecord>;
     fn batch(&self, batch: BatchId) -> BatchRecord;
-    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant> => tenant.cloned()) -> Vec<BatchRecord>;
-    fn failed(&self, limit: usize, tenant: Option<&Tenant> => tenant.cloned()) -> Vec<BatchRecord>;
+    fn list_batches(&self, query: &BatchQuery => query.clone()) -> BatchPage;
     fn stage_counts(&self, window: Window, tenant: Option<&Tenant> => tenant.cloned()) -> StageCounts;
     fn client_throughput(&self, window: Window) -> Vec<ClientThroughput>;
     fn oldest_unstored_wal_position(&self, node: &str => node.to_owned()) -> Option<u64>;

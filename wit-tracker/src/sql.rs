@@ -7,7 +7,7 @@ use wit_batch::{BatchId, BatchMeta, Stage, Tenant};
 
 use wit_store::FileIndex;
 
-use crate::model::{BatchRecord, Lease, StageTimes, WalPosition};
+use crate::model::{BatchQuery, BatchRecord, BatchSelection, Lease, StageTimes, WalPosition};
 use crate::{Error, Result, plan};
 
 /// The columns of a batch record, in the order both SQL backends read them.
@@ -16,6 +16,60 @@ pub(crate) const RECORD_COLUMNS: &str = "batch_id, client_id, signal, source, st
      kafka_completed_at, ingestion_completed_at, storage_completed_at, index_completed_at, \
      janitor_completed_at, failed_at, error_stage, error_message, retry_count, claimed_by, lease_until, \
      updated_at, wal_node, \"partition\"";
+
+/// A value a listing's statement binds, in the order [`list_sql`] numbers them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ListParam {
+    /// A stage's name.
+    Stage(&'static str),
+    /// A time (the creation bound, or the cursor's creation time), to the microsecond.
+    Time(SystemTime),
+    /// A tenant (`client_id`).
+    Tenant(String),
+    /// The cursor's batch id.
+    Batch(BatchId),
+    /// The most rows to read.
+    Limit(i64),
+}
+
+/// The statement of a [`Tracker::list_batches`](crate::Tracker::list_batches) page and its
+/// parameters; `placeholder(n)` writes the n-th (from 1) in the backend's syntax. Only the
+/// query's filters are written, so that each form of the statement seeks its index: a stage's
+/// batches `batch_tracker_stage (stage, created_at, batch_id)`, the unfinished ones
+/// `batch_tracker_created (created_at)`. The cursor is a row-value comparison,
+/// `(created_at, batch_id) > (t, id)`, in the order the statement sorts by.
+pub(crate) fn list_sql(query: &BatchQuery, placeholder: impl Fn(usize) -> String) -> (String, Vec<ListParam>) {
+    let mut params = Vec::new();
+    let mut next = |param: ListParam| {
+        params.push(param);
+        placeholder(params.len())
+    };
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE ");
+    match query.selection {
+        BatchSelection::Unfinished => sql.push_str("stage NOT IN ('COMPLETED', 'FAILED')"),
+        BatchSelection::InStage(stage) => sql.push_str(&format!("stage = {}", next(ListParam::Stage(stage.as_str())))),
+    }
+    if let Some(before) = query.created_before {
+        sql.push_str(&format!(
+            " AND created_at < {}",
+            next(ListParam::Time(plan::micros(before)))
+        ));
+    }
+    if let Some(tenant) = &query.tenant {
+        sql.push_str(&format!(
+            " AND client_id = {}",
+            next(ListParam::Tenant(tenant.as_str().to_owned()))
+        ));
+    }
+    if let Some(cursor) = query.after {
+        let t = next(ListParam::Time(cursor.created_at()));
+        let id = next(ListParam::Batch(cursor.batch()));
+        sql.push_str(&format!(" AND (created_at, batch_id) > ({t}, {id})"));
+    }
+    let limit = next(ListParam::Limit(plan::page_rows(query.limit)));
+    sql.push_str(&format!(" ORDER BY created_at, batch_id LIMIT {limit}"));
+    (sql, params)
+}
 
 /// A file's index as the four nullable `stored_files` columns of schema version 3 hold it,
 /// in this order: `index_path`, `index_bytes`, `index_docs`, `index_checksum` (the CRC-32

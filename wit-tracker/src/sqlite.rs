@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 
 use crate::model::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration,
-    RememberedKey, SourceOffset, StageCounts, TrackerConfig, Window,
+    Advance, BatchPage, BatchQuery, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim,
+    RangeOutcome, Registration, RememberedKey, SourceOffset, StageCounts, TrackerConfig, Window,
 };
 use crate::plan::{from_micros, micros, sql_limit, to_i64, to_micros};
 use crate::sql::{
-    FIRST_TIME_COLUMN, IndexColumns, PARTITION_COLUMN, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES, WAL_NODE_COLUMN,
-    read_index, stage_list, wal_node,
+    FIRST_TIME_COLUMN, IndexColumns, ListParam, PARTITION_COLUMN, RECORD_COLUMNS, RawRecord, UNSTORED_STAGES,
+    WAL_NODE_COLUMN, list_sql, read_index, stage_list, wal_node,
 };
 use crate::{Error, Result, Tracker, plan};
 
@@ -608,30 +609,18 @@ impl Tracker for SqliteTracker {
         })
     }
 
-    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>> {
-        self.read(|conn| {
-            query_records(
-                conn,
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage NOT IN ('COMPLETED', 'FAILED') \
-                     AND created_at < ?1 AND (?3 IS NULL OR client_id = ?3) ORDER BY created_at, batch_id LIMIT ?2"
-                ),
-                params![to_micros(created_before), sql_limit(limit), tenant.map(Tenant::as_str)],
-            )
-        })
-    }
-
-    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> Result<Vec<BatchRecord>> {
-        self.read(|conn| {
-            query_records(
-                conn,
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM batch_tracker WHERE stage = 'FAILED' \
-                     AND (?2 IS NULL OR client_id = ?2) ORDER BY created_at, batch_id LIMIT ?1"
-                ),
-                params![sql_limit(limit), tenant.map(Tenant::as_str)],
-            )
-        })
+    fn list_batches(&self, query: &BatchQuery) -> Result<BatchPage> {
+        plan::check_query(query)?;
+        let (sql, params) = list_sql(query, |n| format!("?{n}"));
+        let params = params.into_iter().map(|p| match p {
+            ListParam::Stage(stage) => Value::Text(stage.to_owned()),
+            ListParam::Time(t) => Value::Integer(to_micros(t)),
+            ListParam::Tenant(tenant) => Value::Text(tenant),
+            ListParam::Batch(id) => Value::Text(id.to_string()),
+            ListParam::Limit(n) => Value::Integer(n),
+        });
+        let rows = self.read(|conn| query_records(conn, &sql, rusqlite::params_from_iter(params)))?;
+        Ok(BatchPage::of_rows(rows, query.limit))
     }
 
     fn stage_counts(&self, window: Window, tenant: Option<&Tenant>) -> Result<StageCounts> {
@@ -1114,6 +1103,37 @@ mod tests {
             plan.contains("SEARCH idempotency_keys USING INDEX idempotency_keys_created (created_at<?)"),
             "{plan}"
         );
+    }
+
+    /// A stage's listing seeks `batch_tracker_stage (stage, created_at, batch_id)` from the
+    /// cursor and reads it in order (no sort), with or without a tenant and a creation bound;
+    /// the unfinished batches are read from `batch_tracker_created` by creation time.
+    #[test]
+    fn listings_seek_their_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tracker = SqliteTracker::open(&dir.path().join("t.db"), TrackerConfig::default()).expect("open");
+        let cursor = crate::Cursor::new(SystemTime::now(), BatchId::new());
+        let tenant = Tenant::try_new("acme").expect("tenant");
+        for query in [
+            crate::BatchQuery::failed(),
+            crate::BatchQuery::in_stage(Stage::Ingested).after(cursor),
+            crate::BatchQuery::in_stage(Stage::Stored)
+                .with_created_before(SystemTime::now())
+                .with_tenant(tenant.clone())
+                .after(cursor),
+        ] {
+            let plan = plan_of(&tracker, &list_sql(&query, |n| format!("?{n}")).0);
+            assert!(
+                plan.contains("USING INDEX batch_tracker_stage (stage=?"),
+                "{query:?}: {plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{query:?}: {plan}");
+        }
+        let stuck = crate::BatchQuery::stuck(SystemTime::now())
+            .with_tenant(tenant)
+            .after(cursor);
+        let plan = plan_of(&tracker, &list_sql(&stuck, |n| format!("?{n}")).0);
+        assert!(plan.contains("USING INDEX batch_tracker_created (created_at"), "{plan}");
     }
 
     /// The unindexed files are read from their partial index, in path order, without a sort.

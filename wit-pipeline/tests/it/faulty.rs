@@ -9,8 +9,8 @@ use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_pipeline::TrackerCatalog;
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 use wit_tracker::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration,
-    SourceOffset, StageCounts, Tracker, Window,
+    Advance, BatchPage, BatchQuery, BatchRecord, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim,
+    RangeOutcome, Registration, SourceOffset, StageCounts, Tracker, Window,
 };
 
 /// Where the child aborts the process (as SIGKILL would stop it: no destructor, no flush).
@@ -139,18 +139,9 @@ impl Tracker for Faulty {
         self.check("batch")?;
         self.inner.batch(batch)
     }
-    fn stuck(
-        &self,
-        created_before: SystemTime,
-        limit: usize,
-        tenant: Option<&Tenant>,
-    ) -> wit_tracker::Result<Vec<BatchRecord>> {
-        self.check("stuck")?;
-        self.inner.stuck(created_before, limit, tenant)
-    }
-    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> wit_tracker::Result<Vec<BatchRecord>> {
-        self.check("failed")?;
-        self.inner.failed(limit, tenant)
+    fn list_batches(&self, query: &BatchQuery) -> wit_tracker::Result<BatchPage> {
+        self.check("list_batches")?;
+        self.inner.list_batches(query)
     }
     fn stage_counts(&self, window: Window, tenant: Option<&Tenant>) -> wit_tracker::Result<StageCounts> {
         self.check("stage_counts")?;

@@ -1,10 +1,12 @@
 //! The conformance suites (the tracker's and wit-store's file catalog) run against every
 //! backend.
 
+use std::sync::Arc;
 use wit_batch::{BatchId, BatchMeta, Signal, SourceKind, Stage, Tenant};
-use wit_tracker::{Tracker, TrackerExt};
 
-use crate::conformance::config;
+use wit_tracker::{AsyncTracker, DynAsyncTracker, Tracker, TrackerExt};
+
+use wit_tracker::conformance::config;
 
 /// The catalog suite's hook: makes `ids` registered batches, converted and ready to store.
 pub fn prepare(tracker: impl Tracker + Clone + 'static) -> impl Fn(&[BatchId]) {
@@ -31,6 +33,24 @@ pub fn prepare(tracker: impl Tracker + Clone + 'static) -> impl Fn(&[BatchId]) {
     }
 }
 
+/// Runs the suite's async checks through `Arc<dyn DynAsyncTracker>`, each on a fresh backend
+/// from `make`: the trait object is an `AsyncTracker` like the backend.
+pub fn through_a_trait_object<B, T>(make: impl Fn() -> Option<B>)
+where
+    B: std::ops::Deref<Target = T>,
+    T: AsyncTracker + Clone + 'static,
+{
+    let checks: [fn(&Arc<dyn DynAsyncTracker>); 2] = [
+        |t| wit_tracker::conformance::async_twin(t),
+        |t| wit_tracker::conformance::async_range_claims(t),
+    ];
+    for check in checks {
+        let Some(backend) = make() else { return };
+        let shared: Arc<dyn DynAsyncTracker> = Arc::new((*backend).clone());
+        check(&shared);
+    }
+}
+
 mod memory {
     use wit_tracker::InMemoryTracker;
 
@@ -43,7 +63,12 @@ mod memory {
         Some((t.clone(), super::prepare(t)))
     }
 
-    crate::tracker_conformance!(make);
+    #[test]
+    fn async_checks_through_a_trait_object() {
+        super::through_a_trait_object(make);
+    }
+
+    wit_tracker::tracker_conformance!(make);
 
     mod file_catalog {
         wit_store::file_catalog_conformance!(super::catalog);
@@ -82,7 +107,12 @@ mod sqlite {
         }))
     }
 
-    crate::tracker_conformance!(make);
+    #[test]
+    fn async_checks_through_a_trait_object() {
+        super::through_a_trait_object(make);
+    }
+
+    wit_tracker::tracker_conformance!(make);
 
     mod file_catalog {
         wit_store::file_catalog_conformance!(super::catalog);
@@ -108,7 +138,12 @@ mod postgres {
         Some((t.clone(), super::prepare(t)))
     }
 
-    crate::tracker_conformance!(make);
+    #[test]
+    fn async_checks_through_a_trait_object() {
+        super::through_a_trait_object(make);
+    }
+
+    wit_tracker::tracker_conformance!(make);
 
     mod file_catalog {
         wit_store::file_catalog_conformance!(super::catalog);

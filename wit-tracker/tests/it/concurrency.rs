@@ -9,7 +9,7 @@ use wit_batch::{BatchId, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, StoredFile, TimeRange};
 use wit_tracker::{Advance, ClaimRequest, RangeClaim, RangeOutcome, SourceOffset, Tracker, TrackerExt};
 
-use crate::conformance::{at, meta, range};
+use wit_tracker::conformance::{at, meta, range};
 
 const BATCHES: usize = 240;
 

@@ -9,12 +9,12 @@ use proptest::prelude::*;
 use wit_batch::{BatchId, BatchMeta, RetryPolicy, Signal, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
 use wit_tracker::{
-    Advance, BatchRecord, ClaimRequest, ClientThroughput, Error, ErrorOutcome, InMemoryTracker, RangeClaim,
-    RangeOutcome, Registration, SourceOffset, Tracker, TrackerConfig, Window,
+    Advance, BatchQuery, BatchRecord, ClaimRequest, ClientThroughput, Cursor, Error, ErrorOutcome, InMemoryTracker,
+    RangeClaim, RangeOutcome, Registration, SourceOffset, Tracker, TrackerConfig, Window,
 };
 
-use crate::conformance::meta;
-use crate::reference::{Failure, Rec, Reference, Res, Subject, When, epoch};
+use crate::reference::{Failure, Page, Rec, Reference, Res, Subject, When, epoch};
+use wit_tracker::conformance::meta;
 
 /// Retries after a batch's first failed attempt: one, so that batches fail often.
 const RETRIES: u32 = 1;
@@ -373,10 +373,19 @@ fn state(t: &impl Subject, ids: &[BatchId]) -> String {
         Tenant::try_new("umbrella").expect("t"),
     );
     let mut out: Vec<String> = ids.iter().map(|id| one(t.batch(*id))).collect();
-    out.push(one(t.stuck(at(1_000), 100, None)));
-    out.push(one(t.stuck(at(2), 100, Some(&umbrella))));
-    out.push(one(t.failed(100, None)));
-    out.push(one(t.failed(1, Some(&acme))));
+    for query in [
+        BatchQuery::stuck(at(1_000)),
+        BatchQuery::stuck(at(2)).with_tenant(umbrella.clone()),
+        BatchQuery::failed(),
+        BatchQuery::failed().with_tenant(acme.clone()).with_limit(1),
+        BatchQuery::in_stage(Stage::Ingested),
+        BatchQuery::in_stage(Stage::Stored).with_created_before(at(3)),
+        BatchQuery::in_stage(Stage::Completed).with_tenant(acme.clone()),
+    ] {
+        out.push(one(t.list_batches(&query)));
+        out.push(one(pages(t, &query, 2)));
+    }
+    out.push(one(t.list_batches(&BatchQuery::failed().with_limit(0))));
     out.push(one(t.stage_counts(window, None)));
     out.push(one(t.stage_counts(window, Some(&acme))));
     out.push(one(t.client_throughput(window)));
@@ -397,6 +406,32 @@ fn state(t: &impl Subject, ids: &[BatchId]) -> String {
     out.push(one(t.unindexed(1)));
     out.push(one(t.unindexed(100)));
     out.join("\n")
+}
+
+/// Every page of `query` with `limit` batches a page, walked from the first by each page's
+/// next position; the walk must list exactly what one page holding everything lists.
+fn pages(t: &impl Subject, query: &BatchQuery, limit: usize) -> Res<Vec<Page>> {
+    let whole = t.list_batches(&query.clone().with_limit(usize::MAX).after(None))?;
+    assert_eq!(whole.next, None, "one page holds everything");
+    let mut pages: Vec<Page> = Vec::new();
+    let mut query = query.clone().with_limit(limit).after(None);
+    loop {
+        let page = t.list_batches(&query)?;
+        let next = page.next;
+        pages.push(page);
+        match next {
+            Some((created_at, batch)) => query = query.after(Cursor::new(created_at, batch)),
+            None => break,
+        }
+        assert!(pages.len() <= whole.batches.len(), "the walk ends");
+    }
+    let walked: Vec<&Rec> = pages.iter().flat_map(|p| &p.batches).collect();
+    assert_eq!(
+        walked,
+        whole.batches.iter().collect::<Vec<_>>(),
+        "pages of {limit} list what one page lists"
+    );
+    Ok(pages)
 }
 
 /// A backend as a [`Subject`]: its answers converted to what the model answers.
@@ -487,14 +522,12 @@ impl<T: Tracker + FileCatalog> Subject for Backend<'_, T> {
     fn batch(&self, batch: BatchId) -> Res<Rec> {
         self.0.batch(batch).map(rec).map_err(tracker_failure)
     }
-    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant>) -> Res<Vec<Rec>> {
-        self.0
-            .stuck(created_before, limit, tenant)
-            .map(recs)
-            .map_err(tracker_failure)
-    }
-    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> Res<Vec<Rec>> {
-        self.0.failed(limit, tenant).map(recs).map_err(tracker_failure)
+    fn list_batches(&self, query: &BatchQuery) -> Res<Page> {
+        let page = self.0.list_batches(query).map_err(tracker_failure)?;
+        Ok(Page {
+            batches: recs(page.batches),
+            next: page.next.map(|c| (c.created_at(), c.batch())),
+        })
     }
     fn stage_counts(&self, window: Window, tenant: Option<&Tenant>) -> Res<Vec<(Stage, u64)>> {
         let counts = self.0.stage_counts(window, tenant).map_err(tracker_failure)?;

@@ -1,9 +1,9 @@
-//! `wit-tracker`'s integration tests: one conformance suite run against the in-memory, SQLite
-//! and PostgreSQL trackers (a real server, started here), then what is particular to each.
+//! `wit-tracker`'s integration tests: the conformance suite (`wit_tracker::conformance`) run
+//! against the in-memory, SQLite and PostgreSQL trackers (a real server, started here), then
+//! what is particular to each.
 
 mod backends;
 mod concurrency;
-mod conformance;
 mod differential;
 mod pg_server;
 mod postgres;

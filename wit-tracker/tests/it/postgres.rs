@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 use wit_batch::{Stage, Transition};
 use wit_tracker::{Advance, AsyncTracker, Error, PostgresTracker, Tracker, TrackerConfig, TrackerExt, WalPosition};
 
-use crate::conformance::meta;
 use crate::pg_server::PgServer;
+use wit_tracker::conformance::meta;
 
 /// The schema named in connection parameters made by `PgServer::fresh_schema`.
 fn schema_of(params: &str) -> String {

@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime};
 use wit_batch::{BatchId, BatchMeta, Signal, Stage, Tenant, Transition};
 use wit_store::{FileIndex, StoredFile, TimeRange};
 use wit_tracker::{
-    Advance, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome, Registration, SourceOffset,
-    WalPosition, Window,
+    Advance, BatchQuery, BatchSelection, ClaimRequest, ClientThroughput, ErrorOutcome, RangeClaim, RangeOutcome,
+    Registration, SourceOffset, WalPosition, Window,
 };
 
 /// The start of the differential tests' times: every time a test chooses is after it, and the
@@ -73,6 +73,14 @@ pub struct Rec {
     /// The lease: worker and end.
     pub lease: Option<(String, When)>,
     pub updated_at: When,
+}
+
+/// A page of a listing, as compared: the records, and where the next page starts (the
+/// creation time and id of the page's last batch), if the listing goes on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub batches: Vec<Rec>,
+    pub next: Option<(SystemTime, BatchId)>,
 }
 
 /// An error as compared: its kind and the fields the documentation names. (The text of an
@@ -144,8 +152,7 @@ pub trait Subject {
     fn claim_ranges(&self, claims: &[RangeClaim]) -> Res<Vec<RangeOutcome>>;
     fn purge_completed(&self, completed_before: SystemTime) -> Res<u64>;
     fn batch(&self, batch: BatchId) -> Res<Rec>;
-    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant>) -> Res<Vec<Rec>>;
-    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> Res<Vec<Rec>>;
+    fn list_batches(&self, query: &BatchQuery) -> Res<Page>;
     /// Every stage with its count, zeros included, in lifecycle order.
     fn stage_counts(&self, window: Window, tenant: Option<&Tenant>) -> Res<Vec<(Stage, u64)>>;
     fn client_throughput(&self, window: Window) -> Res<Vec<ClientThroughput>>;
@@ -380,12 +387,6 @@ fn fence(batch: BatchId, lease: Option<&(String, SystemTime)>, worker: &str, at:
 }
 
 /// Records, oldest first (ties by id: undocumented, as the backends do), at most `limit`.
-fn oldest_first<'a>(batches: impl Iterator<Item = &'a Batch>, limit: usize) -> Vec<Rec> {
-    let mut found: Vec<&Batch> = batches.collect();
-    found.sort_by_key(|b| (b.meta.created_at, b.meta.id));
-    found.into_iter().take(limit).map(Batch::rec).collect()
-}
-
 fn in_window(window: &Window, t: SystemTime) -> bool {
     window.from <= t && t < window.to
 }
@@ -723,24 +724,43 @@ impl Subject for Reference {
             .ok_or(Failure::UnknownBatch { batch })
     }
 
-    fn stuck(&self, created_before: SystemTime, limit: usize, tenant: Option<&Tenant>) -> Res<Vec<Rec>> {
+    /// The batches the query selects after its cursor, sorted by (creation time, id); the
+    /// first `limit` of them, and a next position when any is left over. A limit of 0 is an
+    /// `InvalidArgument` (the `Tracker::list_batches` docs).
+    fn list_batches(&self, query: &BatchQuery) -> Res<Page> {
+        if query.limit == 0 {
+            return Err(Failure::InvalidArgument);
+        }
         self.read(|st| {
-            let stuck = st.batches.values().filter(|b| {
-                !matches!(b.stage, Stage::Completed | Stage::Failed)
-                    && b.meta.created_at < created_before
-                    && of_tenant(tenant, b)
-            });
-            oldest_first(stuck, limit)
-        })
-    }
-
-    fn failed(&self, limit: usize, tenant: Option<&Tenant>) -> Res<Vec<Rec>> {
-        self.read(|st| {
-            let failed = st
-                .batches
-                .values()
-                .filter(|b| b.stage == Stage::Failed && of_tenant(tenant, b));
-            oldest_first(failed, limit)
+            let mut selected: Vec<&Batch> = Vec::new();
+            for b in st.batches.values() {
+                let in_selection = match query.selection {
+                    BatchSelection::Unfinished => b.stage != Stage::Completed && b.stage != Stage::Failed,
+                    BatchSelection::InStage(stage) => b.stage == stage,
+                };
+                let created_in_time = match query.created_before {
+                    Some(before) => b.meta.created_at < micros(before),
+                    None => true,
+                };
+                let after_cursor = match query.after {
+                    Some(c) => (b.meta.created_at, b.meta.id) > (c.created_at(), c.batch()),
+                    None => true,
+                };
+                if in_selection && created_in_time && of_tenant(query.tenant.as_ref(), b) && after_cursor {
+                    selected.push(b);
+                }
+            }
+            selected.sort_by_key(|b| (b.meta.created_at, b.meta.id));
+            let more = selected.len() > query.limit;
+            selected.truncate(query.limit);
+            let next = match selected.last() {
+                Some(last) if more => Some((last.meta.created_at, last.meta.id)),
+                _ => None,
+            };
+            Page {
+                batches: selected.into_iter().map(Batch::rec).collect(),
+                next,
+            }
         })
     }
 

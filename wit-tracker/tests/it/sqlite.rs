@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use wit_batch::Stage;
 use wit_tracker::{Advance, Error, SqliteTracker, Tracker, TrackerConfig, TrackerExt, WalPosition};
 
-use crate::conformance::meta;
+use wit_tracker::conformance::meta;
 
 #[test]
 fn records_survive_reopen_and_are_plain_sql() {

@@ -8,7 +8,8 @@
 //!   counters.
 //! - `GET /api/batch-monitor/batches/{id}`: one batch, with the time it reached each stage.
 //! - `GET /api/batch-monitor/batches?stage=S&min_age_minutes=N&limit=L`: batches in stage S
-//!   (any stage but `COMPLETED`) created at least N minutes ago, oldest first.
+//!   (any stage but `COMPLETED`; without S, every stage but `COMPLETED` and `FAILED`) created
+//!   at least N minutes ago, oldest first, the first L of them (default 100, at most 10 000).
 //! - `GET /api/batch-monitor/alerts`: batches not finished `monitor.stuck_after_minutes`
 //!   after their creation, and failed ones.
 
@@ -23,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wit_batch::{BatchId, Stage, Tenant};
-use wit_tracker::{BatchRecord, Window};
+use wit_tracker::{BatchQuery, BatchRecord, Window};
 
 use crate::serve::access::RequestTenant;
 use crate::serve::server::{App, Core};
@@ -206,25 +207,19 @@ pub(super) async fn batches(
     let result = read(&app, move |core| {
         let now = SystemTime::now();
         let before = now.checked_sub(min_age).unwrap_or(UNIX_EPOCH);
-        let records = match stage {
-            Some(Stage::Failed) => core.tracker.failed(usize::MAX >> 1, scope.as_ref())?,
-            // Oldest first: a stage's batches may sit behind others', so read them all.
-            Some(_) => core.tracker.stuck(before, usize::MAX >> 1, scope.as_ref())?,
-            None => core.tracker.stuck(before, limit, scope.as_ref())?,
+        let query = match stage {
+            Some(stage) => BatchQuery::in_stage(stage).with_created_before(before),
+            None => BatchQuery::stuck(before),
         };
-        Ok((records, now, before))
+        let page = core.tracker.list_batches(&query.with_tenant(scope).with_limit(limit))?;
+        Ok((page.batches, now))
     })
     .await;
-    let (records, now, before) = match result {
+    let (records, now) = match result {
         Ok(r) => r,
         Err(response) => return response,
     };
-    let batches: Vec<Value> = records
-        .iter()
-        .filter(|r| stage.is_none_or(|s| r.stage == s) && r.meta.created_at <= before)
-        .take(limit)
-        .map(|r| batch_json(r, now))
-        .collect();
+    let batches: Vec<Value> = records.iter().map(|r| batch_json(r, now)).collect();
     Json(json!({"count": batches.len(), "batches": batches})).into_response()
 }
 
@@ -238,8 +233,15 @@ pub(super) async fn alerts(
     let result = read(&app, move |core| {
         let now = SystemTime::now();
         let before = now.checked_sub(stuck_after).unwrap_or(UNIX_EPOCH);
-        let stuck = core.tracker.stuck(before, limit, scope.as_ref())?;
-        Ok((stuck, core.tracker.failed(limit, scope.as_ref())?, now))
+        // The first `limit` of each list (none when `monitor.max_alerts` is 0).
+        let first = |query: BatchQuery| -> Result<Vec<BatchRecord>, wit_tracker::Error> {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let query = query.with_tenant(scope.clone()).with_limit(limit);
+            Ok(core.tracker.list_batches(&query)?.batches)
+        };
+        Ok((first(BatchQuery::stuck(before))?, first(BatchQuery::failed())?, now))
     })
     .await;
     let (stuck, failed, now) = match result {

@@ -1,14 +1,49 @@
-//! One body of tests for every tracker backend. `backends.rs` runs each check against the
-//! in-memory, SQLite and PostgreSQL trackers.
+//! The tracker's conformance suite: one body of checks that every [`Tracker`] backend passes,
+//! the in-memory, SQLite and PostgreSQL trackers here and a host's own backend alike. Built
+//! with the `conformance` feature.
+//!
+//! Each check is a function that takes the backend under test, fresh (empty), and panics
+//! when the backend breaks a rule of the contract. [`tracker_conformance!`](crate::tracker_conformance)
+//! turns every check into a `#[test]`; a backend must then be a [`Tracker`], an
+//! [`AsyncTracker`] and a [`FileCatalog`], as the trackers of this crate are. The checks
+//! assume the settings of [`config`] (two retries before a batch is `FAILED`) and times
+//! around [`t0`]; the helpers they use ([`meta`], [`registered`], [`walk`], [`range`]) are
+//! here for a backend's own tests too.
+//!
+//! A third-party backend runs the suite from its tests: add `wit-tracker` with the
+//! `conformance` feature to its dev-dependencies, write a function that makes a fresh backend
+//! (returning `Option` of something that dereferences to it: `None` skips the test, for a
+//! backend whose server is not there) and hand it to the macro:
+//!
+//! ```
+//! use wit_tracker::InMemoryTracker;
+//! use wit_tracker::conformance::{config, full_lifecycle};
+//!
+//! /// A fresh backend for each test (a `Box`, so that it dereferences to the tracker).
+//! fn make() -> Option<Box<InMemoryTracker>> {
+//!     Some(Box::new(InMemoryTracker::new(config())))
+//! }
+//!
+//! // One `#[test]` per check, run by `cargo test`.
+//! wit_tracker::tracker_conformance!(make);
+//!
+//! # fn main() {
+//! // A check is a plain function too.
+//! full_lifecycle(&InMemoryTracker::new(config()));
+//! # }
+//! ```
+//!
+//! The file-catalog side of a tracker has its own suite, in `wit-store`:
+//! `wit_store::file_catalog_conformance!`.
 
 use std::time::{Duration, SystemTime};
 
+use crate::{
+    Advance, AsyncTracker, BatchPage, BatchQuery, BatchRecord, ClaimRequest, Cursor, Error, ErrorOutcome, RangeClaim,
+    RangeOutcome, Registration, RememberedKey, SourceOffset, Tracker, TrackerConfig, TrackerExt, WalPosition, Window,
+};
 use wit_batch::{BatchId, BatchMeta, RetryPolicy, Signal, SourceKind, Stage, Tenant, Transition};
 use wit_store::{FileCatalog, FileIndex, StoredFile, TimeRange};
-use wit_tracker::{
-    Advance, AsyncTracker, ClaimRequest, Error, ErrorOutcome, RangeClaim, RangeOutcome, Registration, RememberedKey,
-    SourceOffset, Tracker, TrackerConfig, TrackerExt, WalPosition, Window,
-};
 
 /// The settings the checks assume: two retries.
 pub fn config() -> TrackerConfig {
@@ -20,10 +55,13 @@ pub fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
+/// `seconds` after [`t0`].
 pub fn at(seconds: u64) -> SystemTime {
     t0() + Duration::from_secs(seconds)
 }
 
+/// A new batch of `tenant` with `messages` messages (100 bytes each), created at `created`
+/// plus 1.5 µs (a sub-microsecond remainder: backends keep microseconds).
 pub fn meta(tenant: &str, created: SystemTime, messages: u64) -> BatchMeta {
     let id = BatchId::new();
     BatchMeta {
@@ -42,6 +80,7 @@ pub fn meta(tenant: &str, created: SystemTime, messages: u64) -> BatchMeta {
     }
 }
 
+/// Registers a new batch ([`meta`]) and returns its id; panics unless it is newly registered.
 pub fn registered(t: &impl Tracker, tenant: &str, created: SystemTime, messages: u64) -> BatchId {
     let m = meta(tenant, created, messages);
     assert_eq!(t.register_one(&m).expect("register"), Registration::Registered);
@@ -55,6 +94,25 @@ pub fn walk(t: &impl Tracker, id: BatchId, stages: &[Stage], when: SystemTime) {
     }
 }
 
+/// The first page of the stuck batches (`BatchQuery::stuck`), at most `limit`.
+fn stuck_page(
+    t: &impl Tracker,
+    created_before: SystemTime,
+    limit: usize,
+    tenant: Option<&Tenant>,
+) -> crate::Result<Vec<BatchRecord>> {
+    let query = BatchQuery::stuck(created_before)
+        .with_limit(limit)
+        .with_tenant(tenant.cloned());
+    Ok(t.list_batches(&query)?.batches)
+}
+
+/// The first page of the failed batches (`BatchQuery::failed`), at most `limit`.
+fn failed_page(t: &impl Tracker, limit: usize, tenant: Option<&Tenant>) -> crate::Result<Vec<BatchRecord>> {
+    let query = BatchQuery::failed().with_limit(limit).with_tenant(tenant.cloned());
+    Ok(t.list_batches(&query)?.batches)
+}
+
 const TO_INGESTED: &[Stage] = &[Stage::WalWritten, Stage::Ingested];
 
 fn micros(t: SystemTime) -> SystemTime {
@@ -65,6 +123,8 @@ fn micros(t: SystemTime) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
 }
 
+/// A registered batch reads back as given (its creation time to the microsecond), `CREATED`;
+/// registering it again changes nothing; a count beyond `i64` fails the whole call.
 pub fn register_and_read_back(t: &impl Tracker) {
     let mut kafka = meta("acme", at(0), 500);
     kafka.source = SourceKind::Kafka;
@@ -108,6 +168,8 @@ pub fn register_and_read_back(t: &impl Tracker) {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }
 
+/// An unregistered batch is `UnknownBatch` for `batch`, `advance` (failing the whole call) and
+/// `record_error`.
 pub fn unknown_batch(t: &impl Tracker) {
     let ghost = BatchId::new();
     assert!(matches!(t.batch(ghost), Err(Error::UnknownBatch { batch }) if batch == ghost));
@@ -127,6 +189,8 @@ pub fn unknown_batch(t: &impl Tracker) {
     assert!(matches!(err, Error::UnknownBatch { .. }), "{err}");
 }
 
+/// A batch walks the whole lifecycle, each stage time kept to the microsecond; a repeated step
+/// is `AlreadyApplied` and changes nothing; one call may carry several batches' steps.
 pub fn full_lifecycle(t: &impl Tracker) {
     let id = registered(t, "acme", at(0), 10);
     let stages = [
@@ -181,6 +245,9 @@ pub fn full_lifecycle(t: &impl Tracker) {
     assert_eq!(t.batch(a).expect("a").completed_at.get(Stage::Ingested), Some(at(2)));
 }
 
+/// Skipped, backward and other forbidden steps are `InvalidTransition` (a step into `FAILED`
+/// is `InvalidArgument`), and a bad step anywhere in a call applies none of it; nothing
+/// leaves `COMPLETED`.
 pub fn invalid_transitions(t: &impl Tracker) {
     let id = registered(t, "acme", at(0), 1);
     walk(t, id, TO_INGESTED, at(1));
@@ -227,6 +294,8 @@ pub fn invalid_transitions(t: &impl Tracker) {
     assert!(matches!(err, Error::InvalidTransition { .. }), "{err}");
 }
 
+/// Stage errors count up to the retry policy's limit, then the batch is `FAILED` where it
+/// was; a retry by hand goes into that stage only, with a fresh budget.
 pub fn errors_and_retries(t: &impl Tracker) {
     let id = registered(t, "acme", at(0), 1);
     walk(t, id, &[Stage::WalWritten], at(1));
@@ -248,7 +317,7 @@ pub fn errors_and_retries(t: &impl Tracker) {
         t.record_error(id, Stage::Ingested, "again", at(3)).expect("2"),
         ErrorOutcome::Retry { retry_count: 2 }
     );
-    assert!(t.failed(10, None).expect("failed").is_empty());
+    assert!(failed_page(t, 10, None).expect("failed").is_empty());
     assert_eq!(
         t.record_error(id, Stage::Ingested, "give up", at(4)).expect("3"),
         ErrorOutcome::Failed { retry_count: 3 }
@@ -259,7 +328,7 @@ pub fn errors_and_retries(t: &impl Tracker) {
     assert_eq!(rec.failed_in, Some(Stage::WalWritten));
     assert_eq!(rec.completed_at.get(Stage::Failed), Some(at(4)));
     assert_eq!((rec.retry_count, rec.error_message.as_deref()), (3, Some("give up")));
-    let failed = t.failed(10, None).expect("failed");
+    let failed = failed_page(t, 10, None).expect("failed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0], rec);
     let err = t
@@ -309,10 +378,13 @@ pub fn errors_and_retries(t: &impl Tracker) {
         Some(at(1)),
         "the original time stays"
     );
-    assert!(t.failed(10, None).expect("failed").is_empty());
+    assert!(failed_page(t, 10, None).expect("failed").is_empty());
     walk(t, id, &[Stage::Ingested], at(7));
 }
 
+/// Claims hand out ready batches oldest first, never the same batch to two workers while its
+/// lease holds; a completed step or an error drops the lease; a lease that ran out frees the
+/// batch; invalid claims are `InvalidArgument`.
 pub fn claims_and_leases(t: &impl Tracker) {
     let ids: Vec<BatchId> = (0..5).map(|i| registered(t, "acme", at(i), 1)).collect();
     for id in &ids {
@@ -486,6 +558,8 @@ pub fn fenced_steps_need_the_lease(t: &impl Tracker) {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }
 
+/// The operator's queries: stuck and failed batches (per tenant too), stage counts, client
+/// throughput, stage times in lifecycle order, and the oldest unstored WAL position.
 pub fn queries(t: &impl Tracker) {
     // acme: 3 batches (30 + 20 + 10 messages), umbrella: 1 (5 messages), one old batch.
     let old = registered(t, "acme", at(0), 1);
@@ -529,21 +603,20 @@ pub fn queries(t: &impl Tracker) {
     }
 
     // Stuck: incomplete and not failed, created before the cut-off, oldest first.
-    let stuck: Vec<BatchId> = t
-        .stuck(at(115), 10, None)
+    let stuck: Vec<BatchId> = stuck_page(t, at(115), 10, None)
         .expect("stuck")
         .into_iter()
         .map(|r| r.meta.id)
         .collect();
     assert_eq!(stuck, [a1, a2]);
-    assert_eq!(t.stuck(at(1_000), 1, None).expect("stuck")[0].meta.id, a1);
+    assert_eq!(stuck_page(t, at(1_000), 1, None).expect("stuck")[0].meta.id, a1);
     // One tenant's view: its batches only.
     let (acme, umbrella) = (Tenant::try_new("acme").unwrap(), Tenant::try_new("umbrella").unwrap());
-    let ids = |records: Vec<wit_tracker::BatchRecord>| records.into_iter().map(|r| r.meta.id).collect::<Vec<_>>();
-    assert_eq!(ids(t.stuck(at(1_000), 10, Some(&acme)).expect("stuck")), [a1, a2]);
-    assert_eq!(ids(t.stuck(at(1_000), 10, Some(&umbrella)).expect("stuck")), [u1]);
-    assert_eq!(ids(t.failed(10, Some(&acme)).expect("failed")), [a3]);
-    assert!(t.failed(10, Some(&umbrella)).expect("failed").is_empty());
+    let ids = |records: Vec<BatchRecord>| records.into_iter().map(|r| r.meta.id).collect::<Vec<_>>();
+    assert_eq!(ids(stuck_page(t, at(1_000), 10, Some(&acme)).expect("stuck")), [a1, a2]);
+    assert_eq!(ids(stuck_page(t, at(1_000), 10, Some(&umbrella)).expect("stuck")), [u1]);
+    assert_eq!(ids(failed_page(t, 10, Some(&acme)).expect("failed")), [a3]);
+    assert!(failed_page(t, 10, Some(&umbrella)).expect("failed").is_empty());
     let theirs = t
         .stage_counts(Window::new(at(100), at(200)), Some(&umbrella))
         .expect("counts");
@@ -597,6 +670,8 @@ pub fn queries(t: &impl Tracker) {
     assert_eq!(t.oldest_unstored_wal_position("node-a").expect("oldest"), Some(5_000));
 }
 
+/// Without any batch holding a position in a node's log there is no oldest position; an
+/// empty node name is `InvalidArgument`.
 pub fn no_wal_position_yet(t: &impl Tracker) {
     assert_eq!(t.oldest_unstored_wal_position("node-a").expect("empty"), None);
     registered(t, "acme", at(0), 1);
@@ -696,6 +771,8 @@ pub fn failed_and_stored_do_not_hold_the_wal(t: &impl Tracker) {
     assert_eq!(oldest(), Some(30));
 }
 
+/// Source offsets stored with steps: per (source, topic, partition), the highest kept, in the
+/// step's transaction (none when the step fails); an empty source name is `InvalidArgument`.
 pub fn source_offsets(t: &impl Tracker) {
     let a = registered(t, "acme", at(0), 1);
     let b = registered(t, "acme", at(1), 1);
@@ -1185,7 +1262,7 @@ pub fn partitions_read_back(t: &impl Tracker) {
     );
 
     // Every other read of a record has it too, and steps and errors leave it as it is.
-    let partitions = |records: Vec<wit_tracker::BatchRecord>| -> Vec<(BatchId, Option<i32>)> {
+    let partitions = |records: Vec<BatchRecord>| -> Vec<(BatchId, Option<i32>)> {
         records.into_iter().map(|r| (r.meta.id, r.meta.partition)).collect()
     };
     walk(t, registered.id, &[Stage::WalWritten], at(5));
@@ -1202,16 +1279,17 @@ pub fn partitions_read_back(t: &impl Tracker) {
             .expect("error");
     }
     assert_eq!(
-        partitions(t.failed(10, None).expect("failed")),
+        partitions(failed_page(t, 10, None).expect("failed")),
         [(registered.id, Some(3))]
     );
     walk(t, claimed.id, &[Stage::Ingested], at(10));
     assert_eq!(
-        partitions(t.stuck(at(100), 10, None).expect("stuck")),
+        partitions(stuck_page(t, at(100), 10, None).expect("stuck")),
         [(zero.id, Some(0)), (plain.id, None), (claimed.id, Some(3))]
     );
 }
 
+/// Retention deletes the records of batches `COMPLETED` before the bound, and only those.
 pub fn purge_completed(t: &impl Tracker) {
     let all = [
         Stage::WalWritten,
@@ -1489,6 +1567,9 @@ fn file_index(path: &str) -> FileIndex {
     }
 }
 
+/// Publishing a file marks its `INGESTED` batches `STORED` in the same transaction; a file of
+/// an unknown batch or of one not yet `INGESTED` is refused and marks nothing; publishing it
+/// again (after a crash) is fine, even once its batches moved on.
 pub fn publish_marks_stored(t: &(impl Tracker + FileCatalog)) {
     let a = registered(t, "acme", at(0), 1);
     let b = registered(t, "acme", at(0), 1);
@@ -1635,6 +1716,231 @@ pub fn record_index_marks_indexed(t: &(impl Tracker + FileCatalog)) {
     );
 }
 
+/// Walks a listing page by page (`limit` to a page) and returns every page's batch ids,
+/// checking that each page but the last is full and has a cursor, and the last has none.
+pub fn walk_pages(t: &impl Tracker, query: &BatchQuery, limit: usize) -> Vec<Vec<BatchId>> {
+    let mut pages = Vec::new();
+    let mut query = query.clone().with_limit(limit).after(None);
+    loop {
+        let page: BatchPage = t.list_batches(&query).expect("list_batches");
+        assert!(page.batches.len() <= limit, "a page holds at most its limit");
+        let ids: Vec<BatchId> = page.batches.iter().map(|r| r.meta.id).collect();
+        match page.next {
+            Some(cursor) => {
+                assert_eq!(ids.len(), limit, "a page with a next cursor is full");
+                let last = page.batches.last().expect("a page with a cursor has batches");
+                assert_eq!(cursor, Cursor::of(last), "the cursor is the last batch's position");
+                pages.push(ids);
+                query = query.after(cursor);
+            }
+            None => {
+                pages.push(ids);
+                return pages;
+            }
+        }
+    }
+}
+
+/// A walk over the pages of a listing, whatever their size, lists every selected batch once,
+/// oldest first, ties of creation time in id order, as one page holding them all does; the
+/// last page says there is no next; a limit of 0 is `InvalidArgument`.
+pub fn list_batches_pages_walk_every_batch_once(t: &impl Tracker) {
+    // Seven unfinished batches, three created at the same microsecond, registered out of order.
+    let created = [at(5), at(1), at(3), at(3), at(3), at(2), at(9)];
+    let mut expected: Vec<(SystemTime, BatchId)> = created
+        .iter()
+        .map(|when| {
+            let m = meta("acme", *when, 1);
+            t.register_one(&m).expect("register");
+            (micros(m.created_at), m.id)
+        })
+        .collect();
+    expected.sort();
+    let expected: Vec<BatchId> = expected.into_iter().map(|(_, id)| id).collect();
+    let done = registered(t, "acme", at(0), 1);
+    walk(
+        t,
+        done,
+        &[Stage::WalWritten, Stage::Ingested, Stage::Stored, Stage::Completed],
+        at(10),
+    );
+
+    let query = BatchQuery::stuck(at(100));
+    let whole = t.list_batches(&query).expect("one page");
+    assert_eq!(whole.batches.iter().map(|r| r.meta.id).collect::<Vec<_>>(), expected);
+    assert_eq!(whole.next, None, "everything fits the default limit");
+    for limit in [1, 2, 3, 6, 7, 8] {
+        let pages = walk_pages(t, &query, limit);
+        assert_eq!(pages.concat(), expected, "pages of {limit}");
+        assert_eq!(pages.len(), expected.len().div_ceil(limit), "pages of {limit}");
+    }
+    // A page after the last batch is empty and ends the listing.
+    let last = t.batch(*expected.last().expect("batches")).expect("last");
+    let after_last = t
+        .list_batches(&query.clone().after(Cursor::of(&last)))
+        .expect("after the last");
+    assert_eq!((after_last.batches.len(), after_last.next), (0, None));
+
+    let err = t.list_batches(&query.clone().with_limit(0)).expect_err("limit 0");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+}
+
+/// Pages are keyset pages: a batch registered during a walk with a creation time behind the
+/// walk's position is not listed by the rest of the walk, one ahead of it is, and no batch is
+/// skipped or listed twice; a cursor still works once its batch has left the selection.
+pub fn list_batches_pages_stay_put_while_batches_are_added(t: &impl Tracker) {
+    let first: Vec<BatchId> = (0..4).map(|i| registered(t, "acme", at(10 + i), 1)).collect();
+    let query = BatchQuery::stuck(at(1_000)).with_limit(2);
+    let page = t.list_batches(&query).expect("first page");
+    assert_eq!(page.batches.iter().map(|r| r.meta.id).collect::<Vec<_>>(), first[..2]);
+    let cursor = page.next.expect("more");
+
+    // Registered behind the cursor (older), and ahead of it (the newest).
+    let behind = registered(t, "acme", at(0), 1);
+    let ahead = registered(t, "acme", at(100), 1);
+    // The cursor's own batch leaves the selection: the walk goes on from its position.
+    walk(
+        t,
+        first[1],
+        &[Stage::WalWritten, Stage::Ingested, Stage::Stored, Stage::Completed],
+        at(20),
+    );
+    let mut rest = Vec::new();
+    let mut next = Some(cursor);
+    while let Some(cursor) = next {
+        let page = t.list_batches(&query.clone().after(cursor)).expect("page");
+        rest.extend(page.batches.iter().map(|r| r.meta.id));
+        next = page.next;
+    }
+    assert_eq!(rest, [first[2], first[3], ahead]);
+    assert!(!rest.contains(&behind));
+    // A new walk lists it, first.
+    assert_eq!(
+        walk_pages(t, &query, 2).concat(),
+        [behind, first[0], first[2], first[3], ahead]
+    );
+}
+
+/// `in_stage` lists the batches in that stage now, for every stage (`FAILED` as `failed`);
+/// `stuck` those in neither `COMPLETED` nor `FAILED`; the creation bound is strict and
+/// applies to every selection.
+pub fn list_batches_in_each_stage(t: &impl Tracker) {
+    let path: [&[Stage]; 8] = [
+        &[],
+        &[Stage::WalWritten],
+        &[Stage::WalWritten, Stage::SourceCommitted],
+        TO_INGESTED,
+        &[Stage::WalWritten, Stage::Ingested, Stage::Stored],
+        &[Stage::WalWritten, Stage::Ingested, Stage::Stored, Stage::Indexed],
+        &[Stage::WalWritten, Stage::Ingested, Stage::Stored, Stage::Completed],
+        &[Stage::WalWritten],
+    ];
+    // Two batches per stage, one created at 10 and one at 20.
+    let mut by_stage: Vec<(Stage, Vec<BatchId>)> = Vec::new();
+    for (stage, steps) in Stage::ALL.into_iter().zip(path) {
+        let ids: Vec<BatchId> = [10, 20]
+            .into_iter()
+            .map(|s| {
+                let id = registered(t, "acme", at(s), 1);
+                walk(t, id, steps, at(30));
+                id
+            })
+            .collect();
+        if stage == Stage::Failed {
+            for id in &ids {
+                while t.batch(*id).expect("batch").stage != Stage::Failed {
+                    t.record_error(*id, Stage::Ingested, "boom", at(31)).expect("error");
+                }
+            }
+        }
+        by_stage.push((stage, ids));
+    }
+    let listed = |query: BatchQuery| -> Vec<BatchId> { walk_pages(t, &query, 3).concat() };
+    for (stage, ids) in &by_stage {
+        assert_eq!(listed(BatchQuery::in_stage(*stage)), *ids, "{stage}");
+        // Created strictly before: the batch created at 20 (plus 1.5 µs) is not before 20.
+        let before = BatchQuery::in_stage(*stage).with_created_before(at(20));
+        assert_eq!(listed(before), ids[..1], "{stage} before 20");
+        let all_but_first =
+            BatchQuery::in_stage(*stage).with_created_before(micros(at(20) + Duration::from_nanos(1_500)));
+        assert_eq!(listed(all_but_first), ids[..1], "{stage} before the second's creation");
+    }
+    let failed = &by_stage.iter().find(|(s, _)| *s == Stage::Failed).expect("failed").1;
+    assert_eq!(listed(BatchQuery::failed()), *failed);
+
+    // Stuck: every stage but COMPLETED and FAILED, oldest first.
+    let mut unfinished: Vec<BatchId> = Vec::new();
+    for at_ in [0, 1] {
+        for (stage, ids) in &by_stage {
+            if !matches!(stage, Stage::Completed | Stage::Failed) {
+                unfinished.push(ids[at_]);
+            }
+        }
+    }
+    assert_eq!(listed(BatchQuery::stuck(at(1_000))), unfinished);
+    assert_eq!(listed(BatchQuery::stuck(at(20))), unfinished[..6]);
+    assert!(listed(BatchQuery::stuck(at(10))).is_empty());
+}
+
+/// A tenant's listing holds its batches only, paged as any listing; every tenant's holds
+/// them all.
+pub fn list_batches_of_one_tenant(t: &impl Tracker) {
+    let mut acme = Vec::new();
+    let mut umbrella = Vec::new();
+    for i in 0..5 {
+        acme.push(registered(t, "acme", at(2 * i), 1));
+        umbrella.push(registered(t, "umbrella", at(2 * i + 1), 1));
+    }
+    for id in acme[3..].iter().chain(&umbrella[4..]) {
+        for _ in 0..3 {
+            t.record_error(*id, Stage::WalWritten, "boom", at(20)).expect("error");
+        }
+    }
+    let of = |name: &str| Some(Tenant::try_new(name).expect("tenant"));
+    let stuck = BatchQuery::stuck(at(100));
+    assert_eq!(
+        walk_pages(t, &stuck.clone().with_tenant(of("acme")), 2).concat(),
+        acme[..3]
+    );
+    assert_eq!(
+        walk_pages(t, &stuck.clone().with_tenant(of("umbrella")), 2).concat(),
+        umbrella[..4]
+    );
+    assert!(
+        walk_pages(t, &stuck.clone().with_tenant(of("nobody")), 2)
+            .concat()
+            .is_empty()
+    );
+    let failed = BatchQuery::failed();
+    assert_eq!(
+        walk_pages(t, &failed.clone().with_tenant(of("acme")), 1).concat(),
+        acme[3..]
+    );
+    assert_eq!(
+        walk_pages(t, &failed.clone().with_tenant(of("umbrella")), 1).concat(),
+        umbrella[4..]
+    );
+    assert_eq!(
+        walk_pages(t, &failed.with_tenant(None), 2).concat(),
+        [acme[3], acme[4], umbrella[4]]
+    );
+    let everyone = walk_pages(t, &stuck, 4).concat();
+    assert_eq!(
+        everyone,
+        [
+            acme[0],
+            umbrella[0],
+            acme[1],
+            umbrella[1],
+            acme[2],
+            umbrella[2],
+            umbrella[3]
+        ]
+    );
+}
+
+/// Every method of [`AsyncTracker`] gives what its [`Tracker`] twin gives, on a multi-threaded
+/// runtime the check starts.
 pub fn async_twin(t: &impl AsyncTracker) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1686,8 +1992,21 @@ pub fn async_twin(t: &impl AsyncTracker) {
                 .expect("oldest"),
             Some(9)
         );
-        assert_eq!(AsyncTracker::stuck(t, at(10), 10, None).await.expect("stuck").len(), 1);
-        assert!(AsyncTracker::failed(t, 10, None).await.expect("failed").is_empty());
+        let stuck = AsyncTracker::list_batches(t, &BatchQuery::stuck(at(10)))
+            .await
+            .expect("stuck");
+        assert_eq!((stuck.batches.len(), stuck.next), (1, None));
+        assert!(
+            AsyncTracker::list_batches(t, &BatchQuery::failed())
+                .await
+                .expect("failed")
+                .batches
+                .is_empty()
+        );
+        let err = AsyncTracker::list_batches(t, &BatchQuery::failed().with_limit(0))
+            .await
+            .expect_err("limit 0");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         assert_eq!(
             AsyncTracker::stage_counts(t, Window::new(at(0), at(10)), None)
                 .await
@@ -1736,9 +2055,17 @@ pub fn async_twin(t: &impl AsyncTracker) {
     });
 }
 
-/// Generates one `#[test]` per check for a backend made by `$make` (a function returning
-/// `Option` of something that derefs to the backend; `None` skips, as PostgreSQL does when it
-/// is not installed).
+/// Generates one `#[test]` per check of [`conformance`](crate::conformance) for the backend
+/// `$make` makes.
+///
+/// `$make` is the path of a function taking nothing and returning `Option` of something that
+/// dereferences to the backend (a `Box`, or a guard that also holds the backend's temporary
+/// directory): each test calls it once for a fresh backend, and skips when it returns `None`
+/// (a backend whose server is not installed). The backend must implement [`Tracker`],
+/// [`AsyncTracker`] and [`FileCatalog`]. Invoke it once per module: the tests are named after
+/// the checks.
+///
+/// See the [module docs](crate::conformance) for an example.
 #[macro_export]
 macro_rules! tracker_conformance {
     ($make:path) => {
@@ -1749,6 +2076,8 @@ macro_rules! tracker_conformance {
             range_claims_chain, range_claims_conflict, range_claims_replayed, invalid_range_claims_write_nothing,
             range_claim_keys_are_independent, async_range_claims, partitions_read_back,
             publish_marks_stored, record_index_marks_indexed, async_twin,
+            list_batches_pages_walk_every_batch_once, list_batches_pages_stay_put_while_batches_are_added,
+            list_batches_in_each_stage, list_batches_of_one_tenant,
             idempotency_keys_remembered_and_recalled, idempotency_first_remembered_wins,
             idempotency_keys_are_per_tenant, idempotency_keys_forgotten_by_time_only,
             invalid_idempotency_keys_remember_nothing);
