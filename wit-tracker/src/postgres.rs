@@ -1,7 +1,8 @@
 //! The PostgreSQL tracker: one database shared by several nodes.
 //!
 //! All I/O runs on the tracker's own small runtime, so the blocking [`Tracker`] needs no
-//! runtime from its host and the [`AsyncTracker`] never blocks the host's runtime threads.
+//! runtime from its host and the [`AsyncTracker`] never blocks the host's runtime threads; or,
+//! connected with [`PostgresTracker::connect_on`], on the host's runtime.
 //! Connections come from a pool that drops broken ones, so the tracker works again once the
 //! server is back, without a restart of the host.
 
@@ -185,7 +186,29 @@ ALTER TABLE batch_tracker ADD COLUMN "partition" INTEGER;
 #[derive(Clone)]
 pub struct PostgresTracker {
     inner: Arc<Inner>,
-    runtime: Arc<OwnedRuntime>,
+    runtime: IoRuntime,
+}
+
+/// Where the tracker's I/O runs.
+#[derive(Clone)]
+enum IoRuntime {
+    /// Its own, shared by its clones.
+    Owned(Arc<OwnedRuntime>),
+    /// The host's.
+    Host(tokio::runtime::Handle),
+}
+
+impl IoRuntime {
+    fn spawn<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> JoinHandle<T> {
+        match self {
+            IoRuntime::Owned(owned) => owned
+                .0
+                .as_ref()
+                .expect("the runtime lives as long as the tracker")
+                .spawn(future),
+            IoRuntime::Host(handle) => handle.spawn(future),
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresTracker {
@@ -277,7 +300,7 @@ impl PostgresTracker {
     /// [`Error::InvalidArgument`] for unparsable `params`; [`Error::Unavailable`] when the
     /// server cannot be reached; [`Error::SchemaTooNew`]; [`Error::Database`].
     pub fn connect(params: &str, config: TrackerConfig) -> Result<Self> {
-        let (tracker, migrated) = Self::start(params, config)?;
+        let (tracker, migrated) = Self::start(params, config, None)?;
         futures::executor::block_on(migrated)?;
         Ok(tracker)
     }
@@ -288,12 +311,43 @@ impl PostgresTracker {
     ///
     /// As [`connect`](Self::connect).
     pub async fn connect_async(params: &str, config: TrackerConfig) -> Result<Self> {
-        let (tracker, migrated) = Self::start(params, config)?;
+        let (tracker, migrated) = Self::start(params, config, None)?;
         migrated.await?;
         Ok(tracker)
     }
 
-    fn start(params: &str, config: TrackerConfig) -> Result<(Self, impl Future<Output = Result<()>> + Send + 'static)> {
+    /// [`connect_async`](Self::connect_async), with the tracker's I/O on the host's runtime
+    /// (`runtime`, a multi-thread one) instead of a runtime of its own. Its blocking
+    /// [`Tracker`] methods then spawn their work there and wait for it: call them from threads
+    /// that are not that runtime's workers (a blocking thread, say), or use the
+    /// [`AsyncTracker`] side.
+    ///
+    /// ```no_run
+    /// use wit_tracker::{AsyncTracker, BatchQuery, PostgresTracker, TrackerConfig};
+    ///
+    /// # async fn example() -> Result<(), wit_tracker::Error> {
+    /// let runtime = tokio::runtime::Handle::current();
+    /// let tracker = PostgresTracker::connect_on(runtime, "host=127.0.0.1 user=wit dbname=wit", TrackerConfig::default()).await?;
+    /// let failed = tracker.list_batches(&BatchQuery::failed()).await?;
+    /// # let _ = failed;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_on(runtime: tokio::runtime::Handle, params: &str, config: TrackerConfig) -> Result<Self> {
+        let (tracker, migrated) = Self::start(params, config, Some(runtime))?;
+        migrated.await?;
+        Ok(tracker)
+    }
+
+    fn start(
+        params: &str,
+        config: TrackerConfig,
+        host: Option<tokio::runtime::Handle>,
+    ) -> Result<(Self, impl Future<Output = Result<()>> + Send + 'static)> {
         let mut pg = tokio_postgres::Config::from_str(params)
             .map_err(|e| Error::invalid(format!("PostgreSQL connection parameters: {e}")))?;
         if pg.get_connect_timeout().is_none() {
@@ -314,16 +368,22 @@ impl PostgresTracker {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("wit-tracker-pg")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Unavailable {
-                backend: BACKEND,
-                operation: "start runtime",
-                source: Box::new(e),
-            })?;
+        let runtime = match host {
+            Some(handle) => IoRuntime::Host(handle),
+            None => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("wit-tracker-pg")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Unavailable {
+                        backend: BACKEND,
+                        operation: "start runtime",
+                        source: Box::new(e),
+                    })?;
+                IoRuntime::Owned(Arc::new(OwnedRuntime(Some(runtime))))
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -334,7 +394,7 @@ impl PostgresTracker {
             .map_err(|e| Error::invalid(format!("PostgreSQL pool: {e}")))?;
         let tracker = PostgresTracker {
             inner: Arc::new(Inner { pool, config }),
-            runtime: Arc::new(OwnedRuntime(Some(runtime))),
+            runtime,
         };
         let migrated = joined(tracker.spawn(|inner| async move { migrate(&inner).await }));
         Ok((tracker, migrated))
@@ -347,12 +407,7 @@ impl PostgresTracker {
         F: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let runtime = self
-            .runtime
-            .0
-            .as_ref()
-            .expect("the runtime lives as long as the tracker");
-        runtime.spawn(f(self.inner.clone()))
+        self.runtime.spawn(f(self.inner.clone()))
     }
 
     fn catalog<T, F>(&self, f: impl FnOnce(Arc<Inner>) -> F) -> wit_store::Result<T>
@@ -360,12 +415,7 @@ impl PostgresTracker {
         F: Future<Output = wit_store::Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let runtime = self
-            .runtime
-            .0
-            .as_ref()
-            .expect("the runtime lives as long as the tracker");
-        let handle = runtime.spawn(f(self.inner.clone()));
+        let handle = self.runtime.spawn(f(self.inner.clone()));
         match futures::executor::block_on(handle) {
             Ok(value) => value,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

@@ -491,3 +491,34 @@ fn bad_connection_parameters_are_a_typed_error() {
     let err = PostgresTracker::connect("host=127.0.0.1 port=notaport", TrackerConfig::default()).expect_err("bad");
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
 }
+
+/// Connected on the host's runtime, the tracker does its I/O there: both sides work, and with
+/// that runtime shut down its calls are refused as unavailable (a tracker with a runtime of
+/// its own would go on).
+#[test]
+fn a_tracker_connected_on_the_hosts_runtime_does_its_io_there() {
+    let Some(server) = PgServer::shared() else { return };
+    let params = server.fresh_schema("hosted");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tracker = runtime
+        .block_on(PostgresTracker::connect_on(
+            runtime.handle().clone(),
+            &params,
+            TrackerConfig::default(),
+        ))
+        .expect("connect");
+    let batch = meta("acme", SystemTime::now(), 3);
+    Tracker::register(&tracker, std::slice::from_ref(&batch)).expect("blocking side, from a thread of ours");
+    let record = runtime
+        .block_on(AsyncTracker::batch(&tracker, batch.id))
+        .expect("async side");
+    assert_eq!((record.meta.id, record.stage), (batch.id, Stage::Created));
+
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let err = Tracker::batch(&tracker, batch.id).expect_err("the host's runtime is gone");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+}
