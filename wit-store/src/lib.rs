@@ -62,7 +62,7 @@ pub use catalog::{FileCatalog, FileIndex, InMemoryFileCatalog, StoredFile, TimeR
 #[doc(hidden)]
 pub use config::SinkFaults;
 pub use config::{ParquetCompression, SinkConfig};
-pub use destination::Destination;
+pub use destination::{Destination, DestinationBuilder};
 pub use error::{Error, Result};
 pub use layout::NodeName;
 pub use maintenance::{CompactionReport, FileIndexer, Maintenance};
