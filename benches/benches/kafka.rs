@@ -15,6 +15,9 @@
 //!   stored (`Pipeline::flush` returned); beside them, as many timed runs of the plain
 //!   consumer. Medians, and the ratio to the plain consumer, are printed and written to
 //!   `target/tmp/kafka-bench.txt`.
+//! - where `/dev/shm` is a memory file system, as many runs again with the pipeline's
+//!   directory (its WAL) there and everything else as before: the same work without the
+//!   disk under the WAL, which tells a limit of the disk from one of the two cores.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -85,13 +88,16 @@ struct Run {
     stored: Duration,
 }
 
-fn wit(broker: &Broker, run: usize) -> Run {
+/// One run of the source; with `wal_in_memory`, the pipeline's directory is on `/dev/shm`.
+fn wit(broker: &Broker, run: usize, wal_in_memory: bool) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
+    let shm = wal_in_memory.then(|| tempfile::tempdir_in("/dev/shm").expect("tempdir in /dev/shm"));
+    let pipeline_dir = shm.as_ref().map_or_else(|| dir.path().join("pipeline"), |d| d.path().join("pipeline"));
     let tracker = std::sync::Arc::new(
         SqliteTracker::open(&dir.path().join("tracker.db"), TrackerConfig::default()).expect("tracker"),
     );
     let node = NodeName::try_new("bench").expect("node");
-    let config = PipelineConfig::new(dir.path().join("pipeline"), node.clone())
+    let config = PipelineConfig::new(pipeline_dir, node.clone())
         .with_sink(SinkConfig::new(node).with_max_file_age(Duration::from_secs(600)))
         .with_indexing(false);
     let pipeline = Pipeline::open(
@@ -100,7 +106,7 @@ fn wit(broker: &Broker, run: usize) -> Run {
         tracker.clone(),
     )
     .expect("pipeline");
-    let group = format!("wit-{run}");
+    let group = format!("wit-{run}-{wal_in_memory}");
     let kafka = KafkaConfig::new(&broker.addr, &group)
         .with_topic(
             TopicRule::new("^v6\\.qtw\\..*", PayloadFormat::OtlpProtobuf)
@@ -188,11 +194,16 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
+    let in_memory = std::fs::metadata("/dev/shm").is_ok_and(|m| m.is_dir());
     let mut plains = Vec::new();
     let mut runs = Vec::new();
+    let mut memory_runs = Vec::new();
     for run in 0..RUNS {
         plains.push(plain(&broker).0);
-        runs.push(wit(&broker, run));
+        runs.push(wit(&broker, run, false));
+        if in_memory {
+            memory_runs.push(wit(&broker, run, true));
+        }
     }
     let rate = |d: Duration| MESSAGES as f64 / d.as_secs_f64();
     let plain_median = median(plains);
@@ -217,6 +228,20 @@ fn bench(c: &mut Criterion) {
         median(runs.iter().map(|r| r.claimed).collect()),
     );
     line("wit: stored (Parquet)", median(runs.iter().map(|r| r.stored).collect()));
+    if in_memory {
+        line(
+            "WAL on /dev/shm: read",
+            median(memory_runs.iter().map(|r| r.read).collect()),
+        );
+        line(
+            "WAL on /dev/shm: durable",
+            median(memory_runs.iter().map(|r| r.durable).collect()),
+        );
+        line(
+            "WAL on /dev/shm: stored",
+            median(memory_runs.iter().map(|r| r.stored).collect()),
+        );
+    }
     eprintln!("{report}");
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
     let _ = std::fs::create_dir_all(&out);

@@ -19,6 +19,15 @@
 //!    and max, and against the raw ceiling the ratio of the overall means and the median of
 //!    the per-round ratios. Not a criterion benchmark, so it runs unless a filter that does
 //!    not match its name is given.
+//! 5. `growing_log`: 8 MiB records (the groups a Kafka burst or a large batch makes) appended
+//!    to a log that only grows, 256 MiB per turn, the contenders taking turns as in 4:
+//!    `raw_growing`, the ceiling, appends to files extended by the writes themselves (nothing
+//!    reserved ahead, one `fdatasync` per record, a new file every 64 MiB);
+//!    `raw_zeros_ahead` does the same into files zero-filled by a background thread while the
+//!    one before fills (what wit-wal did for every new segment until large groups got
+//!    allocated ones); `wit-wal` is a fresh log with the default configuration. Printed (and
+//!    written to `$CARGO_TARGET_TMPDIR/wal-bench-growing.txt`): MB/s per contender, median of
+//!    the turns, and the median of the per-round ratios to the ceiling.
 //!
 //! The contenders, and what "durable" means for each:
 //!
@@ -92,7 +101,7 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))
         .without_plots();
-    targets = append_1_writer, paired_1_writer, append_8_writers, replay
+    targets = append_1_writer, paired_1_writer, append_8_writers, replay, growing_log
 }
 criterion_main!(benches);
 
@@ -261,6 +270,119 @@ fn paired_1_writer(_: &mut Criterion) {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wal-bench-paired.txt");
     if let Err(e) = std::fs::write(&path, &out) {
         eprintln!("could not write {}: {e}", path.display());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workload 5: large records into a log that only grows.
+
+/// Record size, bytes per turn and rounds of the growing-log workload.
+const GROWING_RECORD: usize = 8 << 20;
+const GROWING_TURN: u64 = 256 << 20;
+const GROWING_ROUNDS: usize = 5;
+
+fn growing_log(_: &mut Criterion) {
+    let name = "growing_log";
+    if let Some(filter) = std::env::args().skip(1).rfind(|a| !a.starts_with('-'))
+        && !name.contains(&filter)
+    {
+        return;
+    }
+    let rec = record(GROWING_RECORD, 9);
+    let records = (GROWING_TURN / GROWING_RECORD as u64) as usize;
+    type Turn<'a> = Box<dyn Fn(&Path) + 'a>;
+    let contenders: Vec<(&str, Turn<'_>)> = vec![
+        ("raw_growing", Box::new(|dir| raw_growing(dir, &rec, records, false))),
+        ("raw_zeros_ahead", Box::new(|dir| raw_growing(dir, &rec, records, true))),
+        (
+            "wit-wal",
+            Box::new(|dir| {
+                let wal = open_wit_wal(dir, SyncMode::SyncData);
+                for _ in 0..records {
+                    black_box_append(&wal, &rec);
+                }
+                wal.close().expect("close");
+            }),
+        ),
+    ];
+    let k = contenders.len();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); k];
+    for r in 0..GROWING_ROUNDS {
+        for c in (0..k).map(|i| (i + r) % k) {
+            let dir = scratch();
+            settle(dir.path());
+            let t = Instant::now();
+            (contenders[c].1)(dir.path());
+            rates[c].push(GROWING_TURN as f64 / t.elapsed().as_secs_f64() / 1e6);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut out = format!(
+        "growing_log: {} MiB records, {} MiB per turn, {GROWING_ROUNDS} rounds\n{:<18} {:>8} {:>14}\n",
+        GROWING_RECORD >> 20,
+        GROWING_TURN >> 20,
+        "",
+        "MB/s",
+        "vs ceiling"
+    );
+    for (c, (name, _)) in contenders.iter().enumerate() {
+        let ratios: Vec<f64> = rates[c].iter().zip(&rates[0]).map(|(x, ceiling)| x / ceiling).collect();
+        out.push_str(&format!(
+            "{name:<18} {:>8.0} {:>13.2}x\n",
+            median(rates[c].clone()),
+            median(ratios)
+        ));
+    }
+    eprintln!("\n{out}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wal-bench-growing.txt");
+    if let Err(e) = std::fs::write(&path, &out) {
+        eprintln!("could not write {}: {e}", path.display());
+    }
+}
+
+/// Appends `records` copies of `rec` with one `fdatasync` each, to files of `SEGMENT_SIZE`
+/// made as they fill up: extended by the writes, or (`zeros_ahead`) zero-filled by a
+/// background thread while the file before fills.
+fn raw_growing(dir: &Path, rec: &[u8], records: usize, zeros_ahead: bool) {
+    let make = |n: usize| {
+        let path = dir.join(format!("{n:04}.log"));
+        if zeros_ahead {
+            create_zeroed(&path, SEGMENT_SIZE)
+        } else {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .expect("create")
+        }
+    };
+    let mut n = 0;
+    let mut file = make(n);
+    let mut ahead: Option<std::thread::JoinHandle<File>> = None;
+    let mut offset = 0u64;
+    for _ in 0..records {
+        if offset + rec.len() as u64 > SEGMENT_SIZE {
+            n += 1;
+            file = match ahead.take() {
+                Some(handle) => handle.join().expect("zero-fill thread"),
+                None => make(n),
+            };
+            sync_dir(dir);
+            offset = 0;
+        }
+        if zeros_ahead && ahead.is_none() && offset >= SEGMENT_SIZE / 4 {
+            let path = dir.join(format!("{:04}.log", n + 1));
+            ahead = Some(std::thread::spawn(move || create_zeroed(&path, SEGMENT_SIZE)));
+        }
+        file.write_all_at(rec, offset).expect("write");
+        file.sync_data().expect("fdatasync");
+        offset += rec.len() as u64;
+    }
+    if let Some(handle) = ahead {
+        drop(handle.join());
     }
 }
 

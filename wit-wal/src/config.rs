@@ -6,7 +6,8 @@ use crate::{Error, Result};
 #[non_exhaustive]
 pub enum SyncMode {
     /// `fdatasync` after each group of records (the default). Segments are preallocated, so
-    /// this syncs data without having to sync file-size metadata.
+    /// this syncs data without having to sync file-size metadata (into a segment allocated
+    /// for large groups, the first sync over each range also commits its extent change).
     #[default]
     SyncData,
     /// `fsync` after each group: data and all metadata.
@@ -104,9 +105,12 @@ impl Config {
     /// How many released segments are kept, preallocated, for reuse (default 2).
     ///
     /// A new segment is made from a spare: a released segment when there is one, else a
-    /// file zero-filled in the background (so that syncs never change its extents). A log
-    /// that is truncated as it goes ([`Wal::truncate_before`](crate::Wal::truncate_before))
-    /// reuses its segments; one that only grows writes each segment twice, zeros first.
+    /// new file prepared in the background. While the log's groups are small, the new file
+    /// is zero-filled, so that syncs never change its extents; while they average 1 MiB or
+    /// more, its blocks are allocated without being written (`fallocate`, where the file
+    /// system has it), so that a log growing by large groups writes its bytes once, not
+    /// zeros first ([`Stats`](crate::Stats) counts both kinds). A log that is truncated as
+    /// it goes ([`Wal::truncate_before`](crate::Wal::truncate_before)) reuses its segments.
     pub fn with_max_spare_segments(mut self, n: usize) -> Self {
         self.max_spare_segments = n;
         self

@@ -16,7 +16,7 @@ use crate::config::SyncMode;
 use crate::faults::IoFaults;
 use crate::format::{GROUP_HEADER_LEN, GroupHeader, HEADER_LEN, SegmentHeader, SegmentTrailer, TRAILER_LEN};
 use crate::group::View;
-use crate::segment::{self, BLOCK, Sealed, Segment};
+use crate::segment::{self, BLOCK, Reserve, Sealed, Segment};
 use crate::{Error, Result};
 
 /// Zeros that pad a write to the end of its last block.
@@ -27,6 +27,12 @@ static ZEROS: [u8; BLOCK] = [0; BLOCK];
 /// 1 KiB append written directly beats the page cache by 3–9% of the ceiling, while 64 KiB
 /// ones were slower directly (0.80–0.91× the ceiling against 0.92–0.96× through the cache).
 const MAX_DIRECT_WRITE: usize = 16 << 10;
+
+/// The mean group size (in the tail so far) from which the next spare is allocated rather
+/// than zero-filled (see [`Reserve`]). Below it, the extent change a sync into an allocated
+/// block commits costs more than the zeros save; above it, the zeros double what a growing
+/// log writes (`benches/benches/wal.rs`, `growing_log`).
+const LARGE_GROUP: u64 = 1 << 20;
 
 /// A group's bytes, aligned in memory for direct I/O.
 pub(crate) type GroupBuf = AVec<u8, ConstAlign<BLOCK>>;
@@ -52,7 +58,31 @@ pub(crate) struct Chunk {
 pub(crate) struct Spares {
     pub(crate) ready: Vec<PathBuf>,
     pub(crate) counter: u64,
+    /// New files made since open, zero-filled and allocated.
+    pub(crate) zero_filled: u64,
+    pub(crate) allocated: u64,
 }
+
+impl Spares {
+    pub(crate) fn new(ready: Vec<PathBuf>, counter: u64) -> Self {
+        Self {
+            ready,
+            counter,
+            zero_filled: 0,
+            allocated: 0,
+        }
+    }
+
+    pub(crate) fn made(&mut self, reserve: Reserve) {
+        match reserve {
+            Reserve::Zeros => self.zero_filled += 1,
+            Reserve::Allocate => self.allocated += 1,
+        }
+    }
+}
+
+/// A spare being made in the background: its path and how it was reserved.
+pub(crate) type Making = JoinHandle<Result<(PathBuf, Reserve)>>;
 
 /// The files the leader writes. Only a leader (or rotation during open) holds this lock.
 pub(crate) struct Io {
@@ -72,7 +102,9 @@ pub(crate) struct Io {
     pub(crate) block: Box<[u8; BLOCK]>,
     pub(crate) written_end: u64,
     pub(crate) next_lsn: u64,
-    pub(crate) preallocating: Option<JoinHandle<Result<PathBuf>>>,
+    pub(crate) preallocating: Option<Making>,
+    /// Groups written into the tail since it started (or since open).
+    pub(crate) tail_groups: u64,
 }
 
 /// `pwritev` of all of `parts` at `offset`, checking every write's length: short writes
@@ -105,15 +137,21 @@ fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> std::
     Ok(())
 }
 
+/// A spare for the next segment: the one made in the background (`pre`), else a ready one,
+/// else one made now as `reserve` says.
 pub(crate) fn take_spare(
     dir: &Path,
     len: u64,
     spares: &mut Spares,
-    pre: Option<JoinHandle<Result<PathBuf>>>,
+    pre: Option<Making>,
+    reserve: Reserve,
 ) -> Result<PathBuf> {
     if let Some(handle) = pre {
         match handle.join() {
-            Ok(Ok(path)) => spares.ready.push(path),
+            Ok(Ok((path, made))) => {
+                spares.made(made);
+                spares.ready.push(path);
+            }
             Ok(Err(e)) => return Err(e),
             Err(_) => {
                 return Err(Error::io(
@@ -127,7 +165,8 @@ pub(crate) fn take_spare(
     if spares.ready.is_empty() {
         let path = segment::spare_path(dir, spares.counter);
         spares.counter += 1;
-        segment::create_preallocated(&path, len)?;
+        let (_, made) = segment::create_preallocated(&path, len, reserve)?;
+        spares.made(made);
         return Ok(path);
     }
     Ok(spares.ready.remove(0))
@@ -245,6 +284,7 @@ impl Io {
         }
         self.written_end = end;
         self.next_lsn = c.first_lsn + c.count as u64;
+        self.tail_groups += 1;
         Ok(())
     }
 
@@ -361,7 +401,7 @@ impl Io {
         } else {
             None
         };
-        let spare = take_spare(&self.dir, self.segment_size, &mut sp, pre)?;
+        let spare = take_spare(&self.dir, self.segment_size, &mut sp, pre, self.next_reserve())?;
         let (file, seg) = start_segment(
             &self.dir,
             &spare,
@@ -383,6 +423,7 @@ impl Io {
         self.tail_file = file;
         self.tail = seg;
         self.written_end = HEADER_LEN;
+        self.tail_groups = 0;
         self.block[..HEADER_LEN as usize].copy_from_slice(&self.tail.header.encode());
         self.open_direct()
     }
@@ -395,9 +436,21 @@ impl Io {
         let path = segment::spare_path(&self.dir, spares.counter);
         spares.counter += 1;
         let len = self.segment_size;
+        let reserve = self.next_reserve();
         self.preallocating = std::thread::Builder::new()
             .name("wit-wal-prealloc".into())
-            .spawn(move || segment::create_preallocated(&path, len).map(|_| path))
+            .spawn(move || segment::create_preallocated(&path, len, reserve).map(|(_, made)| (path, made)))
             .ok();
+    }
+
+    /// How the next new spare is reserved: allocated when the tail's groups are large on
+    /// average, zero-filled otherwise.
+    fn next_reserve(&self) -> Reserve {
+        let data = self.written_end.saturating_sub(HEADER_LEN);
+        if self.tail_groups > 0 && data / self.tail_groups >= LARGE_GROUP {
+            Reserve::Allocate
+        } else {
+            Reserve::Zeros
+        }
     }
 }

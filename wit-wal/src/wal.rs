@@ -15,7 +15,7 @@ use crate::group::{Commit, Plan, Poison, Shared, State, View};
 use crate::io::{Io, Spares, start_segment, take_spare};
 use crate::reader::Reader;
 use crate::recovery::{Recovery, recover};
-use crate::segment::{self, BLOCK, Segment};
+use crate::segment::{self, BLOCK, Reserve, Segment};
 use crate::{Error, Lsn, LsnRange, Result};
 
 /// A segmented write-ahead log with group commit.
@@ -113,10 +113,7 @@ impl Wal {
         }
 
         let rec = recover(dir, &config)?;
-        let mut spares = Spares {
-            ready: rec.spares,
-            counter: rec.spare_counter,
-        };
+        let mut spares = Spares::new(rec.spares, rec.spare_counter);
         let (tail_file, tail, written_end, next_lsn, mut segments) = match rec.tail {
             Some(t) => {
                 let mut segs = rec.sealed;
@@ -125,7 +122,7 @@ impl Wal {
             }
             None => {
                 let generation = rec.max_generation + 1;
-                let path = take_spare(dir, config.segment_size, &mut spares, None)?;
+                let path = take_spare(dir, config.segment_size, &mut spares, None, Reserve::Zeros)?;
                 let (file, seg) = start_segment(dir, &path, generation, rec.next_lsn, config.segment_size, None)?;
                 let mut segs = rec.sealed;
                 segs.push(Arc::clone(&seg));
@@ -158,6 +155,7 @@ impl Wal {
             written_end,
             next_lsn,
             preallocating: None,
+            tail_groups: 0,
         };
         io.open_direct()?;
         let shared = Arc::new(Shared {
@@ -383,7 +381,10 @@ impl Wal {
     /// Current figures of the log.
     pub fn stats(&self) -> Stats {
         // Lock order everywhere: io, then spares, then view.
-        let spares = self.shared.spares.lock().ready.len();
+        let (spares, zero_filled, allocated) = {
+            let s = self.shared.spares.lock();
+            (s.ready.len(), s.zero_filled, s.allocated)
+        };
         let view = self.shared.view.read();
         let first = view.segments.first().map_or(view.durable_next, |s| s.first_lsn());
         Stats {
@@ -395,6 +396,8 @@ impl Wal {
             bytes_on_disk: view.segments.iter().map(|s| s.header.segment_len).sum::<u64>()
                 + spares as u64 * self.shared.config.segment_size,
             direct_io: self.shared.direct_io.load(Ordering::Relaxed),
+            zero_filled_segments: zero_filled,
+            allocated_segments: allocated,
         }
     }
 
@@ -439,9 +442,10 @@ impl Wal {
             Err(_) => Ok(()),
         };
         if let Some(handle) = io.preallocating.take()
-            && let Ok(Ok(path)) = handle.join()
+            && let Ok(Ok((path, made))) = handle.join()
         {
             let mut spares = self.shared.spares.lock();
+            spares.made(made);
             if spares.ready.len() < self.shared.config.max_spare_segments {
                 spares.ready.push(path);
             } else {
@@ -516,4 +520,12 @@ pub struct Stats {
     pub bytes_on_disk: u64,
     /// Whether groups are being written with direct I/O (see [`Config::with_direct_io`]).
     pub direct_io: bool,
+    /// New segment files made since open with zeros written over them: the log's groups
+    /// were small (under 1 MiB on average in the segment before), and later syncs into such
+    /// a file flush data only.
+    pub zero_filled_segments: u64,
+    /// New segment files made since open by allocating their blocks without writing them:
+    /// the groups were large, and zeros would have doubled what a growing log writes.
+    /// Released segments reused as spares count in neither.
+    pub allocated_segments: u64,
 }

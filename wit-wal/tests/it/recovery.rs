@@ -397,3 +397,54 @@ fn replay_lends_every_record_then_stops_at_damage() {
         "every record before the damage, nothing after"
     );
 }
+
+/// A log whose groups are large allocates its new segments instead of writing zeros over
+/// them first (they read as zeros all the same), and recovers from them as from any other:
+/// every acknowledged record comes back, and a last group whose sync failed is cut.
+#[test]
+fn large_groups_get_allocated_segments_that_recover_like_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(IoFaults::default());
+    let config = Config::default().with_segment_size(8 << 20);
+    let wal = Wal::open(dir.path(), config.clone().with_io_faults(Arc::clone(&faults))).unwrap();
+    // 1.5 MB groups (one record each): five to a segment.
+    let record = |i: u64| vec![i as u8; 1_500_000];
+    for i in 0..22 {
+        wal.append(&record(i)).unwrap();
+    }
+    let stats = wal.stats();
+    assert!(stats.segment_count >= 4, "{stats:?}");
+    // The first segment was made at open, before any group was seen: zeros.
+    assert_eq!(stats.zero_filled_segments, 1, "{stats:?}");
+    assert!(stats.allocated_segments >= 3, "{stats:?}");
+    // The next group is written but its sync fails, and its payload is torn.
+    faults.fail_sync_after(0);
+    assert!(wal.append(&record(99)).is_err());
+    let (path, durable_end, _) = wal.tail_extent();
+    wal.crash();
+    flip(&path, durable_end + GROUP + RECORD + 1_000);
+
+    let wal = Wal::open(dir.path(), config).unwrap();
+    assert!(wal.recovery().torn_tail.is_some(), "{:?}", wal.recovery());
+    let records = all(&wal);
+    assert_eq!(records.len(), 22);
+    for (lsn, payload) in &records {
+        assert!(*payload == record(lsn - 1), "record {lsn}");
+    }
+    let next = wal.append(&record(22)).unwrap();
+    assert_eq!(next, Lsn(23));
+}
+
+/// Small groups keep zero-filled segments, whose syncs flush data only.
+#[test]
+fn small_groups_keep_zero_filled_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), Config::default().with_segment_size(1 << 20)).unwrap();
+    for i in 0..1_200u32 {
+        wal.append(&[i as u8; 4096]).unwrap();
+    }
+    let stats = wal.stats();
+    assert!(stats.segment_count >= 4, "{stats:?}");
+    assert_eq!(stats.allocated_segments, 0, "{stats:?}");
+    assert!(stats.zero_filled_segments >= 4, "{stats:?}");
+}
