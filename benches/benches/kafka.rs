@@ -92,7 +92,9 @@ struct Run {
 fn wit(broker: &Broker, run: usize, wal_in_memory: bool) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let shm = wal_in_memory.then(|| tempfile::tempdir_in("/dev/shm").expect("tempdir in /dev/shm"));
-    let pipeline_dir = shm.as_ref().map_or_else(|| dir.path().join("pipeline"), |d| d.path().join("pipeline"));
+    let pipeline_dir = shm
+        .as_ref()
+        .map_or_else(|| dir.path().join("pipeline"), |d| d.path().join("pipeline"));
     let tracker = std::sync::Arc::new(
         SqliteTracker::open(&dir.path().join("tracker.db"), TrackerConfig::default()).expect("tracker"),
     );

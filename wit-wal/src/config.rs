@@ -121,7 +121,10 @@ impl Config {
     /// A small group (up to 16 KiB of whole blocks) then skips the page cache: it goes
     /// straight to the device as the 4 KiB blocks it touches, and the sync only has to flush
     /// the device's cache, which makes a lone writer's synced append a few per cent faster.
-    /// Larger groups are written through the page cache, where they were measured faster.
+    /// So does a large group (1 MiB and more): copying megabytes into the page cache was
+    /// measured to be the slow half of such a write on this project's machine (see
+    /// `growing_log` in `benches/benches/wal.rs`). The groups in between are written through
+    /// the page cache, where they were measured faster.
     /// The log falls back to buffered writes by itself where the file system refuses direct
     /// I/O, and always writes through the page cache in [`SyncMode::Buffer`] and on other
     /// systems; [`Stats::direct_io`](crate::Stats::direct_io) tells which is in use. The

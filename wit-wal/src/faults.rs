@@ -1,6 +1,6 @@
 //! Injected I/O failures for tests. Not part of the supported API.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// Counters that make the N-th write or sync fail. Negative means "never".
 #[derive(Debug)]
@@ -8,6 +8,7 @@ pub struct IoFaults {
     writes_until_failure: AtomicI64,
     syncs_until_failure: AtomicI64,
     refuse_direct: AtomicBool,
+    direct_writes: AtomicU64,
 }
 
 impl Default for IoFaults {
@@ -16,6 +17,7 @@ impl Default for IoFaults {
             writes_until_failure: AtomicI64::new(-1),
             syncs_until_failure: AtomicI64::new(-1),
             refuse_direct: AtomicBool::new(false),
+            direct_writes: AtomicU64::new(0),
         }
     }
 }
@@ -35,6 +37,11 @@ impl IoFaults {
     /// `O_DIRECT` at open but not the log's 4 KiB blocks.
     pub fn refuse_direct_io(&self, on: bool) {
         self.refuse_direct.store(on, Ordering::SeqCst);
+    }
+
+    /// Direct writes attempted so far (each group written with `O_DIRECT` is one).
+    pub fn direct_writes(&self) -> u64 {
+        self.direct_writes.load(Ordering::SeqCst)
     }
 
     /// Stops injecting.
@@ -65,6 +72,7 @@ impl IoFaults {
     }
 
     pub(crate) fn direct_write(&self) -> std::io::Result<()> {
+        self.direct_writes.fetch_add(1, Ordering::SeqCst);
         if self.refuse_direct.load(Ordering::SeqCst) {
             return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
         }

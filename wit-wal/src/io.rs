@@ -22,17 +22,20 @@ use crate::{Error, Result};
 /// Zeros that pad a write to the end of its last block.
 static ZEROS: [u8; BLOCK] = [0; BLOCK];
 
-/// The largest write (whole blocks) made with direct I/O; larger groups go through the page
-/// cache. Measured on this project's machine (`benches/benches/wal.rs`, paired workload): a
-/// 1 KiB append written directly beats the page cache by 3–9% of the ceiling, while 64 KiB
-/// ones were slower directly (0.80–0.91× the ceiling against 0.92–0.96× through the cache).
+/// The largest small write (whole blocks) made with direct I/O; groups between it and
+/// [`LARGE_GROUP`] go through the page cache. Measured on this project's machine
+/// (`benches/benches/wal.rs`, paired workload): a 1 KiB append written directly beats the
+/// page cache by 3–9% of the ceiling, while 64 KiB ones were slower directly (0.80–0.91× the
+/// ceiling against 0.92–0.96× through the cache).
 const MAX_DIRECT_WRITE: usize = 16 << 10;
 
-/// The mean group size (in the tail so far) from which the next spare is allocated rather
-/// than zero-filled (see [`Reserve`]). Below it, the extent change a sync into an allocated
-/// block commits costs more than the zeros save; above it, the zeros double what a growing
-/// log writes (`benches/benches/wal.rs`, `growing_log`).
-const LARGE_GROUP: u64 = 1 << 20;
+/// From this size on a group is large: it is written with direct I/O where that is in use
+/// (copying megabytes into the page cache was the slow half of a large synced write here:
+/// `growing_log` in `benches/benches/wal.rs`), and a tail of such groups on average gets its
+/// next spare allocated rather than zero-filled (see [`Reserve`]): below it, the extent change
+/// a sync into an allocated block commits costs more than the zeros save; above it, the zeros
+/// double what a growing log writes.
+pub(crate) const LARGE_GROUP: u64 = 1 << 20;
 
 /// A group's bytes, aligned in memory for direct I/O.
 pub(crate) type GroupBuf = AVec<u8, ConstAlign<BLOCK>>;
@@ -239,8 +242,8 @@ impl Io {
         // zeros written over a clean close's checkpoint would take its evidence away.
         let direct_limit = (self.tail.header.segment_len - TRAILER_LEN) / BLOCK as u64 * BLOCK as u64;
         let mut written = false;
-        let fits =
-            whole_blocks && detached.is_empty() && padded <= MAX_DIRECT_WRITE && start + padded as u64 <= direct_limit;
+        let sized = padded <= MAX_DIRECT_WRITE || padded as u64 >= LARGE_GROUP;
+        let fits = whole_blocks && detached.is_empty() && sized && start + padded as u64 <= direct_limit;
         if let Some(direct) = self.direct.as_ref().filter(|_| fits) {
             // The zeros after the group cover only bytes past the log's end: zeros already,
             // or bytes of the file's earlier use, which recovery never takes for records.

@@ -12,7 +12,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::config::{Config, SyncMode};
 use crate::format::{HEADER_LEN, start_record_crc};
 use crate::group::{Commit, Plan, Poison, Shared, State, View};
-use crate::io::{Io, Spares, start_segment, take_spare};
+use crate::io::{Io, LARGE_GROUP, Spares, start_segment, take_spare};
 use crate::reader::Reader;
 use crate::recovery::{Recovery, recover};
 use crate::segment::{self, BLOCK, Reserve, Segment};
@@ -215,7 +215,10 @@ impl Wal {
     /// [`Error::RecordTooLarge`]; [`Error::Poisoned`] if a write or sync failed (now or
     /// earlier); [`Error::Closed`].
     pub fn append(&self, record: &[u8]) -> Result<Lsn> {
-        if record.len() >= INLINE_MIN && record.len() <= self.shared.config.max_record_size() {
+        // A large record goes directly to the device where direct I/O is in use, from an
+        // aligned group buffer: not from the caller's slice, which only the page cache takes.
+        let large = record.len() as u64 >= LARGE_GROUP && self.shared.direct_io.load(Ordering::Relaxed);
+        if record.len() >= INLINE_MIN && record.len() <= self.shared.config.max_record_size() && !large {
             let crc = start_record_crc(record);
             if let Some(lsn) = self.shared.append_inline(record, crc)? {
                 return Ok(lsn);

@@ -4,8 +4,9 @@
 //! # The sequence
 //!
 //! 1. Messages of one partition are gathered into a batch by messages, bytes and age
-//!    ([`KafkaConfig::with_batching`]); the batch covers the partition's offsets from where the
-//!    last one ended to the last message read, poison messages included.
+//!    ([`KafkaConfig::with_batching`]), or until the consumer has caught up once the batch
+//!    holds a megabyte; the batch covers the partition's offsets from where the last one
+//!    ended to the last message read, poison messages included.
 //! 2. The batch is written to the WAL (durable); its envelope records the topic, the partition
 //!    and the offset range.
 //! 3. The pipeline's processor claims it in the tracker in one transaction: the batch is
@@ -99,6 +100,12 @@ impl KafkaConfig {
     /// `max_age` after its first message (seed 000's `batch_size`, `max_size_bytes`,
     /// `batch_timeout_ms`); all open batches together hold at most `max_buffered_bytes`.
     /// Default: [`BatcherConfig::default`].
+    ///
+    /// A batch of 1 MiB or more is also sent on as soon as the consumer has nothing more to
+    /// read at once (it has caught up with the broker, or the next fetch is not in yet):
+    /// waiting for its age would then add latency, not size, and such a batch is worth a WAL
+    /// write and a tracker transaction of its own. Smaller batches wait for their age, so a
+    /// trickle of small messages still makes few batches.
     pub fn with_batching(mut self, batching: BatcherConfig) -> Self {
         self.batching = batching;
         self

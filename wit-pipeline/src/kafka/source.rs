@@ -34,6 +34,10 @@ const ENVELOPE_HEADER: u64 = 4 << 10;
 /// A part's frame in an envelope: format, compression, message count, source offset,
 /// idempotency flag, payload length.
 const PART_FRAME: u64 = 1 + 1 + 4 + 9 + 1 + 8;
+/// An open range of this many payload bytes is sealed as soon as the consumer has nothing
+/// more to read at once, without waiting for its age: from a megabyte on, a batch is worth a
+/// WAL write and a tracker transaction of its own (the WAL's large groups start there too).
+const CAUGHT_UP_SEAL_BYTES: u64 = 1 << 20;
 
 /// The range of a partition being gathered: its messages since the last sealed range.
 #[derive(Default)]
@@ -474,7 +478,16 @@ impl Inner {
                 d.saturating_duration_since(Instant::now())
                     .clamp(Duration::from_millis(1), Duration::from_millis(100))
             });
-            match consumer.poll(timeout) {
+            let polled = match consumer.poll(Duration::ZERO) {
+                Some(polled) => Some(polled),
+                None => {
+                    // Nothing to read at once: large ranges go on now.
+                    self.seal_caught_up()?;
+                    self.send_pending(consumer);
+                    consumer.poll(timeout)
+                }
+            };
+            match polled {
                 None => {}
                 Some(Ok(message)) => self.take(&message)?,
                 Some(Err(e)) => self.note(&format!("consume: {e}")),
@@ -620,6 +633,24 @@ impl Inner {
                             || now.duration_since(since) >= batching.max_age()
                     })
                 })
+                .map(|(tp, _)| tp.clone())
+                .collect()
+        };
+        for tp in due {
+            self.seal(&tp)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the ranges of [`CAUGHT_UP_SEAL_BYTES`] or more, once the consumer has nothing
+    /// more to read at once (see [`KafkaConfig::with_batching`]).
+    fn seal_caught_up(&self) -> Result<()> {
+        let due: Vec<Tp> = {
+            let state = self.state.lock();
+            state
+                .partitions
+                .iter()
+                .filter(|(_, p)| p.open.since.is_some() && p.open.bytes >= CAUGHT_UP_SEAL_BYTES)
                 .map(|(tp, _)| tp.clone())
                 .collect()
         };

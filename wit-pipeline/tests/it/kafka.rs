@@ -374,6 +374,76 @@ fn batches_fit_in_a_wal_record_and_a_message_too_large_for_one_is_a_dead_letter(
     assert_eq!(dead[0]["n"].as_i64(), Some(7 + 65_536_u64.div_ceil(3) as i64 * 4));
 }
 
+/// A range of a megabyte or more goes on as soon as the source has caught up, long before
+/// its age; a small one waits for its age (here an hour), so a trickle makes few batches.
+#[test]
+fn a_large_range_is_sealed_once_the_source_has_caught_up_and_a_small_one_waits() {
+    let Some(broker) = Broker::start() else { return };
+    let topic = "v6.qtw.traces.acme.0";
+    broker.create_topic(topic, 1);
+    let producer = broker.producer();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tracker = support::sqlite(dir.path());
+    // Segments (and so records) of 8 MiB: the range's megabyte fits one.
+    let config = config(dir.path()).with_wal(wit_wal::Config::default().with_segment_size(8 << 20));
+    let pipeline = support::open(dir.path(), config, tracker.clone());
+    let hour = Duration::from_secs(3600);
+    let source = pipeline
+        .start_kafka(kafka(&broker).with_batching(BatcherConfig::default().with_max_messages(1_000).with_max_age(hour)))
+        .expect("start");
+
+    // Two small messages: read, then held in their open range.
+    for first in [0, 10] {
+        produce(&producer, topic, 0, &spans(&(first..first + 10).collect::<Vec<_>>()));
+    }
+    flush(&producer);
+    let start = Instant::now();
+    while source.status().messages < 2 {
+        assert!(start.elapsed() < LONG, "{:?}", source.status());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The source polls many times a second meanwhile, caught up each time.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = source.status();
+    assert_eq!((status.durable, status.batches_claimed), (0, 0), "{status:?}");
+
+    // Eight messages of about 200 KB take the range past a megabyte: it goes on, without
+    // waiting for its age. (What is read after it is sealed waits in a range of its own.)
+    let mut sizes = Vec::new();
+    for m in 0..8u64 {
+        let first = 1_000 + m * 5_000;
+        let payload = spans(&(first..first + 5_000).collect::<Vec<_>>());
+        sizes.push(payload.len());
+        produce(&producer, topic, 0, &payload);
+    }
+    flush(&producer);
+    assert!(sizes.iter().sum::<usize>() > 1 << 20, "{sizes:?}");
+    let start = Instant::now();
+    let status = loop {
+        let status = source.status();
+        if status.batches_claimed >= 1 {
+            break status;
+        }
+        assert!(start.elapsed() < LONG, "no range went on: {status:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.durable >= 2 + 3, "the range held a megabyte: {status:?}");
+    let claimed: i64 = tracker
+        .source_offsets(GROUP)
+        .expect("offsets")
+        .iter()
+        .map(|o| o.offset)
+        .sum();
+    assert!(claimed >= 5, "{claimed}");
+
+    // Stopping sends the rest on; everything is stored once.
+    source.stop().expect("stop");
+    pipeline.flush().expect("flush");
+    pipeline.close().expect("close");
+    let session = session(dir.path(), tracker.clone());
+    assert_eq!(counts(&session, "spans"), (40_020, 40_020));
+}
+
 #[test]
 fn a_range_claimed_by_another_consumer_is_dropped_and_read_again_from_the_tracker() {
     let Some(broker) = Broker::start() else { return };

@@ -207,3 +207,77 @@ fn a_group_through_the_page_cache_pads_its_last_block_but_never_the_trailer_slot
         assert_eq!(lens, [10_000, 4000]);
     }
 }
+
+/// Groups of 1 MiB and more go to the device directly too (those between 16 KiB and 1 MiB
+/// through the page cache), whether appended alone or in a batch, and leave exactly the
+/// files that writes through the page cache leave.
+#[test]
+fn large_groups_are_written_directly_and_leave_the_same_files() {
+    let base = on_disk();
+    let supported = direct_io_here(base.path());
+    let sizes = [
+        2 << 20,
+        64 << 10,
+        (1 << 20) + 7,
+        (3 << 20) + 4095,
+        100,
+        5 << 20,
+        1 << 20,
+    ];
+    let records: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (0..len).map(|j| (i * 131 + j * 7) as u8).collect())
+        .collect();
+    let write = |dir: &Path, direct: bool| {
+        let faults = Arc::new(IoFaults::default());
+        let config = Config::default()
+            .with_segment_size(8 << 20)
+            .with_direct_io(direct)
+            .with_io_faults(Arc::clone(&faults));
+        let wal = Wal::open(dir, config).unwrap();
+        let mut large_direct = 0;
+        for round in 0..3 {
+            for r in &records {
+                let before = faults.direct_writes();
+                wal.append(r).unwrap();
+                if r.len() >= 1 << 20 && faults.direct_writes() > before {
+                    large_direct += 1;
+                }
+                if r.len() > 16 << 10 && r.len() < 1 << 20 {
+                    assert_eq!(faults.direct_writes(), before, "a 64 KiB group went directly");
+                }
+            }
+            // Two large records in one group.
+            wal.append_batch(&records[round..round + 2]).unwrap();
+        }
+        let all: Vec<_> = wal.read_from(Lsn::FIRST).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(all.len(), 3 * (records.len() + 2));
+        assert!(
+            all.iter()
+                .take(records.len())
+                .zip(&records)
+                .all(|(a, r)| a.payload[..] == r[..])
+        );
+        wal.close().unwrap();
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".wal") {
+                files.insert(name, std::fs::read(entry.path()).unwrap());
+            }
+        }
+        (files, large_direct)
+    };
+    let (direct_files, large_direct) = write(&base.path().join("direct"), true);
+    let (buffered_files, buffered_large_direct) = write(&base.path().join("buffered"), false);
+    assert_eq!(buffered_large_direct, 0);
+    if supported {
+        // Every large record but those whose group reaches the segment's last block (the
+        // trailer slot's, only ever written through the page cache).
+        assert!(large_direct >= 3 * 4 - 3, "{large_direct} large records went directly");
+    }
+    assert!(direct_files.len() > 3, "the log rotated: {:?}", direct_files.keys());
+    assert_eq!(direct_files, buffered_files);
+}
