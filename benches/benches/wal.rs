@@ -25,7 +25,9 @@
 //!    reserved ahead, one `fdatasync` per record, a new file every 64 MiB);
 //!    `raw_zeros_ahead` does the same into files zero-filled by a background thread while the
 //!    one before fills (what wit-wal did for every new segment until large groups got
-//!    allocated ones); `wit-wal` is a fresh log with the default configuration. Printed (and
+//!    allocated ones); `raw_direct_growing` is `raw_growing` through an `O_DIRECT`
+//!    descriptor (no copy into the page cache, as wit-wal writes large groups);
+//!    `wit-wal` is a fresh log with the default configuration. Printed (and
 //!    written to `$CARGO_TARGET_TMPDIR/wal-bench-growing.txt`): MB/s per contender, median of
 //!    the turns, and the median of the per-round ratios to the ceiling.
 //!
@@ -290,7 +292,7 @@ fn growing_log(_: &mut Criterion) {
     }
     let rec = record(GROWING_RECORD, 9);
     let records = (GROWING_TURN / GROWING_RECORD as u64) as usize;
-    let names = ["raw_growing", "raw_zeros_ahead", "wit-wal"];
+    let names = ["raw_growing", "raw_zeros_ahead", "raw_direct_growing", "wit-wal"];
     let k = names.len();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); k];
     let mut made = (0, 0);
@@ -305,6 +307,12 @@ fn growing_log(_: &mut Criterion) {
                     settle(dir.path());
                     let t = Instant::now();
                     raw_growing(dir.path(), first, &rec, records, zeros_ahead);
+                    t.elapsed()
+                }
+                2 => {
+                    settle(dir.path());
+                    let t = Instant::now();
+                    raw_direct_growing(dir.path(), &rec, records);
                     t.elapsed()
                 }
                 _ => {
@@ -409,6 +417,36 @@ fn raw_growing(dir: &Path, mut file: File, rec: &[u8], records: usize, zeros_ahe
     }
     if let Some(handle) = ahead {
         drop(handle.join());
+    }
+}
+
+/// Appends `records` copies of `rec` (a multiple of 4 KiB) with `O_DIRECT` and one
+/// `fdatasync` each, to files of `SEGMENT_SIZE` extended by the writes themselves.
+fn raw_direct_growing(dir: &Path, rec: &[u8], records: usize) {
+    use std::os::unix::fs::OpenOptionsExt;
+    assert!(rec.len().is_multiple_of(BLOCK));
+    let mut buf: AVec<u8, ConstAlign<BLOCK>> = AVec::new(BLOCK);
+    buf.extend_from_slice(rec);
+    let open = |n: usize| {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(dir.join(format!("{n:04}.log")))
+            .expect("create with O_DIRECT")
+    };
+    let (mut n, mut offset) = (0, 0u64);
+    let mut file = open(n);
+    for _ in 0..records {
+        if offset + rec.len() as u64 > SEGMENT_SIZE {
+            n += 1;
+            file = open(n);
+            sync_dir(dir);
+            offset = 0;
+        }
+        file.write_all_at(&buf, offset).expect("pwrite O_DIRECT");
+        file.sync_data().expect("fdatasync");
+        offset += rec.len() as u64;
     }
 }
 

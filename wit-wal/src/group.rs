@@ -113,7 +113,10 @@ impl Poison {
 const MAX_POOLED_BUFFERS: usize = 8;
 /// The longest a leader waits for returning writers before it writes.
 const MAX_GATHER: Duration = Duration::from_millis(1);
-const MAX_POOLED_CAPACITY: usize = 8 << 20;
+/// The most buffer capacity kept for reuse, all pooled buffers together: room for a few
+/// groups of the largest records (16 MiB by default). A buffer that is not reused is
+/// allocated again, and its pages faulted in and zeroed again by the kernel, per group.
+const MAX_POOLED_BYTES: usize = 64 << 20;
 
 impl State {
     pub(crate) fn check_open(&self) -> Result<()> {
@@ -165,10 +168,15 @@ impl State {
         }
         let chunk = self.pending.last_mut().expect("a pending group");
         let crc = finish_record_crc(crc, lsn, chunk.generation);
-        chunk.buf.extend_from_slice(&record_header(payload.len(), crc));
         if detached {
+            chunk.buf.extend_from_slice(&record_header(payload.len(), crc));
             chunk.detached = payload.len();
         } else {
+            // Reserved at once (and padding for a direct write too): a large record then
+            // costs one allocation at most, not a doubling copy per power of two.
+            let need = chunk.buf.len() + frame as usize;
+            chunk.buf.reserve(need.next_multiple_of(BLOCK) - chunk.buf.len());
+            chunk.buf.extend_from_slice(&record_header(payload.len(), crc));
             chunk.buf.extend_from_slice(payload);
         }
         chunk.count += 1;
@@ -293,7 +301,8 @@ impl Shared {
         }
         st.gather_target = st.submissions + taken;
         for mut c in chunks {
-            if st.free_buffers.len() < MAX_POOLED_BUFFERS && c.buf.capacity() <= MAX_POOLED_CAPACITY {
+            let pooled: usize = st.free_buffers.iter().map(GroupBuf::capacity).sum();
+            if st.free_buffers.len() < MAX_POOLED_BUFFERS && pooled + c.buf.capacity() <= MAX_POOLED_BYTES {
                 c.buf.clear();
                 st.free_buffers.push(c.buf);
             }
