@@ -303,7 +303,7 @@ fn growing_log(_: &mut Criterion) {
             let elapsed = match c {
                 0 | 1 => {
                     let zeros_ahead = c == 1;
-                    let first = raw_first_file(dir.path(), zeros_ahead);
+                    let first = raw_file(dir.path(), 0, zeros_ahead);
                     settle(dir.path());
                     let t = Instant::now();
                     raw_growing(dir.path(), first, &rec, records, zeros_ahead);
@@ -363,9 +363,9 @@ fn growing_log(_: &mut Criterion) {
     }
 }
 
-/// The first file of a raw growing log: empty, or (`zeros_ahead`) zero-filled.
-fn raw_first_file(dir: &Path, zeros_ahead: bool) -> File {
-    let path = dir.join(format!("{:04}.log", 0));
+/// File `n` of a raw growing log: empty, or (`zeros_ahead`) zero-filled.
+fn raw_file(dir: &Path, n: usize, zeros_ahead: bool) -> File {
+    let path = dir.join(format!("{n:04}.log"));
     if zeros_ahead {
         create_zeroed(&path, SEGMENT_SIZE)
     } else {
@@ -377,23 +377,11 @@ fn raw_first_file(dir: &Path, zeros_ahead: bool) -> File {
     }
 }
 
-/// Appends `records` copies of `rec` with one `fdatasync` each, starting in `file` (the
-/// first, from `raw_first_file`), to files of `SEGMENT_SIZE` made as they fill up: extended
-/// by the writes, or (`zeros_ahead`) zero-filled by a background thread while the file
-/// before fills.
+/// Appends `records` copies of `rec` with one `fdatasync` each, starting in `file` (file 0,
+/// from `raw_file`), to files of `SEGMENT_SIZE` made as they fill up: extended by the
+/// writes, or (`zeros_ahead`) zero-filled by a background thread while the file before
+/// fills.
 fn raw_growing(dir: &Path, mut file: File, rec: &[u8], records: usize, zeros_ahead: bool) {
-    let make = |n: usize| {
-        let path = dir.join(format!("{n:04}.log"));
-        if zeros_ahead {
-            create_zeroed(&path, SEGMENT_SIZE)
-        } else {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .expect("create")
-        }
-    };
     let mut n = 0;
     let mut ahead: Option<std::thread::JoinHandle<File>> = None;
     let mut offset = 0u64;
@@ -402,7 +390,7 @@ fn raw_growing(dir: &Path, mut file: File, rec: &[u8], records: usize, zeros_ahe
             n += 1;
             file = match ahead.take() {
                 Some(handle) => handle.join().expect("zero-fill thread"),
-                None => make(n),
+                None => raw_file(dir, n, zeros_ahead),
             };
             sync_dir(dir);
             offset = 0;

@@ -73,6 +73,19 @@ fn config(direct: bool, faults: &Arc<IoFaults>) -> Config {
         .with_io_faults(Arc::clone(faults))
 }
 
+/// The segment files' bytes by name.
+fn segment_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".wal") {
+            files.insert(name, std::fs::read(entry.path()).unwrap());
+        }
+    }
+    files
+}
+
 /// The same appends (singles and batches, a clean reopen in the middle of a block, several
 /// rotations); returns the segment files' bytes by name.
 fn write_log(dir: &Path, direct: bool, refuse_after: Option<usize>) -> (BTreeMap<String, Vec<u8>>, Vec<bool>) {
@@ -104,15 +117,7 @@ fn write_log(dir: &Path, direct: bool, refuse_after: Option<usize>) -> (BTreeMap
     let all: Vec<_> = wal.read_from(Lsn::FIRST).unwrap().map(|r| r.unwrap()).collect();
     assert_eq!(all.len() as u64, next - 1);
     wal.close().unwrap();
-    let mut files = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".wal") {
-            files.insert(name, std::fs::read(entry.path()).unwrap());
-        }
-    }
-    (files, seen_direct)
+    (segment_files(dir), seen_direct)
 }
 
 #[test]
@@ -260,15 +265,7 @@ fn large_groups_are_written_directly_and_leave_the_same_files() {
                 .all(|(a, r)| a.payload[..] == r[..])
         );
         wal.close().unwrap();
-        let mut files = BTreeMap::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".wal") {
-                files.insert(name, std::fs::read(entry.path()).unwrap());
-            }
-        }
-        (files, large_direct)
+        (segment_files(dir), large_direct)
     };
     let (direct_files, large_direct) = write(&base.path().join("direct"), true);
     let (buffered_files, buffered_large_direct) = write(&base.path().join("buffered"), false);
